@@ -1,0 +1,201 @@
+//! Building the server (binding its port first, so tests can use port 0), serving it, and
+//! the graceful shutdown: readiness off, Watch streams ended, in-flight calls drained within
+//! a bound, the pool closed.
+
+use std::{future::Future, net::SocketAddr, time::Duration};
+
+use tokio::net::TcpListener;
+use tokio_util::{sync::CancellationToken, task::TaskTracker};
+use tonic::transport::{Server, server::TcpIncoming};
+
+use crate::{
+    Config, Error,
+    auth::AdminToken,
+    db::{Db, ProbeConnection},
+    middleware::RpcLayer,
+    password::Hasher,
+    pb::{pool_service_server::PoolServiceServer, produto_service_server::ProdutoServiceServer},
+    service::{PoolSvc, ProdutoSvc, Readiness},
+};
+
+/// Largest request message accepted: the largest valid request is ~1.3 KiB.
+pub const MAX_REQUEST_BYTES: usize = 8 * 1024;
+/// Bound on closing the pool once serving has stopped.
+const POOL_CLOSE_TIMEOUT: Duration = Duration::from_secs(5);
+/// Longest pause between two migration attempts while the database is unreachable.
+const MIGRATE_RETRY_MAX: Duration = Duration::from_secs(5);
+
+/// A server bound to its port, ready to run.
+pub struct Application {
+    config: Config,
+    incoming: TcpIncoming,
+    local_addr: SocketAddr,
+    db: Db,
+    hasher: Hasher,
+}
+
+impl Application {
+    /// Checks the configuration, builds the (lazy) pool and binds the listener. Nothing here
+    /// waits for the database: a database that is down at start only delays readiness.
+    pub async fn build(config: Config) -> Result<Self, Error> {
+        config.validate().map_err(Error::Startup)?;
+        let db = Db::new(&config)?;
+        let hasher = Hasher::new(&config)?;
+        let listener = TcpListener::bind(config.addr)
+            .await
+            .map_err(|e| Error::Startup(format!("cannot listen on {}: {e}", config.addr)))?;
+        let local_addr = listener
+            .local_addr()
+            .map_err(|e| Error::Startup(format!("cannot read the bound address: {e}")))?;
+        // Small request/response messages: Nagle's delay would dominate their latency.
+        let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
+        Ok(Application {
+            config,
+            incoming,
+            local_addr,
+            db,
+            hasher,
+        })
+    }
+
+    /// The address actually bound (the port is chosen by the OS when configured as 0).
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local_addr
+    }
+
+    /// The shared pool, for tests and tools that want to look at it.
+    pub fn db(&self) -> &Db {
+        &self.db
+    }
+
+    /// Serves until `shutdown` completes, then shuts down gracefully. Returns once the pool
+    /// is closed, within the drain timeout plus the pool's close bound.
+    pub async fn run_until_stopped(
+        self,
+        shutdown: impl Future<Output = ()> + Send,
+    ) -> Result<(), Error> {
+        let Application {
+            config,
+            incoming,
+            db,
+            hasher,
+            ..
+        } = self;
+
+        let (reporter, health_server) = tonic_health::server::health_reporter();
+        let readiness = Readiness::new(reporter).await;
+        let reflection_v1 = tonic_reflection::server::Builder::configure()
+            .register_encoded_file_descriptor_set(crate::pb::FILE_DESCRIPTOR_SET)
+            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+            .build_v1()
+            .map_err(|e| Error::Startup(format!("reflection: {e}")))?;
+        let reflection_v1alpha = tonic_reflection::server::Builder::configure()
+            .register_encoded_file_descriptor_set(crate::pb::FILE_DESCRIPTOR_SET)
+            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+            .build_v1alpha()
+            .map_err(|e| Error::Startup(format!("reflection: {e}")))?;
+
+        let produto = ProdutoSvc::new(
+            db.clone(),
+            hasher,
+            AdminToken::new(config.admin_token.as_deref()),
+        );
+        let stop_tasks = CancellationToken::new();
+        let stop_serving = CancellationToken::new();
+        let tasks = TaskTracker::new();
+        tasks.spawn(supervise(
+            db.clone(),
+            readiness,
+            config.probe_interval,
+            stop_tasks.clone(),
+        ));
+
+        let server = Server::builder()
+            .layer(RpcLayer)
+            .add_service(health_server)
+            .add_service(reflection_v1)
+            .add_service(reflection_v1alpha)
+            .add_service(
+                ProdutoServiceServer::new(produto).max_decoding_message_size(MAX_REQUEST_BYTES),
+            )
+            .add_service(
+                PoolServiceServer::new(PoolSvc::new(db.clone()))
+                    .max_decoding_message_size(MAX_REQUEST_BYTES),
+            )
+            .serve_with_incoming_shutdown(incoming, stop_serving.clone().cancelled_owned());
+        tokio::pin!(server);
+
+        let begin_shutdown = async {
+            shutdown.await;
+            tracing::info!("shutdown requested: readiness off, draining");
+            // The supervisor turns every health status NOT_SERVING and ends Watch streams
+            // before the server stops accepting, so probes see NOT_SERVING, not a refusal.
+            stop_tasks.cancel();
+            tasks.close();
+            tasks.wait().await;
+            stop_serving.cancel();
+        };
+        tokio::select! {
+            result = &mut server => {
+                stop_tasks.cancel();
+                db.close(POOL_CLOSE_TIMEOUT).await;
+                return result.map_err(|e| Error::Startup(format!("server failed: {e}")));
+            }
+            () = begin_shutdown => {}
+        }
+
+        match tokio::time::timeout(config.drain_timeout, server).await {
+            Ok(Ok(())) => tracing::info!("in-flight calls drained"),
+            Ok(Err(e)) => tracing::error!(error = %e, "server error while draining"),
+            Err(_) => tracing::warn!(
+                drain_timeout = ?config.drain_timeout,
+                "drain timed out; closing the remaining connections"
+            ),
+        }
+        db.close(POOL_CLOSE_TIMEOUT).await;
+        tracing::info!("stopped");
+        Ok(())
+    }
+}
+
+/// The background task: applies migrations (retrying while the database is unreachable),
+/// then probes the database every `interval` and reports readiness, until stopped.
+async fn supervise(db: Db, mut readiness: Readiness, interval: Duration, stop: CancellationToken) {
+    let mut backoff = Duration::from_millis(100);
+    while !db.is_migrated() {
+        tokio::select! {
+            () = stop.cancelled() => {
+                readiness.shut_down().await;
+                return;
+            }
+            result = db.migrate() => match result {
+                Ok(()) => tracing::info!(backend = db.backend_name(), "schema migrated"),
+                Err(e) => {
+                    tracing::error!(error = %e, retry_in = ?backoff, "migrations failed; not ready");
+                    tokio::select! {
+                        () = stop.cancelled() => {}
+                        () = tokio::time::sleep(backoff) => {}
+                    }
+                    backoff = (backoff * 2).min(MIGRATE_RETRY_MAX);
+                }
+            }
+        }
+    }
+
+    let mut probe = ProbeConnection::default();
+    loop {
+        let healthy = tokio::select! {
+            () = stop.cancelled() => break,
+            healthy = db.probe(&mut probe) => healthy,
+        };
+        readiness.set(healthy).await;
+        if !healthy {
+            tracing::warn!("database probe failed; not ready");
+        }
+        tokio::select! {
+            () = stop.cancelled() => break,
+            () = tokio::time::sleep(interval) => {}
+        }
+    }
+    readiness.shut_down().await;
+}

@@ -1,0 +1,386 @@
+//! The one shared connection pool: building it for PostgreSQL or SQLite, migrations,
+//! the counted and bounded acquire, and the background probe that drives readiness.
+//!
+//! The two backends are native sqlx pools behind one enum, so that each gets its own
+//! driver's full speed (and PostgreSQL its arrays); the queries in [`users`] are written once.
+
+mod stats;
+pub mod users;
+
+use std::{
+    ops::{Deref, DerefMut},
+    str::FromStr,
+    sync::{
+        Arc,
+        atomic::{AtomicBool, Ordering::Relaxed},
+    },
+    time::{Duration, Instant, SystemTime, UNIX_EPOCH},
+};
+
+use futures_util::future::BoxFuture;
+use sqlx::{
+    Connection, Database, Executor, Pool,
+    migrate::Migrator,
+    pool::{PoolConnection, PoolConnectionMetadata, PoolOptions},
+    postgres::{PgConnectOptions, Postgres},
+    sqlite::{Sqlite, SqliteConnectOptions, SqliteJournalMode, SqliteSynchronous},
+};
+
+pub use stats::{PoolSnapshot, PoolStats};
+
+use crate::{Config, Error, error::is_connection_error};
+use stats::GaugeGuard;
+
+static PG_MIGRATOR: Migrator = sqlx::migrate!("./migrations/postgres");
+static SQLITE_MIGRATOR: Migrator = sqlx::migrate!("./migrations/sqlite");
+
+/// A connection idle longer than this is pinged before it is handed out; younger ones are
+/// trusted (a query on a dead one fails with UNAVAILABLE and the connection is discarded).
+const PING_IF_IDLE_FOR: Duration = Duration::from_secs(2);
+/// Bound on that ping and on each probe: a half-open connection must not stall a caller.
+const PING_TIMEOUT: Duration = Duration::from_secs(1);
+/// While the probe says the database is down, callers wait at most this long for a
+/// connection, so an outage answers UNAVAILABLE fast instead of after the full timeout.
+const UNHEALTHY_ACQUIRE_TIMEOUT: Duration = Duration::from_millis(250);
+
+/// The pool of one backend.
+#[derive(Clone, Debug)]
+pub enum Backend {
+    Postgres(Pool<Postgres>),
+    Sqlite(Pool<Sqlite>),
+}
+
+/// The shared database handle: the pool, its figures, and the bounds every wait obeys.
+#[derive(Clone, Debug)]
+pub struct Db {
+    backend: Backend,
+    stats: Arc<PoolStats>,
+    migrated: Arc<AtomicBool>,
+    acquire_timeout: Duration,
+    query_timeout: Duration,
+    min_connections: u32,
+    max_connections: u32,
+}
+
+impl Db {
+    /// Builds the pool without connecting (a database that is down at start is waited for,
+    /// not fatal); only a malformed URL fails here.
+    pub fn new(config: &Config) -> Result<Self, Error> {
+        let stats = Arc::new(PoolStats::default());
+        let url = config.database_url.as_str();
+        let backend = if url.starts_with("postgres:") || url.starts_with("postgresql:") {
+            let options = PgConnectOptions::from_str(url)
+                .map_err(|e| {
+                    Error::Startup(format!("DATABASE_URL is not a valid PostgreSQL URL: {e}"))
+                })?
+                .application_name("produto");
+            Backend::Postgres(pool_options(config, &stats).connect_lazy_with(options))
+        } else if url.starts_with("sqlite:") {
+            let options = SqliteConnectOptions::from_str(url)
+                .map_err(|e| {
+                    Error::Startup(format!("DATABASE_URL is not a valid SQLite URL: {e}"))
+                })?
+                .create_if_missing(true)
+                // WAL lets readers run beside the writer; busy_timeout makes writers queue
+                // instead of failing with SQLITE_BUSY.
+                .journal_mode(SqliteJournalMode::Wal)
+                .synchronous(SqliteSynchronous::Normal)
+                .busy_timeout(config.query_timeout);
+            Backend::Sqlite(pool_options(config, &stats).connect_lazy_with(options))
+        } else {
+            return Err(Error::Startup(
+                "DATABASE_URL must start with postgres://, postgresql:// or sqlite:".into(),
+            ));
+        };
+        Ok(Db {
+            backend,
+            stats,
+            migrated: Arc::new(AtomicBool::new(false)),
+            acquire_timeout: config.acquire_timeout,
+            query_timeout: config.query_timeout,
+            min_connections: config.min_connections,
+            max_connections: config.max_connections,
+        })
+    }
+
+    pub fn backend(&self) -> &Backend {
+        &self.backend
+    }
+
+    pub fn backend_name(&self) -> &'static str {
+        match self.backend {
+            Backend::Postgres(_) => "postgres",
+            Backend::Sqlite(_) => "sqlite",
+        }
+    }
+
+    pub fn stats(&self) -> &PoolStats {
+        &self.stats
+    }
+
+    /// Applies the embedded migrations. On PostgreSQL sqlx holds an advisory lock while it
+    /// migrates, so several instances starting at once are safe; SQLite locks the file.
+    pub async fn migrate(&self) -> Result<(), sqlx::migrate::MigrateError> {
+        match &self.backend {
+            Backend::Postgres(pool) => PG_MIGRATOR.run(pool).await?,
+            Backend::Sqlite(pool) => SQLITE_MIGRATOR.run(pool).await?,
+        }
+        self.migrated.store(true, Relaxed);
+        Ok(())
+    }
+
+    /// Whether the schema is in place (migrations ran in this process).
+    pub fn is_migrated(&self) -> bool {
+        self.migrated.load(Relaxed)
+    }
+
+    /// Live figures of the pool, from memory.
+    pub fn snapshot(&self) -> PoolSnapshot {
+        let (size, idle, closed) = match &self.backend {
+            Backend::Postgres(p) => (p.size(), p.num_idle(), p.is_closed()),
+            Backend::Sqlite(p) => (p.size(), p.num_idle(), p.is_closed()),
+        };
+        let idle = u32::try_from(idle).unwrap_or(u32::MAX);
+        self.stats.snapshot(
+            closed,
+            (self.min_connections, self.max_connections),
+            (size, idle),
+            self.backend_name(),
+        )
+    }
+
+    /// Closes the pool: waits (bounded) for checked-out connections to come back, then
+    /// closes every connection.
+    pub async fn close(&self, within: Duration) {
+        let closing = async {
+            match &self.backend {
+                Backend::Postgres(p) => p.close().await,
+                Backend::Sqlite(p) => p.close().await,
+            }
+        };
+        if tokio::time::timeout(within, closing).await.is_err() {
+            tracing::warn!(?within, "pool did not close in time; connections dropped");
+        }
+    }
+
+    /// Takes a connection, counting the wait, bounded by the acquire timeout (shorter while
+    /// the probe says the database is down). The lease gives it back when dropped.
+    pub async fn acquire<DB: Database>(&self, pool: &Pool<DB>) -> Result<Lease<DB>, Error> {
+        if !self.is_migrated() {
+            return Err(Error::Unavailable(
+                "schema not migrated yet (starting up)".into(),
+            ));
+        }
+        let bound = if self.stats.healthy() {
+            self.acquire_timeout
+        } else {
+            self.acquire_timeout.min(UNHEALTHY_ACQUIRE_TIMEOUT)
+        };
+        let started = Instant::now();
+        let result = {
+            let _waiting = GaugeGuard::raise(&self.stats.waiting);
+            tokio::time::timeout(bound, pool.acquire()).await
+        };
+        self.stats
+            .record_wait(u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX));
+        match result {
+            Ok(Ok(conn)) => {
+                self.stats.used.fetch_add(1, Relaxed);
+                Ok(Lease {
+                    conn,
+                    stats: self.stats.clone(),
+                })
+            }
+            Err(_) | Ok(Err(sqlx::Error::PoolTimedOut)) => {
+                self.stats.acquire_timeouts.fetch_add(1, Relaxed);
+                Err(Error::Unavailable(format!(
+                    "no database connection within {bound:?}"
+                )))
+            }
+            Ok(Err(e)) => {
+                self.stats.acquire_errors.fetch_add(1, Relaxed);
+                Err(Error::from_sqlx(e))
+            }
+        }
+    }
+
+    /// Bounds one statement's future by the query timeout.
+    pub async fn bounded<T>(
+        &self,
+        query: impl Future<Output = Result<T, sqlx::Error>>,
+    ) -> Result<Result<T, sqlx::Error>, tokio::time::error::Elapsed> {
+        tokio::time::timeout(self.query_timeout, query).await
+    }
+
+    /// Classifies a bounded statement's outcome; a connection that timed out or broke is
+    /// closed instead of going back to the pool.
+    pub fn classify<DB: Database, T>(
+        &self,
+        lease: &mut Lease<DB>,
+        outcome: Result<Result<T, sqlx::Error>, tokio::time::error::Elapsed>,
+    ) -> Result<T, Error> {
+        match outcome {
+            Ok(Ok(value)) => Ok(value),
+            Ok(Err(e)) if is_connection_error(&e) => {
+                lease.discard();
+                Err(Error::Unavailable(e.to_string()))
+            }
+            Ok(Err(e)) => Err(Error::Database(e)),
+            Err(_) => {
+                lease.discard();
+                Err(Error::Unavailable(format!(
+                    "query did not finish within {:?}",
+                    self.query_timeout
+                )))
+            }
+        }
+    }
+
+    /// One probe: a round trip on the probe's own connection (opened if needed), bounded.
+    /// Kept apart from the pool so that a saturated pool is not mistaken for a dead database.
+    pub async fn probe(&self, slot: &mut ProbeConnection) -> bool {
+        let started = Instant::now();
+        let ok = match (&self.backend, slot) {
+            (Backend::Postgres(pool), ProbeConnection::Postgres(conn)) => {
+                probe_on(pool, conn).await
+            }
+            (Backend::Sqlite(pool), ProbeConnection::Sqlite(conn)) => probe_on(pool, conn).await,
+            (_, slot) => {
+                *slot = ProbeConnection::for_backend(&self.backend);
+                return Box::pin(self.probe(slot)).await;
+            }
+        };
+        let latency = u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX);
+        let now_ms = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX));
+        self.stats.probe_latency_us.store(latency, Relaxed);
+        self.stats.probe_unix_ms.store(now_ms, Relaxed);
+        self.stats.healthy.store(ok, Relaxed);
+        ok
+    }
+}
+
+/// The probe's own connection, kept between probes and reopened after a failure.
+#[derive(Debug, Default)]
+pub enum ProbeConnection {
+    #[default]
+    Unset,
+    Postgres(Option<sqlx::PgConnection>),
+    Sqlite(Option<sqlx::SqliteConnection>),
+}
+
+impl ProbeConnection {
+    fn for_backend(backend: &Backend) -> Self {
+        match backend {
+            Backend::Postgres(_) => ProbeConnection::Postgres(None),
+            Backend::Sqlite(_) => ProbeConnection::Sqlite(None),
+        }
+    }
+}
+
+async fn probe_on<DB: Database>(pool: &Pool<DB>, slot: &mut Option<DB::Connection>) -> bool
+where
+    for<'c> &'c mut DB::Connection: Executor<'c, Database = DB>,
+{
+    if slot.is_none() {
+        let options = pool.connect_options();
+        match tokio::time::timeout(PING_TIMEOUT, DB::Connection::connect_with(&options)).await {
+            Ok(Ok(conn)) => *slot = Some(conn),
+            Ok(Err(e)) => {
+                tracing::debug!(error = %e, "probe could not connect");
+                return false;
+            }
+            Err(_) => return false,
+        }
+    }
+    let Some(conn) = slot.as_mut() else {
+        return false;
+    };
+    match tokio::time::timeout(PING_TIMEOUT, conn.execute("SELECT 1")).await {
+        Ok(Ok(_)) => true,
+        _ => {
+            // Broken or half-open: forget it (dropping closes the socket) and reconnect next time.
+            *slot = None;
+            false
+        }
+    }
+}
+
+/// A checked-out connection, counted in `used_connections` until dropped.
+pub struct Lease<DB: Database> {
+    conn: PoolConnection<DB>,
+    stats: Arc<PoolStats>,
+}
+
+impl<DB: Database> Lease<DB> {
+    /// Closes the connection instead of returning it: it broke or is mid-statement.
+    fn discard(&mut self) {
+        self.stats.lost.fetch_add(1, Relaxed);
+        self.conn.close_on_drop();
+    }
+}
+
+impl<DB: Database> Deref for Lease<DB> {
+    type Target = DB::Connection;
+    fn deref(&self) -> &Self::Target {
+        &self.conn
+    }
+}
+
+impl<DB: Database> DerefMut for Lease<DB> {
+    fn deref_mut(&mut self) -> &mut Self::Target {
+        &mut self.conn
+    }
+}
+
+impl<DB: Database> Drop for Lease<DB> {
+    fn drop(&mut self) {
+        self.stats.used.fetch_sub(1, Relaxed);
+    }
+}
+
+/// Pool settings shared by both backends, with the hooks that count connections and
+/// find dead ones.
+fn pool_options<DB: Database>(config: &Config, stats: &Arc<PoolStats>) -> PoolOptions<DB> {
+    let opened = stats.clone();
+    let lost = stats.clone();
+    PoolOptions::<DB>::new()
+        .min_connections(config.min_connections)
+        .max_connections(config.max_connections)
+        .acquire_timeout(config.acquire_timeout)
+        .idle_timeout(config.idle_timeout)
+        .max_lifetime(config.max_lifetime)
+        // Pinging on every acquire costs a round trip per query; ping only connections that
+        // sat idle long enough to have been cut (see before_acquire).
+        .test_before_acquire(false)
+        .after_connect(move |_conn, _meta| {
+            opened.opened.fetch_add(1, Relaxed);
+            Box::pin(async { Ok(()) })
+        })
+        .before_acquire(move |conn, meta| ping_if_idle::<DB>(conn, meta, lost.clone()))
+}
+
+fn ping_if_idle<DB: Database>(
+    conn: &mut DB::Connection,
+    meta: PoolConnectionMetadata,
+    stats: Arc<PoolStats>,
+) -> BoxFuture<'_, Result<bool, sqlx::Error>> {
+    Box::pin(async move {
+        if meta.idle_for < PING_IF_IDLE_FOR {
+            return Ok(true);
+        }
+        match tokio::time::timeout(PING_TIMEOUT, conn.ping()).await {
+            Ok(Ok(())) => Ok(true),
+            outcome => {
+                stats.lost.fetch_add(1, Relaxed);
+                tracing::info!(
+                    idle_for = ?meta.idle_for,
+                    timed_out = outcome.is_err(),
+                    "idle connection found dead; replacing it"
+                );
+                Ok(false)
+            }
+        }
+    })
+}

@@ -1,0 +1,89 @@
+//! `produto.v1.ProdutoService`: VerificarLogin, ObterNivel, AdicionarUsuario.
+
+use tonic::{Request, Response, Status};
+
+use crate::{
+    Error,
+    auth::AdminToken,
+    db::Db,
+    domain::{Nivel, Senha, Usuario},
+    password::{Hasher, Verified},
+    pb::{self, produto_service_server::ProdutoService},
+};
+
+/// The handlers: parse at the edge, then call the database and the hasher.
+#[derive(Clone)]
+pub struct ProdutoSvc {
+    db: Db,
+    hasher: Hasher,
+    admin: AdminToken,
+}
+
+impl ProdutoSvc {
+    pub fn new(db: Db, hasher: Hasher, admin: AdminToken) -> Self {
+        ProdutoSvc { db, hasher, admin }
+    }
+}
+
+#[tonic::async_trait]
+impl ProdutoService for ProdutoSvc {
+    async fn verificar_login(
+        &self,
+        request: Request<pb::VerificarLoginRequest>,
+    ) -> Result<Response<pb::VerificarLoginResponse>, Status> {
+        let req = request.into_inner();
+        let usuario = Usuario::parse(req.usuario)?;
+        let senha = Senha::parse_login(req.senha)?;
+
+        let credentials = self.db.credentials(&usuario).await?;
+        // An unknown user is verified against a dummy hash: same work, same answer.
+        let (stored, id, nivel) = match credentials {
+            Some(c) => (Some(c.senha_hash), c.id, c.nivel),
+            None => (None, 0, 0),
+        };
+        let valido = match self.hasher.verify(senha, stored).await? {
+            Verified::No => false,
+            Verified::Yes => true,
+            Verified::YesRehashed(fresh) => {
+                // The login stands even if storing the upgraded hash fails; the next login
+                // tries again.
+                if let Err(e) = self.db.update_hash(id, &fresh).await {
+                    tracing::warn!(error = %e, "could not store the rehashed password");
+                }
+                true
+            }
+        };
+        Ok(Response::new(pb::VerificarLoginResponse {
+            valido,
+            nivel: if valido { nivel } else { 0 },
+        }))
+    }
+
+    async fn obter_nivel(
+        &self,
+        request: Request<pb::ObterNivelRequest>,
+    ) -> Result<Response<pb::ObterNivelResponse>, Status> {
+        let usuario = Usuario::parse(request.into_inner().usuario)?;
+        match self.db.nivel(&usuario).await? {
+            Some(nivel) => Ok(Response::new(pb::ObterNivelResponse { nivel })),
+            None => Err(Error::NotFound(format!("usuario '{usuario}' not found")).into()),
+        }
+    }
+
+    async fn adicionar_usuario(
+        &self,
+        request: Request<pb::AdicionarUsuarioRequest>,
+    ) -> Result<Response<pb::AdicionarUsuarioResponse>, Status> {
+        // Authenticate before looking at the fields: strangers learn nothing about them.
+        self.admin.check(request.metadata())?;
+        let req = request.into_inner();
+        let usuario = Usuario::parse(req.usuario)?;
+        let senha = Senha::parse_new(req.senha)?;
+        let nivel = Nivel::parse(req.nivel)?;
+
+        let hash = self.hasher.hash(senha).await?;
+        let id = self.db.insert_user(&usuario, &hash, nivel).await?;
+        tracing::info!(id, nivel = nivel.get(), "user added");
+        Ok(Response::new(pb::AdicionarUsuarioResponse { id }))
+    }
+}

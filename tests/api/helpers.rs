@@ -1,0 +1,318 @@
+//! Starts the real server on 127.0.0.1:0 against a fresh database (a new PostgreSQL database
+//! or a new SQLite file per test) and hands back real gRPC clients. Dropping the app stops
+//! the server and drops its database.
+
+use std::{
+    net::SocketAddr,
+    sync::atomic::{AtomicU32, Ordering},
+    time::{Duration, Instant},
+};
+
+use produto::{
+    Application, Config,
+    db::Db,
+    pb::{pool_service_client::PoolServiceClient, produto_service_client::ProdutoServiceClient},
+};
+use tokio::{sync::oneshot, task::JoinHandle};
+use tonic::{
+    Request,
+    transport::{Channel, Endpoint},
+};
+use tonic_health::pb::{
+    HealthCheckRequest, health_check_response::ServingStatus, health_client::HealthClient,
+};
+
+pub const ADMIN_TOKEN: &str = "test-admin-token-0123456789";
+
+/// Which database a test runs against.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    Postgres,
+    Sqlite,
+}
+
+/// The PostgreSQL server tests create their databases on.
+pub fn postgres_admin_url() -> String {
+    std::env::var("PRODUTO_TEST_DATABASE_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into())
+}
+
+/// A database that exists for one test only.
+pub struct TestDb {
+    pub url: String,
+    pg_name: Option<String>,
+    _dir: Option<tempfile::TempDir>,
+}
+
+impl TestDb {
+    pub async fn create(backend: Backend) -> TestDb {
+        match backend {
+            Backend::Postgres => {
+                static N: AtomicU32 = AtomicU32::new(0);
+                let name = format!(
+                    "produto_test_{}_{}_{}",
+                    std::process::id(),
+                    N.fetch_add(1, Ordering::Relaxed),
+                    rand_suffix()
+                );
+                let admin = postgres_admin_url();
+                let mut conn = connect_pg(&admin).await;
+                sqlx::Executor::execute(
+                    &mut conn,
+                    sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")),
+                )
+                .await
+                .expect("create the test database");
+                let url = replace_db_name(&admin, &name);
+                TestDb {
+                    url,
+                    pg_name: Some(name),
+                    _dir: None,
+                }
+            }
+            Backend::Sqlite => {
+                let dir = tempfile::tempdir().expect("temp dir");
+                let url = format!("sqlite:{}", dir.path().join("produto.db").display());
+                TestDb {
+                    url,
+                    pg_name: None,
+                    _dir: Some(dir),
+                }
+            }
+        }
+    }
+}
+
+impl Drop for TestDb {
+    fn drop(&mut self) {
+        let Some(name) = self.pg_name.take() else {
+            return;
+        };
+        // Drop runs inside the test's runtime: do the async clean-up on a thread of its own.
+        let admin = postgres_admin_url();
+        let _ = std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
+            rt.block_on(async {
+                let mut conn = connect_pg(&admin).await;
+                let _ = sqlx::Executor::execute(
+                    &mut conn,
+                    sqlx::AssertSqlSafe(format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)")),
+                )
+                .await;
+            });
+        })
+        .join();
+    }
+}
+
+async fn connect_pg(url: &str) -> sqlx::PgConnection {
+    use sqlx::Connection;
+    sqlx::PgConnection::connect(url)
+        .await
+        .unwrap_or_else(|e| panic!("tests need PostgreSQL at {url}: {e}"))
+}
+
+fn replace_db_name(url: &str, name: &str) -> String {
+    let (base, query) = url
+        .split_once('?')
+        .map_or((url, None), |(b, q)| (b, Some(q)));
+    let base = base.rsplit_once('/').map_or(base, |(b, _)| b);
+    match query {
+        Some(q) => format!("{base}/{name}?{q}"),
+        None => format!("{base}/{name}"),
+    }
+}
+
+fn rand_suffix() -> u32 {
+    use std::hash::{BuildHasher, RandomState};
+    RandomState::new().hash_one(Instant::now()) as u32
+}
+
+/// A test configuration: port 0, fast probes, cheap argon2 so tests stay quick.
+pub fn test_config(database_url: &str) -> Config {
+    let mut config = Config::with_database(database_url);
+    config.addr = "127.0.0.1:0".parse().unwrap();
+    config.admin_token = Some(ADMIN_TOKEN.into());
+    config.probe_interval = Duration::from_millis(100);
+    config.acquire_timeout = Duration::from_secs(2);
+    config.drain_timeout = Duration::from_secs(3);
+    config.argon2_m_kib = 1024;
+    config.argon2_t = 1;
+    config
+}
+
+/// A running server and clients connected to it.
+#[allow(dead_code, reason = "each test uses the fields it needs")]
+pub struct TestApp {
+    pub addr: SocketAddr,
+    pub produto: ProdutoServiceClient<Channel>,
+    pub pool: PoolServiceClient<Channel>,
+    pub health: HealthClient<Channel>,
+    pub channel: Channel,
+    pub db: Db,
+    pub database: TestDb,
+    shutdown: Option<oneshot::Sender<()>>,
+    server: Option<JoinHandle<Result<(), produto::Error>>>,
+}
+
+/// Starts a server on a fresh database and waits until it is ready.
+pub async fn spawn_app(backend: Backend) -> TestApp {
+    let database = TestDb::create(backend).await;
+    let config = test_config(&database.url);
+    let app = spawn_with(config, database).await;
+    app.wait_for_readiness(ServingStatus::Serving).await;
+    app
+}
+
+/// Starts a server with a given configuration, without waiting for readiness.
+pub async fn spawn_with(config: Config, database: TestDb) -> TestApp {
+    let app = Application::build(config).await.expect("build the app");
+    let addr = app.local_addr();
+    let db = app.db().clone();
+    let (tx, rx) = oneshot::channel::<()>();
+    let server = tokio::spawn(app.run_until_stopped(async {
+        let _ = rx.await;
+    }));
+    let channel = Endpoint::from_shared(format!("http://{addr}"))
+        .unwrap()
+        .connect_timeout(Duration::from_secs(5))
+        .connect()
+        .await
+        .expect("connect to the server");
+    TestApp {
+        addr,
+        produto: ProdutoServiceClient::new(channel.clone()),
+        pool: PoolServiceClient::new(channel.clone()),
+        health: HealthClient::new(channel.clone()),
+        channel,
+        db,
+        database,
+        shutdown: Some(tx),
+        server: Some(server),
+    }
+}
+
+impl TestApp {
+    /// Health status of a service name (Err: the gRPC status, e.g. NOT_FOUND).
+    pub async fn health_of(&self, service: &str) -> Result<ServingStatus, tonic::Status> {
+        let response = self
+            .health
+            .clone()
+            .check(HealthCheckRequest {
+                service: service.into(),
+            })
+            .await?;
+        Ok(ServingStatus::try_from(response.into_inner().status).unwrap())
+    }
+
+    /// Waits (up to 10 s) until readiness (`""`) reports `want`.
+    pub async fn wait_for_readiness(&self, want: ServingStatus) {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let now = self.health_of("").await;
+            if now.as_ref().ok() == Some(&want) {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "readiness never became {want:?} (last: {now:?})"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// Creates a user through the RPC, with the admin token.
+    pub async fn add_user(
+        &self,
+        usuario: &str,
+        senha: &str,
+        nivel: i32,
+    ) -> Result<i64, tonic::Status> {
+        let request = admin(produto::pb::AdicionarUsuarioRequest {
+            usuario: usuario.into(),
+            senha: senha.into(),
+            nivel,
+        });
+        Ok(self
+            .produto
+            .clone()
+            .adicionar_usuario(request)
+            .await?
+            .into_inner()
+            .id)
+    }
+
+    pub async fn login(&self, usuario: &str, senha: &str) -> Result<(bool, i32), tonic::Status> {
+        let r = self
+            .produto
+            .clone()
+            .verificar_login(produto::pb::VerificarLoginRequest {
+                usuario: usuario.into(),
+                senha: senha.into(),
+            })
+            .await?
+            .into_inner();
+        Ok((r.valido, r.nivel))
+    }
+
+    pub async fn nivel(&self, usuario: &str) -> Result<i32, tonic::Status> {
+        Ok(self
+            .produto
+            .clone()
+            .obter_nivel(produto::pb::ObterNivelRequest {
+                usuario: usuario.into(),
+            })
+            .await?
+            .into_inner()
+            .nivel)
+    }
+
+    pub async fn pool_status(&self) -> produto::pb::PoolStatusResponse {
+        self.pool
+            .clone()
+            .pool_status(produto::pb::PoolStatusRequest {})
+            .await
+            .expect("PoolStatus always answers")
+            .into_inner()
+    }
+
+    /// Sends the shutdown signal and waits for the server to stop; returns how long it took.
+    pub async fn stop(&mut self) -> Duration {
+        let started = Instant::now();
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+        if let Some(server) = self.server.take() {
+            tokio::time::timeout(Duration::from_secs(20), server)
+                .await
+                .expect("server stops within its drain bound")
+                .expect("server task did not panic")
+                .expect("server stopped cleanly");
+        }
+        started.elapsed()
+    }
+}
+
+impl Drop for TestApp {
+    fn drop(&mut self) {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+        if let Some(server) = self.server.take() {
+            server.abort();
+        }
+    }
+}
+
+/// A request carrying the admin token.
+pub fn admin<T>(message: T) -> Request<T> {
+    let mut request = Request::new(message);
+    request.metadata_mut().insert(
+        "authorization",
+        format!("Bearer {ADMIN_TOKEN}").parse().unwrap(),
+    );
+    request
+}

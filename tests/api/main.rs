@@ -1,0 +1,523 @@
+//! Integration tests: the real server on a loopback port, a real database per test
+//! (PostgreSQL and SQLite alike), and the generated gRPC clients.
+
+mod helpers;
+mod proxy;
+
+use std::time::{Duration, Instant};
+
+use helpers::{Backend, TestDb, admin, spawn_app, spawn_with, test_config};
+use produto::pb::{AdicionarUsuarioRequest, ObterNivelRequest, VerificarLoginRequest};
+use tokio_stream::StreamExt;
+use tonic::{Code, Request};
+use tonic_health::pb::{HealthCheckRequest, health_check_response::ServingStatus};
+
+/// Runs each listed test against both backends: `postgres::name` and `sqlite::name`.
+macro_rules! on_both_backends {
+    ($($name:ident),* $(,)?) => {
+        mod postgres {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $name() {
+                    super::$name(super::Backend::Postgres).await
+                }
+            )*
+        }
+        mod sqlite {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $name() {
+                    super::$name(super::Backend::Sqlite).await
+                }
+            )*
+        }
+    };
+}
+
+on_both_backends!(
+    a_new_user_can_log_in_with_the_right_password,
+    wrong_password_and_unknown_user_get_the_same_answer,
+    obter_nivel_returns_the_level_or_not_found,
+    adding_a_duplicate_user_returns_already_exists,
+    adicionar_usuario_requires_the_admin_token,
+    adicionar_usuario_is_refused_when_no_token_is_configured,
+    bad_fields_are_invalid_argument_naming_the_field,
+    oversized_requests_are_rejected_without_a_crash,
+    health_reports_readiness_and_liveness,
+    pool_status_reports_live_figures,
+    a_short_deadline_gets_deadline_exceeded_and_frees_the_connection,
+    shutdown_ends_watch_streams_and_closes_the_pool,
+    outdated_hashes_are_upgraded_on_login,
+    usernames_are_stored_literally,
+);
+
+async fn a_new_user_can_log_in_with_the_right_password(backend: Backend) {
+    let app = spawn_app(backend).await;
+    let id = app.add_user("maria", "senha-forte-1", 3).await.unwrap();
+    assert!(id > 0);
+    let id2 = app.add_user("joão", "outra-senha-2", 0).await.unwrap();
+    assert_ne!(id, id2);
+
+    assert_eq!(
+        app.login("maria", "senha-forte-1").await.unwrap(),
+        (true, 3)
+    );
+    assert_eq!(app.login("joão", "outra-senha-2").await.unwrap(), (true, 0));
+}
+
+async fn wrong_password_and_unknown_user_get_the_same_answer(backend: Backend) {
+    let app = spawn_app(backend).await;
+    app.add_user("maria", "senha-forte-1", 3).await.unwrap();
+
+    // nivel is only set when valido: a wrong password must not reveal the level.
+    assert_eq!(
+        app.login("maria", "senha-errada").await.unwrap(),
+        (false, 0)
+    );
+    assert_eq!(
+        app.login("ninguem", "senha-errada").await.unwrap(),
+        (false, 0)
+    );
+    assert_eq!(
+        app.login("Maria", "senha-forte-1").await.unwrap(),
+        (false, 0)
+    );
+}
+
+async fn obter_nivel_returns_the_level_or_not_found(backend: Backend) {
+    let app = spawn_app(backend).await;
+    app.add_user("admin", "senha-do-admin", 2).await.unwrap();
+    assert_eq!(app.nivel("admin").await.unwrap(), 2);
+
+    let err = app.nivel("fantasma").await.unwrap_err();
+    assert_eq!(err.code(), Code::NotFound);
+    assert!(err.message().contains("fantasma"), "{}", err.message());
+}
+
+async fn adding_a_duplicate_user_returns_already_exists(backend: Backend) {
+    let app = spawn_app(backend).await;
+    app.add_user("maria", "senha-forte-1", 1).await.unwrap();
+    let err = app.add_user("maria", "outra-senha-2", 5).await.unwrap_err();
+    assert_eq!(err.code(), Code::AlreadyExists);
+    assert!(err.message().contains("maria"), "{}", err.message());
+    // The first user is untouched.
+    assert_eq!(
+        app.login("maria", "senha-forte-1").await.unwrap(),
+        (true, 1)
+    );
+}
+
+async fn adicionar_usuario_requires_the_admin_token(backend: Backend) {
+    let app = spawn_app(backend).await;
+    let message = || AdicionarUsuarioRequest {
+        usuario: "intruso".into(),
+        senha: "senha-forte-1".into(),
+        nivel: 9,
+    };
+    let mut client = app.produto.clone();
+
+    let err = client.adicionar_usuario(message()).await.unwrap_err();
+    assert_eq!(err.code(), Code::Unauthenticated);
+
+    let mut wrong = Request::new(message());
+    wrong
+        .metadata_mut()
+        .insert("authorization", "Bearer not-the-token".parse().unwrap());
+    let err = client.adicionar_usuario(wrong).await.unwrap_err();
+    assert_eq!(err.code(), Code::Unauthenticated);
+    assert!(!err.message().contains(helpers::ADMIN_TOKEN));
+
+    // Unauthenticated callers learn nothing about their fields either.
+    let mut bad_fields = Request::new(AdicionarUsuarioRequest {
+        usuario: String::new(),
+        senha: "x".into(),
+        nivel: -1,
+    });
+    bad_fields
+        .metadata_mut()
+        .insert("authorization", "Bearer nope".parse().unwrap());
+    let err = client.adicionar_usuario(bad_fields).await.unwrap_err();
+    assert_eq!(err.code(), Code::Unauthenticated);
+
+    assert_eq!(
+        app.nivel("intruso").await.unwrap_err().code(),
+        Code::NotFound
+    );
+    assert!(client.adicionar_usuario(admin(message())).await.is_ok());
+}
+
+async fn adicionar_usuario_is_refused_when_no_token_is_configured(backend: Backend) {
+    let database = TestDb::create(backend).await;
+    let mut config = test_config(&database.url);
+    config.admin_token = None;
+    let app = spawn_with(config, database).await;
+    app.wait_for_readiness(ServingStatus::Serving).await;
+    let err = app.add_user("maria", "senha-forte-1", 1).await.unwrap_err();
+    assert_eq!(err.code(), Code::PermissionDenied);
+    assert!(
+        err.message().contains("PRODUTO_ADMIN_TOKEN"),
+        "{}",
+        err.message()
+    );
+}
+
+async fn bad_fields_are_invalid_argument_naming_the_field(backend: Backend) {
+    let app = spawn_app(backend).await;
+    let cases: [(&str, &str, i32, &str); 9] = [
+        ("", "senha-forte-1", 0, "usuario"),
+        (&"x".repeat(65), "senha-forte-1", 0, "usuario"),
+        ("a\u{0}b", "senha-forte-1", 0, "usuario"),
+        ("tab\there", "senha-forte-1", 0, "usuario"),
+        (" maria", "senha-forte-1", 0, "usuario"),
+        ("maria ", "senha-forte-1", 0, "usuario"),
+        ("maria", "curta", 0, "senha"),
+        ("maria", &"x".repeat(1025), 0, "senha"),
+        ("maria", "senha-forte-1", -1, "nivel"),
+    ];
+    for (usuario, senha, nivel, field) in cases {
+        let err = app.add_user(usuario, senha, nivel).await.unwrap_err();
+        assert_eq!(err.code(), Code::InvalidArgument, "{usuario:?}/{nivel}");
+        assert!(
+            err.message().starts_with(field),
+            "{field}: {}",
+            err.message()
+        );
+    }
+    // Nothing was created by any of them.
+    assert_eq!(app.nivel("maria").await.unwrap_err().code(), Code::NotFound);
+
+    let err = app.login("", "x").await.unwrap_err();
+    assert_eq!(err.code(), Code::InvalidArgument);
+    assert!(err.message().starts_with("usuario"));
+    let err = app.login("maria", "").await.unwrap_err();
+    assert_eq!(err.code(), Code::InvalidArgument);
+    assert!(err.message().starts_with("senha"));
+    let err = app.nivel(&"é".repeat(65)).await.unwrap_err();
+    assert_eq!(err.code(), Code::InvalidArgument);
+    // 64 characters of two bytes each are within the limit (characters, not bytes).
+    assert_eq!(
+        app.nivel(&"é".repeat(64)).await.unwrap_err().code(),
+        Code::NotFound
+    );
+}
+
+async fn oversized_requests_are_rejected_without_a_crash(backend: Backend) {
+    let app = spawn_app(backend).await;
+    let err = app
+        .login("maria", &"x".repeat(64 * 1024))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(err.code(), Code::OutOfRange | Code::ResourceExhausted),
+        "{err:?}"
+    );
+    // The server is still there.
+    assert_eq!(app.login("maria", "x").await.unwrap(), (false, 0));
+}
+
+async fn health_reports_readiness_and_liveness(backend: Backend) {
+    let app = spawn_app(backend).await;
+    assert_eq!(app.health_of("").await.unwrap(), ServingStatus::Serving);
+    assert_eq!(
+        app.health_of("produto.v1.ProdutoService").await.unwrap(),
+        ServingStatus::Serving
+    );
+    assert_eq!(
+        app.health_of("liveness").await.unwrap(),
+        ServingStatus::Serving
+    );
+    assert_eq!(
+        app.health_of("no.such.Service").await.unwrap_err().code(),
+        Code::NotFound
+    );
+}
+
+async fn pool_status_reports_live_figures(backend: Backend) {
+    let app = spawn_app(backend).await;
+    let before = app.pool_status().await;
+    for i in 0..5 {
+        let _ = app.nivel(&format!("u{i}")).await;
+    }
+    let after = app.pool_status().await;
+    assert_eq!(after.status, "active");
+    assert!(after.healthy);
+    assert_eq!(after.min_connections, 1);
+    assert_eq!(after.max_connections, 20);
+    assert_eq!(after.acquires_total, before.acquires_total + 5);
+    assert_eq!(after.used_connections, 0);
+    assert_eq!(after.requests_waiting, 0);
+    assert_eq!(after.acquire_timeouts_total, 0);
+    assert!(after.pool_size >= 1 && after.pool_size <= 20, "{after:?}");
+    assert!(after.idle_connections >= 1);
+    assert!(after.connections_opened_total >= 1);
+    assert!(after.last_probe_unix_ms > 0);
+    let expected_backend = match backend {
+        Backend::Postgres => "postgres",
+        Backend::Sqlite => "sqlite",
+    };
+    assert_eq!(after.backend, expected_backend);
+}
+
+async fn a_short_deadline_gets_deadline_exceeded_and_frees_the_connection(backend: Backend) {
+    let database = TestDb::create(backend).await;
+    let mut config = test_config(&database.url);
+    // Real argon2 cost: a login takes far longer than the 1 ms deadline.
+    config.argon2_m_kib = 19456;
+    config.argon2_t = 2;
+    let app = spawn_with(config, database).await;
+    app.wait_for_readiness(ServingStatus::Serving).await;
+    app.add_user("maria", "senha-forte-1", 1).await.unwrap();
+
+    for _ in 0..20 {
+        let mut request = Request::new(VerificarLoginRequest {
+            usuario: "maria".into(),
+            senha: "senha-forte-1".into(),
+        });
+        request.set_timeout(Duration::from_millis(8));
+        let err = app
+            .produto
+            .clone()
+            .verificar_login(request)
+            .await
+            .unwrap_err();
+        assert_eq!(err.code(), Code::DeadlineExceeded, "{err:?}");
+    }
+    let status = app.pool_status().await;
+    assert_eq!(status.used_connections, 0, "{status:?}");
+    assert_eq!(status.requests_waiting, 0);
+    // And the service still works at full speed afterwards.
+    assert_eq!(
+        app.login("maria", "senha-forte-1").await.unwrap(),
+        (true, 1)
+    );
+}
+
+async fn shutdown_ends_watch_streams_and_closes_the_pool(backend: Backend) {
+    let mut app = spawn_app(backend).await;
+    let mut watch = app
+        .health
+        .clone()
+        .watch(HealthCheckRequest {
+            service: String::new(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let first = watch.next().await.unwrap().unwrap();
+    assert_eq!(first.status, ServingStatus::Serving as i32);
+
+    let took = app.stop().await;
+    // The drain bound is 3 s in tests: an open Watch stream must not hold it open.
+    assert!(took < Duration::from_secs(2), "shutdown took {took:?}");
+    let mut seen = Vec::new();
+    while let Some(Ok(update)) = watch.next().await {
+        seen.push(update.status);
+    }
+    assert_eq!(seen, vec![ServingStatus::NotServing as i32]);
+    assert_eq!(app.db.snapshot().status, "closed");
+
+    // New calls are refused.
+    let err = app.nivel("maria").await.unwrap_err();
+    assert_eq!(err.code(), Code::Unavailable, "{err:?}");
+}
+
+async fn outdated_hashes_are_upgraded_on_login(backend: Backend) {
+    let mut app = spawn_app(backend).await;
+    app.add_user("maria", "senha-forte-1", 1).await.unwrap();
+    app.stop().await;
+    let database = std::mem::replace(&mut app.database, TestDb::create(backend).await);
+    drop(app);
+
+    let mut config = test_config(&database.url);
+    config.argon2_t = 2;
+    let app = spawn_with(config, database).await;
+    app.wait_for_readiness(ServingStatus::Serving).await;
+    assert_eq!(
+        app.login("maria", "senha-forte-1").await.unwrap(),
+        (true, 1)
+    );
+    let stored = stored_hash(&app, "maria").await;
+    assert!(stored.contains("m=1024,t=2,p=1"), "{stored}");
+    assert_eq!(
+        app.login("maria", "senha-forte-1").await.unwrap(),
+        (true, 1)
+    );
+}
+
+async fn usernames_are_stored_literally(backend: Backend) {
+    let app = spawn_app(backend).await;
+    let names = [
+        "'; DROP TABLE usuarios; --",
+        "\" OR 1=1 --",
+        "maria' OR 'a'='a",
+        "%",
+        "_",
+        "ação ñ 日本",
+    ];
+    for (i, name) in names.iter().enumerate() {
+        app.add_user(name, "senha-forte-1", i as i32).await.unwrap();
+    }
+    for (i, name) in names.iter().enumerate() {
+        assert_eq!(app.nivel(name).await.unwrap(), i as i32, "{name}");
+        assert_eq!(
+            app.login(name, "senha-forte-1").await.unwrap(),
+            (true, i as i32)
+        );
+    }
+    assert_eq!(app.nivel("maria").await.unwrap_err().code(), Code::NotFound);
+    let stored = stored_hash(&app, names[0]).await;
+    assert!(
+        stored.starts_with("$argon2id$"),
+        "passwords are stored hashed"
+    );
+}
+
+/// Reads a user's stored hash straight from the database, bypassing the service.
+async fn stored_hash(app: &helpers::TestApp, usuario: &str) -> String {
+    use produto::db::Backend as Pool;
+    let sql = "SELECT senha_hash FROM usuarios WHERE usuario = $1";
+    match app.db.backend() {
+        Pool::Postgres(p) => sqlx::query_scalar(sql).bind(usuario).fetch_one(p).await,
+        Pool::Sqlite(p) => sqlx::query_scalar(sql).bind(usuario).fetch_one(p).await,
+    }
+    .unwrap()
+}
+
+// PostgreSQL-only: the database goes away and comes back behind a proxy.
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn readiness_follows_the_database_and_calls_fail_fast_while_it_is_down() {
+    let database = TestDb::create(Backend::Postgres).await;
+    let proxy = proxy::Proxy::start("127.0.0.1:5432".parse().unwrap()).await;
+    let url = database
+        .url
+        .replacen("127.0.0.1:5432", &proxy.addr.to_string(), 1);
+    assert_ne!(url, database.url, "the admin URL must name 127.0.0.1:5432");
+    let app = spawn_with(test_config(&url), database).await;
+    app.wait_for_readiness(ServingStatus::Serving).await;
+    app.add_user("maria", "senha-forte-1", 4).await.unwrap();
+
+    proxy.down();
+    app.wait_for_readiness(ServingStatus::NotServing).await;
+    assert_eq!(
+        app.health_of("liveness").await.unwrap(),
+        ServingStatus::Serving
+    );
+    let started = Instant::now();
+    let err = app.nivel("maria").await.unwrap_err();
+    assert_eq!(err.code(), Code::Unavailable, "{err:?}");
+    assert!(
+        !err.message().contains("5432"),
+        "no internals: {}",
+        err.message()
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(2),
+        "failed fast: {:?}",
+        started.elapsed()
+    );
+    let status = app.pool_status().await;
+    assert!(!status.healthy);
+    assert_eq!(status.status, "active");
+
+    proxy.up();
+    app.wait_for_readiness(ServingStatus::Serving).await;
+    assert_eq!(app.nivel("maria").await.unwrap(), 4);
+    assert!(app.pool_status().await.healthy);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_server_started_while_the_database_is_down_becomes_ready_when_it_returns() {
+    let database = TestDb::create(Backend::Postgres).await;
+    let proxy = proxy::Proxy::start("127.0.0.1:5432".parse().unwrap()).await;
+    proxy.down();
+    let url = database
+        .url
+        .replacen("127.0.0.1:5432", &proxy.addr.to_string(), 1);
+    let app = spawn_with(test_config(&url), database).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(app.health_of("").await.unwrap(), ServingStatus::NotServing);
+    assert_eq!(
+        app.health_of("liveness").await.unwrap(),
+        ServingStatus::Serving
+    );
+    let err = app.nivel("maria").await.unwrap_err();
+    assert_eq!(err.code(), Code::Unavailable);
+
+    proxy.up();
+    app.wait_for_readiness(ServingStatus::Serving).await;
+    assert_eq!(app.nivel("maria").await.unwrap_err().code(), Code::NotFound);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reflection_lists_and_describes_every_service() {
+    use tonic_reflection::pb::v1::{
+        ServerReflectionRequest, server_reflection_client::ServerReflectionClient,
+        server_reflection_request::MessageRequest, server_reflection_response::MessageResponse,
+    };
+    let app = spawn_app(Backend::Sqlite).await;
+    let mut client = ServerReflectionClient::new(app.channel.clone());
+    let requests = [
+        MessageRequest::ListServices(String::new()),
+        MessageRequest::FileContainingSymbol("produto.v1.ProdutoService".into()),
+        MessageRequest::FileContainingSymbol("grpc.health.v1.Health".into()),
+    ]
+    .map(|m| ServerReflectionRequest {
+        host: String::new(),
+        message_request: Some(m),
+    });
+    let mut responses = client
+        .server_reflection_info(tokio_stream::iter(requests))
+        .await
+        .unwrap()
+        .into_inner();
+
+    let Some(MessageResponse::ListServicesResponse(list)) =
+        responses.next().await.unwrap().unwrap().message_response
+    else {
+        panic!("expected a service list");
+    };
+    let names: Vec<_> = list.service.into_iter().map(|s| s.name).collect();
+    for expected in [
+        "produto.v1.ProdutoService",
+        "produto.v1.PoolService",
+        "grpc.health.v1.Health",
+        "grpc.reflection.v1.ServerReflection",
+    ] {
+        assert!(
+            names.iter().any(|n| n == expected),
+            "{expected} missing from {names:?}"
+        );
+    }
+    for _ in 0..2 {
+        let response = responses.next().await.unwrap().unwrap().message_response;
+        let Some(MessageResponse::FileDescriptorResponse(files)) = response else {
+            panic!("expected descriptors, got {response:?}");
+        };
+        assert!(!files.file_descriptor_proto.is_empty());
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_callers_share_the_pool_without_leaking() {
+    let app = spawn_app(Backend::Postgres).await;
+    app.add_user("maria", "senha-forte-1", 7).await.unwrap();
+    let mut calls = tokio::task::JoinSet::new();
+    for _ in 0..200 {
+        let mut client = app.produto.clone();
+        calls.spawn(async move {
+            client
+                .obter_nivel(ObterNivelRequest {
+                    usuario: "maria".into(),
+                })
+                .await
+                .map(|r| r.into_inner().nivel)
+        });
+    }
+    while let Some(result) = calls.join_next().await {
+        assert_eq!(result.unwrap().unwrap(), 7);
+    }
+    let status = app.pool_status().await;
+    assert_eq!(status.used_connections, 0);
+    assert!(status.pool_size <= 20, "{status:?}");
+}
