@@ -6,7 +6,7 @@ use std::{future::Future, net::SocketAddr, time::Duration};
 
 use tokio::net::TcpListener;
 use tokio_util::{sync::CancellationToken, task::TaskTracker};
-use tonic::transport::{Server, server::TcpIncoming};
+use tonic::transport::{Certificate, Identity, Server, ServerTlsConfig, server::TcpIncoming};
 
 use crate::{
     Config, Error,
@@ -16,6 +16,7 @@ use crate::{
     password::Hasher,
     pb::{pool_service_server::PoolServiceServer, produto_service_server::ProdutoServiceServer},
     service::{PoolSvc, ProdutoSvc, Readiness},
+    throttle::LoginThrottle,
 };
 
 /// Largest request message accepted: the largest valid request is ~1.3 KiB.
@@ -32,6 +33,7 @@ pub struct Application {
     local_addr: SocketAddr,
     db: Db,
     hasher: Hasher,
+    tls: Option<ServerTlsConfig>,
 }
 
 impl Application {
@@ -39,8 +41,12 @@ impl Application {
     /// waits for the database: a database that is down at start only delays readiness.
     pub async fn build(config: Config) -> Result<Self, Error> {
         config.validate().map_err(Error::Startup)?;
+        if config.admin_token.as_ref().is_some_and(|t| t.len() < 16) {
+            tracing::warn!("PRODUTO_ADMIN_TOKEN is shorter than 16 bytes: use a long random token");
+        }
         let db = Db::new(&config)?;
         let hasher = Hasher::new(&config)?;
+        let tls = tls_config(&config)?;
         let listener = TcpListener::bind(config.addr)
             .await
             .map_err(|e| Error::Startup(format!("cannot listen on {}: {e}", config.addr)))?;
@@ -55,6 +61,7 @@ impl Application {
             local_addr,
             db,
             hasher,
+            tls,
         })
     }
 
@@ -79,6 +86,7 @@ impl Application {
             incoming,
             db,
             hasher,
+            tls,
             ..
         } = self;
 
@@ -99,6 +107,10 @@ impl Application {
             db.clone(),
             hasher,
             AdminToken::new(config.admin_token.as_deref()),
+            LoginThrottle {
+                max_failures: config.login_max_failures,
+                window: config.login_window,
+            },
         );
         let stop_tasks = CancellationToken::new();
         let stop_serving = CancellationToken::new();
@@ -110,7 +122,13 @@ impl Application {
             stop_tasks.clone(),
         ));
 
-        let server = Server::builder()
+        let mut builder = Server::builder();
+        if let Some(tls) = tls {
+            builder = builder
+                .tls_config(tls)
+                .map_err(|e| Error::Startup(format!("TLS: {e}")))?;
+        }
+        let server = builder
             .layer(RpcLayer)
             .add_service(health_server)
             .add_service(reflection_v1)
@@ -156,6 +174,25 @@ impl Application {
         tracing::info!("stopped");
         Ok(())
     }
+}
+
+/// Reads the TLS files named in the configuration, if any.
+fn tls_config(config: &Config) -> Result<Option<ServerTlsConfig>, Error> {
+    let (Some(cert), Some(key)) = (&config.tls_cert, &config.tls_key) else {
+        return Ok(None);
+    };
+    let read = |path: &std::path::PathBuf, what: &str| {
+        std::fs::read(path)
+            .map_err(|e| Error::Startup(format!("cannot read {what} {}: {e}", path.display())))
+    };
+    let mut tls = ServerTlsConfig::new().identity(Identity::from_pem(
+        read(cert, "PRODUTO_TLS_CERT")?,
+        read(key, "PRODUTO_TLS_KEY")?,
+    ));
+    if let Some(ca) = &config.tls_client_ca {
+        tls = tls.client_ca_root(Certificate::from_pem(read(ca, "PRODUTO_TLS_CLIENT_CA")?));
+    }
+    Ok(Some(tls))
 }
 
 /// The background task: applies migrations (retrying while the database is unreachable),

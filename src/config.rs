@@ -1,6 +1,6 @@
 //! Server configuration: one struct, every field a flag with an environment fallback.
 
-use std::{net::SocketAddr, time::Duration};
+use std::{net::SocketAddr, path::PathBuf, time::Duration};
 
 use clap::Parser;
 
@@ -52,6 +52,27 @@ pub struct Config {
     #[arg(long, env = "PRODUTO_ADMIN_TOKEN", hide_env_values = true)]
     pub admin_token: Option<String>,
 
+    /// PEM certificate chain for TLS on the gRPC port (with PRODUTO_TLS_KEY). Unset: plaintext.
+    #[arg(long, env = "PRODUTO_TLS_CERT", requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+
+    /// PEM private key of PRODUTO_TLS_CERT.
+    #[arg(long, env = "PRODUTO_TLS_KEY", requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
+
+    /// PEM CA bundle: when set, clients must present a certificate signed by it (mutual TLS).
+    #[arg(long, env = "PRODUTO_TLS_CLIENT_CA", requires = "tls_cert")]
+    pub tls_client_ca: Option<PathBuf>,
+
+    /// Failed logins allowed per username within PRODUTO_LOGIN_WINDOW before further attempts
+    /// are refused unchecked (0: no throttling).
+    #[arg(long, env = "PRODUTO_LOGIN_MAX_FAILURES", default_value_t = 5)]
+    pub login_max_failures: u32,
+
+    /// The window failed logins are counted in (e.g. `15m`).
+    #[arg(long, env = "PRODUTO_LOGIN_WINDOW", default_value = "15m", value_parser = humantime::parse_duration)]
+    pub login_window: Duration,
+
     /// argon2id memory cost in KiB (OWASP: 19456).
     #[arg(long, env = "PRODUTO_ARGON2_M_KIB", default_value_t = 19456)]
     pub argon2_m_kib: u32,
@@ -93,6 +114,12 @@ impl Config {
             if d.is_zero() {
                 return Err(format!("{name} must be greater than zero"));
             }
+        }
+        if self.tls_cert.is_some() != self.tls_key.is_some() {
+            return Err("PRODUTO_TLS_CERT and PRODUTO_TLS_KEY must be set together".into());
+        }
+        if self.tls_client_ca.is_some() && self.tls_cert.is_none() {
+            return Err("PRODUTO_TLS_CLIENT_CA needs PRODUTO_TLS_CERT and PRODUTO_TLS_KEY".into());
         }
         if self.admin_token.as_deref() == Some("") {
             return Err("PRODUTO_ADMIN_TOKEN is set but empty; unset it or give a token".into());

@@ -56,9 +56,15 @@ impl Senha {
         Self::parse_with_min(raw, 1)
     }
 
-    /// A password for a new user: 8 to 1024 bytes.
+    /// A password for a new user: 8 to 1024 bytes, and not one of the most common ones.
     pub fn parse_new(raw: String) -> Result<Self, Error> {
-        Self::parse_with_min(raw, SENHA_MIN_BYTES_NEW)
+        let senha = Self::parse_with_min(raw, SENHA_MIN_BYTES_NEW)?;
+        if is_common_password(&senha.0) {
+            return Err(invalid(
+                "senha: too common (found in lists of leaked passwords); choose another",
+            ));
+        }
+        Ok(senha)
     }
 
     fn parse_with_min(raw: String, min: usize) -> Result<Self, Error> {
@@ -106,6 +112,15 @@ impl Nivel {
     }
 }
 
+/// Whether a password is on the embedded list of the most common ones (case-insensitive).
+fn is_common_password(senha: &str) -> bool {
+    const LIST: &str = include_str!("common-passwords.txt");
+    let senha = senha.to_lowercase();
+    LIST.lines()
+        .filter(|line| !line.starts_with('#'))
+        .any(|common| common == senha)
+}
+
 fn invalid(msg: impl Into<String>) -> Error {
     Error::InvalidArgument(msg.into())
 }
@@ -146,7 +161,7 @@ mod tests {
         assert!(Senha::parse_login("x".into()).is_ok());
         assert!(Senha::parse_login(String::new()).is_err());
         assert!(Senha::parse_new("1234567".into()).is_err());
-        assert!(Senha::parse_new("12345678".into()).is_ok());
+        assert!(Senha::parse_new("ok 8 byt".into()).is_ok());
         assert!(Senha::parse_new("x".repeat(1024)).is_ok());
         let err = Senha::parse_login("x".repeat(1025))
             .unwrap_err()
@@ -154,6 +169,19 @@ mod tests {
         assert!(err.starts_with("senha:"), "{err}");
         // 4 characters of 3 bytes each: 12 bytes, enough for a new password.
         assert!(Senha::parse_new("€€€€".into()).is_ok());
+    }
+
+    #[test]
+    fn common_passwords_are_refused_for_new_users_only() {
+        for common in ["password", "12345678", "Senha123", "QWERTYUIOP", "flamengo"] {
+            let err = Senha::parse_new(common.into()).unwrap_err().to_string();
+            assert!(err.contains("too common"), "{common}: {err}");
+            // A login with one is still checked (the user may predate the policy).
+            assert!(Senha::parse_login(common.into()).is_ok());
+        }
+        assert!(Senha::parse_new("correct horse battery".into()).is_ok());
+        // The list's comment lines are not passwords.
+        assert!(!is_common_password("# passwords of 8 or more bytes"));
     }
 
     #[test]

@@ -13,6 +13,7 @@ pub mod middleware;
 pub mod password;
 pub mod service;
 pub mod telemetry;
+pub mod throttle;
 
 /// Code generated from `proto/produto/v1/produto.proto`.
 pub mod pb {

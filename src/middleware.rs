@@ -1,6 +1,7 @@
 //! The tower layer every RPC passes through: one span and one log line per call (method,
-//! gRPC code, latency, peer), and the caller's deadline (`grpc-timeout`) enforced as
-//! DEADLINE_EXCEEDED, dropping the handler's future so its connection goes back to the pool.
+//! gRPC code, latency, peer); the caller's deadline (`grpc-timeout`) enforced as
+//! DEADLINE_EXCEEDED, dropping the handler's future so its connection goes back to the pool;
+//! and tonic's codes for undecodable or oversized requests turned into the caller's errors.
 
 use std::{
     task::{Context, Poll},
@@ -17,9 +18,12 @@ use tonic::{
 use tower::{Layer, Service};
 use tracing::Instrument;
 
-/// Answer a little before the caller's deadline, so that the caller receives our
-/// DEADLINE_EXCEEDED rather than tonic's generic CANCELLED for an expired timeout.
-const DEADLINE_MARGIN: Duration = Duration::from_millis(5);
+/// Answer a little before the caller's deadline (a twentieth of it, 5 to 50 ms), so that
+/// the caller receives our DEADLINE_EXCEEDED before its own timer fires (tonic clients
+/// report their own expiry as CANCELLED).
+fn deadline_margin(deadline: Duration) -> Duration {
+    (deadline / 20).clamp(Duration::from_millis(5), Duration::from_millis(50))
+}
 
 /// Adds [`Rpc`] around the router.
 #[derive(Debug, Clone, Default)]
@@ -71,11 +75,14 @@ where
             async move {
                 let started = Instant::now();
                 let call = inner.call(req);
-                let result = match deadline {
+                let mut result = match deadline {
                     None => call.await,
                     Some(limit) => {
-                        match tokio::time::timeout(limit.saturating_sub(DEADLINE_MARGIN), call)
-                            .await
+                        match tokio::time::timeout(
+                            limit.saturating_sub(deadline_margin(limit)),
+                            call,
+                        )
+                        .await
                         {
                             Ok(result) => result,
                             Err(_) => Ok(Status::deadline_exceeded(
@@ -86,7 +93,8 @@ where
                     }
                 };
                 let latency_ms = started.elapsed().as_secs_f64() * 1000.0;
-                if let Ok(response) = &result {
+                if let Ok(response) = &mut result {
+                    recode_request_errors(response.headers_mut());
                     let code = response_code(response.headers());
                     if matches!(code, Code::Internal | Code::Unknown | Code::DataLoss) {
                         tracing::error!(code = ?code, latency_ms, "rpc failed");
@@ -109,6 +117,33 @@ fn response_code(headers: &HeaderMap) -> Code {
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<i32>().ok())
         .map_or(Code::Ok, Code::from_i32)
+}
+
+/// tonic answers INTERNAL for a request that does not decode (invalid UTF-8 in a string,
+/// truncated fields) and OUT_OF_RANGE for one over the size limit. Both are the caller's
+/// doing: say so with INVALID_ARGUMENT and RESOURCE_EXHAUSTED (gRPC's code for a message
+/// larger than the server accepts), so callers do not retry them or page anyone.
+fn recode_request_errors(headers: &mut HeaderMap) {
+    let Some(status) = Status::from_header_map(headers) else {
+        return;
+    };
+    let recoded = match status.code() {
+        Code::Internal
+            if status
+                .message()
+                .starts_with("failed to decode Protobuf message") =>
+        {
+            Status::invalid_argument(format!("malformed request: {}", status.message()))
+        }
+        Code::OutOfRange if status.message().contains("message length too large") => {
+            Status::resource_exhausted(format!(
+                "request too large (the limit is {} bytes)",
+                crate::app::MAX_REQUEST_BYTES
+            ))
+        }
+        _ => return,
+    };
+    let _ = recoded.add_header(headers);
 }
 
 /// Parses `grpc-timeout` (`<1-8 digits><H|M|S|m|u|n>`); a malformed value is ignored, as

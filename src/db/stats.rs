@@ -17,11 +17,17 @@ pub struct PoolStats {
     pub(crate) healthy: AtomicBool,
     pub(crate) probe_latency_us: AtomicU64,
     pub(crate) probe_unix_ms: AtomicI64,
+    pub(crate) logins_throttled: AtomicU64,
 }
 
 impl PoolStats {
     pub fn healthy(&self) -> bool {
         self.healthy.load(Relaxed)
+    }
+
+    /// Counts a login refused by brute-force throttling.
+    pub fn record_login_throttled(&self) {
+        self.logins_throttled.fetch_add(1, Relaxed);
     }
 
     pub(crate) fn record_wait(&self, ms: u64) {
@@ -52,6 +58,8 @@ pub struct PoolSnapshot {
     pub last_probe_unix_ms: i64,
     /// "postgres" or "sqlite".
     pub backend: &'static str,
+    /// Logins refused by brute-force throttling since start.
+    pub logins_throttled_total: u64,
 }
 
 impl PoolStats {
@@ -80,6 +88,7 @@ impl PoolStats {
             last_probe_latency_us: self.probe_latency_us.load(Relaxed),
             last_probe_unix_ms: self.probe_unix_ms.load(Relaxed),
             backend,
+            logins_throttled_total: self.logins_throttled.load(Relaxed),
         }
     }
 }

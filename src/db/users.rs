@@ -104,3 +104,63 @@ impl Db {
         Ok(())
     }
 }
+
+/// Failed-login bookkeeping for brute-force throttling. Times are Unix milliseconds from
+/// the service's clock, passed in so that the SQL is the same on both backends.
+impl Db {
+    /// The failures recorded for `usuario` in the window that began after
+    /// `window_start_ms`: `None` when nothing is recorded at all.
+    pub async fn login_failures(
+        &self,
+        usuario: &Usuario,
+        window_start_ms: i64,
+    ) -> Result<Option<u32>, Error> {
+        let row: Option<(i32, i64)> = on_conn!(self, |conn| {
+            sqlx::query_as("SELECT falhas, janela_inicio_ms FROM login_falhas WHERE usuario = $1")
+                .bind(usuario.as_str())
+                .fetch_optional(conn)
+        })?;
+        Ok(row.map(|(falhas, since)| {
+            if since > window_start_ms {
+                u32::try_from(falhas).unwrap_or(0)
+            } else {
+                0
+            }
+        }))
+    }
+
+    /// Counts one failed login, opening a new window when the last one has passed. One
+    /// atomic upsert, so concurrent failures from several instances all count.
+    pub async fn record_login_failure(
+        &self,
+        usuario: &Usuario,
+        now_ms: i64,
+        window_start_ms: i64,
+    ) -> Result<(), Error> {
+        on_conn!(self, |conn| {
+            sqlx::query(
+                "INSERT INTO login_falhas (usuario, falhas, janela_inicio_ms) VALUES ($1, 1, $2)
+                 ON CONFLICT (usuario) DO UPDATE SET
+                   falhas = CASE WHEN login_falhas.janela_inicio_ms <= $3 THEN 1
+                                 ELSE login_falhas.falhas + 1 END,
+                   janela_inicio_ms = CASE WHEN login_falhas.janela_inicio_ms <= $3 THEN $2
+                                           ELSE login_falhas.janela_inicio_ms END",
+            )
+            .bind(usuario.as_str())
+            .bind(now_ms)
+            .bind(window_start_ms)
+            .execute(conn)
+            .map(|r| r.map(|_| ()))
+        })
+    }
+
+    /// Forgets a user's failures after a successful login.
+    pub async fn clear_login_failures(&self, usuario: &Usuario) -> Result<(), Error> {
+        on_conn!(self, |conn| {
+            sqlx::query("DELETE FROM login_falhas WHERE usuario = $1")
+                .bind(usuario.as_str())
+                .execute(conn)
+                .map(|r| r.map(|_| ()))
+        })
+    }
+}

@@ -48,6 +48,7 @@ impl From<PoolSnapshot> for pb::PoolStatusResponse {
             last_probe_latency_us: s.last_probe_latency_us,
             last_probe_unix_ms: s.last_probe_unix_ms,
             backend: s.backend.to_owned(),
+            logins_throttled_total: s.logins_throttled_total,
         }
     }
 }

@@ -9,6 +9,7 @@ use crate::{
     domain::{Nivel, Senha, Usuario},
     password::{Hasher, Verified},
     pb::{self, produto_service_server::ProdutoService},
+    throttle::{LoginThrottle, Standing},
 };
 
 /// The handlers: parse at the edge, then call the database and the hasher.
@@ -17,11 +18,17 @@ pub struct ProdutoSvc {
     db: Db,
     hasher: Hasher,
     admin: AdminToken,
+    throttle: LoginThrottle,
 }
 
 impl ProdutoSvc {
-    pub fn new(db: Db, hasher: Hasher, admin: AdminToken) -> Self {
-        ProdutoSvc { db, hasher, admin }
+    pub fn new(db: Db, hasher: Hasher, admin: AdminToken, throttle: LoginThrottle) -> Self {
+        ProdutoSvc {
+            db,
+            hasher,
+            admin,
+            throttle,
+        }
     }
 }
 
@@ -31,15 +38,19 @@ impl ProdutoService for ProdutoSvc {
         &self,
         request: Request<pb::VerificarLoginRequest>,
     ) -> Result<Response<pb::VerificarLoginResponse>, Status> {
+        let peer = request.remote_addr();
         let req = request.into_inner();
         let usuario = Usuario::parse(req.usuario)?;
         let senha = Senha::parse_login(req.senha)?;
 
+        let standing = self.throttle.standing(&self.db, &usuario).await?;
+        let locked = standing == Standing::Locked;
         let credentials = self.db.credentials(&usuario).await?;
-        // An unknown user is verified against a dummy hash: same work, same answer.
+        // An unknown user, or a locked-out one, is verified against the dummy hash: the
+        // same work and the same answer as a wrong password.
         let (stored, id, nivel) = match credentials {
-            Some(c) => (Some(c.senha_hash), c.id, c.nivel),
-            None => (None, 0, 0),
+            Some(c) if !locked => (Some(c.senha_hash), c.id, c.nivel),
+            _ => (None, 0, 0),
         };
         let valido = match self.hasher.verify(senha, stored).await? {
             Verified::No => false,
@@ -53,6 +64,13 @@ impl ProdutoService for ProdutoSvc {
                 true
             }
         };
+        self.throttle
+            .record(&self.db, &usuario, standing, valido)
+            .await?;
+        if locked {
+            self.db.stats().record_login_throttled();
+            tracing::warn!(%usuario, peer = ?peer, "login refused: too many failed attempts");
+        }
         Ok(Response::new(pb::VerificarLoginResponse {
             valido,
             nivel: if valido { nivel } else { 0 },

@@ -1,0 +1,328 @@
+//! Security: brute-force throttling, TLS and mutual TLS, fuzzed requests, malformed
+//! protobuf. (Timing against user enumeration is tests/timing.rs.)
+
+use std::time::Duration;
+
+use proptest::{prelude::*, test_runner::TestRunner};
+use tonic::{
+    Code, Request,
+    transport::{Certificate, ClientTlsConfig, Endpoint, Identity},
+};
+use tonic_health::pb::health_check_response::ServingStatus;
+
+use crate::helpers::{Backend, TestDb, admin, spawn_with, test_config};
+use produto::{
+    Application,
+    pb::{
+        AdicionarUsuarioRequest, ObterNivelRequest, VerificarLoginRequest,
+        produto_service_client::ProdutoServiceClient,
+    },
+};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn repeated_failures_lock_a_username_across_instances_until_the_window_passes() {
+    let database = TestDb::create(Backend::Postgres).await;
+    let mut config = test_config(&database.url);
+    config.login_max_failures = 3;
+    config.login_window = Duration::from_secs(2);
+    let a = spawn_with(config.clone(), database).await;
+    a.wait_for_readiness(ServingStatus::Serving).await;
+    // A second instance on the same database shares the count. (Its own TestDb is an
+    // unused placeholder: the database belongs to `a`.)
+    let b = spawn_with(config, TestDb::create(Backend::Sqlite).await).await;
+    b.wait_for_readiness(ServingStatus::Serving).await;
+
+    a.add_user("maria", "senha-forte-1", 2).await.unwrap();
+    for app in [&a, &b, &a] {
+        assert_eq!(app.login("maria", "errada").await.unwrap(), (false, 0));
+    }
+    // Locked: even the right password is refused, on either instance, like a wrong one.
+    assert_eq!(b.login("maria", "senha-forte-1").await.unwrap(), (false, 0));
+    assert_eq!(a.login("maria", "senha-forte-1").await.unwrap(), (false, 0));
+    assert_eq!(a.pool_status().await.logins_throttled_total, 1);
+    assert_eq!(b.pool_status().await.logins_throttled_total, 1);
+    // Unknown usernames are throttled the same way.
+    for _ in 0..4 {
+        assert_eq!(a.login("ninguem", "x").await.unwrap(), (false, 0));
+    }
+    assert_eq!(a.pool_status().await.logins_throttled_total, 2);
+
+    tokio::time::sleep(Duration::from_millis(2100)).await;
+    assert_eq!(a.login("maria", "senha-forte-1").await.unwrap(), (true, 2));
+    // Success cleared the count: two more failures do not lock.
+    for _ in 0..2 {
+        assert_eq!(a.login("maria", "errada").await.unwrap(), (false, 0));
+    }
+    assert_eq!(a.login("maria", "senha-forte-1").await.unwrap(), (true, 2));
+}
+
+/// A CA, a server certificate for localhost and a client certificate, made at test time.
+struct Pki {
+    ca: String,
+    server_cert: String,
+    server_key: String,
+    client_cert: String,
+    client_key: String,
+    dir: tempfile::TempDir,
+}
+
+impl Pki {
+    fn new() -> Pki {
+        use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, IsCa, KeyPair};
+        let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
+        ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        let ca = CertifiedIssuer::self_signed(ca_params, KeyPair::generate().unwrap()).unwrap();
+        let leaf = |names: Vec<String>| {
+            let key = KeyPair::generate().unwrap();
+            let cert = CertificateParams::new(names)
+                .unwrap()
+                .signed_by(&key, &ca)
+                .unwrap();
+            (cert.pem(), key.serialize_pem())
+        };
+        let (server_cert, server_key) = leaf(vec!["localhost".into(), "127.0.0.1".into()]);
+        let (client_cert, client_key) = leaf(vec!["produto-bot".into()]);
+        Pki {
+            ca: ca.pem(),
+            server_cert,
+            server_key,
+            client_cert,
+            client_key,
+            dir: tempfile::tempdir().unwrap(),
+        }
+    }
+
+    fn file(&self, name: &str, content: &str) -> std::path::PathBuf {
+        let path = self.dir.path().join(name);
+        std::fs::write(&path, content).unwrap();
+        path
+    }
+}
+
+async fn tls_client(
+    addr: std::net::SocketAddr,
+    tls: ClientTlsConfig,
+) -> Result<ProdutoServiceClient<tonic::transport::Channel>, tonic::transport::Error> {
+    let channel = Endpoint::from_shared(format!("https://localhost:{}", addr.port()))
+        .unwrap()
+        .tls_config(tls)?
+        .connect_timeout(Duration::from_secs(5))
+        .connect()
+        .await?;
+    Ok(ProdutoServiceClient::new(channel))
+}
+
+async fn nivel(
+    client: Result<ProdutoServiceClient<tonic::transport::Channel>, tonic::transport::Error>,
+    usuario: &str,
+) -> Result<i32, String> {
+    let mut client = client.map_err(|e| format!("connect: {e}"))?;
+    client
+        .obter_nivel(ObterNivelRequest {
+            usuario: usuario.into(),
+        })
+        .await
+        .map(|r| r.into_inner().nivel)
+        .map_err(|s| format!("{:?}: {}", s.code(), s.message()))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mutual_tls_admits_only_clients_with_a_certificate_from_the_ca() {
+    let pki = Pki::new();
+    let database = TestDb::create(Backend::Sqlite).await;
+    let mut config = test_config(&database.url);
+    config.tls_cert = Some(pki.file("server.pem", &pki.server_cert));
+    config.tls_key = Some(pki.file("server.key", &pki.server_key));
+    config.tls_client_ca = Some(pki.file("ca.pem", &pki.ca));
+    let app = Application::build(config).await.unwrap();
+    let addr = app.local_addr();
+    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+    let server = tokio::spawn(app.run_until_stopped(async {
+        let _ = rx.await;
+    }));
+    // Let the probe mark the server ready.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+
+    let trusting = || {
+        ClientTlsConfig::new()
+            .ca_certificate(Certificate::from_pem(&pki.ca))
+            .domain_name("localhost")
+    };
+    let with_cert = trusting().identity(Identity::from_pem(&pki.client_cert, &pki.client_key));
+    let good = nivel(tls_client(addr, with_cert).await, "ninguem").await;
+    assert_eq!(good, Err("NotFound: usuario 'ninguem' not found".into()));
+
+    let without_cert = nivel(tls_client(addr, trusting()).await, "ninguem").await;
+    let err = without_cert.unwrap_err();
+    assert!(
+        !err.starts_with("NotFound"),
+        "a client without a certificate got in: {err}"
+    );
+
+    // A plaintext client gets nowhere either.
+    let plain = Endpoint::from_shared(format!("http://{addr}"))
+        .unwrap()
+        .connect()
+        .await
+        .map(ProdutoServiceClient::new);
+    assert!(nivel(plain, "ninguem").await.is_err());
+
+    let _ = tx.send(());
+    server.await.unwrap().unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tls_without_client_certificates_serves_any_client_that_trusts_the_server() {
+    let pki = Pki::new();
+    let database = TestDb::create(Backend::Sqlite).await;
+    let mut config = test_config(&database.url);
+    config.tls_cert = Some(pki.file("server.pem", &pki.server_cert));
+    config.tls_key = Some(pki.file("server.key", &pki.server_key));
+    let app = Application::build(config).await.unwrap();
+    let addr = app.local_addr();
+    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+    let server = tokio::spawn(app.run_until_stopped(async {
+        let _ = rx.await;
+    }));
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let tls = ClientTlsConfig::new()
+        .ca_certificate(Certificate::from_pem(&pki.ca))
+        .domain_name("localhost");
+    let answer = nivel(tls_client(addr, tls).await, "ninguem").await;
+    assert_eq!(answer, Err("NotFound: usuario 'ninguem' not found".into()));
+    // A client that does not trust the server's CA refuses it.
+    let untrusting = ClientTlsConfig::new().domain_name("localhost");
+    assert!(
+        nivel(tls_client(addr, untrusting).await, "ninguem")
+            .await
+            .is_err()
+    );
+    let _ = tx.send(());
+    server.await.unwrap().unwrap();
+}
+
+/// The codes a well-behaved server may answer to arbitrary input.
+fn acceptable(code: Code) -> bool {
+    matches!(
+        code,
+        Code::Ok
+            | Code::InvalidArgument
+            | Code::NotFound
+            | Code::AlreadyExists
+            | Code::ResourceExhausted
+    )
+}
+
+fn arbitrary_text() -> impl Strategy<Value = String> {
+    prop_oneof![
+        Just(String::new()),
+        any::<String>(),
+        "[a-z]{1,10}",
+        "\\PC{60,70}",
+        // Combining characters, right-to-left marks, NULs and other controls.
+        "[a\u{0300}\u{0301}\u{200f}\u{0}\u{7}\u{feff} ]{0,80}",
+        prop::collection::vec(any::<char>(), 0..3000).prop_map(|v| v.into_iter().collect()),
+    ]
+}
+
+#[test]
+fn fuzzed_requests_always_get_a_proper_status() {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let app = rt.block_on(async {
+        let database = TestDb::create(Backend::Postgres).await;
+        let app = spawn_with(test_config(&database.url), database).await;
+        app.wait_for_readiness(ServingStatus::Serving).await;
+        app
+    });
+    let cases = 400;
+    let mut runner = TestRunner::new(ProptestConfig {
+        cases,
+        failure_persistence: None,
+        ..ProptestConfig::default()
+    });
+    let strategy = (arbitrary_text(), arbitrary_text(), any::<i32>());
+    runner
+        .run(&strategy, |(usuario, senha, nivel)| {
+            rt.block_on(async {
+                let mut client = app.produto.clone();
+                let codes = [
+                    client
+                        .verificar_login(VerificarLoginRequest {
+                            usuario: usuario.clone(),
+                            senha: senha.clone(),
+                        })
+                        .await
+                        .map_or_else(|s| s.code(), |_| Code::Ok),
+                    client
+                        .obter_nivel(ObterNivelRequest {
+                            usuario: usuario.clone(),
+                        })
+                        .await
+                        .map_or_else(|s| s.code(), |_| Code::Ok),
+                    client
+                        .adicionar_usuario(admin(AdicionarUsuarioRequest {
+                            usuario: usuario.clone(),
+                            senha: senha.clone(),
+                            nivel,
+                        }))
+                        .await
+                        .map_or_else(|s| s.code(), |_| Code::Ok),
+                ];
+                for code in codes {
+                    prop_assert!(acceptable(code), "{code:?} for {usuario:?}/{nivel}");
+                }
+                Ok(())
+            })
+        })
+        .unwrap();
+    eprintln!(
+        "fuzz: {cases} generated inputs, {} calls, every answer a proper status",
+        cases * 3
+    );
+    rt.block_on(async {
+        // Still healthy after all of it.
+        assert_eq!(app.health_of("").await.unwrap(), ServingStatus::Serving);
+        assert_eq!(app.pool_status().await.used_connections, 0);
+    });
+    drop(app);
+}
+
+/// A wire-compatible twin of ObterNivelRequest whose field is raw bytes, to send what a
+/// string field may not hold.
+#[derive(Clone, PartialEq, prost::Message)]
+struct RawRequest {
+    #[prost(bytes = "vec", tag = "1")]
+    usuario: Vec<u8>,
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn invalid_utf8_in_a_string_field_is_invalid_argument() {
+    let app = crate::helpers::spawn_app(Backend::Sqlite).await;
+    let mut grpc = tonic::client::Grpc::new(app.channel.clone());
+    grpc.ready().await.unwrap();
+    let path = tonic::codegen::http::uri::PathAndQuery::from_static(
+        "/produto.v1.ProdutoService/ObterNivel",
+    );
+    let codec: tonic_prost::ProstCodec<RawRequest, produto::pb::ObterNivelResponse> =
+        tonic_prost::ProstCodec::default();
+    let err = grpc
+        .unary(
+            Request::new(RawRequest {
+                usuario: vec![b'a', 0xff, 0xfe],
+            }),
+            path,
+            codec,
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::InvalidArgument, "{err:?}");
+    assert!(
+        err.message().contains("malformed request"),
+        "{}",
+        err.message()
+    );
+}
