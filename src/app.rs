@@ -122,14 +122,18 @@ impl Application {
             stop_tasks.clone(),
         ));
 
-        let mut builder = Server::builder();
+        let mut builder = Server::builder()
+            .max_concurrent_streams(config.max_streams_per_connection)
+            // Dead peers are noticed and their connections closed, not kept forever.
+            .http2_keepalive_interval(Some(Duration::from_secs(30)))
+            .http2_keepalive_timeout(Some(Duration::from_secs(10)));
         if let Some(tls) = tls {
             builder = builder
                 .tls_config(tls)
                 .map_err(|e| Error::Startup(format!("TLS: {e}")))?;
         }
         let server = builder
-            .layer(RpcLayer)
+            .layer(RpcLayer::new(config.max_concurrent_calls))
             .add_service(health_server)
             .add_service(reflection_v1)
             .add_service(reflection_v1alpha)
@@ -227,6 +231,9 @@ async fn supervise(db: Db, mut readiness: Readiness, interval: Duration, stop: C
         };
         readiness.set(healthy).await;
         if !healthy {
+            // Connections idle in the pool may have died with the database: have them
+            // pinged before reuse, so the first calls after it returns do not fail.
+            db.stats().mark_suspect();
             tracing::warn!("database probe failed; not ready");
         }
         tokio::select! {

@@ -6,7 +6,7 @@ use clap::Parser;
 
 /// produto-server: user logins and access levels over gRPC.
 #[derive(Debug, Clone, Parser)]
-#[command(name = "produto-server", version, about)]
+#[command(name = "produto-server", version)]
 pub struct Config {
     /// Database URL: `postgres://user@host/db` or `sqlite:path.db` (the file is created if missing).
     #[arg(long, env = "DATABASE_URL", default_value = "sqlite:produto.db")]
@@ -47,6 +47,19 @@ pub struct Config {
     /// Longest time graceful shutdown waits for in-flight calls before closing connections.
     #[arg(long, env = "PRODUTO_DRAIN_TIMEOUT", default_value = "10s", value_parser = humantime::parse_duration)]
     pub drain_timeout: Duration,
+
+    /// Calls in progress at once, across all connections; past it calls are shed with
+    /// RESOURCE_EXHAUSTED (health checks are exempt).
+    #[arg(long, env = "PRODUTO_MAX_CONCURRENT_CALLS", default_value_t = 1024)]
+    pub max_concurrent_calls: usize,
+
+    /// HTTP/2 streams (calls) one client connection may have open at once.
+    #[arg(
+        long,
+        env = "PRODUTO_MAX_STREAMS_PER_CONNECTION",
+        default_value_t = 256
+    )]
+    pub max_streams_per_connection: u32,
 
     /// Bearer token that AdicionarUsuario requires. Unset: AdicionarUsuario is refused.
     #[arg(long, env = "PRODUTO_ADMIN_TOKEN", hide_env_values = true)]
@@ -114,6 +127,12 @@ impl Config {
             if d.is_zero() {
                 return Err(format!("{name} must be greater than zero"));
             }
+        }
+        if self.max_concurrent_calls == 0 || self.max_streams_per_connection == 0 {
+            return Err(
+                "PRODUTO_MAX_CONCURRENT_CALLS and PRODUTO_MAX_STREAMS_PER_CONNECTION must be at least 1"
+                    .into(),
+            );
         }
         if self.tls_cert.is_some() != self.tls_key.is_some() {
             return Err("PRODUTO_TLS_CERT and PRODUTO_TLS_KEY must be set together".into());

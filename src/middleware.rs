@@ -1,9 +1,12 @@
 //! The tower layer every RPC passes through: one span and one log line per call (method,
 //! gRPC code, latency, peer); the caller's deadline (`grpc-timeout`) enforced as
 //! DEADLINE_EXCEEDED, dropping the handler's future so its connection goes back to the pool;
-//! and tonic's codes for undecodable or oversized requests turned into the caller's errors.
+//! tonic's codes for undecodable or oversized requests turned into the caller's errors; and
+//! a global limit on calls in progress, past which calls are shed with RESOURCE_EXHAUSTED
+//! (health checks are exempt, so that load never makes Kubernetes restart a busy pod).
 
 use std::{
+    sync::Arc,
     task::{Context, Poll},
     time::{Duration, Instant},
 };
@@ -18,21 +21,39 @@ use tonic::{
 use tower::{Layer, Service};
 use tracing::Instrument;
 
-/// Answer a little before the caller's deadline (a twentieth of it, 5 to 50 ms), so that
-/// the caller receives our DEADLINE_EXCEEDED before its own timer fires (tonic clients
-/// report their own expiry as CANCELLED).
+/// Answer a little before the caller's deadline (a tenth of it, 5 to 100 ms), so that the
+/// caller receives our DEADLINE_EXCEEDED before its own timer fires: a client whose timer
+/// wins resets the stream (tonic reports CANCELLED), and many resets look like an attack
+/// to the HTTP/2 layer.
 fn deadline_margin(deadline: Duration) -> Duration {
-    (deadline / 20).clamp(Duration::from_millis(5), Duration::from_millis(50))
+    (deadline / 10).clamp(Duration::from_millis(5), Duration::from_millis(100))
 }
 
 /// Adds [`Rpc`] around the router.
-#[derive(Debug, Clone, Default)]
-pub struct RpcLayer;
+#[derive(Debug, Clone)]
+pub struct RpcLayer {
+    in_flight: Arc<tokio::sync::Semaphore>,
+    max_in_flight: usize,
+}
+
+impl RpcLayer {
+    /// A layer that lets at most `max_in_flight` calls run at once, across all connections.
+    pub fn new(max_in_flight: usize) -> Self {
+        RpcLayer {
+            in_flight: Arc::new(tokio::sync::Semaphore::new(max_in_flight)),
+            max_in_flight,
+        }
+    }
+}
 
 impl<S> Layer<S> for RpcLayer {
     type Service = Rpc<S>;
     fn layer(&self, inner: S) -> Self::Service {
-        Rpc { inner }
+        Rpc {
+            inner,
+            in_flight: self.in_flight.clone(),
+            max_in_flight: self.max_in_flight,
+        }
     }
 }
 
@@ -40,6 +61,8 @@ impl<S> Layer<S> for RpcLayer {
 #[derive(Debug, Clone)]
 pub struct Rpc<S> {
     inner: S,
+    in_flight: Arc<tokio::sync::Semaphore>,
+    max_in_flight: usize,
 }
 
 impl<S> Service<Request<Body>> for Rpc<S>
@@ -70,9 +93,30 @@ where
             .unwrap_or_default();
         let deadline = grpc_timeout(req.headers());
         let span = tracing::info_span!("rpc", %method, %peer);
+        let permit = if method.starts_with("/grpc.health.v1.Health/") {
+            None
+        } else {
+            match self.in_flight.clone().try_acquire_owned() {
+                Ok(permit) => Some(permit),
+                Err(_) => {
+                    let max = self.max_in_flight;
+                    return Box::pin(
+                        async move {
+                            tracing::warn!(max, "call shed: too many calls in progress");
+                            Ok(Status::resource_exhausted(format!(
+                                "server busy: {max} calls already in progress; retry with backoff"
+                            ))
+                            .into_http())
+                        }
+                        .instrument(span),
+                    );
+                }
+            }
+        };
 
         Box::pin(
             async move {
+                let _permit = permit;
                 let started = Instant::now();
                 let call = inner.call(req);
                 let mut result = match deadline {

@@ -35,7 +35,8 @@ static PG_MIGRATOR: Migrator = sqlx::migrate!("./migrations/postgres");
 static SQLITE_MIGRATOR: Migrator = sqlx::migrate!("./migrations/sqlite");
 
 /// A connection idle longer than this is pinged before it is handed out; younger ones are
-/// trusted (a query on a dead one fails with UNAVAILABLE and the connection is discarded).
+/// trusted, unless a connection was found dead while they sat idle (then they may have died
+/// with it, as when the database restarts or the network drops every connection at once).
 const PING_IF_IDLE_FOR: Duration = Duration::from_secs(2);
 /// Bound on that ping and on each probe: a half-open connection must not stall a caller.
 const PING_TIMEOUT: Duration = Duration::from_secs(1);
@@ -316,7 +317,7 @@ pub struct Lease<DB: Database> {
 impl<DB: Database> Lease<DB> {
     /// Closes the connection instead of returning it: it broke or is mid-statement.
     fn discard(&mut self) {
-        self.stats.lost.fetch_add(1, Relaxed);
+        self.stats.record_lost();
         self.conn.close_on_drop();
     }
 }
@@ -367,13 +368,13 @@ fn ping_if_idle<DB: Database>(
     stats: Arc<PoolStats>,
 ) -> BoxFuture<'_, Result<bool, sqlx::Error>> {
     Box::pin(async move {
-        if meta.idle_for < PING_IF_IDLE_FOR {
+        if meta.idle_for < PING_IF_IDLE_FOR && !stats.idle_since_last_loss(meta.idle_for) {
             return Ok(true);
         }
         match tokio::time::timeout(PING_TIMEOUT, conn.ping()).await {
             Ok(Ok(())) => Ok(true),
             outcome => {
-                stats.lost.fetch_add(1, Relaxed);
+                stats.record_lost();
                 tracing::info!(
                     idle_for = ?meta.idle_for,
                     timed_out = outcome.is_err(),

@@ -18,11 +18,44 @@ pub struct PoolStats {
     pub(crate) probe_latency_us: AtomicU64,
     pub(crate) probe_unix_ms: AtomicI64,
     pub(crate) logins_throttled: AtomicU64,
+    /// When a connection was last found dead, in ms since `epoch` (0: never): connections
+    /// idle since then are suspect and pinged before reuse.
+    pub(crate) last_loss_ms: AtomicU64,
+    pub(crate) epoch: std::sync::OnceLock<std::time::Instant>,
 }
 
 impl PoolStats {
     pub fn healthy(&self) -> bool {
         self.healthy.load(Relaxed)
+    }
+
+    fn since_epoch_ms(&self) -> u64 {
+        let epoch = self.epoch.get_or_init(std::time::Instant::now);
+        // +1 so that a loss in the first millisecond is still "some time", not "never".
+        u64::try_from(epoch.elapsed().as_millis()).unwrap_or(u64::MAX) + 1
+    }
+
+    /// Counts a connection found dead, and marks every connection idle since now as suspect.
+    pub(crate) fn record_lost(&self) {
+        self.lost.fetch_add(1, Relaxed);
+        self.mark_suspect();
+    }
+
+    /// Marks every connection idle since now as suspect: it is pinged before reuse.
+    pub fn mark_suspect(&self) {
+        self.last_loss_ms.store(self.since_epoch_ms(), Relaxed);
+    }
+
+    /// Whether a connection idle for `idle_for` sat in the pool when a connection was last
+    /// found dead (it may have died with it).
+    pub(crate) fn idle_since_last_loss(&self, idle_for: std::time::Duration) -> bool {
+        let last = self.last_loss_ms.load(Relaxed);
+        if last == 0 {
+            return false;
+        }
+        let now = self.since_epoch_ms();
+        let idle_ms = u64::try_from(idle_for.as_millis()).unwrap_or(u64::MAX);
+        now.saturating_sub(idle_ms) <= last
     }
 
     /// Counts a login refused by brute-force throttling.

@@ -12,27 +12,43 @@ use crate::{
 
 /// Runs `$query` (a sqlx future over `$conn`) on a leased connection of whichever backend
 /// `$db` has, bounded by the query timeout, with the outcome classified into [`Error`].
+///
+/// `read:` marks a statement that is safe to repeat: when the connection turns out to be
+/// dead (cut by the network, or the database restarted) it is retried once on another
+/// connection, which the pool pings first (see `Db::acquire`), so a cut that happened while
+/// the pool was idle costs the caller nothing. Writes are never repeated: the first attempt
+/// may have committed.
 macro_rules! on_conn {
+    (read: $db:expr, |$conn:ident| $query:expr) => {
+        on_conn!(@backends 2, $db, |$conn| $query)
+    };
     ($db:expr, |$conn:ident| $query:expr) => {
+        on_conn!(@backends 1, $db, |$conn| $query)
+    };
+    (@backends $attempts:expr, $db:expr, |$conn:ident| $query:expr) => {
         match $db.backend() {
-            Backend::Postgres(pool) => {
-                let mut lease = $db.acquire(pool).await?;
-                let outcome = {
-                    let $conn = &mut *lease;
-                    $db.bounded($query).await
-                };
-                $db.classify(&mut lease, outcome)
-            }
-            Backend::Sqlite(pool) => {
-                let mut lease = $db.acquire(pool).await?;
-                let outcome = {
-                    let $conn = &mut *lease;
-                    $db.bounded($query).await
-                };
-                $db.classify(&mut lease, outcome)
-            }
+            Backend::Postgres(pool) => on_conn!(@pool $attempts, $db, pool, |$conn| $query),
+            Backend::Sqlite(pool) => on_conn!(@pool $attempts, $db, pool, |$conn| $query),
         }
     };
+    (@pool $attempts:expr, $db:expr, $pool:ident, |$conn:ident| $query:expr) => {{
+        let mut attempt = 1;
+        loop {
+            let mut lease = $db.acquire($pool).await?;
+            let outcome = {
+                let $conn = &mut *lease;
+                $db.bounded($query).await
+            };
+            let retry = attempt < $attempts
+                && matches!(&outcome, Ok(Err(e)) if crate::error::is_connection_error(e));
+            let result = $db.classify(&mut lease, outcome);
+            if !retry {
+                break result;
+            }
+            attempt += 1;
+            tracing::debug!("connection lost during a read; retrying on another connection");
+        }
+    }};
 }
 
 /// What a login needs of a user.
@@ -46,7 +62,7 @@ pub struct Credentials {
 impl Db {
     /// The stored hash and level of a user, if the user exists.
     pub async fn credentials(&self, usuario: &Usuario) -> Result<Option<Credentials>, Error> {
-        let row: Option<(i64, String, i32)> = on_conn!(self, |conn| {
+        let row: Option<(i64, String, i32)> = on_conn!(read: self, |conn| {
             sqlx::query_as("SELECT id, senha_hash, nivel FROM usuarios WHERE usuario = $1")
                 .bind(usuario.as_str())
                 .fetch_optional(conn)
@@ -60,7 +76,7 @@ impl Db {
 
     /// A user's level, if the user exists.
     pub async fn nivel(&self, usuario: &Usuario) -> Result<Option<i32>, Error> {
-        on_conn!(self, |conn| {
+        on_conn!(read: self, |conn| {
             sqlx::query_scalar("SELECT nivel FROM usuarios WHERE usuario = $1")
                 .bind(usuario.as_str())
                 .fetch_optional(conn)
@@ -115,7 +131,7 @@ impl Db {
         usuario: &Usuario,
         window_start_ms: i64,
     ) -> Result<Option<u32>, Error> {
-        let row: Option<(i32, i64)> = on_conn!(self, |conn| {
+        let row: Option<(i32, i64)> = on_conn!(read: self, |conn| {
             sqlx::query_as("SELECT falhas, janela_inicio_ms FROM login_falhas WHERE usuario = $1")
                 .bind(usuario.as_str())
                 .fetch_optional(conn)

@@ -2,6 +2,7 @@
 //! (PostgreSQL and SQLite alike), and the generated gRPC clients.
 
 mod helpers;
+#[allow(dead_code, reason = "the fault tests use the rest of the proxy")]
 mod proxy;
 mod security;
 
