@@ -167,6 +167,21 @@ pub async fn spawn_app(backend: Backend) -> TestApp {
     app
 }
 
+/// Starts a server on `addr` (the port of one that was stopped) over `database`, and waits
+/// until it is ready. Retries the bind briefly, in case the old socket is not quite gone.
+pub async fn spawn_on(addr: SocketAddr, database: TestDb) -> TestApp {
+    let mut config = test_config(&database.url);
+    config.addr = addr;
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while let Err(e) = tokio::net::TcpListener::bind(addr).await {
+        assert!(Instant::now() < deadline, "{addr} stays taken: {e}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let app = spawn_with(config, database).await;
+    app.wait_for_readiness(ServingStatus::Serving).await;
+    app
+}
+
 /// Starts a server with a given configuration, without waiting for readiness.
 pub async fn spawn_with(config: Config, database: TestDb) -> TestApp {
     let app = Application::build(config).await.expect("build the app");
@@ -277,6 +292,18 @@ impl TestApp {
             .await
             .expect("PoolStatus always answers")
             .into_inner()
+    }
+
+    /// Stops the server and hands back its address and database, so that a test can start
+    /// another server in its place with [`spawn_on`].
+    pub async fn stop_keeping_database(mut self) -> (SocketAddr, TestDb) {
+        self.stop().await;
+        // A SQLite placeholder is only a temporary directory: cheap to create and to drop.
+        let placeholder = TestDb::create(Backend::Sqlite).await;
+        (
+            self.addr,
+            std::mem::replace(&mut self.database, placeholder),
+        )
     }
 
     /// Sends the shutdown signal and waits for the server to stop; returns how long it took.

@@ -1,0 +1,107 @@
+//! The bot's configuration: one struct, every field a flag with an environment fallback.
+
+use std::time::Duration;
+
+use clap::Parser;
+
+use crate::telemetry::LogFormat;
+
+/// produto-bot: a chat bot over the produto service. Reads chat messages, one per line, from
+/// standard input and writes each reply to standard output, followed by an empty line.
+#[derive(Clone, Parser)]
+#[command(name = "produto-bot", version)]
+pub struct BotConfig {
+    /// Address of the produto service.
+    #[arg(long, env = "PRODUTO_SERVER", default_value = "http://127.0.0.1:50051")]
+    pub server: String,
+
+    /// Longest wait for a connection to the service (e.g. `3s`, `500ms`).
+    #[arg(long, env = "PRODUTO_BOT_CONNECT_TIMEOUT", default_value = "3s", value_parser = humantime::parse_duration)]
+    pub connect_timeout: Duration,
+
+    /// Deadline of each call to the service; past it the chat is told to try again.
+    #[arg(long, env = "PRODUTO_BOT_TIMEOUT", default_value = "5s", value_parser = humantime::parse_duration)]
+    pub timeout: Duration,
+
+    /// Token sent to the service as `authorization: Bearer <token>` when an admin uses
+    /// /adicionar. Unset: /adicionar is refused.
+    #[arg(long, env = "PRODUTO_ADMIN_TOKEN", hide_env_values = true)]
+    pub admin_token: Option<String>,
+
+    /// Lowest level that counts as an admin (/adicionar, /nivel <usuario>).
+    #[arg(long, env = "PRODUTO_BOT_ADMIN_NIVEL", default_value_t = 2)]
+    pub admin_nivel: i32,
+
+    /// Log format: `text` or `json`. Logs go to stderr (levels from RUST_LOG, default
+    /// `info`); stdout carries only replies.
+    #[arg(long, env = "PRODUTO_LOG_FORMAT", default_value = "text")]
+    pub log_format: LogFormat,
+}
+
+impl BotConfig {
+    /// Every default, pointed at `server`: for tests and tools that build one in code.
+    pub fn for_server(server: impl Into<String>) -> Self {
+        let mut config = BotConfig::parse_from(["produto-bot"]);
+        config.server = server.into();
+        config
+    }
+
+    /// Checks what clap cannot.
+    pub fn validate(&self) -> Result<(), String> {
+        for (name, d) in [
+            ("PRODUTO_BOT_CONNECT_TIMEOUT", self.connect_timeout),
+            ("PRODUTO_BOT_TIMEOUT", self.timeout),
+        ] {
+            if d.is_zero() {
+                return Err(format!("{name} must be greater than zero"));
+            }
+        }
+        if self.admin_token.as_deref() == Some("") {
+            return Err("PRODUTO_ADMIN_TOKEN is set but empty; unset it or give a token".into());
+        }
+        Ok(())
+    }
+}
+
+// By hand, so that the admin token never reaches a log.
+impl std::fmt::Debug for BotConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("BotConfig")
+            .field("server", &self.server)
+            .field("connect_timeout", &self.connect_timeout)
+            .field("timeout", &self.timeout)
+            .field("admin_token", &self.admin_token.as_ref().map(|_| "***"))
+            .field("admin_nivel", &self.admin_nivel)
+            .field("log_format", &self.log_format)
+            .finish()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_admin_token_never_shows_in_debug_output() {
+        let mut config = BotConfig::for_server("http://127.0.0.1:1");
+        config.admin_token = Some("s3cret-token".into());
+        assert!(!format!("{config:?}").contains("s3cret-token"));
+    }
+
+    #[test]
+    fn zero_timeouts_and_empty_tokens_are_rejected() {
+        let mut config = BotConfig::for_server("http://127.0.0.1:1");
+        config.admin_token = None;
+        assert!(config.validate().is_ok());
+        config.timeout = Duration::ZERO;
+        assert!(
+            config
+                .validate()
+                .unwrap_err()
+                .contains("PRODUTO_BOT_TIMEOUT")
+        );
+        config.timeout = Duration::from_secs(1);
+        config.admin_token = Some(String::new());
+        assert!(config.validate().is_err());
+    }
+}

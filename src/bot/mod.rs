@@ -1,0 +1,20 @@
+//! The chat bot: a thin client of the produto service for people in a chat.
+//!
+//! [`Bot::handle`] takes one chat message and returns the reply; it parses the command,
+//! keeps who is logged in per [`ChatId`], calls the service and words the answer. Transports
+//! only move lines: [`stdio`] reads standard input, and a chat platform can be another one.
+
+pub mod command;
+pub mod config;
+mod handler;
+mod reply;
+pub mod stdio;
+
+pub use command::{Command, ParseError, Secret};
+pub use config::BotConfig;
+pub use handler::{Bot, ServiceHealth};
+
+/// Identifies a conversation, so that one handler can serve many chats at once. An `i64`
+/// because that is what chat platforms (Telegram, for one) use.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct ChatId(pub i64);

@@ -1,0 +1,173 @@
+//! The bot's words: every reply text, in Portuguese, and the mapping from service errors
+//! to what the chat is told. A reply never contains an empty line, because the stdin
+//! transport separates replies with one.
+
+use tonic::{Code, Status};
+
+use super::command::ParseError;
+
+pub const HELP: &str = "\
+Comandos:
+/login <usuario> <senha> — entrar
+/nivel — o seu nível de acesso
+/nivel <usuario> — o nível de outro usuário (administradores)
+/adicionar <usuario> <senha> <nivel> — criar um usuário (administradores)
+/status — a saúde do serviço e do pool de conexões
+/logout — sair
+/ajuda — esta lista
+Usuário e senha não podem conter espaços.";
+
+pub const UNAVAILABLE: &str = "Serviço indisponível, tente de novo em instantes.";
+pub const LOGIN_FAILED: &str = "Usuário ou senha incorretos.";
+pub const NOT_LOGGED_IN: &str = "Você não está logado. Use /login <usuario> <senha>.";
+pub const NOT_FOUND: &str = "Usuário não encontrado.";
+pub const TOO_LONG: &str = "Mensagem longa demais.";
+pub const NO_ADMIN_TOKEN: &str = "Este bot não tem o token de administrador (PRODUTO_ADMIN_TOKEN); não consigo adicionar usuários.";
+
+/// The reply to a message that is not a command the bot can run.
+pub fn parse_error(err: ParseError) -> String {
+    match err {
+        ParseError::NotACommand | ParseError::Unknown => {
+            "Não entendi. Use /ajuda para ver os comandos.".into()
+        }
+        ParseError::Usage(usage) => format!("Uso: {usage}"),
+        ParseError::BadNivel => format!(
+            "O nível deve ser um número inteiro. Uso: {}",
+            super::command::USAGE_ADICIONAR
+        ),
+    }
+}
+
+pub fn logged_in(usuario: &str, nivel: i32, admin: bool) -> String {
+    format!(
+        "Olá, {usuario}! Você entrou com nível {nivel}{}.",
+        admin_tag(admin)
+    )
+}
+
+pub fn own_nivel(nivel: i32, admin: bool) -> String {
+    format!("Seu nível é {nivel}{}.", admin_tag(admin))
+}
+
+pub fn nivel_of(usuario: &str, nivel: i32) -> String {
+    format!("O nível de {usuario} é {nivel}.")
+}
+
+pub fn admins_only(what: &str, admin_nivel: i32) -> String {
+    format!("Só administradores (nível {admin_nivel} ou mais) podem {what}.")
+}
+
+pub fn added(usuario: &str, nivel: i32, id: i64) -> String {
+    format!("Usuário {usuario} criado com nível {nivel} (id {id}).")
+}
+
+pub fn logged_out(usuario: Option<&str>) -> String {
+    match usuario {
+        Some(u) => format!("Até logo, {u}!"),
+        None => "Você não estava logado.".into(),
+    }
+}
+
+fn admin_tag(admin: bool) -> &'static str {
+    if admin { " (administrador)" } else { "" }
+}
+
+/// What the chat is told when a call to the service fails. Only messages written for
+/// callers (INVALID_ARGUMENT's, which name the field) are passed on.
+pub fn service_error(status: &Status) -> String {
+    match status.code() {
+        // CANCELLED is what the client reports for its own expired deadline.
+        Code::Unavailable | Code::DeadlineExceeded | Code::Cancelled | Code::ResourceExhausted => {
+            UNAVAILABLE.into()
+        }
+        Code::NotFound => NOT_FOUND.into(),
+        Code::AlreadyExists => "Esse usuário já existe.".into(),
+        Code::InvalidArgument => format!("Dados inválidos: {}", one_line(status.message())),
+        Code::Unauthenticated => "O serviço recusou o token de administrador deste bot.".into(),
+        Code::PermissionDenied => {
+            "O serviço não aceita novos usuários: ele roda sem PRODUTO_ADMIN_TOKEN.".into()
+        }
+        _ => "Algo deu errado no serviço. Tente de novo mais tarde.".into(),
+    }
+}
+
+/// A service message on one line, so that it cannot break the reply framing.
+fn one_line(message: &str) -> String {
+    message.lines().collect::<Vec<_>>().join(" ")
+}
+
+/// The `/status` reply. `ready`: the readiness check's answer, `None` when it failed.
+pub fn status(ready: Option<bool>, pool: Option<&crate::pb::PoolStatusResponse>) -> String {
+    let mut lines = Vec::with_capacity(3);
+    lines.push(match ready {
+        Some(true) => "Serviço: pronto.".to_string(),
+        Some(false) => "Serviço: no ar, mas não está pronto (banco de dados fora do ar?).".into(),
+        None => "Serviço: não respondeu à verificação de saúde.".into(),
+    });
+    match pool {
+        Some(p) => {
+            let saude = if p.healthy {
+                "saudável"
+            } else {
+                "com problemas"
+            };
+            lines.push(format!("Pool: {}, {saude}.", p.status));
+            lines.push(format!(
+                "Conexões — abertas: {}, em uso: {}, livres: {}.",
+                p.pool_size, p.used_connections, p.idle_connections
+            ));
+        }
+        None => lines.push("Pool: sem resposta.".into()),
+    }
+    lines.join("\n")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn retryable_errors_say_try_again() {
+        for code in [
+            Code::Unavailable,
+            Code::DeadlineExceeded,
+            Code::Cancelled,
+            Code::ResourceExhausted,
+        ] {
+            assert_eq!(service_error(&Status::new(code, "x")), UNAVAILABLE);
+        }
+    }
+
+    #[test]
+    fn caller_errors_get_their_own_reply() {
+        assert_eq!(
+            service_error(&Status::not_found("usuario 'x' not found")),
+            NOT_FOUND
+        );
+        assert!(service_error(&Status::already_exists("x")).contains("já existe"));
+        assert_eq!(
+            service_error(&Status::invalid_argument("senha: must be at least 8 bytes")),
+            "Dados inválidos: senha: must be at least 8 bytes"
+        );
+    }
+
+    #[test]
+    fn internal_details_are_not_passed_on() {
+        let reply = service_error(&Status::internal("relation usuarios does not exist"));
+        assert!(!reply.contains("usuarios"), "{reply}");
+    }
+
+    #[test]
+    fn no_reply_contains_an_empty_line() {
+        let pool = crate::pb::PoolStatusResponse::default();
+        for reply in [
+            HELP.to_string(),
+            status(Some(true), Some(&pool)),
+            status(None, None),
+            service_error(&Status::invalid_argument("a\n\nb")),
+        ] {
+            assert!(!reply.contains("\n\n"), "{reply:?}");
+            assert!(!reply.is_empty());
+        }
+    }
+}

@@ -1,0 +1,567 @@
+//! The chat bot against the real server: its handler called directly, and the `produto-bot`
+//! binary driven through stdin and stdout. Effects are read back through the gRPC client.
+
+use std::{
+    net::SocketAddr,
+    process::{ExitStatus, Stdio},
+    sync::{Arc, Mutex},
+    time::{Duration, Instant},
+};
+
+use produto::bot::{Bot, BotConfig, ChatId, ServiceHealth};
+use tokio::{
+    io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader},
+    process::{Child, ChildStdin, ChildStdout},
+    task::JoinHandle,
+};
+use tonic::Code;
+use tonic_health::pb::health_check_response::ServingStatus;
+
+use crate::{
+    helpers::{
+        ADMIN_TOKEN, Backend, TestApp, TestDb, spawn_app, spawn_on, spawn_with, test_config,
+    },
+    proxy::Proxy,
+};
+
+const CHAT: ChatId = ChatId(42);
+const UNAVAILABLE: &str = "Serviço indisponível, tente de novo";
+
+fn config_for(addr: SocketAddr) -> BotConfig {
+    let mut config = BotConfig::for_server(format!("http://{addr}"));
+    config.admin_token = Some(ADMIN_TOKEN.into());
+    config.admin_nivel = 2;
+    config.connect_timeout = Duration::from_secs(1);
+    config.timeout = Duration::from_secs(2);
+    config
+}
+
+fn bot_for(app: &TestApp) -> Bot {
+    Bot::build(&config_for(app.addr)).expect("build the bot")
+}
+
+/// A server with an admin (level 2) and a plain user (level 1).
+async fn app_with_users() -> TestApp {
+    let app = spawn_app(Backend::Postgres).await;
+    app.add_user("admin", "senha-do-admin", 2).await.unwrap();
+    app.add_user("maria", "senha-da-maria", 1).await.unwrap();
+    app
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn login_with_the_right_password_shows_the_level_and_keeps_the_chat_logged_in() {
+    let app = app_with_users().await;
+    let bot = bot_for(&app);
+
+    let reply = bot.handle(CHAT, "/login maria senha-da-maria").await;
+    assert_eq!(reply, "Olá, maria! Você entrou com nível 1.");
+    assert_eq!(bot.handle(CHAT, "/nivel").await, "Seu nível é 1.");
+
+    let reply = bot.handle(CHAT, "/login admin senha-do-admin").await;
+    assert!(reply.contains("nível 2 (administrador)"), "{reply}");
+    assert_eq!(
+        bot.handle(CHAT, "/nivel").await,
+        "Seu nível é 2 (administrador)."
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_wrong_password_and_an_unknown_user_get_the_same_reply_and_no_session() {
+    let app = app_with_users().await;
+    let bot = bot_for(&app);
+
+    let wrong = bot.handle(CHAT, "/login maria senha-errada").await;
+    let unknown = bot.handle(CHAT, "/login ninguem senha-errada").await;
+    assert_eq!(wrong, "Usuário ou senha incorretos.");
+    assert_eq!(wrong, unknown);
+    assert!(!wrong.contains("senha-errada"));
+    assert!(bot.handle(CHAT, "/nivel").await.contains("não está logado"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_admin_adds_a_user_who_can_then_log_in() {
+    let app = app_with_users().await;
+    let bot = bot_for(&app);
+    bot.handle(CHAT, "/login admin senha-do-admin").await;
+
+    let reply = bot.handle(CHAT, "/adicionar bob senha-do-bob 1").await;
+    assert!(
+        reply.starts_with("Usuário bob criado com nível 1 (id "),
+        "{reply}"
+    );
+    assert!(!reply.contains("senha-do-bob"));
+    assert_eq!(app.login("bob", "senha-do-bob").await.unwrap(), (true, 1));
+    assert_eq!(app.nivel("bob").await.unwrap(), 1);
+
+    // Refusals from the service become replies, and change nothing.
+    let reply = bot.handle(CHAT, "/adicionar bob outra-senha-1 5").await;
+    assert_eq!(reply, "Esse usuário já existe.");
+    assert_eq!(app.nivel("bob").await.unwrap(), 1);
+
+    let reply = bot.handle(CHAT, "/adicionar carla curta 1").await;
+    assert!(reply.starts_with("Dados inválidos: senha"), "{reply}");
+    assert!(!reply.contains("curta"), "{reply}");
+    let reply = bot.handle(CHAT, "/adicionar carla senha-da-carla -1").await;
+    assert!(reply.starts_with("Dados inválidos: nivel"), "{reply}");
+    assert_eq!(app.nivel("carla").await.unwrap_err().code(), Code::NotFound);
+
+    // The new user's level through the bot, as another chat.
+    let other = ChatId(7);
+    bot.handle(other, "/login bob senha-do-bob").await;
+    assert_eq!(bot.handle(other, "/nivel").await, "Seu nível é 1.");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn adicionar_is_refused_before_any_call_unless_an_admin_is_logged_in() {
+    let app = app_with_users().await;
+    let bot = bot_for(&app);
+
+    // Not logged in.
+    let before = app.pool_status().await.acquires_total;
+    let reply = bot.handle(CHAT, "/adicionar intruso senha-forte-1 9").await;
+    assert!(reply.contains("não está logado"), "{reply}");
+
+    // Logged in, but level 1 < 2.
+    bot.handle(CHAT, "/login maria senha-da-maria").await;
+    let after_login = app.pool_status().await.acquires_total;
+    assert!(after_login > before);
+    let reply = bot.handle(CHAT, "/adicionar intruso senha-forte-1 9").await;
+    assert_eq!(
+        reply,
+        "Só administradores (nível 2 ou mais) podem adicionar usuários."
+    );
+    // The bot did not call the service (with its valid token, the call would have worked).
+    assert_eq!(app.pool_status().await.acquires_total, after_login);
+    assert_eq!(
+        app.nivel("intruso").await.unwrap_err().code(),
+        Code::NotFound
+    );
+
+    // After /logout the admin's rights go with the session.
+    bot.handle(CHAT, "/login admin senha-do-admin").await;
+    bot.handle(CHAT, "/logout").await;
+    let reply = bot.handle(CHAT, "/adicionar intruso senha-forte-1 9").await;
+    assert!(reply.contains("não está logado"), "{reply}");
+    assert_eq!(
+        app.nivel("intruso").await.unwrap_err().code(),
+        Code::NotFound
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_bot_without_the_admin_token_cannot_add_users() {
+    let app = app_with_users().await;
+    let mut config = config_for(app.addr);
+    config.admin_token = None;
+    let bot = Bot::build(&config).unwrap();
+    bot.handle(CHAT, "/login admin senha-do-admin").await;
+    let reply = bot.handle(CHAT, "/adicionar bob senha-do-bob 1").await;
+    assert!(reply.contains("PRODUTO_ADMIN_TOKEN"), "{reply}");
+
+    // A wrong token: the service refuses it.
+    config.admin_token = Some("not-the-token".into());
+    let bot = Bot::build(&config).unwrap();
+    bot.handle(CHAT, "/login admin senha-do-admin").await;
+    let reply = bot.handle(CHAT, "/adicionar bob senha-do-bob 1").await;
+    assert!(reply.contains("recusou o token"), "{reply}");
+    assert_eq!(app.nivel("bob").await.unwrap_err().code(), Code::NotFound);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn another_users_level_is_for_admins_only() {
+    let app = app_with_users().await;
+    let bot = bot_for(&app);
+
+    assert!(
+        bot.handle(CHAT, "/nivel admin")
+            .await
+            .contains("não está logado")
+    );
+    bot.handle(CHAT, "/login maria senha-da-maria").await;
+    assert_eq!(
+        bot.handle(CHAT, "/nivel admin").await,
+        "Só administradores (nível 2 ou mais) podem ver o nível de outros usuários."
+    );
+    // One's own name is always allowed.
+    assert_eq!(bot.handle(CHAT, "/nivel maria").await, "Seu nível é 1.");
+
+    bot.handle(CHAT, "/login admin senha-do-admin").await;
+    assert_eq!(
+        bot.handle(CHAT, "/nivel maria").await,
+        "O nível de maria é 1."
+    );
+    assert_eq!(
+        bot.handle(CHAT, "/nivel fantasma").await,
+        "Usuário não encontrado."
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sessions_are_per_chat_and_end_with_logout() {
+    let app = app_with_users().await;
+    let bot = bot_for(&app);
+    let (a, b) = (ChatId(1), ChatId(2));
+
+    bot.handle(a, "/login admin senha-do-admin").await;
+    bot.handle(b, "/login maria senha-da-maria").await;
+    assert_eq!(
+        bot.handle(a, "/nivel").await,
+        "Seu nível é 2 (administrador)."
+    );
+    assert_eq!(bot.handle(b, "/nivel").await, "Seu nível é 1.");
+    assert!(
+        bot.handle(ChatId(3), "/nivel")
+            .await
+            .contains("não está logado")
+    );
+
+    assert_eq!(bot.handle(a, "/logout").await, "Até logo, admin!");
+    assert!(bot.handle(a, "/nivel").await.contains("não está logado"));
+    assert_eq!(bot.handle(a, "/logout").await, "Você não estava logado.");
+    assert_eq!(bot.handle(b, "/nivel").await, "Seu nível é 1.");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_arguments_say_what_the_command_expects() {
+    let app = app_with_users().await;
+    let bot = bot_for(&app);
+    let cases = [
+        ("/login maria", "Uso: /login <usuario> <senha>"),
+        (
+            "/login maria senha com espaço",
+            "Uso: /login <usuario> <senha>",
+        ),
+        ("/nivel a b", "Uso: /nivel ou /nivel <usuario>"),
+        (
+            "/adicionar bob",
+            "Uso: /adicionar <usuario> <senha> <nivel>",
+        ),
+        (
+            "/adicionar bob senha-do-bob um",
+            "O nível deve ser um número inteiro",
+        ),
+        ("/logout já", "Uso: /logout"),
+        ("olá, bot", "Use /ajuda"),
+        ("/comprar pão", "Use /ajuda"),
+    ];
+    for (message, expected) in cases {
+        let reply = bot.handle(CHAT, message).await;
+        assert!(reply.contains(expected), "{message:?}: {reply}");
+        assert!(!reply.contains("senha-do-bob"), "{reply}");
+    }
+    assert!(
+        bot.handle(CHAT, "/ajuda")
+            .await
+            .contains("/adicionar <usuario> <senha> <nivel>")
+    );
+    assert_eq!(
+        bot.handle(CHAT, "/start").await,
+        bot.handle(CHAT, "/help").await
+    );
+    // None of them logged in nor created anything.
+    assert!(bot.handle(CHAT, "/nivel").await.contains("não está logado"));
+    assert_eq!(app.nivel("bob").await.unwrap_err().code(), Code::NotFound);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn status_shows_readiness_and_the_pool() {
+    let app = app_with_users().await;
+    let bot = bot_for(&app);
+    assert!(matches!(bot.check_service().await, ServiceHealth::Ready));
+    let reply = bot.handle(CHAT, "/status").await;
+    let pool = app.pool_status().await;
+    let lines: Vec<&str> = reply.lines().collect();
+    assert_eq!(lines[0], "Serviço: pronto.", "{reply}");
+    assert_eq!(lines[1], "Pool: active, saudável.", "{reply}");
+    assert!(
+        lines[2].starts_with(&format!("Conexões — abertas: {},", pool.pool_size)),
+        "{reply} / {pool:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_bot_says_unavailable_while_the_service_is_down_and_recovers_when_it_returns() {
+    let app = app_with_users().await;
+    let bot = bot_for(&app);
+    bot.handle(CHAT, "/login admin senha-do-admin").await;
+
+    let (addr, database) = app.stop_keeping_database().await;
+    assert!(matches!(
+        bot.check_service().await,
+        ServiceHealth::Unreachable(_)
+    ));
+    for message in [
+        "/nivel",
+        "/status",
+        "/login maria senha-da-maria",
+        "/adicionar bob senha-do-bob 1",
+    ] {
+        let started = Instant::now();
+        let reply = bot.handle(CHAT, message).await;
+        assert!(reply.starts_with(UNAVAILABLE), "{message}: {reply}");
+        assert!(
+            started.elapsed() < Duration::from_secs(3),
+            "{message}: slow"
+        );
+    }
+    // Commands that need no service still work.
+    assert!(bot.handle(CHAT, "/ajuda").await.contains("/login"));
+
+    // A new server on the same port and database: the bot reconnects, the session is kept.
+    let app = spawn_on(addr, database).await;
+    assert!(matches!(bot.check_service().await, ServiceHealth::Ready));
+    assert_eq!(
+        bot.handle(CHAT, "/nivel").await,
+        "Seu nível é 2 (administrador)."
+    );
+    let reply = bot.handle(CHAT, "/adicionar bob senha-do-bob 1").await;
+    assert!(reply.starts_with("Usuário bob criado"), "{reply}");
+    assert_eq!(app.login("bob", "senha-do-bob").await.unwrap(), (true, 1));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_service_whose_database_is_down_is_reported_as_not_ready() {
+    let database = TestDb::create(Backend::Postgres).await;
+    let proxy = Proxy::start("127.0.0.1:5432".parse().unwrap()).await;
+    let url = database
+        .url
+        .replacen("127.0.0.1:5432", &proxy.addr.to_string(), 1);
+    let app = spawn_with(test_config(&url), database).await;
+    app.wait_for_readiness(ServingStatus::Serving).await;
+    app.add_user("maria", "senha-da-maria", 1).await.unwrap();
+    let bot = bot_for(&app);
+    bot.handle(CHAT, "/login maria senha-da-maria").await;
+
+    proxy.down();
+    app.wait_for_readiness(ServingStatus::NotServing).await;
+    let reply = bot.handle(CHAT, "/status").await;
+    assert!(
+        reply.starts_with("Serviço: no ar, mas não está pronto"),
+        "{reply}"
+    );
+    assert!(reply.contains("com problemas"), "{reply}");
+    assert!(bot.handle(CHAT, "/nivel").await.starts_with(UNAVAILABLE));
+
+    proxy.up();
+    app.wait_for_readiness(ServingStatus::Serving).await;
+    // The first query may still meet a connection cut while the database was away
+    // (the server answers UNAVAILABLE once and replaces it): the bot says try again.
+    assert_eq!(
+        eventually(&bot, "/nivel", "Seu nível é 1.").await,
+        "Seu nível é 1."
+    );
+}
+
+/// Sends `message` until the reply is `want`, for up to 5 s; any other reply must be the
+/// retryable one. Returns the last reply.
+async fn eventually(bot: &Bot, message: &str, want: &str) -> String {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let reply = bot.handle(CHAT, message).await;
+        if reply == want || Instant::now() > deadline {
+            return reply;
+        }
+        assert!(reply.starts_with(UNAVAILABLE), "{message}: {reply}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_service_that_never_answers_gets_a_reply_within_the_deadline() {
+    // Accepts connections and holds them open without a word, as a hung server does.
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let silent = tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((socket, _)) = listener.accept().await {
+            held.push(socket);
+        }
+    });
+    let mut config = config_for(addr);
+    config.connect_timeout = Duration::from_millis(300);
+    config.timeout = Duration::from_millis(300);
+    let bot = Bot::build(&config).unwrap();
+
+    for message in ["/login maria senha-da-maria", "/status"] {
+        let started = Instant::now();
+        let reply = bot.handle(CHAT, message).await;
+        assert!(reply.starts_with(UNAVAILABLE), "{message}: {reply}");
+        assert!(
+            started.elapsed() < Duration::from_secs(2),
+            "{message}: {:?}",
+            started.elapsed()
+        );
+    }
+    silent.abort();
+}
+
+// The binary, through its stdin and stdout.
+
+/// A running `produto-bot`. Replies are read up to the empty line that ends each one.
+struct BotProcess {
+    child: Child,
+    stdin: Option<ChildStdin>,
+    stdout: BufReader<ChildStdout>,
+    /// Everything the bot wrote to stderr so far, for checks and failure messages.
+    stderr: Arc<Mutex<String>>,
+    stderr_task: JoinHandle<()>,
+}
+
+impl BotProcess {
+    fn start(server: SocketAddr) -> BotProcess {
+        let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_produto-bot"))
+            .env("PRODUTO_SERVER", format!("http://{server}"))
+            .env("PRODUTO_ADMIN_TOKEN", ADMIN_TOKEN)
+            .env("PRODUTO_BOT_ADMIN_NIVEL", "2")
+            .env("PRODUTO_BOT_CONNECT_TIMEOUT", "1s")
+            .env("PRODUTO_BOT_TIMEOUT", "2s")
+            // Everything the bot and its libraries log, to check that no secret is among it.
+            .env("RUST_LOG", "debug")
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .kill_on_drop(true)
+            .spawn()
+            .expect("start produto-bot");
+        let stderr = Arc::new(Mutex::new(String::new()));
+        let stderr_task = {
+            let stderr = stderr.clone();
+            let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
+            tokio::spawn(async move {
+                while let Ok(Some(line)) = lines.next_line().await {
+                    let mut text = stderr.lock().unwrap();
+                    text.push_str(&line);
+                    text.push('\n');
+                }
+            })
+        };
+        BotProcess {
+            stdin: child.stdin.take(),
+            stdout: BufReader::new(child.stdout.take().unwrap()),
+            child,
+            stderr,
+            stderr_task,
+        }
+    }
+
+    async fn say(&mut self, message: &str) -> String {
+        let stdin = self.stdin.as_mut().unwrap();
+        let line = format!("{message}\n");
+        if let Err(e) = stdin.write_all(line.as_bytes()).await {
+            panic!("writing to the bot: {e}; its stderr:\n{}", self.stderr());
+        }
+        self.reply().await
+    }
+
+    async fn reply(&mut self) -> String {
+        let read = async {
+            let mut lines = Vec::new();
+            loop {
+                let mut line = String::new();
+                let n = self.stdout.read_line(&mut line).await.unwrap();
+                assert!(
+                    n > 0,
+                    "{} ended its output mid-reply: {lines:?}; its stderr:\n{}",
+                    env!("CARGO_BIN_EXE_produto-bot"),
+                    self.stderr()
+                );
+                if line == "\n" {
+                    return lines.join("\n");
+                }
+                lines.push(line.trim_end_matches('\n').to_owned());
+            }
+        };
+        tokio::time::timeout(Duration::from_secs(10), read)
+            .await
+            .expect("a reply within 10 s")
+    }
+
+    /// Closes stdin and waits for the exit; returns the exit status, what was left on
+    /// stdout, and everything written to stderr.
+    async fn finish(mut self) -> (ExitStatus, String, String) {
+        drop(self.stdin.take());
+        let status = tokio::time::timeout(Duration::from_secs(10), self.child.wait())
+            .await
+            .expect("the bot exits at the end of input")
+            .unwrap();
+        let mut rest = String::new();
+        self.stdout.read_to_string(&mut rest).await.unwrap();
+        (&mut self.stderr_task).await.unwrap();
+        let stderr = self.stderr();
+        (status, rest, stderr)
+    }
+
+    fn stderr(&self) -> String {
+        self.stderr.lock().unwrap().clone()
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_binary_answers_each_line_on_stdout_and_exits_0_at_end_of_input() {
+    let app = app_with_users().await;
+    let mut bot = BotProcess::start(app.addr);
+    let mut transcript = String::new();
+    let mut say = async |bot: &mut BotProcess, message: &str| {
+        let reply = bot.say(message).await;
+        transcript.push_str(&reply);
+        reply
+    };
+
+    assert!(say(&mut bot, "/ajuda").await.starts_with("Comandos:"));
+    assert_eq!(
+        say(&mut bot, "/login maria senha-errada").await,
+        "Usuário ou senha incorretos."
+    );
+    assert_eq!(
+        say(&mut bot, "/login admin senha-do-admin").await,
+        "Olá, admin! Você entrou com nível 2 (administrador)."
+    );
+    let reply = say(&mut bot, "/adicionar bob senha-do-bob 1").await;
+    assert!(
+        reply.starts_with("Usuário bob criado com nível 1"),
+        "{reply}"
+    );
+    assert_eq!(say(&mut bot, "/nivel bob").await, "O nível de bob é 1.");
+    let reply = say(&mut bot, "/status").await;
+    assert_eq!(reply.lines().count(), 3, "{reply}");
+    assert!(reply.starts_with("Serviço: pronto."), "{reply}");
+    assert_eq!(say(&mut bot, "/logout").await, "Até logo, admin!");
+
+    let (status, rest, stderr) = bot.finish().await;
+    assert!(status.success(), "{status:?}\n{stderr}");
+    assert_eq!(rest, "");
+    for secret in [
+        "senha-errada",
+        "senha-do-admin",
+        "senha-do-bob",
+        ADMIN_TOKEN,
+    ] {
+        assert!(!transcript.contains(secret), "{secret} on stdout");
+        assert!(!stderr.contains(secret), "{secret} in the logs:\n{stderr}");
+    }
+    assert_eq!(app.login("bob", "senha-do-bob").await.unwrap(), (true, 1));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_binary_started_while_the_service_is_down_works_once_it_is_back() {
+    let app = app_with_users().await;
+    let (addr, database) = app.stop_keeping_database().await;
+
+    let mut bot = BotProcess::start(addr);
+    let reply = bot.say("/login admin senha-do-admin").await;
+    assert!(reply.starts_with(UNAVAILABLE), "{reply}");
+    assert!(bot.say("/status").await.starts_with(UNAVAILABLE));
+
+    let app = spawn_on(addr, database).await;
+    assert_eq!(
+        bot.say("/login admin senha-do-admin").await,
+        "Olá, admin! Você entrou com nível 2 (administrador)."
+    );
+    let reply = bot.say("/adicionar bob senha-do-bob 3").await;
+    assert!(reply.starts_with("Usuário bob criado"), "{reply}");
+    assert_eq!(app.nivel("bob").await.unwrap(), 3);
+
+    let (status, _, stderr) = bot.finish().await;
+    assert!(status.success(), "{status:?}\n{stderr}");
+    assert!(stderr.contains("service unreachable"), "{stderr}");
+}
