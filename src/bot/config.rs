@@ -1,6 +1,6 @@
 //! The bot's configuration: one struct, every field a flag with an environment fallback.
 
-use std::time::Duration;
+use std::{path::PathBuf, time::Duration};
 
 use clap::Parser;
 
@@ -14,6 +14,19 @@ pub struct BotConfig {
     /// Address of the produto service.
     #[arg(long, env = "PRODUTO_SERVER", default_value = "http://127.0.0.1:50051")]
     pub server: String,
+
+    /// PEM CA bundle to verify the service's certificate with (for an `https://` server;
+    /// unset: the system's web roots).
+    #[arg(long, env = "PRODUTO_BOT_TLS_CA")]
+    pub tls_ca: Option<PathBuf>,
+
+    /// PEM client certificate for mutual TLS (with PRODUTO_BOT_TLS_KEY).
+    #[arg(long, env = "PRODUTO_BOT_TLS_CERT", requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+
+    /// PEM private key of PRODUTO_BOT_TLS_CERT.
+    #[arg(long, env = "PRODUTO_BOT_TLS_KEY", requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
 
     /// Longest wait for a connection to the service (e.g. `3s`, `500ms`).
     #[arg(long, env = "PRODUTO_BOT_CONNECT_TIMEOUT", default_value = "3s", value_parser = humantime::parse_duration)]
@@ -68,6 +81,8 @@ impl std::fmt::Debug for BotConfig {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("BotConfig")
             .field("server", &self.server)
+            .field("tls_ca", &self.tls_ca)
+            .field("tls_cert", &self.tls_cert)
             .field("connect_timeout", &self.connect_timeout)
             .field("timeout", &self.timeout)
             .field("admin_token", &self.admin_token.as_ref().map(|_| "***"))

@@ -11,7 +11,7 @@ use std::{
 use tonic::{
     Code, Request, Response, Status,
     metadata::{Ascii, MetadataValue},
-    transport::{Channel, Endpoint},
+    transport::{Certificate, Channel, ClientTlsConfig, Endpoint, Identity},
 };
 use tonic_health::pb::{
     HealthCheckRequest, health_check_response::ServingStatus, health_client::HealthClient,
@@ -65,15 +65,38 @@ pub struct Bot {
     sessions: Mutex<HashMap<ChatId, Session>>,
 }
 
+/// TLS settings for an `https://` server: the CA to trust (or the system's web roots) and,
+/// for mutual TLS, the bot's own certificate.
+fn client_tls(config: &BotConfig) -> Result<ClientTlsConfig, Error> {
+    let read = |path: &std::path::Path| {
+        std::fs::read(path)
+            .map_err(|e| Error::Startup(format!("cannot read {}: {e}", path.display())))
+    };
+    let mut tls = ClientTlsConfig::new();
+    tls = match &config.tls_ca {
+        Some(ca) => tls.ca_certificate(Certificate::from_pem(read(ca)?)),
+        None => tls.with_webpki_roots(),
+    };
+    if let (Some(cert), Some(key)) = (&config.tls_cert, &config.tls_key) {
+        tls = tls.identity(Identity::from_pem(read(cert)?, read(key)?));
+    }
+    Ok(tls)
+}
+
 impl Bot {
     /// Builds the handler without connecting: a service that is down at start does not stop
     /// the bot, and each call (re)connects when needed. Must run inside a Tokio runtime.
     pub fn build(config: &BotConfig) -> Result<Bot, Error> {
         config.validate().map_err(Error::Startup)?;
-        let endpoint = Endpoint::from_shared(config.server.clone())
+        let mut endpoint = Endpoint::from_shared(config.server.clone())
             .map_err(|e| Error::Startup(format!("PRODUTO_SERVER {:?}: {e}", config.server)))?
             .connect_timeout(config.connect_timeout)
             .timeout(config.timeout);
+        if config.server.starts_with("https://") {
+            endpoint = endpoint
+                .tls_config(client_tls(config)?)
+                .map_err(|e| Error::Startup(format!("TLS: {e}")))?;
+        }
         let channel = endpoint.connect_lazy();
         let admin_token = match config.admin_token.as_deref() {
             None => None,

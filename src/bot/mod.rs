@@ -7,7 +7,7 @@
 pub mod command;
 pub mod config;
 mod handler;
-mod reply;
+pub mod reply;
 pub mod stdio;
 
 pub use command::{Command, ParseError, Secret};

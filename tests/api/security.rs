@@ -152,6 +152,27 @@ async fn mutual_tls_admits_only_clients_with_a_certificate_from_the_ca() {
     let good = nivel(tls_client(addr, with_cert).await, "ninguem").await;
     assert_eq!(good, Err("NotFound: usuario 'ninguem' not found".into()));
 
+    // The bot speaks mutual TLS to an https:// server.
+    let mut bot_config =
+        produto::bot::BotConfig::for_server(format!("https://localhost:{}", addr.port()));
+    bot_config.tls_ca = Some(pki.file("bot-ca.pem", &pki.ca));
+    bot_config.tls_cert = Some(pki.file("bot.pem", &pki.client_cert));
+    bot_config.tls_key = Some(pki.file("bot.key", &pki.client_key));
+    let bot = produto::bot::Bot::build(&bot_config).unwrap();
+    let chat = produto::bot::ChatId(1);
+    assert_eq!(
+        bot.handle(chat, "/login ninguem senha-errada").await,
+        produto::bot::reply::LOGIN_FAILED
+    );
+    // Without its certificate the bot is refused, and says the service is unavailable.
+    bot_config.tls_cert = None;
+    bot_config.tls_key = None;
+    let bot = produto::bot::Bot::build(&bot_config).unwrap();
+    assert_eq!(
+        bot.handle(chat, "/login ninguem senha-errada").await,
+        produto::bot::reply::UNAVAILABLE
+    );
+
     let without_cert = nivel(tls_client(addr, trusting()).await, "ninguem").await;
     let err = without_cert.unwrap_err();
     assert!(
