@@ -1,5 +1,6 @@
 //! The tower layer every RPC passes through: one span and one log line per call (method,
-//! gRPC code, latency, peer), and the caller's deadline (`grpc-timeout`) enforced as
+//! gRPC code, latency, peer, request id), the RPC metrics, the request id returned in the
+//! response metadata, and the caller's deadline (`grpc-timeout`) enforced as
 //! DEADLINE_EXCEEDED, dropping the handler's future so its connection goes back to the pool.
 
 use std::{
@@ -17,18 +18,32 @@ use tonic::{
 use tower::{Layer, Service};
 use tracing::Instrument;
 
+use crate::ops::{metrics::RpcMetrics, request_id};
+
 /// Answer a little before the caller's deadline, so that the caller receives our
 /// DEADLINE_EXCEEDED rather than tonic's generic CANCELLED for an expired timeout.
 const DEADLINE_MARGIN: Duration = Duration::from_millis(5);
 
-/// Adds [`Rpc`] around the router.
+/// Adds [`Rpc`] around the router. `RpcLayer::default()` records into metrics that no
+/// registry exports.
 #[derive(Debug, Clone, Default)]
-pub struct RpcLayer;
+pub struct RpcLayer {
+    metrics: RpcMetrics,
+}
+
+impl RpcLayer {
+    pub fn new(metrics: RpcMetrics) -> Self {
+        RpcLayer { metrics }
+    }
+}
 
 impl<S> Layer<S> for RpcLayer {
     type Service = Rpc<S>;
     fn layer(&self, inner: S) -> Self::Service {
-        Rpc { inner }
+        Rpc {
+            inner,
+            metrics: self.metrics.clone(),
+        }
     }
 }
 
@@ -36,6 +51,7 @@ impl<S> Layer<S> for RpcLayer {
 #[derive(Debug, Clone)]
 pub struct Rpc<S> {
     inner: S,
+    metrics: RpcMetrics,
 }
 
 impl<S> Service<Request<Body>> for Rpc<S>
@@ -65,7 +81,14 @@ where
             .map(|addr| addr.to_string())
             .unwrap_or_default();
         let deadline = grpc_timeout(req.headers());
-        let span = tracing::info_span!("rpc", %method, %peer);
+        let request_id = request_id::from_headers(req.headers());
+        let span = tracing::info_span!(
+            "rpc",
+            %method,
+            %peer,
+            request_id = request_id.to_str().unwrap_or_default()
+        );
+        let metrics = self.metrics.clone();
 
         Box::pin(
             async move {
@@ -85,9 +108,15 @@ where
                         }
                     }
                 };
-                let latency_ms = started.elapsed().as_secs_f64() * 1000.0;
-                if let Ok(response) = &result {
+                let latency = started.elapsed();
+                let latency_ms = latency.as_secs_f64() * 1000.0;
+                let mut result = result;
+                if let Ok(response) = &mut result {
                     let code = response_code(response.headers());
+                    metrics.record(&method, code, latency);
+                    response
+                        .headers_mut()
+                        .insert(request_id::HEADER, request_id);
                     if matches!(code, Code::Internal | Code::Unknown | Code::DataLoss) {
                         tracing::error!(code = ?code, latency_ms, "rpc failed");
                     } else {

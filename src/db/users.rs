@@ -11,15 +11,19 @@ use crate::{
 };
 
 /// Runs `$query` (a sqlx future over `$conn`) on a leased connection of whichever backend
-/// `$db` has, bounded by the query timeout, with the outcome classified into [`Error`].
+/// `$db` has, bounded by the query timeout and timed under `$name` (the `query` label of
+/// the latency histogram and the slow-query log), with the outcome classified into [`Error`].
 macro_rules! on_conn {
     ($db:expr, |$conn:ident| $query:expr) => {
+        on_conn!($db, "unnamed", |$conn| $query)
+    };
+    ($db:expr, $name:literal, |$conn:ident| $query:expr) => {
         match $db.backend() {
             Backend::Postgres(pool) => {
                 let mut lease = $db.acquire(pool).await?;
                 let outcome = {
                     let $conn = &mut *lease;
-                    $db.bounded($query).await
+                    $db.bounded_as($name, $query).await
                 };
                 $db.classify(&mut lease, outcome)
             }
@@ -27,7 +31,7 @@ macro_rules! on_conn {
                 let mut lease = $db.acquire(pool).await?;
                 let outcome = {
                     let $conn = &mut *lease;
-                    $db.bounded($query).await
+                    $db.bounded_as($name, $query).await
                 };
                 $db.classify(&mut lease, outcome)
             }
@@ -46,7 +50,7 @@ pub struct Credentials {
 impl Db {
     /// The stored hash and level of a user, if the user exists.
     pub async fn credentials(&self, usuario: &Usuario) -> Result<Option<Credentials>, Error> {
-        let row: Option<(i64, String, i32)> = on_conn!(self, |conn| {
+        let row: Option<(i64, String, i32)> = on_conn!(self, "credentials", |conn| {
             sqlx::query_as("SELECT id, senha_hash, nivel FROM usuarios WHERE usuario = $1")
                 .bind(usuario.as_str())
                 .fetch_optional(conn)
@@ -60,7 +64,7 @@ impl Db {
 
     /// A user's level, if the user exists.
     pub async fn nivel(&self, usuario: &Usuario) -> Result<Option<i32>, Error> {
-        on_conn!(self, |conn| {
+        on_conn!(self, "nivel", |conn| {
             sqlx::query_scalar("SELECT nivel FROM usuarios WHERE usuario = $1")
                 .bind(usuario.as_str())
                 .fetch_optional(conn)
@@ -74,7 +78,7 @@ impl Db {
         senha_hash: &str,
         nivel: Nivel,
     ) -> Result<i64, Error> {
-        let inserted = on_conn!(self, |conn| {
+        let inserted = on_conn!(self, "insert_user", |conn| {
             sqlx::query_scalar(
                 "INSERT INTO usuarios (usuario, senha_hash, nivel) VALUES ($1, $2, $3) RETURNING id",
             )
@@ -93,7 +97,7 @@ impl Db {
 
     /// Replaces a user's stored hash (after a login with outdated parameters).
     pub async fn update_hash(&self, id: i64, senha_hash: &str) -> Result<(), Error> {
-        on_conn!(self, |conn| {
+        on_conn!(self, "update_hash", |conn| {
             sqlx::query("UPDATE usuarios SET senha_hash = $1 WHERE id = $2")
                 .bind(senha_hash)
                 .bind(id)

@@ -2,6 +2,7 @@
 //! (PostgreSQL and SQLite alike), and the generated gRPC clients.
 
 mod helpers;
+mod ops;
 mod proxy;
 
 use std::time::{Duration, Instant};
