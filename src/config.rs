@@ -150,10 +150,13 @@ impl Config {
         Ok(())
     }
 
-    /// A configuration with every default, for tests and tools that build one in code.
+    /// A configuration with every default but the admin port, which is off (a fixed port
+    /// would collide between servers in one process), for tests and tools that build one in
+    /// code.
     pub fn with_database(database_url: impl Into<String>) -> Self {
         let mut config = Config::parse_from(["produto-server"]);
         config.database_url = database_url.into();
+        config.admin_addr = None;
         config
     }
 }

@@ -131,12 +131,11 @@ fn rand_suffix() -> u32 {
     RandomState::new().hash_one(Instant::now()) as u32
 }
 
-/// A test configuration: port 0, fast probes, cheap argon2 so tests stay quick, the admin
-/// HTTP port off (tests of it turn it on at 127.0.0.1:0).
+/// A test configuration: port 0, fast probes, cheap argon2 so tests stay quick (the admin
+/// HTTP port is off, as in `Config::with_database`; tests of it turn it on at port 0).
 pub fn test_config(database_url: &str) -> Config {
     let mut config = Config::with_database(database_url);
     config.addr = "127.0.0.1:0".parse().unwrap();
-    config.admin_addr = None;
     config.admin_token = Some(ADMIN_TOKEN.into());
     config.probe_interval = Duration::from_millis(100);
     config.acquire_timeout = Duration::from_secs(2);

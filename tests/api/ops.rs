@@ -311,6 +311,8 @@ async fn json_logs_parse_and_carry_the_request_id() {
         .env("PRODUTO_ADMIN_TOKEN_FILE", &token)
         .env("PRODUTO_ARGON2_M_KIB", "1024")
         .env("PRODUTO_ARGON2_T", "1")
+        // Every statement is "slow": the slow-query line must name it, not its parameters.
+        .env("PRODUTO_SLOW_QUERY_THRESHOLD", "0ms")
         .spawn()
         .unwrap();
     let mut stderr = BufReader::new(child.stderr.take().unwrap()).lines();
@@ -397,6 +399,12 @@ async fn json_logs_parse_and_carry_the_request_id() {
         .map(|l| l["message"].as_str().unwrap())
         .collect();
     assert!(messages.contains(&"user added"), "{lines:#?}");
+    let slow = of_the_call
+        .iter()
+        .find(|l| l["message"] == "slow query")
+        .unwrap_or_else(|| panic!("no slow-query line: {lines:#?}"));
+    assert_eq!(slow["query"], "insert_user");
+    assert!(slow["duration_ms"].as_f64().is_some());
     let rpc = of_the_call
         .iter()
         .find(|l| l["message"] == "rpc")
@@ -414,10 +422,11 @@ async fn json_logs_parse_and_carry_the_request_id() {
             .starts_with("127.0.0.1:")
     );
     assert!(
-        !lines
-            .iter()
-            .any(|l| l.to_string().contains("senha-forte-1")),
-        "a password reached the log"
+        !lines.iter().any(|l| {
+            let l = l.to_string();
+            l.contains("senha-forte-1") || l.contains("argon2id") || l.contains("token-from")
+        }),
+        "a password, hash or token reached the log"
     );
 }
 
@@ -447,9 +456,9 @@ fn of_kind<'a>(docs: &'a [serde_yaml_ng::Value], kind: &str) -> &'a serde_yaml_n
 
 #[test]
 fn the_kubernetes_manifests_match_the_server() {
-    use clap::CommandFactory;
+    use clap::{CommandFactory, Parser};
     let docs = manifests();
-    let defaults = Config::with_database("sqlite::memory:");
+    let defaults = Config::parse_from(["produto-server"]);
     let grpc_port = u64::from(defaults.addr.port());
     let admin_port = u64::from(defaults.admin_addr.unwrap().port());
     let known_env: Vec<String> = Config::command()
