@@ -94,7 +94,7 @@ where
             async move {
                 let started = Instant::now();
                 let call = inner.call(req);
-                let result = match deadline {
+                let mut result = match deadline {
                     None => call.await,
                     Some(limit) => {
                         match tokio::time::timeout(limit.saturating_sub(DEADLINE_MARGIN), call)
@@ -110,7 +110,6 @@ where
                 };
                 let latency = started.elapsed();
                 let latency_ms = latency.as_secs_f64() * 1000.0;
-                let mut result = result;
                 if let Ok(response) = &mut result {
                     let code = response_code(response.headers());
                     metrics.record(&method, code, latency);

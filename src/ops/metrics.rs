@@ -252,7 +252,12 @@ impl Collector for PoolCollector {
         ];
         for (name, help, value) in gauges {
             let metric = ConstGauge::new(value);
-            metric.encode(encoder.encode_descriptor(name, help, None, metric.metric_type())?)?;
+            metric.encode(encoder.encode_descriptor(
+                name,
+                &format!("{help}."),
+                None,
+                metric.metric_type(),
+            )?)?;
         }
         let counters: [(&str, &str, u64); 5] = [
             (
@@ -283,7 +288,12 @@ impl Collector for PoolCollector {
         ];
         for (name, help, value) in counters {
             let metric = ConstCounter::new(value);
-            metric.encode(encoder.encode_descriptor(name, help, None, metric.metric_type())?)?;
+            metric.encode(encoder.encode_descriptor(
+                name,
+                &format!("{help}."),
+                None,
+                metric.metric_type(),
+            )?)?;
         }
         let seconds = [
             (
@@ -301,7 +311,7 @@ impl Collector for PoolCollector {
             let metric = ConstGauge::new(value);
             metric.encode(encoder.encode_descriptor(
                 name,
-                help,
+                &format!("{help}."),
                 Some(&Unit::Seconds),
                 metric.metric_type(),
             )?)?;
