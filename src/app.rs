@@ -5,7 +5,10 @@
 use std::{future::Future, net::SocketAddr, sync::Arc, time::Duration};
 
 use tokio::net::TcpListener;
-use tokio_util::{sync::CancellationToken, task::TaskTracker};
+use tokio_util::{
+    sync::CancellationToken,
+    task::{AbortOnDropHandle, TaskTracker},
+};
 use tonic::transport::{Server, server::TcpIncoming};
 
 use crate::{
@@ -138,11 +141,15 @@ impl Application {
             stop_tasks.clone(),
         ));
         // The admin port outlives the drain (metrics of the drain can still be scraped) and
-        // stops before the pool closes.
+        // stops before the pool closes, or when this future is dropped.
         let stop_admin = CancellationToken::new();
         let admin_task = admin.map(|(listener, _)| {
             let router = admin::router(db.clone(), ready.clone(), metrics.clone());
-            tokio::spawn(admin::serve(listener, router, stop_admin.clone()))
+            AbortOnDropHandle::new(tokio::spawn(admin::serve(
+                listener,
+                router,
+                stop_admin.clone(),
+            )))
         });
         let stop_admin = async || {
             stop_admin.cancel();

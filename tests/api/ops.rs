@@ -207,7 +207,7 @@ async fn the_health_page_answers_503_while_the_database_is_down() {
     let url = database
         .url
         .replacen("127.0.0.1:5432", &proxy.addr.to_string(), 1);
-    let app = spawn_with_admin(&url, database).await;
+    let mut app = spawn_with_admin(&url, database).await;
     let admin = app.admin_addr.unwrap();
 
     let (status, body) = http_get(admin, "/health").await;
@@ -240,6 +240,10 @@ async fn the_health_page_answers_503_while_the_database_is_down() {
     assert_eq!(status, 200, "{body}");
     assert_eq!(http_get(admin, "/readyz").await.0, 200);
     assert_eq!(http_get(admin, "/nothing-here").await.0, 404);
+
+    // The admin port stops with the server.
+    app.stop().await;
+    assert!(TcpStream::connect(admin).await.is_err());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
