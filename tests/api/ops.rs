@@ -535,7 +535,16 @@ fn the_kubernetes_manifests_match_the_server() {
             );
         }
     }
+    // The non-root user reads the mounted Secret through its group.
+    let security = &pod["securityContext"];
+    assert_eq!(security["runAsNonRoot"], true);
+    assert!(security["fsGroup"].is_u64());
+    assert_eq!(security["fsGroup"], security["runAsGroup"]);
     let secret = of_kind(&docs, "Secret");
+    assert_eq!(
+        pod["volumes"][0]["secret"]["secretName"],
+        secret["metadata"]["name"]
+    );
     let mount = container["volumeMounts"][0]["mountPath"].as_str().unwrap();
     for var in ["DATABASE_URL_FILE", "PRODUTO_ADMIN_TOKEN_FILE"] {
         let path = container["env"]
