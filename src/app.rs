@@ -1,11 +1,14 @@
-//! Building the server (binding its port first, so tests can use port 0), serving it, and
+//! Building the server (binding its ports first, so tests can use port 0), serving it, and
 //! the graceful shutdown: readiness off, Watch streams ended, in-flight calls drained within
-//! a bound, the pool closed.
+//! a bound, the admin port stopped, the pool closed.
 
-use std::{future::Future, net::SocketAddr, time::Duration};
+use std::{future::Future, net::SocketAddr, sync::Arc, time::Duration};
 
 use tokio::net::TcpListener;
-use tokio_util::{sync::CancellationToken, task::TaskTracker};
+use tokio_util::{
+    sync::CancellationToken,
+    task::{AbortOnDropHandle, TaskTracker},
+};
 use tonic::transport::{Certificate, Identity, Server, ServerTlsConfig, server::TcpIncoming};
 
 use crate::{
@@ -13,9 +16,10 @@ use crate::{
     auth::AdminToken,
     db::{Db, ProbeConnection},
     middleware::RpcLayer,
+    ops::{admin, metrics::Metrics},
     password::Hasher,
     pb::{pool_service_server::PoolServiceServer, produto_service_server::ProdutoServiceServer},
-    service::{PoolSvc, ProdutoSvc, Readiness},
+    service::{PoolSvc, ProdutoSvc, Readiness, ReadyFlag},
     throttle::LoginThrottle,
 };
 
@@ -25,12 +29,16 @@ pub const MAX_REQUEST_BYTES: usize = 8 * 1024;
 const POOL_CLOSE_TIMEOUT: Duration = Duration::from_secs(5);
 /// Longest pause between two migration attempts while the database is unreachable.
 const MIGRATE_RETRY_MAX: Duration = Duration::from_secs(5);
+/// Bound on the admin port's own graceful stop (a scrape in flight).
+const ADMIN_STOP_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// A server bound to its port, ready to run.
 pub struct Application {
     config: Config,
     incoming: TcpIncoming,
     local_addr: SocketAddr,
+    /// The admin HTTP port, when configured.
+    admin: Option<(TcpListener, SocketAddr)>,
     db: Db,
     hasher: Hasher,
     tls: Option<ServerTlsConfig>,
@@ -39,7 +47,8 @@ pub struct Application {
 impl Application {
     /// Checks the configuration, builds the (lazy) pool and binds the listener. Nothing here
     /// waits for the database: a database that is down at start only delays readiness.
-    pub async fn build(config: Config) -> Result<Self, Error> {
+    pub async fn build(mut config: Config) -> Result<Self, Error> {
+        config.read_secret_files().map_err(Error::Startup)?;
         config.validate().map_err(Error::Startup)?;
         if config.admin_token.as_ref().is_some_and(|t| t.len() < 16) {
             tracing::warn!("PRODUTO_ADMIN_TOKEN is shorter than 16 bytes: use a long random token");
@@ -55,10 +64,23 @@ impl Application {
             .map_err(|e| Error::Startup(format!("cannot read the bound address: {e}")))?;
         // Small request/response messages: Nagle's delay would dominate their latency.
         let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
+        let admin = match config.admin_addr {
+            None => None,
+            Some(addr) => {
+                let listener = TcpListener::bind(addr).await.map_err(|e| {
+                    Error::Startup(format!("cannot listen on {addr} (admin port): {e}"))
+                })?;
+                let bound = listener
+                    .local_addr()
+                    .map_err(|e| Error::Startup(format!("cannot read the bound address: {e}")))?;
+                Some((listener, bound))
+            }
+        };
         Ok(Application {
             config,
             incoming,
             local_addr,
+            admin,
             db,
             hasher,
             tls,
@@ -68,6 +90,11 @@ impl Application {
     /// The address actually bound (the port is chosen by the OS when configured as 0).
     pub fn local_addr(&self) -> SocketAddr {
         self.local_addr
+    }
+
+    /// The admin HTTP port's address, if it is on.
+    pub fn admin_addr(&self) -> Option<SocketAddr> {
+        self.admin.as_ref().map(|(_, addr)| *addr)
     }
 
     /// The shared pool, for tests and tools that want to look at it.
@@ -84,6 +111,7 @@ impl Application {
         let Application {
             config,
             incoming,
+            admin,
             db,
             hasher,
             tls,
@@ -91,7 +119,9 @@ impl Application {
         } = self;
 
         let (reporter, health_server) = tonic_health::server::health_reporter();
-        let readiness = Readiness::new(reporter).await;
+        let ready = ReadyFlag::default();
+        let readiness = Readiness::new(reporter, ready.clone()).await;
+        let metrics = Arc::new(Metrics::new(&db, ready.clone()));
         let reflection_v1 = tonic_reflection::server::Builder::configure()
             .register_encoded_file_descriptor_set(crate::pb::FILE_DESCRIPTOR_SET)
             .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
@@ -119,8 +149,30 @@ impl Application {
             db.clone(),
             readiness,
             config.probe_interval,
+            !config.no_migrate,
             stop_tasks.clone(),
         ));
+        // The admin port outlives the drain (metrics of the drain can still be scraped) and
+        // stops before the pool closes, or when this future is dropped.
+        let stop_admin = CancellationToken::new();
+        let admin_task = admin.map(|(listener, _)| {
+            let router = admin::router(db.clone(), ready.clone(), metrics.clone());
+            AbortOnDropHandle::new(tokio::spawn(admin::serve(
+                listener,
+                router,
+                stop_admin.clone(),
+            )))
+        });
+        let stop_admin = async || {
+            stop_admin.cancel();
+            if let Some(task) = admin_task
+                && tokio::time::timeout(ADMIN_STOP_TIMEOUT, task)
+                    .await
+                    .is_err()
+            {
+                tracing::warn!("admin port did not stop in time");
+            }
+        };
 
         let mut builder = Server::builder()
             .max_concurrent_streams(config.max_streams_per_connection)
@@ -133,7 +185,7 @@ impl Application {
                 .map_err(|e| Error::Startup(format!("TLS: {e}")))?;
         }
         let server = builder
-            .layer(RpcLayer::new(config.max_concurrent_calls))
+            .layer(RpcLayer::new(metrics.rpc(), config.max_concurrent_calls))
             .add_service(health_server)
             .add_service(reflection_v1)
             .add_service(reflection_v1alpha)
@@ -160,6 +212,7 @@ impl Application {
         tokio::select! {
             result = &mut server => {
                 stop_tasks.cancel();
+                stop_admin().await;
                 db.close(POOL_CLOSE_TIMEOUT).await;
                 return result.map_err(|e| Error::Startup(format!("server failed: {e}")));
             }
@@ -174,6 +227,7 @@ impl Application {
                 "drain timed out; closing the remaining connections"
             ),
         }
+        stop_admin().await;
         db.close(POOL_CLOSE_TIMEOUT).await;
         tracing::info!("stopped");
         Ok(())
@@ -199,20 +253,51 @@ fn tls_config(config: &Config) -> Result<Option<ServerTlsConfig>, Error> {
     Ok(Some(tls))
 }
 
-/// The background task: applies migrations (retrying while the database is unreachable),
-/// then probes the database every `interval` and reports readiness, until stopped.
-async fn supervise(db: Db, mut readiness: Readiness, interval: Duration, stop: CancellationToken) {
+/// `produto-server migrate`: applies the migrations once and returns (an init container or
+/// a Job retries on failure).
+pub async fn migrate(mut config: Config) -> Result<(), Error> {
+    config.read_secret_files().map_err(Error::Startup)?;
+    config.validate().map_err(Error::Startup)?;
+    let db = Db::new(&config)?;
+    let result = db
+        .migrate()
+        .await
+        .map_err(|e| Error::Startup(format!("migrations failed: {e}")));
+    db.close(POOL_CLOSE_TIMEOUT).await;
+    result
+}
+
+/// The background task: applies migrations (or, with `apply_migrations` false, waits until
+/// someone else has applied them), retrying while the database is unreachable; then probes
+/// the database every `interval` and reports readiness, until stopped.
+async fn supervise(
+    db: Db,
+    mut readiness: Readiness,
+    interval: Duration,
+    apply_migrations: bool,
+    stop: CancellationToken,
+) {
     let mut backoff = Duration::from_millis(100);
     while !db.is_migrated() {
+        let attempt = async {
+            if apply_migrations {
+                db.migrate().await.map_err(|e| e.to_string())
+            } else {
+                db.check_migrated().await
+            }
+        };
         tokio::select! {
             () = stop.cancelled() => {
                 readiness.shut_down().await;
                 return;
             }
-            result = db.migrate() => match result {
-                Ok(()) => tracing::info!(backend = db.backend_name(), "schema migrated"),
+            result = attempt => match result {
+                Ok(()) if apply_migrations => {
+                    tracing::info!(backend = db.backend_name(), "schema migrated");
+                }
+                Ok(()) => tracing::info!(backend = db.backend_name(), "schema found migrated"),
                 Err(e) => {
-                    tracing::error!(error = %e, retry_in = ?backoff, "migrations failed; not ready");
+                    tracing::error!(error = %e, retry_in = ?backoff, "schema not in place; not ready");
                     tokio::select! {
                         () = stop.cancelled() => {}
                         () = tokio::time::sleep(backoff) => {}

@@ -2,19 +2,41 @@
 
 use std::{net::SocketAddr, path::PathBuf, time::Duration};
 
-use clap::Parser;
+use clap::{Parser, Subcommand};
+
+/// An address that may be switched off with an empty value. An alias, so that clap's derive
+/// does not read it as an optional flag and hands the empty string to the parser.
+pub type OptionalAddr = Option<SocketAddr>;
 
 /// produto-server: user logins and access levels over gRPC.
 #[derive(Debug, Clone, Parser)]
 #[command(name = "produto-server", version)]
 pub struct Config {
+    /// What to do; without a command, serve.
+    #[command(subcommand)]
+    pub command: Option<Command>,
+
     /// Database URL: `postgres://user@host/db` or `sqlite:path.db` (the file is created if missing).
     #[arg(long, env = "DATABASE_URL", default_value = "sqlite:produto.db")]
     pub database_url: String,
 
+    /// File holding the database URL (a mounted Secret); replaces DATABASE_URL. A trailing
+    /// newline is ignored.
+    #[arg(long, env = "DATABASE_URL_FILE", conflicts_with = "database_url")]
+    pub database_url_file: Option<PathBuf>,
+
     /// Address the gRPC server listens on.
     #[arg(long, env = "PRODUTO_ADDR", default_value = "0.0.0.0:50051")]
     pub addr: SocketAddr,
+
+    /// Address of the admin HTTP port (`/metrics`, `/health`, `/livez`, `/readyz`); empty: off.
+    #[arg(long, env = "PRODUTO_ADMIN_ADDR", default_value = "0.0.0.0:9090", value_parser = parse_optional_addr)]
+    pub admin_addr: OptionalAddr,
+
+    /// Start without applying migrations (run `produto-server migrate` first, e.g. as an init
+    /// container); the server becomes ready once every migration it knows is applied.
+    #[arg(long, env = "PRODUTO_NO_MIGRATE")]
+    pub no_migrate: bool,
 
     /// Connections the pool keeps open even when idle.
     #[arg(long, env = "PRODUTO_MIN_CONNECTIONS", default_value_t = 1)]
@@ -39,6 +61,10 @@ pub struct Config {
     /// Connections are replaced after this long, whatever their state.
     #[arg(long, env = "PRODUTO_MAX_LIFETIME", default_value = "30m", value_parser = humantime::parse_duration)]
     pub max_lifetime: Duration,
+
+    /// Queries slower than this are logged (name and duration, never the parameters).
+    #[arg(long, env = "PRODUTO_SLOW_QUERY_THRESHOLD", default_value = "200ms", value_parser = humantime::parse_duration)]
+    pub slow_query_threshold: Duration,
 
     /// How often the background probe runs `SELECT 1` to drive readiness.
     #[arg(long, env = "PRODUTO_PROBE_INTERVAL", default_value = "2s", value_parser = humantime::parse_duration)]
@@ -86,6 +112,11 @@ pub struct Config {
     #[arg(long, env = "PRODUTO_LOGIN_WINDOW", default_value = "15m", value_parser = humantime::parse_duration)]
     pub login_window: Duration,
 
+    /// File holding the admin token (a mounted Secret); replaces PRODUTO_ADMIN_TOKEN. A
+    /// trailing newline is ignored.
+    #[arg(long, env = "PRODUTO_ADMIN_TOKEN_FILE", conflicts_with = "admin_token")]
+    pub admin_token_file: Option<PathBuf>,
+
     /// argon2id memory cost in KiB (OWASP: 19456).
     #[arg(long, env = "PRODUTO_ARGON2_M_KIB", default_value_t = 19456)]
     pub argon2_m_kib: u32,
@@ -107,7 +138,25 @@ pub struct Config {
     pub log_format: crate::telemetry::LogFormat,
 }
 
+/// The commands besides serving.
+#[derive(Debug, Clone, PartialEq, Eq, Subcommand)]
+pub enum Command {
+    /// Apply the database migrations and exit (for an init container or a Kubernetes Job).
+    Migrate,
+}
+
 impl Config {
+    /// Replaces the settings given as files (`*_FILE`, mounted Secrets) by the files' contents.
+    pub fn read_secret_files(&mut self) -> Result<(), String> {
+        if let Some(path) = self.database_url_file.take() {
+            self.database_url = read_secret(&path, "DATABASE_URL_FILE")?;
+        }
+        if let Some(path) = self.admin_token_file.take() {
+            self.admin_token = Some(read_secret(&path, "PRODUTO_ADMIN_TOKEN_FILE")?);
+        }
+        Ok(())
+    }
+
     /// Checks what clap cannot: relations between settings.
     pub fn validate(&self) -> Result<(), String> {
         if self.max_connections == 0 {
@@ -147,10 +196,76 @@ impl Config {
         Ok(())
     }
 
-    /// A configuration with every default, for tests and tools that build one in code.
+    /// A configuration with every default but the admin port, which is off (a fixed port
+    /// would collide between servers in one process), for tests and tools that build one in
+    /// code.
     pub fn with_database(database_url: impl Into<String>) -> Self {
         let mut config = Config::parse_from(["produto-server"]);
         config.database_url = database_url.into();
+        config.admin_addr = None;
         config
+    }
+}
+
+/// `""` switches the address off; anything else must be an address.
+fn parse_optional_addr(value: &str) -> Result<OptionalAddr, std::net::AddrParseError> {
+    if value.trim().is_empty() {
+        Ok(None)
+    } else {
+        value.parse().map(Some)
+    }
+}
+
+/// A secret file's contents without the trailing newline that editors and `echo` add.
+fn read_secret(path: &std::path::Path, name: &str) -> Result<String, String> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| format!("{name}: cannot read {}: {e}", path.display()))?;
+    Ok(text.trim_end_matches(['\n', '\r']).to_owned())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_empty_admin_address_switches_the_admin_port_off() {
+        let config = Config::parse_from(["produto-server", "--admin-addr", ""]);
+        assert_eq!(config.admin_addr, None);
+        let config = Config::parse_from(["produto-server"]);
+        assert_eq!(config.admin_addr, Some("0.0.0.0:9090".parse().unwrap()));
+    }
+
+    #[test]
+    fn secrets_are_read_from_files_without_the_trailing_newline() {
+        let dir = tempfile::tempdir().unwrap();
+        let url = dir.path().join("database-url");
+        let token = dir.path().join("admin-token");
+        std::fs::write(&url, "postgres://u@db/produto\n").unwrap();
+        std::fs::write(&token, "s3cret token\r\n").unwrap();
+        let mut config = Config::parse_from([
+            "produto-server".as_ref(),
+            "--database-url-file".as_ref(),
+            url.as_os_str(),
+            "--admin-token-file".as_ref(),
+            token.as_os_str(),
+        ]);
+        config.read_secret_files().unwrap();
+        assert_eq!(config.database_url, "postgres://u@db/produto");
+        assert_eq!(config.admin_token.as_deref(), Some("s3cret token"));
+    }
+
+    #[test]
+    fn a_missing_secret_file_is_a_startup_error_naming_the_setting() {
+        let mut config =
+            Config::parse_from(["produto-server", "--admin-token-file", "/nonexistent/token"]);
+        let err = config.read_secret_files().unwrap_err();
+        assert!(err.starts_with("PRODUTO_ADMIN_TOKEN_FILE"), "{err}");
+    }
+
+    #[test]
+    fn migrate_is_a_subcommand() {
+        let config = Config::parse_from(["produto-server", "migrate"]);
+        assert_eq!(config.command, Some(Command::Migrate));
+        assert!(Config::parse_from(["produto-server", "--no-migrate"]).no_migrate);
     }
 }

@@ -11,6 +11,7 @@ pub mod db;
 pub mod domain;
 pub mod error;
 pub mod middleware;
+pub mod ops;
 pub mod password;
 pub mod service;
 pub mod telemetry;

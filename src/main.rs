@@ -1,9 +1,10 @@
-//! produto-server: reads the configuration, sets up logging, serves until SIGTERM or Ctrl-C.
+//! produto-server: reads the configuration, sets up logging, serves until SIGTERM or Ctrl-C
+//! (or, as `produto-server migrate`, applies the migrations and exits).
 
 use std::process::ExitCode;
 
 use clap::Parser;
-use produto::{Application, Config, telemetry};
+use produto::{Application, Config, config::Command, telemetry};
 
 fn main() -> ExitCode {
     // Before the runtime starts its threads.
@@ -23,6 +24,18 @@ fn main() -> ExitCode {
 async fn run() -> ExitCode {
     let config = Config::parse();
     telemetry::init(config.log_format);
+    if config.command == Some(Command::Migrate) {
+        return match produto::app::migrate(config).await {
+            Ok(()) => {
+                tracing::info!("migrations applied");
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "migrate failed");
+                ExitCode::FAILURE
+            }
+        };
+    }
     let app = match Application::build(config).await {
         Ok(app) => app,
         Err(e) => {
@@ -30,7 +43,14 @@ async fn run() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    tracing::info!(addr = %app.local_addr(), backend = app.db().backend_name(), "listening");
+    tracing::info!(
+        addr = %app.local_addr(),
+        admin_addr = app.admin_addr().map(|a| a.to_string()),
+        backend = app.db().backend_name(),
+        version = env!("CARGO_PKG_VERSION"),
+        git_commit = env!("PRODUTO_GIT_COMMIT"),
+        "listening"
+    );
     match app.run_until_stopped(shutdown_signal()).await {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {

@@ -1,9 +1,10 @@
 //! The tower layer every RPC passes through: one span and one log line per call (method,
-//! gRPC code, latency, peer); the caller's deadline (`grpc-timeout`) enforced as
-//! DEADLINE_EXCEEDED, dropping the handler's future so its connection goes back to the pool;
-//! tonic's codes for undecodable or oversized requests turned into the caller's errors; and
-//! a global limit on calls in progress, past which calls are shed with RESOURCE_EXHAUSTED
-//! (health checks are exempt, so that load never makes Kubernetes restart a busy pod).
+//! gRPC code, latency, peer, request id); the RPC metrics; the request id returned in the
+//! response metadata; the caller's deadline (`grpc-timeout`) enforced as DEADLINE_EXCEEDED,
+//! dropping the handler's future so its connection goes back to the pool; tonic's codes for
+//! undecodable or oversized requests turned into the caller's errors; and a global limit on
+//! calls in progress, past which calls are shed with RESOURCE_EXHAUSTED (health checks are
+//! exempt, so that load never makes Kubernetes restart a busy pod).
 
 use std::{
     sync::Arc,
@@ -21,6 +22,8 @@ use tonic::{
 use tower::{Layer, Service};
 use tracing::Instrument;
 
+use crate::ops::{metrics::RpcMetrics, request_id};
+
 /// Answer a little before the caller's deadline (a tenth of it, 5 to 100 ms), so that the
 /// caller receives our DEADLINE_EXCEEDED before its own timer fires: a client whose timer
 /// wins resets the stream (tonic reports CANCELLED), and many resets look like an attack
@@ -32,14 +35,17 @@ fn deadline_margin(deadline: Duration) -> Duration {
 /// Adds [`Rpc`] around the router.
 #[derive(Debug, Clone)]
 pub struct RpcLayer {
+    metrics: RpcMetrics,
     in_flight: Arc<tokio::sync::Semaphore>,
     max_in_flight: usize,
 }
 
 impl RpcLayer {
-    /// A layer that lets at most `max_in_flight` calls run at once, across all connections.
-    pub fn new(max_in_flight: usize) -> Self {
+    /// Records into `metrics`, and lets at most `max_in_flight` calls run at once across all
+    /// connections.
+    pub fn new(metrics: RpcMetrics, max_in_flight: usize) -> Self {
         RpcLayer {
+            metrics,
             in_flight: Arc::new(tokio::sync::Semaphore::new(max_in_flight)),
             max_in_flight,
         }
@@ -51,6 +57,7 @@ impl<S> Layer<S> for RpcLayer {
     fn layer(&self, inner: S) -> Self::Service {
         Rpc {
             inner,
+            metrics: self.metrics.clone(),
             in_flight: self.in_flight.clone(),
             max_in_flight: self.max_in_flight,
         }
@@ -61,6 +68,7 @@ impl<S> Layer<S> for RpcLayer {
 #[derive(Debug, Clone)]
 pub struct Rpc<S> {
     inner: S,
+    metrics: RpcMetrics,
     in_flight: Arc<tokio::sync::Semaphore>,
     max_in_flight: usize,
 }
@@ -92,54 +100,61 @@ where
             .map(|addr| addr.to_string())
             .unwrap_or_default();
         let deadline = grpc_timeout(req.headers());
-        let span = tracing::info_span!("rpc", %method, %peer);
+        let request_id = request_id::from_headers(req.headers());
+        let span = tracing::info_span!(
+            "rpc",
+            %method,
+            %peer,
+            request_id = request_id.to_str().unwrap_or_default()
+        );
+        let metrics = self.metrics.clone();
+        // Health checks are never shed; the rest take a slot or are turned away.
         let permit = if method.starts_with("/grpc.health.v1.Health/") {
-            None
+            Ok(None)
         } else {
-            match self.in_flight.clone().try_acquire_owned() {
-                Ok(permit) => Some(permit),
-                Err(_) => {
-                    let max = self.max_in_flight;
-                    return Box::pin(
-                        async move {
-                            tracing::warn!(max, "call shed: too many calls in progress");
-                            Ok(Status::resource_exhausted(format!(
-                                "server busy: {max} calls already in progress; retry with backoff"
-                            ))
-                            .into_http())
-                        }
-                        .instrument(span),
-                    );
-                }
-            }
+            self.in_flight.clone().try_acquire_owned().map(Some)
         };
+        let max_in_flight = self.max_in_flight;
 
         Box::pin(
             async move {
-                let _permit = permit;
                 let started = Instant::now();
-                let call = inner.call(req);
-                let mut result = match deadline {
-                    None => call.await,
-                    Some(limit) => {
-                        match tokio::time::timeout(
-                            limit.saturating_sub(deadline_margin(limit)),
-                            call,
-                        )
-                        .await
-                        {
-                            Ok(result) => result,
-                            Err(_) => Ok(Status::deadline_exceeded(
-                                "deadline exceeded before the call finished",
+                let mut result = match permit {
+                    Err(_) => {
+                        tracing::warn!(max_in_flight, "call shed: too many calls in progress");
+                        Ok(Status::resource_exhausted(format!(
+                            "server busy: {max_in_flight} calls already in progress; retry with backoff"
+                        ))
+                        .into_http())
+                    }
+                    Ok(_permit) => {
+                        let call = inner.call(req);
+                        match deadline {
+                            None => call.await,
+                            Some(limit) => match tokio::time::timeout(
+                                limit.saturating_sub(deadline_margin(limit)),
+                                call,
                             )
-                            .into_http()),
+                            .await
+                            {
+                                Ok(result) => result,
+                                Err(_) => Ok(Status::deadline_exceeded(
+                                    "deadline exceeded before the call finished",
+                                )
+                                .into_http()),
+                            },
                         }
                     }
                 };
-                let latency_ms = started.elapsed().as_secs_f64() * 1000.0;
+                let latency = started.elapsed();
+                let latency_ms = latency.as_secs_f64() * 1000.0;
                 if let Ok(response) = &mut result {
                     recode_request_errors(response.headers_mut());
                     let code = response_code(response.headers());
+                    metrics.record(&method, code, latency);
+                    response
+                        .headers_mut()
+                        .insert(request_id::HEADER, request_id);
                     if matches!(code, Code::Internal | Code::Unknown | Code::DataLoss) {
                         tracing::error!(code = ?code, latency_ms, "rpc failed");
                     } else {

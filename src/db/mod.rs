@@ -1,5 +1,6 @@
 //! The one shared connection pool: building it for PostgreSQL or SQLite, migrations,
-//! the counted and bounded acquire, and the background probe that drives readiness.
+//! the counted and bounded acquire, the timed and named statements (latency histogram and
+//! slow-query log), and the background probe that drives readiness.
 //!
 //! The two backends are native sqlx pools behind one enum, so that each gets its own
 //! driver's full speed (and PostgreSQL its arrays); the queries in [`users`] are written once.
@@ -28,7 +29,7 @@ use sqlx::{
 
 pub use stats::{PoolSnapshot, PoolStats};
 
-use crate::{Config, Error, error::is_connection_error};
+use crate::{Config, Error, error::is_connection_error, ops::metrics::DbMetrics};
 use stats::GaugeGuard;
 
 static PG_MIGRATOR: Migrator = sqlx::migrate!("./migrations/postgres");
@@ -57,8 +58,11 @@ pub struct Db {
     backend: Backend,
     stats: Arc<PoolStats>,
     migrated: Arc<AtomicBool>,
+    metrics: DbMetrics,
     acquire_timeout: Duration,
     query_timeout: Duration,
+    /// Statements slower than this are logged.
+    slow_query: Duration,
     min_connections: u32,
     max_connections: u32,
 }
@@ -97,8 +101,10 @@ impl Db {
             backend,
             stats,
             migrated: Arc::new(AtomicBool::new(false)),
+            metrics: DbMetrics::default(),
             acquire_timeout: config.acquire_timeout,
             query_timeout: config.query_timeout,
+            slow_query: config.slow_query_threshold,
             min_connections: config.min_connections,
             max_connections: config.max_connections,
         })
@@ -119,6 +125,11 @@ impl Db {
         &self.stats
     }
 
+    /// The query and acquire-wait histograms, for the metrics registry.
+    pub fn metrics(&self) -> &DbMetrics {
+        &self.metrics
+    }
+
     /// Applies the embedded migrations. On PostgreSQL sqlx holds an advisory lock while it
     /// migrates, so several instances starting at once are safe; SQLite locks the file.
     pub async fn migrate(&self) -> Result<(), sqlx::migrate::MigrateError> {
@@ -130,9 +141,38 @@ impl Db {
         Ok(())
     }
 
-    /// Whether the schema is in place (migrations ran in this process).
+    /// Whether the schema is in place (migrations ran in this process, or
+    /// [`Db::check_migrated`] found them applied).
     pub fn is_migrated(&self) -> bool {
         self.migrated.load(Relaxed)
+    }
+
+    /// For a server started without migrating: marks the schema in place once every
+    /// migration embedded in this binary is recorded as applied in the database (so a
+    /// schema that is absent or older than this binary keeps the server not ready).
+    pub async fn check_migrated(&self) -> Result<(), String> {
+        const APPLIED: &str = "SELECT version FROM _sqlx_migrations WHERE success";
+        let (applied, migrator) = match &self.backend {
+            Backend::Postgres(pool) => (
+                sqlx::query_scalar::<_, i64>(APPLIED).fetch_all(pool).await,
+                &PG_MIGRATOR,
+            ),
+            Backend::Sqlite(pool) => (
+                sqlx::query_scalar::<_, i64>(APPLIED).fetch_all(pool).await,
+                &SQLITE_MIGRATOR,
+            ),
+        };
+        let applied = applied.map_err(|e| format!("cannot read the applied migrations: {e}"))?;
+        let missing: Vec<i64> = migrator
+            .iter()
+            .filter(|m| !m.migration_type.is_down_migration() && !applied.contains(&m.version))
+            .map(|m| m.version)
+            .collect();
+        if !missing.is_empty() {
+            return Err(format!("migrations not applied yet: {missing:?}"));
+        }
+        self.migrated.store(true, Relaxed);
+        Ok(())
     }
 
     /// Live figures of the pool, from memory.
@@ -182,8 +222,10 @@ impl Db {
             let _waiting = GaugeGuard::raise(&self.stats.waiting);
             tokio::time::timeout(bound, pool.acquire()).await
         };
+        let waited = started.elapsed();
+        self.metrics.observe_acquire_wait(waited);
         self.stats
-            .record_wait(u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX));
+            .record_wait(u64::try_from(waited.as_millis()).unwrap_or(u64::MAX));
         match result {
             Ok(Ok(conn)) => {
                 self.stats.used.fetch_add(1, Relaxed);
@@ -205,11 +247,28 @@ impl Db {
         }
     }
 
-    /// Bounds one statement's future by the query timeout.
+    /// Bounds one statement's future by the query timeout; timed as `unnamed` (prefer
+    /// [`Db::bounded_as`]).
     pub async fn bounded<T>(
         &self,
         query: impl Future<Output = Result<T, sqlx::Error>>,
     ) -> Result<Result<T, sqlx::Error>, tokio::time::error::Elapsed> {
+        self.bounded_as("unnamed", query).await
+    }
+
+    /// Bounds one statement's future by the query timeout and times it under `name` (the
+    /// latency histogram, and a log line when slower than the slow-query threshold). A
+    /// statement abandoned by its caller (deadline) is timed too, up to the abandonment.
+    pub async fn bounded_as<T>(
+        &self,
+        name: &'static str,
+        query: impl Future<Output = Result<T, sqlx::Error>>,
+    ) -> Result<Result<T, sqlx::Error>, tokio::time::error::Elapsed> {
+        let _timer = QueryTimer {
+            db: self,
+            name,
+            started: Instant::now(),
+        };
         tokio::time::timeout(self.query_timeout, query).await
     }
 
@@ -259,6 +318,29 @@ impl Db {
         self.stats.probe_unix_ms.store(now_ms, Relaxed);
         self.stats.healthy.store(ok, Relaxed);
         ok
+    }
+}
+
+/// Records one statement's duration when dropped, whether it finished or was abandoned.
+struct QueryTimer<'a> {
+    db: &'a Db,
+    name: &'static str,
+    started: Instant,
+}
+
+impl Drop for QueryTimer<'_> {
+    fn drop(&mut self) {
+        let took = self.started.elapsed();
+        self.db.metrics.observe_query(self.name, took);
+        if took >= self.db.slow_query {
+            // The name only: parameters may be passwords or hashes.
+            tracing::warn!(
+                query = self.name,
+                duration_ms = took.as_secs_f64() * 1000.0,
+                threshold_ms = self.db.slow_query.as_secs_f64() * 1000.0,
+                "slow query"
+            );
+        }
     }
 }
 

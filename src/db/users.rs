@@ -11,7 +11,8 @@ use crate::{
 };
 
 /// Runs `$query` (a sqlx future over `$conn`) on a leased connection of whichever backend
-/// `$db` has, bounded by the query timeout, with the outcome classified into [`Error`].
+/// `$db` has, bounded by the query timeout and timed under `$name` (the `query` label of
+/// the latency histogram and the slow-query log), with the outcome classified into [`Error`].
 ///
 /// `read:` marks a statement that is safe to repeat: when the connection turns out to be
 /// dead (cut by the network, or the database restarted) it is retried once on another
@@ -19,25 +20,25 @@ use crate::{
 /// the pool was idle costs the caller nothing. Writes are never repeated: the first attempt
 /// may have committed.
 macro_rules! on_conn {
-    (read: $db:expr, |$conn:ident| $query:expr) => {
-        on_conn!(@backends 2, $db, |$conn| $query)
+    (read: $db:expr, $name:literal, |$conn:ident| $query:expr) => {
+        on_conn!(@backends 2, $db, $name, |$conn| $query)
     };
-    ($db:expr, |$conn:ident| $query:expr) => {
-        on_conn!(@backends 1, $db, |$conn| $query)
+    ($db:expr, $name:literal, |$conn:ident| $query:expr) => {
+        on_conn!(@backends 1, $db, $name, |$conn| $query)
     };
-    (@backends $attempts:expr, $db:expr, |$conn:ident| $query:expr) => {
+    (@backends $attempts:expr, $db:expr, $name:literal, |$conn:ident| $query:expr) => {
         match $db.backend() {
-            Backend::Postgres(pool) => on_conn!(@pool $attempts, $db, pool, |$conn| $query),
-            Backend::Sqlite(pool) => on_conn!(@pool $attempts, $db, pool, |$conn| $query),
+            Backend::Postgres(pool) => on_conn!(@pool $attempts, $db, $name, pool, |$conn| $query),
+            Backend::Sqlite(pool) => on_conn!(@pool $attempts, $db, $name, pool, |$conn| $query),
         }
     };
-    (@pool $attempts:expr, $db:expr, $pool:ident, |$conn:ident| $query:expr) => {{
+    (@pool $attempts:expr, $db:expr, $name:literal, $pool:ident, |$conn:ident| $query:expr) => {{
         let mut attempt = 1;
         loop {
             let mut lease = $db.acquire($pool).await?;
             let outcome = {
                 let $conn = &mut *lease;
-                $db.bounded($query).await
+                $db.bounded_as($name, $query).await
             };
             let retry = attempt < $attempts
                 && matches!(&outcome, Ok(Err(e)) if crate::error::is_connection_error(e));
@@ -46,7 +47,7 @@ macro_rules! on_conn {
                 break result;
             }
             attempt += 1;
-            tracing::debug!("connection lost during a read; retrying on another connection");
+            tracing::debug!(query = $name, "connection lost during a read; retrying on another connection");
         }
     }};
 }
@@ -62,7 +63,7 @@ pub struct Credentials {
 impl Db {
     /// The stored hash and level of a user, if the user exists.
     pub async fn credentials(&self, usuario: &Usuario) -> Result<Option<Credentials>, Error> {
-        let row: Option<(i64, String, i32)> = on_conn!(read: self, |conn| {
+        let row: Option<(i64, String, i32)> = on_conn!(read: self, "credentials", |conn| {
             sqlx::query_as("SELECT id, senha_hash, nivel FROM usuarios WHERE usuario = $1")
                 .bind(usuario.as_str())
                 .fetch_optional(conn)
@@ -76,7 +77,7 @@ impl Db {
 
     /// A user's level, if the user exists.
     pub async fn nivel(&self, usuario: &Usuario) -> Result<Option<i32>, Error> {
-        on_conn!(read: self, |conn| {
+        on_conn!(read: self, "nivel", |conn| {
             sqlx::query_scalar("SELECT nivel FROM usuarios WHERE usuario = $1")
                 .bind(usuario.as_str())
                 .fetch_optional(conn)
@@ -90,7 +91,7 @@ impl Db {
         senha_hash: &str,
         nivel: Nivel,
     ) -> Result<i64, Error> {
-        let inserted = on_conn!(self, |conn| {
+        let inserted = on_conn!(self, "insert_user", |conn| {
             sqlx::query_scalar(
                 "INSERT INTO usuarios (usuario, senha_hash, nivel) VALUES ($1, $2, $3) RETURNING id",
             )
@@ -109,7 +110,7 @@ impl Db {
 
     /// Replaces a user's stored hash (after a login with outdated parameters).
     pub async fn update_hash(&self, id: i64, senha_hash: &str) -> Result<(), Error> {
-        on_conn!(self, |conn| {
+        on_conn!(self, "update_hash", |conn| {
             sqlx::query("UPDATE usuarios SET senha_hash = $1 WHERE id = $2")
                 .bind(senha_hash)
                 .bind(id)
@@ -131,7 +132,7 @@ impl Db {
         usuario: &Usuario,
         window_start_ms: i64,
     ) -> Result<Option<u32>, Error> {
-        let row: Option<(i32, i64)> = on_conn!(read: self, |conn| {
+        let row: Option<(i32, i64)> = on_conn!(read: self, "login_failures", |conn| {
             sqlx::query_as("SELECT falhas, janela_inicio_ms FROM login_falhas WHERE usuario = $1")
                 .bind(usuario.as_str())
                 .fetch_optional(conn)
@@ -153,7 +154,7 @@ impl Db {
         now_ms: i64,
         window_start_ms: i64,
     ) -> Result<(), Error> {
-        on_conn!(self, |conn| {
+        on_conn!(self, "record_login_failure", |conn| {
             sqlx::query(
                 "INSERT INTO login_falhas (usuario, falhas, janela_inicio_ms) VALUES ($1, 1, $2)
                  ON CONFLICT (usuario) DO UPDATE SET
@@ -172,7 +173,7 @@ impl Db {
 
     /// Forgets a user's failures after a successful login.
     pub async fn clear_login_failures(&self, usuario: &Usuario) -> Result<(), Error> {
-        on_conn!(self, |conn| {
+        on_conn!(self, "clear_login_failures", |conn| {
             sqlx::query("DELETE FROM login_falhas WHERE usuario = $1")
                 .bind(usuario.as_str())
                 .execute(conn)

@@ -131,7 +131,8 @@ fn rand_suffix() -> u32 {
     RandomState::new().hash_one(Instant::now()) as u32
 }
 
-/// A test configuration: port 0, fast probes, cheap argon2 so tests stay quick.
+/// A test configuration: port 0, fast probes, cheap argon2 so tests stay quick (the admin
+/// HTTP port is off, as in `Config::with_database`; tests of it turn it on at port 0).
 pub fn test_config(database_url: &str) -> Config {
     let mut config = Config::with_database(database_url);
     config.addr = "127.0.0.1:0".parse().unwrap();
@@ -148,6 +149,8 @@ pub fn test_config(database_url: &str) -> Config {
 #[allow(dead_code, reason = "each test uses the fields it needs")]
 pub struct TestApp {
     pub addr: SocketAddr,
+    /// The admin HTTP port, when the configuration turned it on.
+    pub admin_addr: Option<SocketAddr>,
     pub produto: ProdutoServiceClient<Channel>,
     pub pool: PoolServiceClient<Channel>,
     pub health: HealthClient<Channel>,
@@ -186,6 +189,7 @@ pub async fn spawn_on(addr: SocketAddr, database: TestDb) -> TestApp {
 pub async fn spawn_with(config: Config, database: TestDb) -> TestApp {
     let app = Application::build(config).await.expect("build the app");
     let addr = app.local_addr();
+    let admin_addr = app.admin_addr();
     let db = app.db().clone();
     let (tx, rx) = oneshot::channel::<()>();
     let server = tokio::spawn(app.run_until_stopped(async {
@@ -199,6 +203,7 @@ pub async fn spawn_with(config: Config, database: TestDb) -> TestApp {
         .expect("connect to the server");
     TestApp {
         addr,
+        admin_addr,
         produto: ProdutoServiceClient::new(channel.clone()),
         pool: PoolServiceClient::new(channel.clone()),
         health: HealthClient::new(channel.clone()),

@@ -3,6 +3,7 @@
 
 mod bot;
 mod helpers;
+mod ops;
 #[allow(dead_code, reason = "the fault tests use the rest of the proxy")]
 mod proxy;
 mod security;

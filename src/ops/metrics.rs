@@ -1,0 +1,345 @@
+//! Prometheus metrics (`prometheus-client`, one registry per [`crate::Application`], so that
+//! tests running side by side each see their own figures).
+//!
+//! Counted where things happen: RPCs in the middleware, queries and acquire waits in
+//! [`crate::db::Db`]. Pool gauges and counters are read from [`crate::db::Db::snapshot`]
+//! at scrape time instead of being counted twice.
+
+use std::{fmt, time::Duration};
+
+use prometheus_client::{
+    collector::Collector,
+    encoding::{DescriptorEncoder, EncodeLabelSet, EncodeMetric, text::encode},
+    metrics::{
+        counter::{ConstCounter, Counter},
+        family::Family,
+        gauge::ConstGauge,
+        histogram::Histogram,
+        info::Info,
+    },
+    registry::{Registry, Unit},
+};
+
+use crate::{db::Db, service::ReadyFlag};
+
+/// Latency buckets in seconds, 0.5 ms to 10 s: cached lookups sit at the bottom, argon2
+/// logins around tens of milliseconds, timeouts at the top.
+const LATENCY_BUCKETS: [f64; 15] = [
+    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 7.5, 10.0,
+];
+
+fn latency_histogram() -> Histogram {
+    Histogram::new(LATENCY_BUCKETS)
+}
+
+/// The labels of one RPC outcome (the names of go-grpc-prometheus, so that existing
+/// dashboards work).
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RpcLabels {
+    pub grpc_service: String,
+    pub grpc_method: String,
+    pub grpc_code: &'static str,
+}
+
+/// The labels of one RPC method.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct MethodLabels {
+    pub grpc_service: String,
+    pub grpc_method: String,
+}
+
+/// The labels of one named query.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct QueryLabels {
+    pub query: &'static str,
+}
+
+type HistogramFamily<L> = Family<L, Histogram, fn() -> Histogram>;
+
+/// What the RPC middleware records.
+#[derive(Debug, Clone)]
+pub struct RpcMetrics {
+    handled: Family<RpcLabels, Counter>,
+    handling: HistogramFamily<MethodLabels>,
+}
+
+impl Default for RpcMetrics {
+    fn default() -> Self {
+        RpcMetrics {
+            handled: Family::default(),
+            handling: Family::new_with_constructor(latency_histogram),
+        }
+    }
+}
+
+impl RpcMetrics {
+    /// One finished call. `path` is the HTTP/2 path `/package.Service/Method`; a method the
+    /// server does not have (UNIMPLEMENTED) is recorded as `unknown`, so that callers cannot
+    /// create series at will.
+    pub fn record(&self, path: &str, code: tonic::Code, latency: Duration) {
+        let (service, method) = match path.trim_start_matches('/').split_once('/') {
+            Some((service, method)) if code != tonic::Code::Unimplemented => (service, method),
+            _ => ("unknown", "unknown"),
+        };
+        let method = MethodLabels {
+            grpc_service: service.to_owned(),
+            grpc_method: method.to_owned(),
+        };
+        self.handling
+            .get_or_create(&method)
+            .observe(latency.as_secs_f64());
+        self.handled
+            .get_or_create(&RpcLabels {
+                grpc_service: method.grpc_service,
+                grpc_method: method.grpc_method,
+                grpc_code: code_name(code),
+            })
+            .inc();
+    }
+}
+
+/// What the database layer records: query latency by name and the wait for a connection.
+#[derive(Debug, Clone)]
+pub struct DbMetrics {
+    query_duration: HistogramFamily<QueryLabels>,
+    acquire_wait: Histogram,
+}
+
+impl Default for DbMetrics {
+    fn default() -> Self {
+        DbMetrics {
+            query_duration: Family::new_with_constructor(latency_histogram),
+            acquire_wait: latency_histogram(),
+        }
+    }
+}
+
+impl DbMetrics {
+    pub fn observe_query(&self, query: &'static str, took: Duration) {
+        self.query_duration
+            .get_or_create(&QueryLabels { query })
+            .observe(took.as_secs_f64());
+    }
+
+    pub fn observe_acquire_wait(&self, took: Duration) {
+        self.acquire_wait.observe(took.as_secs_f64());
+    }
+}
+
+/// The registry of one server.
+#[derive(Debug)]
+pub struct Metrics {
+    registry: Registry,
+    rpc: RpcMetrics,
+}
+
+impl Metrics {
+    /// Registers every metric of the server over `db` and its readiness.
+    pub fn new(db: &Db, ready: ReadyFlag) -> Self {
+        let mut registry = Registry::default();
+        let rpc = RpcMetrics::default();
+        registry.register(
+            "grpc_server_handled",
+            "RPCs completed, by method and gRPC status code",
+            rpc.handled.clone(),
+        );
+        registry.register_with_unit(
+            "grpc_server_handling",
+            "Time from a call's arrival to its response headers, by method",
+            Unit::Seconds,
+            rpc.handling.clone(),
+        );
+        let db_metrics = db.metrics();
+        registry.register_with_unit(
+            "produto_db_query_duration",
+            "Time a named SQL statement took (acquire wait excluded)",
+            Unit::Seconds,
+            db_metrics.query_duration.clone(),
+        );
+        registry.register_with_unit(
+            "produto_db_pool_acquire_wait",
+            "Time spent waiting for a pool connection",
+            Unit::Seconds,
+            db_metrics.acquire_wait.clone(),
+        );
+        registry.register(
+            "produto_build",
+            "Version and git commit of the running binary",
+            Info::new([
+                ("version", env!("CARGO_PKG_VERSION")),
+                ("git_commit", env!("PRODUTO_GIT_COMMIT")),
+            ]),
+        );
+        registry.register_collector(Box::new(PoolCollector {
+            db: db.clone(),
+            ready,
+        }));
+        Metrics { registry, rpc }
+    }
+
+    /// The recorder the RPC middleware writes to.
+    pub fn rpc(&self) -> RpcMetrics {
+        self.rpc.clone()
+    }
+
+    /// The OpenMetrics text exposition of every metric.
+    pub fn encode(&self) -> Result<String, fmt::Error> {
+        let mut out = String::new();
+        encode(&mut out, &self.registry)?;
+        Ok(out)
+    }
+}
+
+/// The content type of [`Metrics::encode`]'s output.
+pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
+
+/// Reads the pool's figures and readiness at scrape time.
+#[derive(Debug)]
+struct PoolCollector {
+    db: Db,
+    ready: ReadyFlag,
+}
+
+impl Collector for PoolCollector {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), fmt::Error> {
+        let s = self.db.snapshot();
+        let gauges: [(&str, &str, i64); 9] = [
+            (
+                "produto_db_pool_connections_open",
+                "Connections the pool holds, idle or in use",
+                s.pool_size.into(),
+            ),
+            (
+                "produto_db_pool_connections_idle",
+                "Idle connections in the pool",
+                s.idle_connections.into(),
+            ),
+            (
+                "produto_db_pool_connections_in_use",
+                "Connections checked out by callers",
+                s.used_connections.into(),
+            ),
+            (
+                "produto_db_pool_requests_waiting",
+                "Callers waiting for a connection",
+                s.requests_waiting.into(),
+            ),
+            (
+                "produto_db_pool_connections_min",
+                "Configured minimum of open connections",
+                s.min_connections.into(),
+            ),
+            (
+                "produto_db_pool_connections_max",
+                "Configured maximum of open connections",
+                s.max_connections.into(),
+            ),
+            (
+                "produto_db_up",
+                "1 if the last database probe succeeded",
+                s.healthy.into(),
+            ),
+            (
+                "produto_db_schema_migrated",
+                "1 once every migration this binary knows is applied",
+                self.db.is_migrated().into(),
+            ),
+            (
+                "produto_ready",
+                "1 while the server is ready (same source as gRPC health and /readyz)",
+                self.ready.get().into(),
+            ),
+        ];
+        for (name, help, value) in gauges {
+            let metric = ConstGauge::new(value);
+            metric.encode(encoder.encode_descriptor(
+                name,
+                &format!("{help}."),
+                None,
+                metric.metric_type(),
+            )?)?;
+        }
+        let counters: [(&str, &str, u64); 5] = [
+            (
+                "produto_db_pool_acquires",
+                "Connection acquire attempts",
+                s.acquires_total,
+            ),
+            (
+                "produto_db_pool_acquire_timeouts",
+                "Acquire attempts that found no connection in time",
+                s.acquire_timeouts_total,
+            ),
+            (
+                "produto_db_pool_acquire_errors",
+                "Acquire attempts that failed otherwise (e.g. could not connect)",
+                s.acquire_errors_total,
+            ),
+            (
+                "produto_db_pool_connections_opened",
+                "Connections opened",
+                s.connections_opened_total,
+            ),
+            (
+                "produto_db_pool_connections_lost",
+                "Connections found broken or discarded mid-statement",
+                s.connections_lost_total,
+            ),
+        ];
+        for (name, help, value) in counters {
+            let metric = ConstCounter::new(value);
+            metric.encode(encoder.encode_descriptor(
+                name,
+                &format!("{help}."),
+                None,
+                metric.metric_type(),
+            )?)?;
+        }
+        let seconds = [
+            (
+                "produto_db_probe_duration",
+                "Round trip of the last database probe",
+                s.last_probe_latency_us as f64 / 1e6,
+            ),
+            (
+                "produto_db_probe_last_timestamp",
+                "When the last database probe ran (Unix time)",
+                s.last_probe_unix_ms as f64 / 1e3,
+            ),
+        ];
+        for (name, help, value) in seconds {
+            let metric = ConstGauge::new(value);
+            metric.encode(encoder.encode_descriptor(
+                name,
+                &format!("{help}."),
+                Some(&Unit::Seconds),
+                metric.metric_type(),
+            )?)?;
+        }
+        Ok(())
+    }
+}
+
+/// The canonical name of a gRPC code, as other implementations label it.
+pub fn code_name(code: tonic::Code) -> &'static str {
+    use tonic::Code::*;
+    match code {
+        Ok => "OK",
+        Cancelled => "Canceled",
+        Unknown => "Unknown",
+        InvalidArgument => "InvalidArgument",
+        DeadlineExceeded => "DeadlineExceeded",
+        NotFound => "NotFound",
+        AlreadyExists => "AlreadyExists",
+        PermissionDenied => "PermissionDenied",
+        ResourceExhausted => "ResourceExhausted",
+        FailedPrecondition => "FailedPrecondition",
+        Aborted => "Aborted",
+        OutOfRange => "OutOfRange",
+        Unimplemented => "Unimplemented",
+        Internal => "Internal",
+        Unavailable => "Unavailable",
+        DataLoss => "DataLoss",
+        Unauthenticated => "Unauthenticated",
+    }
+}
