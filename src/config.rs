@@ -89,7 +89,7 @@ pub struct Config {
 
     /// Bearer token that AdicionarUsuario requires. Unset: AdicionarUsuario is refused.
     #[arg(long, env = "PRODUTO_ADMIN_TOKEN", hide_env_values = true)]
-    pub admin_token: Option<String>,
+    pub admin_token: Option<Secret>,
 
     /// PEM certificate chain for TLS on the gRPC port (with PRODUTO_TLS_KEY). Unset: plaintext.
     #[arg(long, env = "PRODUTO_TLS_CERT", requires = "tls_key")]
@@ -152,7 +152,7 @@ impl Config {
             self.database_url = read_secret(&path, "DATABASE_URL_FILE")?;
         }
         if let Some(path) = self.admin_token_file.take() {
-            self.admin_token = Some(read_secret(&path, "PRODUTO_ADMIN_TOKEN_FILE")?);
+            self.admin_token = Some(read_secret(&path, "PRODUTO_ADMIN_TOKEN_FILE")?.into());
         }
         Ok(())
     }
@@ -189,7 +189,7 @@ impl Config {
         if self.tls_client_ca.is_some() && self.tls_cert.is_none() {
             return Err("PRODUTO_TLS_CLIENT_CA needs PRODUTO_TLS_CERT and PRODUTO_TLS_KEY".into());
         }
-        if self.admin_token.as_deref() == Some("") {
+        if self.admin_token.as_deref().is_some_and(str::is_empty) {
             return Err("PRODUTO_ADMIN_TOKEN is set but empty; unset it or give a token".into());
         }
         crate::password::Hasher::params(self).map_err(|e| format!("argon2 parameters: {e}"))?;
@@ -223,6 +223,36 @@ fn read_secret(path: &std::path::Path, name: &str) -> Result<String, String> {
     Ok(text.trim_end_matches(['\n', '\r']).to_owned())
 }
 
+/// A secret setting (the admin token): usable as a `&str`, shown as `***` by `Debug`, so
+/// that logging a configuration cannot leak it.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(String);
+
+impl From<String> for Secret {
+    fn from(s: String) -> Self {
+        Secret(s)
+    }
+}
+
+impl From<&str> for Secret {
+    fn from(s: &str) -> Self {
+        Secret(s.to_owned())
+    }
+}
+
+impl std::ops::Deref for Secret {
+    type Target = str;
+    fn deref(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("***")
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -252,6 +282,7 @@ mod tests {
         config.read_secret_files().unwrap();
         assert_eq!(config.database_url, "postgres://u@db/produto");
         assert_eq!(config.admin_token.as_deref(), Some("s3cret token"));
+        assert!(!format!("{config:?}").contains("s3cret"));
     }
 
     #[test]
