@@ -99,6 +99,45 @@ impl Pki {
     }
 }
 
+/// A server with TLS on (and client certificates required when `mutual`).
+struct TlsServer {
+    addr: std::net::SocketAddr,
+    stop: tokio::sync::oneshot::Sender<()>,
+    task: tokio::task::JoinHandle<Result<(), produto::Error>>,
+    _database: TestDb,
+}
+
+impl TlsServer {
+    async fn start(pki: &Pki, mutual: bool) -> TlsServer {
+        let database = TestDb::create(Backend::Sqlite).await;
+        let mut config = test_config(&database.url);
+        config.tls_cert = Some(pki.file("server.pem", &pki.server_cert));
+        config.tls_key = Some(pki.file("server.key", &pki.server_key));
+        if mutual {
+            config.tls_client_ca = Some(pki.file("ca.pem", &pki.ca));
+        }
+        let app = Application::build(config).await.unwrap();
+        let addr = app.local_addr();
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let task = tokio::spawn(app.run_until_stopped(async {
+            let _ = stopped.await;
+        }));
+        // Let the probe mark the server ready.
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        TlsServer {
+            addr,
+            stop,
+            task,
+            _database: database,
+        }
+    }
+
+    async fn stop(self) {
+        let _ = self.stop.send(());
+        self.task.await.unwrap().unwrap();
+    }
+}
+
 async fn tls_client(
     addr: std::net::SocketAddr,
     tls: ClientTlsConfig,
@@ -129,19 +168,8 @@ async fn nivel(
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn mutual_tls_admits_only_clients_with_a_certificate_from_the_ca() {
     let pki = Pki::new();
-    let database = TestDb::create(Backend::Sqlite).await;
-    let mut config = test_config(&database.url);
-    config.tls_cert = Some(pki.file("server.pem", &pki.server_cert));
-    config.tls_key = Some(pki.file("server.key", &pki.server_key));
-    config.tls_client_ca = Some(pki.file("ca.pem", &pki.ca));
-    let app = Application::build(config).await.unwrap();
-    let addr = app.local_addr();
-    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
-    let server = tokio::spawn(app.run_until_stopped(async {
-        let _ = rx.await;
-    }));
-    // Let the probe mark the server ready.
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    let server = TlsServer::start(&pki, true).await;
+    let addr = server.addr;
 
     let trusting = || {
         ClientTlsConfig::new()
@@ -187,24 +215,14 @@ async fn mutual_tls_admits_only_clients_with_a_certificate_from_the_ca() {
         .map(ProdutoServiceClient::new);
     assert!(nivel(plain, "ninguem").await.is_err());
 
-    let _ = tx.send(());
-    server.await.unwrap().unwrap();
+    server.stop().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tls_without_client_certificates_serves_any_client_that_trusts_the_server() {
     let pki = Pki::new();
-    let database = TestDb::create(Backend::Sqlite).await;
-    let mut config = test_config(&database.url);
-    config.tls_cert = Some(pki.file("server.pem", &pki.server_cert));
-    config.tls_key = Some(pki.file("server.key", &pki.server_key));
-    let app = Application::build(config).await.unwrap();
-    let addr = app.local_addr();
-    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
-    let server = tokio::spawn(app.run_until_stopped(async {
-        let _ = rx.await;
-    }));
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    let server = TlsServer::start(&pki, false).await;
+    let addr = server.addr;
     let tls = ClientTlsConfig::new()
         .ca_certificate(Certificate::from_pem(&pki.ca))
         .domain_name("localhost");
@@ -217,8 +235,7 @@ async fn tls_without_client_certificates_serves_any_client_that_trusts_the_serve
             .await
             .is_err()
     );
-    let _ = tx.send(());
-    server.await.unwrap().unwrap();
+    server.stop().await;
 }
 
 /// The codes a well-behaved server may answer to arbitrary input.

@@ -104,45 +104,77 @@ async fn stored_usernames(url: &str) -> std::collections::HashSet<String> {
         .collect()
 }
 
+/// Callers that add users in a loop until stopped, recording every answer and the names
+/// of the acknowledged writes.
+struct Writers {
+    stop: Arc<AtomicBool>,
+    acked: Arc<Mutex<Vec<String>>>,
+    tally: Arc<Mutex<Tally>>,
+    tasks: tokio::task::JoinSet<()>,
+}
+
+impl Writers {
+    fn start(callers: usize, client: &ProdutoServiceClient<Channel>) -> Writers {
+        let stop = Arc::new(AtomicBool::new(false));
+        let acked = Arc::new(Mutex::new(Vec::new()));
+        let tally = Arc::new(Mutex::new(Tally::default()));
+        let mut tasks = tokio::task::JoinSet::new();
+        for w in 0..callers {
+            let (stop, acked, tally) = (stop.clone(), acked.clone(), tally.clone());
+            let mut client = client.clone();
+            tasks.spawn(async move {
+                let mut i = 0;
+                while !stop.load(Ordering::SeqCst) {
+                    let usuario = format!("w{w}_{i}");
+                    i += 1;
+                    let started = Instant::now();
+                    let result = client
+                        .adicionar_usuario(admin(AdicionarUsuarioRequest {
+                            usuario: usuario.clone(),
+                            senha: "senha-forte-1".into(),
+                            nivel: 1,
+                        }))
+                        .await;
+                    tally
+                        .lock()
+                        .unwrap()
+                        .add(code_of(&result), started.elapsed());
+                    match result {
+                        Ok(_) => acked.lock().unwrap().push(usuario),
+                        // A failing caller backs off a little, as a real one would.
+                        Err(_) => tokio::time::sleep(Duration::from_millis(20)).await,
+                    }
+                }
+            });
+        }
+        Writers {
+            stop,
+            acked,
+            tally,
+            tasks,
+        }
+    }
+
+    fn acked_so_far(&self) -> usize {
+        self.acked.lock().unwrap().len()
+    }
+
+    /// Stops them and hands back the tally and the acknowledged names.
+    async fn finish(mut self) -> (Tally, Vec<String>) {
+        self.stop.store(true, Ordering::SeqCst);
+        while self.tasks.join_next().await.is_some() {}
+        let tally = std::mem::take(&mut *self.tally.lock().unwrap());
+        let acked = std::mem::take(&mut *self.acked.lock().unwrap());
+        (tally, acked)
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn crash_and_restart_under_write_load_loses_no_acknowledged_write() {
     let _serial = SERIAL.lock().await;
     let cluster = Arc::new(PgCluster::start());
     let app = app_on(fault_config(&cluster.url())).await;
-
-    let stop = Arc::new(AtomicBool::new(false));
-    let acked = Arc::new(Mutex::new(Vec::new()));
-    let tally = Arc::new(Mutex::new(Tally::default()));
-    let mut writers = tokio::task::JoinSet::new();
-    for w in 0..16 {
-        let (stop, acked, tally) = (stop.clone(), acked.clone(), tally.clone());
-        let mut client = app.produto.clone();
-        writers.spawn(async move {
-            let mut i = 0;
-            while !stop.load(Ordering::SeqCst) {
-                let usuario = format!("w{w}_{i}");
-                i += 1;
-                let started = Instant::now();
-                let result = client
-                    .adicionar_usuario(admin(AdicionarUsuarioRequest {
-                        usuario: usuario.clone(),
-                        senha: "senha-forte-1".into(),
-                        nivel: 1,
-                    }))
-                    .await;
-                tally
-                    .lock()
-                    .unwrap()
-                    .add(code_of(&result), started.elapsed());
-                if result.is_ok() {
-                    acked.lock().unwrap().push(usuario);
-                } else {
-                    // A failing caller backs off a little, as a real one would.
-                    tokio::time::sleep(Duration::from_millis(20)).await;
-                }
-            }
-        });
-    }
+    let writers = Writers::start(16, &app.produto);
 
     tokio::time::sleep(Duration::from_secs(1)).await;
     let killer = cluster.clone();
@@ -153,10 +185,10 @@ async fn crash_and_restart_under_write_load_loses_no_acknowledged_write() {
     app.wait_for_readiness(ServingStatus::NotServing).await;
     let noticed = killed.elapsed();
     tokio::time::sleep(Duration::from_secs(1)).await;
-    let acked_during_outage = acked.lock().unwrap().len();
+    let acked_during_outage = writers.acked_so_far();
     tokio::time::sleep(Duration::from_millis(500)).await;
     assert_eq!(
-        acked.lock().unwrap().len(),
+        writers.acked_so_far(),
         acked_during_outage,
         "no write is acknowledged while the database is down"
     );
@@ -168,8 +200,8 @@ async fn crash_and_restart_under_write_load_loses_no_acknowledged_write() {
     let restarted = Instant::now();
     app.wait_for_readiness(ServingStatus::Serving).await;
     let ready_again = restarted.elapsed();
-    let before = acked.lock().unwrap().len();
-    while acked.lock().unwrap().len() == before {
+    let before = writers.acked_so_far();
+    while writers.acked_so_far() == before {
         assert!(
             restarted.elapsed() < Duration::from_secs(5),
             "writes never resumed"
@@ -178,11 +210,7 @@ async fn crash_and_restart_under_write_load_loses_no_acknowledged_write() {
     }
     let writes_again = restarted.elapsed();
     tokio::time::sleep(Duration::from_millis(500)).await;
-    stop.store(true, Ordering::SeqCst);
-    while writers.join_next().await.is_some() {}
-
-    let tally = std::mem::take(&mut *tally.lock().unwrap());
-    let acked = std::mem::take(&mut *acked.lock().unwrap());
+    let (tally, acked) = writers.finish().await;
     eprintln!(
         "crash/restart: {tally:?}; outage noticed in {noticed:?}; ready {ready_again:?} and writing {writes_again:?} after restart; {} writes acknowledged",
         acked.len()
@@ -545,37 +573,7 @@ async fn sigterm_under_load() {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 
-    let stop = Arc::new(AtomicBool::new(false));
-    let acked = Arc::new(Mutex::new(Vec::new()));
-    let tally = Arc::new(Mutex::new(Tally::default()));
-    let mut callers = tokio::task::JoinSet::new();
-    for c in 0..64 {
-        let (stop, acked, tally) = (stop.clone(), acked.clone(), tally.clone());
-        let mut client = ProdutoServiceClient::new(channel.clone());
-        callers.spawn(async move {
-            let mut i = 0;
-            while !stop.load(Ordering::SeqCst) {
-                let usuario = format!("c{c}_{i}");
-                i += 1;
-                let started = Instant::now();
-                let result = client
-                    .adicionar_usuario(admin(AdicionarUsuarioRequest {
-                        usuario: usuario.clone(),
-                        senha: "senha-forte-1".into(),
-                        nivel: 0,
-                    }))
-                    .await;
-                tally
-                    .lock()
-                    .unwrap()
-                    .add(code_of(&result), started.elapsed());
-                match result {
-                    Ok(_) => acked.lock().unwrap().push(usuario),
-                    Err(_) => tokio::time::sleep(Duration::from_millis(20)).await,
-                }
-            }
-        });
-    }
+    let writers = Writers::start(64, &ProdutoServiceClient::new(channel.clone()));
     tokio::time::sleep(Duration::from_secs(1)).await;
     let pid = child.id().unwrap().to_string();
     let sent = Instant::now();
@@ -590,11 +588,7 @@ async fn sigterm_under_load() {
         .unwrap();
     let took = sent.elapsed();
     tokio::time::sleep(Duration::from_millis(300)).await;
-    stop.store(true, Ordering::SeqCst);
-    while callers.join_next().await.is_some() {}
-
-    let tally = std::mem::take(&mut *tally.lock().unwrap());
-    let acked = std::mem::take(&mut *acked.lock().unwrap());
+    let (tally, acked) = writers.finish().await;
     eprintln!(
         "sigterm: exited {exit:?} after {took:?}; {tally:?}; {} writes acknowledged",
         acked.len()
