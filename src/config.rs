@@ -68,6 +68,16 @@ pub struct Config {
     #[arg(long, env = "PRODUTO_HASH_CONCURRENCY", default_value_t = 0)]
     pub hash_concurrency: usize,
 
+    /// Batch concurrent ObterNivel lookups into one `= ANY($1)` query per round trip
+    /// (PostgreSQL only; SQLite always runs one query per lookup). See BENCHMARKS.md.
+    #[arg(long, env = "PRODUTO_BATCH_NIVEL", default_value_t = false, action = clap::ArgAction::Set)]
+    pub batch_nivel: bool,
+
+    /// With batching on: most batched lookup queries in flight at once (each holds one pool
+    /// connection).
+    #[arg(long, env = "PRODUTO_BATCH_NIVEL_LANES", default_value_t = 4)]
+    pub batch_nivel_lanes: usize,
+
     /// Log format: `text` or `json`. Levels come from RUST_LOG (default `info`).
     #[arg(long, env = "PRODUTO_LOG_FORMAT", default_value = "text")]
     pub log_format: crate::telemetry::LogFormat,
@@ -93,6 +103,9 @@ impl Config {
             if d.is_zero() {
                 return Err(format!("{name} must be greater than zero"));
             }
+        }
+        if self.batch_nivel_lanes == 0 {
+            return Err("PRODUTO_BATCH_NIVEL_LANES must be at least 1".into());
         }
         if self.admin_token.as_deref() == Some("") {
             return Err("PRODUTO_ADMIN_TOKEN is set but empty; unset it or give a token".into());
