@@ -35,6 +35,10 @@ struct Args {
     #[arg(long, default_value_t = 32)]
     newconn_max_callers: usize,
 
+    /// Slices each compared measurement is cut into, played in ABBA order (see BENCHMARKS.md).
+    #[arg(long, default_value_t = 2)]
+    rounds: u32,
+
     /// HTTP/2 connections the gRPC callers share.
     #[arg(long, default_value_t = 4)]
     connections: usize,
@@ -105,8 +109,8 @@ async fn run(args: &Args, db: &BenchDb) -> Result<(), String> {
     notes.push((
         "run".into(),
         format!(
-            "{window:?} measured per row after {warmup:?} warm-up; {} HTTP/2 connections; server pool 20 connections",
-            args.connections
+            "{window:?} measured per row, in {} ABBA slices each after a warm-up of a fifth of a slice (at most 1 s); {} HTTP/2 connections; server pool 20 connections",
+            args.rounds, args.connections
         ),
     ));
 
@@ -157,36 +161,77 @@ async fn run(args: &Args, db: &BenchDb) -> Result<(), String> {
     let plain_ch = plain.channels(args.connections).await?;
     let batched_ch = batched.channels(args.connections).await?;
 
-    // Scenarios 1-3, interleaved by concurrency so that each ratio compares runs made
-    // minutes apart at most.
+    // Every ratio compares runs measured side by side: at each concurrency the runs to be
+    // compared are cut into `rounds` slices played in ABBA order (A B C, C B A, ...) and
+    // merged, so that the load other processes put on the machine falls on each alike.
+    let slice = window / args.rounds.max(1);
+    let slice_warmup = (slice / 5).min(Duration::from_secs(1));
     for &c in &args.callers {
+        let mut jobs = Vec::new();
         if wants(2) {
-            let o = one(c, warmup, window, None, |i| calls::pool_nivel(&pool, i)).await;
-            rows.push(Row::from_outcome("2 ObterNivel sqlx pool", "ceiling", &o));
+            jobs.push(Job::Pool);
         }
         if wants(1) {
-            for (server, channels) in [(&plain, &plain_ch), (&batched, &batched_ch)] {
-                let before = acquires(channels).await;
-                let o = one(c, warmup, window, Some(server.pid()), |i| {
-                    calls::grpc_nivel(channels, i)
-                })
-                .await;
-                let queries = acquires(channels).await.saturating_sub(before);
-                let mut row = Row::from_outcome("1 ObterNivel gRPC", server.label, &o);
-                row.lookups_per_query = Some(o.total as f64 / queries.max(1) as f64);
-                rows.push(row);
-            }
+            jobs.extend([
+                Job::Grpc(&plain, &plain_ch),
+                Job::Grpc(&batched, &batched_ch),
+            ]);
         }
         if wants(3) && c <= args.newconn_max_callers {
-            let o = one(c, warmup, window, None, |i| {
-                calls::newconn_nivel(&db.url, i)
-            })
-            .await;
-            rows.push(Row::from_outcome(
-                "3 ObterNivel new conn",
-                "per-request",
-                &o,
-            ));
+            jobs.push(Job::NewConn);
+        }
+        let mut merged: Vec<Option<(Outcome, u64)>> = jobs.iter().map(|_| None).collect();
+        for round in 0..args.rounds.max(1) {
+            let order: Vec<usize> = if round % 2 == 0 {
+                (0..jobs.len()).collect()
+            } else {
+                (0..jobs.len()).rev().collect()
+            };
+            for j in order {
+                let (o, queries) = match jobs[j] {
+                    Job::Pool => (
+                        one(c, slice_warmup, slice, None, |i| {
+                            calls::pool_nivel(&pool, i)
+                        })
+                        .await,
+                        0,
+                    ),
+                    Job::NewConn => (
+                        one(c, slice_warmup, slice, None, |i| {
+                            calls::newconn_nivel(&db.url, i)
+                        })
+                        .await,
+                        0,
+                    ),
+                    Job::Grpc(server, channels) => {
+                        let before = acquires(channels).await;
+                        let o = one(c, slice_warmup, slice, Some(server.pid()), |i| {
+                            calls::grpc_nivel(channels, i)
+                        })
+                        .await;
+                        (o, acquires(channels).await.saturating_sub(before))
+                    }
+                };
+                match &mut merged[j] {
+                    Some((m, q)) => {
+                        m.merge(o);
+                        *q += queries;
+                    }
+                    slot => *slot = Some((o, queries)),
+                }
+            }
+        }
+        for (job, m) in jobs.iter().zip(merged) {
+            let Some((o, queries)) = m else { continue };
+            let mut row = match job {
+                Job::Pool => Row::from_outcome("2 ObterNivel sqlx pool", "ceiling", &o),
+                Job::NewConn => Row::from_outcome("3 ObterNivel new conn", "per-request", &o),
+                Job::Grpc(server, _) => Row::from_outcome("1 ObterNivel gRPC", server.label, &o),
+            };
+            if let Job::Grpc(..) = job {
+                row.lookups_per_query = Some(o.total as f64 / queries.max(1) as f64);
+            }
+            rows.push(row);
         }
     }
     for s in [&plain, &batched] {
@@ -200,9 +245,41 @@ async fn run(args: &Args, db: &BenchDb) -> Result<(), String> {
     pool.close().await;
 
     if wants(4) {
-        let (n, latency) =
-            tokio::task::block_in_place(|| calls::raw_argon2_verify(&hash, cores, warmup, window));
-        let rate = n as f64 / window.as_secs_f64();
+        let mut raw: Option<(u64, hdrhistogram::Histogram<u64>)> = None;
+        let mut login: Option<Outcome> = None;
+        for round in 0..args.rounds.max(1) {
+            for step in if round % 2 == 0 { [0, 1] } else { [1, 0] } {
+                if step == 0 {
+                    let (n, latency) = tokio::task::block_in_place(|| {
+                        calls::raw_argon2_verify(&hash, cores, slice_warmup, slice)
+                    });
+                    match &mut raw {
+                        Some((total, h)) => {
+                            *total += n;
+                            h.add(&latency).expect("same bounds");
+                        }
+                        None => raw = Some((n, latency)),
+                    }
+                } else {
+                    let o = one(
+                        args.login_callers,
+                        slice_warmup,
+                        slice,
+                        Some(plain.pid()),
+                        |i| calls::grpc_login(&plain_ch, i),
+                    )
+                    .await;
+                    match &mut login {
+                        Some(m) => m.merge(o),
+                        None => login = Some(o),
+                    }
+                }
+            }
+        }
+        let (n, latency) = raw.expect("at least one round");
+        let login = login.expect("at least one round");
+        let measured = slice * args.rounds.max(1);
+        let rate = n as f64 / measured.as_secs_f64();
         rows.push(Row::new(
             "4 argon2 verify, raw",
             format!("{cores} thr"),
@@ -213,14 +290,10 @@ async fn run(args: &Args, db: &BenchDb) -> Result<(), String> {
             BTreeMap::new(),
             None,
         ));
-        let o = one(args.login_callers, warmup, window, Some(plain.pid()), |i| {
-            calls::grpc_login(&plain_ch, i)
-        })
-        .await;
-        rows.push(Row::from_outcome("4 VerificarLogin gRPC", "plain", &o));
+        rows.push(Row::from_outcome("4 VerificarLogin gRPC", "plain", &login));
         targets.push(Target::at_least(
             "VerificarLogin / raw argon2 verify rate",
-            o.rps() / rate,
+            login.rps() / rate,
             "x",
             0.8,
         ));
@@ -228,29 +301,52 @@ async fn run(args: &Args, db: &BenchDb) -> Result<(), String> {
 
     if wants(5) {
         for (server, channels) in [(&plain, &plain_ch), (&batched, &batched_ch)] {
-            let idle = one(
-                args.mixed_callers,
-                warmup,
-                window,
-                Some(server.pid()),
-                |i| calls::grpc_nivel(channels, i),
-            )
-            .await;
+            let mut idle: Option<Outcome> = None;
+            let mut busy: Option<Vec<Outcome>> = None;
+            for round in 0..args.rounds.max(1) {
+                for step in if round % 2 == 0 { [0, 1] } else { [1, 0] } {
+                    if step == 0 {
+                        let o = one(
+                            args.mixed_callers,
+                            slice_warmup,
+                            slice,
+                            Some(server.pid()),
+                            |i| calls::grpc_nivel(channels, i),
+                        )
+                        .await;
+                        match &mut idle {
+                            Some(m) => m.merge(o),
+                            None => idle = Some(o),
+                        }
+                    } else {
+                        let o = runner::run(
+                            vec![
+                                Group::new(args.mixed_callers, |i| calls::grpc_nivel(channels, i)),
+                                Group::new(args.login_callers, |i| calls::grpc_login(channels, i)),
+                            ],
+                            slice_warmup,
+                            slice,
+                            Some(server.pid()),
+                        )
+                        .await;
+                        match &mut busy {
+                            Some(m) => {
+                                for (m, o) in m.iter_mut().zip(o) {
+                                    m.merge(o);
+                                }
+                            }
+                            None => busy = Some(o),
+                        }
+                    }
+                }
+            }
+            let idle = idle.expect("at least one round");
+            let mixed = busy.expect("at least one round");
             rows.push(Row::from_outcome(
                 "5 ObterNivel, logins idle",
                 server.label,
                 &idle,
             ));
-            let mixed = runner::run(
-                vec![
-                    Group::new(args.mixed_callers, |i| calls::grpc_nivel(channels, i)),
-                    Group::new(args.login_callers, |i| calls::grpc_login(channels, i)),
-                ],
-                warmup,
-                window,
-                Some(server.pid()),
-            )
-            .await;
             rows.push(Row::from_outcome(
                 "5 ObterNivel, logins busy",
                 server.label,
@@ -305,6 +401,13 @@ async fn run(args: &Args, db: &BenchDb) -> Result<(), String> {
     .map_err(|e| format!("cannot write {}: {e}", args.json.display()))?;
     println!("\nJSON: {}", args.json.display());
     Ok(())
+}
+
+/// One of the runs compared at a given concurrency in scenarios 1-3.
+enum Job<'a> {
+    Pool,
+    Grpc(&'a Server, &'a [tonic::transport::Channel]),
+    NewConn,
 }
 
 /// The server's pool acquisitions so far (one per query it ran; probes use their own

@@ -39,6 +39,20 @@ pub struct Outcome {
 }
 
 impl Outcome {
+    /// Adds another slice of the same measurement (an ABBA round) to this one.
+    pub fn merge(&mut self, other: Outcome) {
+        self.total += other.total;
+        self.ok += other.ok;
+        for (code, n) in other.errors {
+            *self.errors.entry(code).or_default() += n;
+        }
+        self.latency
+            .add(&other.latency)
+            .expect("same histogram bounds");
+        self.window += other.window;
+        self.server_rss_peak_kib = self.server_rss_peak_kib.max(other.server_rss_peak_kib);
+    }
+
     pub fn rps(&self) -> f64 {
         self.ok as f64 / self.window.as_secs_f64()
     }
