@@ -139,6 +139,28 @@ impl Hasher {
     }
 }
 
+/// Lowers the calling thread's scheduling priority (nice 10), so that while logins saturate
+/// the hashing threads the cheap RPCs, the runtime and a local database still get the CPU
+/// first; with the CPU otherwise idle, hashing runs at full speed all the same.
+fn lower_priority() {
+    #[cfg(target_os = "linux")]
+    {
+        // SAFETY: setpriority has no memory effects. On Linux, PRIO_PROCESS with who = 0
+        // applies to the calling thread only (threads have their own nice value).
+        let rc = unsafe { libc::setpriority(libc::PRIO_PROCESS, 0, HASH_THREAD_NICE) };
+        if rc != 0 {
+            tracing::debug!(
+                error = %std::io::Error::last_os_error(),
+                "could not lower the hashing thread's priority"
+            );
+        }
+    }
+}
+
+/// The nice value of the hashing threads (0 is normal, 19 the lowest priority).
+#[cfg(target_os = "linux")]
+const HASH_THREAD_NICE: libc::c_int = 10;
+
 /// argon2 hashing and verifying on the calling thread's own working memory, kept from one
 /// hash to the next: what `Argon2::hash_password` and `verify_password` compute, without
 /// allocating the memory cost (19 MiB) anew each time. Run only on the hashing threads, so
@@ -240,6 +262,7 @@ impl HashThreads {
             std::thread::Builder::new()
                 .name(format!("produto-hash-{i}"))
                 .spawn(move || {
+                    lower_priority();
                     loop {
                         // The lock is held only to take a job, not while running it.
                         let job = jobs.lock().unwrap_or_else(PoisonError::into_inner).recv();
