@@ -162,8 +162,25 @@ async fn query(db: &Db, batch: &[Waiter]) -> Result<HashMap<String, i32>, Error>
     let Backend::Postgres(pool) = db.backend() else {
         return Err(Error::Internal("nivel batching needs PostgreSQL".into()));
     };
-    let names: Vec<&str> = batch.iter().map(|w| w.usuario.as_str()).collect();
     let mut lease = db.acquire(pool).await?;
+    if let [only] = batch {
+        // A lone lookup runs the plain query: alone, it pays nothing for the batching.
+        let outcome = {
+            let conn = &mut *lease;
+            db.bounded(
+                sqlx::query_scalar::<_, i32>("SELECT nivel FROM usuarios WHERE usuario = $1")
+                    .bind(only.usuario.as_str())
+                    .fetch_optional(conn),
+            )
+            .await
+        };
+        let nivel = db.classify(&mut lease, outcome)?;
+        return Ok(nivel
+            .map(|n| (only.usuario.as_str().to_owned(), n))
+            .into_iter()
+            .collect());
+    }
+    let names: Vec<&str> = batch.iter().map(|w| w.usuario.as_str()).collect();
     let outcome = {
         let conn = &mut *lease;
         db.bounded(
