@@ -75,8 +75,8 @@ pub struct Config {
     pub batch_nivel: bool,
 
     /// With batching on: most batched lookup queries in flight at once (each holds one pool
-    /// connection).
-    #[arg(long, env = "PRODUTO_BATCH_NIVEL_LANES", default_value_t = 4)]
+    /// connection). More lanes mean smaller batches; about the database's CPU count is right.
+    #[arg(long, env = "PRODUTO_BATCH_NIVEL_LANES", default_value_t = 2)]
     pub batch_nivel_lanes: usize,
 
     /// Log format: `text` or `json`. Levels come from RUST_LOG (default `info`).

@@ -39,6 +39,10 @@ struct Args {
     #[arg(long, default_value_t = 2)]
     rounds: u32,
 
+    /// PRODUTO_BATCH_NIVEL_LANES of the batched server.
+    #[arg(long, default_value_t = 2)]
+    batch_lanes: usize,
+
     /// HTTP/2 connections the gRPC callers share.
     #[arg(long, default_value_t = 4)]
     connections: usize,
@@ -109,8 +113,8 @@ async fn run(args: &Args, db: &BenchDb) -> Result<(), String> {
     notes.push((
         "run".into(),
         format!(
-            "{window:?} measured per row, in {} ABBA slices each after a warm-up of a fifth of a slice (at most 1 s); {} HTTP/2 connections; server pool 20 connections",
-            args.rounds, args.connections
+            "{window:?} measured per row, in {} ABBA slices each after a warm-up of a fifth of a slice (at most 1 s); {} HTTP/2 connections; server pool 20 connections; {} batch lanes",
+            args.rounds, args.connections, args.batch_lanes
         ),
     ));
 
@@ -137,7 +141,10 @@ async fn run(args: &Args, db: &BenchDb) -> Result<(), String> {
         &args.server_bin,
         "batched",
         &db.url,
-        &[("PRODUTO_BATCH_NIVEL", "true".into())],
+        &[
+            ("PRODUTO_BATCH_NIVEL", "true".into()),
+            ("PRODUTO_BATCH_NIVEL_LANES", args.batch_lanes.to_string()),
+        ],
     )
     .await?;
     notes.push((
