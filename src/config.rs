@@ -133,6 +133,17 @@ pub struct Config {
     #[arg(long, env = "PRODUTO_HASH_CONCURRENCY", default_value_t = 0)]
     pub hash_concurrency: usize,
 
+    /// Batch concurrent ObterNivel lookups into one `= ANY($1)` query per round trip
+    /// (PostgreSQL only; SQLite always runs one query per lookup). On by default: it doubled
+    /// ObterNivel throughput at 32+ callers and cost a lone caller nothing (BENCHMARKS.md).
+    #[arg(long, env = "PRODUTO_BATCH_NIVEL", default_value_t = true, action = clap::ArgAction::Set)]
+    pub batch_nivel: bool,
+
+    /// With batching on: most batched lookup queries in flight at once (each holds one pool
+    /// connection). More lanes mean smaller batches; about the database's CPU count is right.
+    #[arg(long, env = "PRODUTO_BATCH_NIVEL_LANES", default_value_t = 2)]
+    pub batch_nivel_lanes: usize,
+
     /// Log format: `text` or `json`. Levels come from RUST_LOG (default `info`).
     #[arg(long, env = "PRODUTO_LOG_FORMAT", default_value = "text")]
     pub log_format: crate::telemetry::LogFormat,
@@ -176,6 +187,9 @@ impl Config {
             if d.is_zero() {
                 return Err(format!("{name} must be greater than zero"));
             }
+        }
+        if self.batch_nivel_lanes == 0 {
+            return Err("PRODUTO_BATCH_NIVEL_LANES must be at least 1".into());
         }
         if self.max_concurrent_calls == 0 || self.max_streams_per_connection == 0 {
             return Err(

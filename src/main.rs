@@ -6,22 +6,8 @@ use std::process::ExitCode;
 use clap::Parser;
 use produto::{Application, Config, config::Command, telemetry};
 
-fn main() -> ExitCode {
-    // Before the runtime starts its threads.
-    return_hash_memory_to_the_os();
-    match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
-        Ok(runtime) => runtime.block_on(run()),
-        Err(e) => {
-            eprintln!("produto-server: cannot start the async runtime: {e}");
-            ExitCode::FAILURE
-        }
-    }
-}
-
-async fn run() -> ExitCode {
+#[tokio::main]
+async fn main() -> ExitCode {
     let config = Config::parse();
     telemetry::init(config.log_format);
     if config.command == Some(Command::Migrate) {
@@ -87,18 +73,3 @@ async fn shutdown_signal() {
         () = terminate => {}
     }
 }
-
-/// Every argon2 hash allocates its whole memory cost (19 MiB by default) and frees it.
-/// glibc raises its mmap threshold after the first such free, so later ones come from
-/// per-thread heaps that keep the memory: RSS climbed past 500 MiB under sustained logins.
-/// A fixed threshold keeps large blocks mmapped, so each is returned when freed.
-#[cfg(all(target_os = "linux", target_env = "gnu"))]
-fn return_hash_memory_to_the_os() {
-    // SAFETY: mallopt only sets an allocator parameter; it is called before any thread starts.
-    unsafe {
-        libc::mallopt(libc::M_MMAP_THRESHOLD, 128 * 1024);
-    }
-}
-
-#[cfg(not(all(target_os = "linux", target_env = "gnu")))]
-fn return_hash_memory_to_the_os() {}

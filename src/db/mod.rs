@@ -5,6 +5,7 @@
 //! The two backends are native sqlx pools behind one enum, so that each gets its own
 //! driver's full speed (and PostgreSQL its arrays); the queries in [`users`] are written once.
 
+pub mod batch;
 mod stats;
 pub mod users;
 
@@ -27,6 +28,7 @@ use sqlx::{
     sqlite::{Sqlite, SqliteConnectOptions, SqliteJournalMode, SqliteSynchronous},
 };
 
+pub use batch::NivelBatcher;
 pub use stats::{PoolSnapshot, PoolStats};
 
 use crate::{Config, Error, error::is_connection_error, ops::metrics::DbMetrics};
@@ -65,6 +67,8 @@ pub struct Db {
     slow_query: Duration,
     min_connections: u32,
     max_connections: u32,
+    /// Set when ObterNivel lookups are batched (PostgreSQL with `PRODUTO_BATCH_NIVEL`).
+    nivel_batch: Option<Arc<NivelBatcher>>,
 }
 
 impl Db {
@@ -73,12 +77,16 @@ impl Db {
     pub fn new(config: &Config) -> Result<Self, Error> {
         let stats = Arc::new(PoolStats::default());
         let url = config.database_url.as_str();
+        let mut nivel_batch = None;
         let backend = if url.starts_with("postgres:") || url.starts_with("postgresql:") {
             let options = PgConnectOptions::from_str(url)
                 .map_err(|e| {
                     Error::Startup(format!("DATABASE_URL is not a valid PostgreSQL URL: {e}"))
                 })?
                 .application_name("produto");
+            if config.batch_nivel {
+                nivel_batch = Some(Arc::new(NivelBatcher::new(config.batch_nivel_lanes)));
+            }
             Backend::Postgres(pool_options(config, &stats).connect_lazy_with(options))
         } else if url.starts_with("sqlite:") {
             let options = SqliteConnectOptions::from_str(url)
@@ -107,6 +115,7 @@ impl Db {
             slow_query: config.slow_query_threshold,
             min_connections: config.min_connections,
             max_connections: config.max_connections,
+            nivel_batch,
         })
     }
 
@@ -119,6 +128,11 @@ impl Db {
             Backend::Postgres(_) => "postgres",
             Backend::Sqlite(_) => "sqlite",
         }
+    }
+
+    /// The ObterNivel batcher, when lookups are batched.
+    pub fn nivel_batch(&self) -> Option<&Arc<NivelBatcher>> {
+        self.nivel_batch.as_ref()
     }
 
     pub fn stats(&self) -> &PoolStats {

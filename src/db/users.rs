@@ -75,8 +75,12 @@ impl Db {
         }))
     }
 
-    /// A user's level, if the user exists.
+    /// A user's level, if the user exists: batched with concurrent lookups when the batcher
+    /// is on (see [`super::batch`]), one query of its own otherwise.
     pub async fn nivel(&self, usuario: &Usuario) -> Result<Option<i32>, Error> {
+        if let Some(batch) = self.nivel_batch() {
+            return batch.nivel(self, usuario).await;
+        }
         on_conn!(read: self, "nivel", |conn| {
             sqlx::query_scalar("SELECT nivel FROM usuarios WHERE usuario = $1")
                 .bind(usuario.as_str())

@@ -1,6 +1,7 @@
 //! Integration tests: the real server on a loopback port, a real database per test
 //! (PostgreSQL and SQLite alike), and the generated gRPC clients.
 
+mod batch;
 mod bot;
 mod helpers;
 mod ops;

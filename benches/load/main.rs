@@ -1,0 +1,557 @@
+//! produto's load generator: `cargo bench --bench load -- --duration 5s`.
+//!
+//! Creates a fresh PostgreSQL database, starts the release `produto-server` twice on it
+//! (ObterNivel batching off and on), seeds 10 000 users, runs the issue's scenarios in one
+//! process, prints a table and the targets, writes JSON, then stops the servers and drops
+//! the database. BENCHMARKS.md explains the scenarios and records a run.
+
+mod calls;
+mod report;
+mod runner;
+mod server;
+
+use std::{collections::BTreeMap, path::PathBuf, time::Duration};
+
+use clap::Parser;
+use report::{Row, Target};
+use runner::{Group, Outcome};
+use server::{BenchDb, Server};
+use sqlx::postgres::PgPoolOptions;
+
+/// Load generator for produto-server (see BENCHMARKS.md).
+#[derive(Debug, Parser)]
+#[command(name = "produto-bench")]
+struct Args {
+    /// Measured time of each scenario run (a warm-up of a fifth of it, at most 1 s, comes first).
+    #[arg(long, default_value = "5s", value_parser = humantime::parse_duration)]
+    duration: Duration,
+
+    /// Concurrent callers for scenarios 1-3.
+    #[arg(long, value_delimiter = ',', default_value = "1,8,32,128")]
+    callers: Vec<usize>,
+
+    /// Scenario 3 (a new connection per request) runs only up to this many callers:
+    /// each caller holds a PostgreSQL backend of its own, and max_connections is shared.
+    #[arg(long, default_value_t = 32)]
+    newconn_max_callers: usize,
+
+    /// Slices each compared measurement is cut into, played in ABBA order (see BENCHMARKS.md).
+    #[arg(long, default_value_t = 2)]
+    rounds: u32,
+
+    /// PRODUTO_BATCH_NIVEL_LANES of the batched server.
+    #[arg(long, default_value_t = 2)]
+    batch_lanes: usize,
+
+    /// HTTP/2 connections the gRPC callers share.
+    #[arg(long, default_value_t = 4)]
+    connections: usize,
+
+    /// Callers of VerificarLogin (scenarios 4 and 5) and of AdicionarUsuario (scenario 6).
+    #[arg(long, default_value_t = 8)]
+    login_callers: usize,
+
+    /// Callers of ObterNivel in the mixed scenario.
+    #[arg(long, default_value_t = 32)]
+    mixed_callers: usize,
+
+    /// Scenarios to run (1-6); the servers start whatever is chosen.
+    #[arg(long, value_delimiter = ',', default_value = "1,2,3,4,5,6")]
+    scenarios: Vec<u8>,
+
+    /// A PostgreSQL URL with the right to create databases; the run's database is made there.
+    #[arg(
+        long,
+        env = "PRODUTO_BENCH_DATABASE_URL",
+        default_value = "postgres://postgres@127.0.0.1:5432/postgres"
+    )]
+    database_url: String,
+
+    /// The server binary (by default the release build next to this benchmark).
+    #[arg(long, default_value = env!("CARGO_BIN_EXE_produto-server"))]
+    server_bin: String,
+
+    /// Where the JSON results go.
+    #[arg(long, default_value = "target/produto-bench.json")]
+    json: PathBuf,
+
+    /// Passed by `cargo bench`; ignored.
+    #[arg(long, hide = true)]
+    bench: bool,
+}
+
+#[tokio::main]
+async fn main() -> std::process::ExitCode {
+    let args = Args::parse();
+    let db = match BenchDb::create(&args.database_url).await {
+        Ok(db) => db,
+        Err(e) => {
+            eprintln!("produto-bench: {e}");
+            return std::process::ExitCode::FAILURE;
+        }
+    };
+    let result = run(&args, &db).await;
+    db.drop_database().await;
+    match result {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("produto-bench: {e}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(args: &Args, db: &BenchDb) -> Result<(), String> {
+    let window = args.duration;
+    let warmup = (window / 5).min(Duration::from_secs(1));
+    let wants = |n: u8| args.scenarios.contains(&n);
+    let mut rows: Vec<Row> = Vec::new();
+    let mut targets: Vec<Target> = Vec::new();
+    let mut notes: Vec<(String, String)> = Vec::new();
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    notes.push(("machine".into(), machine()));
+    notes.push((
+        "run".into(),
+        format!(
+            "{window:?} measured per row, in {} ABBA slices each after a warm-up of a fifth of a slice (at most 1 s); {} HTTP/2 connections; server pool 20 connections; {} batch lanes",
+            args.rounds, args.connections, args.batch_lanes
+        ),
+    ));
+
+    // The first server creates the schema on the fresh database; the second starts with it
+    // present, which is the startup the target is about.
+    let plain = Server::start(
+        &args.server_bin,
+        "plain",
+        &db.url,
+        &[("PRODUTO_BATCH_NIVEL", "false".into())],
+    )
+    .await?;
+    notes.push((
+        "startup, fresh database (migrations run)".into(),
+        format!("{:.1} ms", plain.startup.as_secs_f64() * 1000.0),
+    ));
+    let pool = PgPoolOptions::new()
+        .max_connections(20)
+        .connect(&db.url)
+        .await
+        .map_err(|e| format!("bench pool: {e}"))?;
+    let hash = seed(&pool).await?;
+    let batched = Server::start(
+        &args.server_bin,
+        "batched",
+        &db.url,
+        &[
+            ("PRODUTO_BATCH_NIVEL", "true".into()),
+            ("PRODUTO_BATCH_NIVEL_LANES", args.batch_lanes.to_string()),
+        ],
+    )
+    .await?;
+    notes.push((
+        "startup, schema present".into(),
+        format!("{:.1} ms", batched.startup.as_secs_f64() * 1000.0),
+    ));
+    targets.push(Target::below(
+        "startup to SERVING, schema present",
+        batched.startup.as_secs_f64() * 1000.0,
+        "ms",
+        300.0,
+    ));
+    for s in [&plain, &batched] {
+        if let Some((rss, hwm)) = s.rss_kib() {
+            notes.push((
+                format!("{} server idle after start (VmRSS / VmHWM)", s.label),
+                format!("{:.1} / {:.1} MiB", mib(rss), mib(hwm)),
+            ));
+        }
+    }
+    let plain_ch = plain.channels(args.connections).await?;
+    let batched_ch = batched.channels(args.connections).await?;
+
+    // Every ratio compares runs measured side by side: at each concurrency the runs to be
+    // compared are cut into `rounds` slices played in ABBA order (A B C, C B A, ...) and
+    // merged, so that the load other processes put on the machine falls on each alike.
+    let slice = window / args.rounds.max(1);
+    let slice_warmup = (slice / 5).min(Duration::from_secs(1));
+    for &c in &args.callers {
+        let mut jobs = Vec::new();
+        if wants(2) {
+            jobs.push(Job::Pool);
+        }
+        if wants(1) {
+            jobs.extend([
+                Job::Grpc(&plain, &plain_ch),
+                Job::Grpc(&batched, &batched_ch),
+            ]);
+        }
+        if wants(3) && c <= args.newconn_max_callers {
+            jobs.push(Job::NewConn);
+        }
+        let mut merged: Vec<Option<(Outcome, u64)>> = jobs.iter().map(|_| None).collect();
+        for round in 0..args.rounds.max(1) {
+            let order: Vec<usize> = if round % 2 == 0 {
+                (0..jobs.len()).collect()
+            } else {
+                (0..jobs.len()).rev().collect()
+            };
+            for j in order {
+                let (o, queries) = match jobs[j] {
+                    Job::Pool => (
+                        one(c, slice_warmup, slice, None, |i| {
+                            calls::pool_nivel(&pool, i)
+                        })
+                        .await,
+                        0,
+                    ),
+                    Job::NewConn => (
+                        one(c, slice_warmup, slice, None, |i| {
+                            calls::newconn_nivel(&db.url, i)
+                        })
+                        .await,
+                        0,
+                    ),
+                    Job::Grpc(server, channels) => {
+                        let before = acquires(channels).await;
+                        let o = one(c, slice_warmup, slice, Some(server.pid()), |i| {
+                            calls::grpc_nivel(channels, i)
+                        })
+                        .await;
+                        (o, acquires(channels).await.saturating_sub(before))
+                    }
+                };
+                match &mut merged[j] {
+                    Some((m, q)) => {
+                        m.merge(o);
+                        *q += queries;
+                    }
+                    slot => *slot = Some((o, queries)),
+                }
+            }
+        }
+        for (job, m) in jobs.iter().zip(merged) {
+            let Some((o, queries)) = m else { continue };
+            let mut row = match job {
+                Job::Pool => Row::from_outcome("2 ObterNivel sqlx pool", "ceiling", &o),
+                Job::NewConn => Row::from_outcome("3 ObterNivel new conn", "per-request", &o),
+                Job::Grpc(server, _) => Row::from_outcome("1 ObterNivel gRPC", server.label, &o),
+            };
+            if let Job::Grpc(..) = job {
+                row.lookups_per_query = Some(o.total as f64 / queries.max(1) as f64);
+            }
+            rows.push(row);
+        }
+    }
+    for s in [&plain, &batched] {
+        if let Some((_, hwm)) = s.rss_kib() {
+            notes.push((
+                format!("{} server VmHWM after scenarios 1-3", s.label),
+                format!("{:.1} MiB", mib(hwm)),
+            ));
+        }
+    }
+    pool.close().await;
+
+    if wants(4) {
+        let mut raw: Option<(u64, hdrhistogram::Histogram<u64>)> = None;
+        let mut login: Option<Outcome> = None;
+        for round in 0..args.rounds.max(1) {
+            for step in if round % 2 == 0 { [0, 1] } else { [1, 0] } {
+                if step == 0 {
+                    let (n, latency) = tokio::task::block_in_place(|| {
+                        calls::raw_argon2_verify(&hash, cores, slice_warmup, slice)
+                    });
+                    match &mut raw {
+                        Some((total, h)) => {
+                            *total += n;
+                            h.add(&latency).expect("same bounds");
+                        }
+                        None => raw = Some((n, latency)),
+                    }
+                } else {
+                    let o = one(
+                        args.login_callers,
+                        slice_warmup,
+                        slice,
+                        Some(plain.pid()),
+                        |i| calls::grpc_login(&plain_ch, i),
+                    )
+                    .await;
+                    match &mut login {
+                        Some(m) => m.merge(o),
+                        None => login = Some(o),
+                    }
+                }
+            }
+        }
+        let (n, latency) = raw.expect("at least one round");
+        let login = login.expect("at least one round");
+        let measured = slice * args.rounds.max(1);
+        let rate = n as f64 / measured.as_secs_f64();
+        rows.push(Row::new(
+            "4 argon2 verify, raw",
+            format!("{cores} thr"),
+            cores,
+            n,
+            rate,
+            &latency,
+            BTreeMap::new(),
+            None,
+        ));
+        rows.push(Row::from_outcome("4 VerificarLogin gRPC", "plain", &login));
+        targets.push(Target::at_least(
+            "VerificarLogin / raw argon2 verify rate",
+            login.rps() / rate,
+            "x",
+            0.8,
+        ));
+    }
+
+    if wants(5) {
+        for (server, channels) in [(&plain, &plain_ch), (&batched, &batched_ch)] {
+            let mut idle: Option<Outcome> = None;
+            let mut busy: Option<Vec<Outcome>> = None;
+            for round in 0..args.rounds.max(1) {
+                for step in if round % 2 == 0 { [0, 1] } else { [1, 0] } {
+                    if step == 0 {
+                        let o = one(
+                            args.mixed_callers,
+                            slice_warmup,
+                            slice,
+                            Some(server.pid()),
+                            |i| calls::grpc_nivel(channels, i),
+                        )
+                        .await;
+                        match &mut idle {
+                            Some(m) => m.merge(o),
+                            None => idle = Some(o),
+                        }
+                    } else {
+                        let o = runner::run(
+                            vec![
+                                Group::new(args.mixed_callers, |i| calls::grpc_nivel(channels, i)),
+                                Group::new(args.login_callers, |i| calls::grpc_login(channels, i)),
+                            ],
+                            slice_warmup,
+                            slice,
+                            Some(server.pid()),
+                        )
+                        .await;
+                        match &mut busy {
+                            Some(m) => {
+                                for (m, o) in m.iter_mut().zip(o) {
+                                    m.merge(o);
+                                }
+                            }
+                            None => busy = Some(o),
+                        }
+                    }
+                }
+            }
+            let idle = idle.expect("at least one round");
+            let mixed = busy.expect("at least one round");
+            rows.push(Row::from_outcome(
+                "5 ObterNivel, logins idle",
+                server.label,
+                &idle,
+            ));
+            rows.push(Row::from_outcome(
+                "5 ObterNivel, logins busy",
+                server.label,
+                &mixed[0],
+            ));
+            rows.push(Row::from_outcome(
+                "5 VerificarLogin (mixed)",
+                server.label,
+                &mixed[1],
+            ));
+            targets.push(Target::at_most(
+                format!(
+                    "{}: ObterNivel p99 with logins saturating / logins idle",
+                    server.label
+                ),
+                p99(&mixed[0]) / p99(&idle),
+                "x",
+                3.0,
+            ));
+        }
+    }
+
+    if wants(6) {
+        let o = one(args.login_callers, warmup, window, Some(plain.pid()), |i| {
+            calls::grpc_add(&plain_ch, i)
+        })
+        .await;
+        rows.push(Row::from_outcome("6 AdicionarUsuario gRPC", "plain", &o));
+    }
+
+    for s in [&plain, &batched] {
+        if let Some((_, hwm)) = s.rss_kib() {
+            notes.push((
+                format!("{} server VmHWM at the end", s.label),
+                format!("{:.1} MiB", mib(hwm)),
+            ));
+        }
+    }
+    plain.stop().await;
+    batched.stop().await;
+
+    ratio_targets(&rows, args, &mut targets);
+    report::print_table(&rows, &targets, &notes);
+    let doc = report::json(&rows, &targets, &notes);
+    if let Some(dir) = args.json.parent() {
+        let _ = std::fs::create_dir_all(dir);
+    }
+    std::fs::write(
+        &args.json,
+        serde_json::to_string_pretty(&doc).expect("JSON of plain values"),
+    )
+    .map_err(|e| format!("cannot write {}: {e}", args.json.display()))?;
+    println!("\nJSON: {}", args.json.display());
+    Ok(())
+}
+
+/// One of the runs compared at a given concurrency in scenarios 1-3.
+enum Job<'a> {
+    Pool,
+    Grpc(&'a Server, &'a [tonic::transport::Channel]),
+    NewConn,
+}
+
+/// The server's pool acquisitions so far (one per query it ran; probes use their own
+/// connection), from PoolStatus.
+async fn acquires(channels: &[tonic::transport::Channel]) -> u64 {
+    let mut client = produto::pb::pool_service_client::PoolServiceClient::new(channels[0].clone());
+    client
+        .pool_status(produto::pb::PoolStatusRequest {})
+        .await
+        .map_or(0, |r| r.into_inner().acquires_total)
+}
+
+/// One group of `callers` running `make`.
+async fn one(
+    callers: usize,
+    warmup: Duration,
+    window: Duration,
+    pid: Option<u32>,
+    make: impl FnMut(usize) -> runner::Call,
+) -> Outcome {
+    runner::run(vec![Group::new(callers, make)], warmup, window, pid)
+        .await
+        .remove(0)
+}
+
+/// The targets that compare rows of scenarios 1-3.
+fn ratio_targets(rows: &[Row], args: &Args, targets: &mut Vec<Target>) {
+    let find = |scenario: &str, variant: &str, callers: usize| {
+        rows.iter()
+            .find(|r| r.scenario == scenario && r.variant == variant && r.callers == callers)
+    };
+    let grpc = "1 ObterNivel gRPC";
+    let ceiling = "2 ObterNivel sqlx pool";
+    if let (Some(g), Some(p)) = (find(grpc, "plain", 32), find(ceiling, "ceiling", 32)) {
+        targets.push(Target::at_least(
+            "ObterNivel gRPC (plain) / sqlx pool ceiling, 32 callers",
+            g.rps / p.rps,
+            "x",
+            0.5,
+        ));
+    }
+    let newconn_at = args
+        .callers
+        .iter()
+        .copied()
+        .filter(|&c| c <= args.newconn_max_callers)
+        .max();
+    if let Some(c) = newconn_at
+        && let (Some(g), Some(n)) = (
+            find(grpc, "plain", c),
+            find("3 ObterNivel new conn", "per-request", c),
+        )
+    {
+        targets.push(Target::at_least(
+            format!("ObterNivel gRPC (pooled) / new connection per request, {c} callers"),
+            g.rps / n.rps.max(f64::MIN_POSITIVE),
+            "x",
+            50.0,
+        ));
+    }
+    for variant in ["plain", "batched"] {
+        if let Some(k) = find(grpc, variant, 128).and_then(|r| r.server_rss_peak_kib) {
+            targets.push(Target::below(
+                format!("server peak RSS under 128 callers ({variant}), 20 pool connections"),
+                mib(k),
+                "Mi",
+                40.0,
+            ));
+        }
+    }
+    for c in [32, 128] {
+        if let (Some(b), Some(p), Some(g)) = (
+            find(grpc, "batched", c),
+            find(ceiling, "ceiling", c),
+            find(grpc, "plain", c),
+        ) {
+            targets.push(Target::above(
+                format!("ObterNivel gRPC (batched) / sqlx pool ceiling, {c} callers"),
+                b.rps / p.rps,
+                "x",
+                1.0,
+            ));
+            targets.push(Target::at_most(
+                format!("ObterNivel p99 batched / plain, {c} callers"),
+                b.p99 as f64 / g.p99.max(1) as f64,
+                "x",
+                1.0,
+            ));
+        }
+    }
+}
+
+/// Creates the 10 000 users straight in the table (hashing them through AdicionarUsuario
+/// would take minutes): one real argon2id hash, with the server's default parameters,
+/// shared by all. Returns that hash.
+async fn seed(pool: &sqlx::PgPool) -> Result<String, String> {
+    use argon2::PasswordHasher;
+    use password_hash::{SaltString, rand_core::OsRng};
+    let salt = SaltString::generate(&mut OsRng);
+    let hash = calls::argon2()
+        .hash_password(calls::PASSWORD.as_bytes(), &salt)
+        .map_err(|e| e.to_string())?
+        .to_string();
+    sqlx::query(
+        "INSERT INTO usuarios (usuario, senha_hash, nivel) \
+         SELECT 'user' || i, $1, i % 10 FROM generate_series(0, $2 - 1) AS i",
+    )
+    .bind(&hash)
+    .bind(i64::try_from(calls::USERS).unwrap_or(i64::MAX))
+    .execute(pool)
+    .await
+    .map_err(|e| format!("seeding users: {e}"))?;
+    sqlx::query("ANALYZE usuarios")
+        .execute(pool)
+        .await
+        .map_err(|e| format!("analyze: {e}"))?;
+    Ok(hash)
+}
+
+fn p99(o: &Outcome) -> f64 {
+    o.latency.value_at_quantile(0.99).max(1) as f64
+}
+
+fn mib(kib: u64) -> f64 {
+    kib as f64 / 1024.0
+}
+
+/// CPU model and core count, for the record.
+fn machine() -> String {
+    let model = std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("model name"))
+                .map(|v| v.trim_start_matches([' ', '\t', ':']).to_string())
+        })
+        .unwrap_or_else(|| "unknown CPU".into());
+    let cores = std::thread::available_parallelism().map_or(0, |n| n.get());
+    format!("{model}, {cores} cores")
+}

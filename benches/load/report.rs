@@ -1,0 +1,226 @@
+//! The results: one row per scenario run, the targets checked against them, printed as a
+//! table and written as JSON.
+
+use std::collections::BTreeMap;
+
+use serde_json::{Value, json};
+
+use crate::runner::Outcome;
+
+/// One scenario at one concurrency.
+#[derive(Debug, Clone)]
+pub struct Row {
+    pub scenario: &'static str,
+    pub variant: String,
+    pub callers: usize,
+    pub ok: u64,
+    pub rps: f64,
+    /// p50, p90, p99, p99.9 and max, in microseconds.
+    pub p50: u64,
+    pub p90: u64,
+    pub p99: u64,
+    pub p999: u64,
+    pub max: u64,
+    pub errors: BTreeMap<String, u64>,
+    pub server_rss_peak_kib: Option<u64>,
+    /// ObterNivel calls per pool acquire on the server: the mean batch size.
+    pub lookups_per_query: Option<f64>,
+}
+
+impl Row {
+    pub fn from_outcome(scenario: &'static str, variant: impl Into<String>, o: &Outcome) -> Self {
+        Row::new(
+            scenario,
+            variant,
+            o.callers,
+            o.ok,
+            o.rps(),
+            &o.latency,
+            o.errors.clone(),
+            o.server_rss_peak_kib,
+        )
+    }
+
+    #[allow(clippy::too_many_arguments)] // reason: a plain constructor of a plain record
+    pub fn new(
+        scenario: &'static str,
+        variant: impl Into<String>,
+        callers: usize,
+        ok: u64,
+        rps: f64,
+        h: &hdrhistogram::Histogram<u64>,
+        errors: BTreeMap<String, u64>,
+        server_rss_peak_kib: Option<u64>,
+    ) -> Self {
+        Row {
+            scenario,
+            variant: variant.into(),
+            callers,
+            ok,
+            rps,
+            p50: h.value_at_quantile(0.50),
+            p90: h.value_at_quantile(0.90),
+            p99: h.value_at_quantile(0.99),
+            p999: h.value_at_quantile(0.999),
+            max: h.max(),
+            errors,
+            server_rss_peak_kib,
+            lookups_per_query: None,
+        }
+    }
+
+    fn json(&self) -> Value {
+        json!({
+            "scenario": self.scenario,
+            "variant": self.variant,
+            "callers": self.callers,
+            "ok": self.ok,
+            "rps": round(self.rps),
+            "latency_us": {
+                "p50": self.p50, "p90": self.p90, "p99": self.p99, "p99_9": self.p999, "max": self.max,
+            },
+            "errors": self.errors,
+            "server_rss_peak_kib": self.server_rss_peak_kib,
+            "lookups_per_query": self.lookups_per_query.map(round),
+        })
+    }
+}
+
+/// A target of the issue, checked.
+#[derive(Debug, Clone)]
+pub struct Target {
+    pub name: String,
+    pub measured: f64,
+    pub unit: &'static str,
+    /// e.g. ">= 0.5".
+    pub goal: String,
+    pub met: bool,
+}
+
+impl Target {
+    pub fn at_least(name: impl Into<String>, measured: f64, unit: &'static str, goal: f64) -> Self {
+        Target {
+            name: name.into(),
+            measured,
+            unit,
+            goal: format!(">= {goal}"),
+            met: measured >= goal,
+        }
+    }
+
+    pub fn above(name: impl Into<String>, measured: f64, unit: &'static str, goal: f64) -> Self {
+        Target {
+            name: name.into(),
+            measured,
+            unit,
+            goal: format!("> {goal}"),
+            met: measured > goal,
+        }
+    }
+
+    pub fn at_most(name: impl Into<String>, measured: f64, unit: &'static str, goal: f64) -> Self {
+        Target {
+            name: name.into(),
+            measured,
+            unit,
+            goal: format!("<= {goal}"),
+            met: measured <= goal,
+        }
+    }
+
+    pub fn below(name: impl Into<String>, measured: f64, unit: &'static str, goal: f64) -> Self {
+        Target {
+            name: name.into(),
+            measured,
+            unit,
+            goal: format!("< {goal}"),
+            met: measured < goal,
+        }
+    }
+}
+
+fn round(x: f64) -> f64 {
+    (x * 100.0).round() / 100.0
+}
+
+fn ms(us: u64) -> String {
+    format!("{:.2}", us as f64 / 1000.0)
+}
+
+/// The readable table.
+pub fn print_table(rows: &[Row], targets: &[Target], notes: &[(String, String)]) {
+    println!();
+    println!(
+        "{:<26} {:<11} {:>7} {:>10} {:>8} {:>8} {:>8} {:>8} {:>8} {:>7} {:>6}  errors",
+        "scenario",
+        "variant",
+        "callers",
+        "req/s",
+        "p50 ms",
+        "p90 ms",
+        "p99 ms",
+        "p99.9ms",
+        "max ms",
+        "RSS MiB",
+        "batch"
+    );
+    for r in rows {
+        let errors = if r.errors.is_empty() {
+            "-".to_string()
+        } else {
+            r.errors
+                .iter()
+                .map(|(k, v)| format!("{k}={v}"))
+                .collect::<Vec<_>>()
+                .join(" ")
+        };
+        let rss = r
+            .server_rss_peak_kib
+            .map_or("-".to_string(), |k| format!("{:.1}", k as f64 / 1024.0));
+        let batch = r
+            .lookups_per_query
+            .map_or("-".to_string(), |b| format!("{b:.1}"));
+        println!(
+            "{:<26} {:<11} {:>7} {:>10.0} {:>8} {:>8} {:>8} {:>8} {:>8} {:>7} {:>6}  {}",
+            r.scenario,
+            r.variant,
+            r.callers,
+            r.rps,
+            ms(r.p50),
+            ms(r.p90),
+            ms(r.p99),
+            ms(r.p999),
+            ms(r.max),
+            rss,
+            batch,
+            errors
+        );
+    }
+    println!();
+    for (k, v) in notes {
+        println!("{k}: {v}");
+    }
+    println!();
+    println!("{:<64} {:>12} {:>10}  met", "target", "measured", "goal");
+    for t in targets {
+        println!(
+            "{:<64} {:>10.2}{:<2} {:>10}  {}",
+            t.name,
+            t.measured,
+            t.unit,
+            t.goal,
+            if t.met { "yes" } else { "NO" }
+        );
+    }
+}
+
+/// The machine-readable document.
+pub fn json(rows: &[Row], targets: &[Target], notes: &[(String, String)]) -> Value {
+    json!({
+        "rows": rows.iter().map(Row::json).collect::<Vec<_>>(),
+        "targets": targets.iter().map(|t| json!({
+            "name": t.name, "measured": round(t.measured), "unit": t.unit, "goal": t.goal, "met": t.met,
+        })).collect::<Vec<_>>(),
+        "notes": notes.iter().map(|(k, v)| (k.clone(), Value::String(v.clone()))).collect::<serde_json::Map<_, _>>(),
+    })
+}

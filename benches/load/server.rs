@@ -1,0 +1,212 @@
+//! The system under test: a fresh PostgreSQL database made for the run (dropped after), and
+//! the release `produto-server` binary started on it as a child process, timed from spawn
+//! to readiness (health `Check("")` = SERVING). Its memory is read from /proc.
+
+use std::{
+    net::SocketAddr,
+    process::{Child, Command, Stdio},
+    time::{Duration, Instant},
+};
+
+use sqlx::{Connection, Executor, PgConnection};
+use tonic::transport::{Channel, Endpoint};
+use tonic_health::pb::{
+    HealthCheckRequest, health_check_response::ServingStatus, health_client::HealthClient,
+};
+
+pub const ADMIN_TOKEN: &str = "bench-admin-token-0123456789";
+
+/// A database that lives for one benchmark run.
+pub struct BenchDb {
+    admin_url: String,
+    pub name: String,
+    pub url: String,
+}
+
+impl BenchDb {
+    pub async fn create(admin_url: &str) -> Result<Self, String> {
+        let name = format!("produto_bench_{}", std::process::id());
+        let mut conn = PgConnection::connect(admin_url)
+            .await
+            .map_err(|e| format!("cannot reach PostgreSQL at {admin_url}: {e}"))?;
+        conn.execute(sqlx::AssertSqlSafe(format!(
+            "DROP DATABASE IF EXISTS {name} WITH (FORCE)"
+        )))
+        .await
+        .map_err(|e| e.to_string())?;
+        conn.execute(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
+            .await
+            .map_err(|e| format!("cannot create database {name}: {e}"))?;
+        let url = with_db_name(admin_url, &name);
+        Ok(BenchDb {
+            admin_url: admin_url.to_string(),
+            name,
+            url,
+        })
+    }
+
+    pub async fn drop_database(self) {
+        if let Ok(mut conn) = PgConnection::connect(&self.admin_url).await {
+            let _ = conn
+                .execute(sqlx::AssertSqlSafe(format!(
+                    "DROP DATABASE IF EXISTS {} WITH (FORCE)",
+                    self.name
+                )))
+                .await;
+        }
+    }
+}
+
+fn with_db_name(url: &str, name: &str) -> String {
+    let (base, query) = url
+        .split_once('?')
+        .map_or((url, None), |(b, q)| (b, Some(q)));
+    let base = base.rsplit_once('/').map_or(base, |(b, _)| b);
+    match query {
+        Some(q) => format!("{base}/{name}?{q}"),
+        None => format!("{base}/{name}"),
+    }
+}
+
+/// A running `produto-server` child.
+pub struct Server {
+    child: Child,
+    pub addr: SocketAddr,
+    pub label: &'static str,
+    /// Spawn to the first SERVING answer.
+    pub startup: Duration,
+}
+
+impl Server {
+    /// Starts the binary with `env` on a free loopback port and waits until it is SERVING.
+    pub async fn start(
+        bin: &str,
+        label: &'static str,
+        database_url: &str,
+        env: &[(&str, String)],
+    ) -> Result<Self, String> {
+        let addr = free_port()?;
+        let started = Instant::now();
+        let mut command = Command::new(bin);
+        command
+            .env("DATABASE_URL", database_url)
+            .env("PRODUTO_ADDR", addr.to_string())
+            .env("PRODUTO_ADMIN_TOKEN", ADMIN_TOKEN)
+            .env("RUST_LOG", "warn")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null());
+        for (k, v) in env {
+            command.env(k, v);
+        }
+        let child = command
+            .spawn()
+            .map_err(|e| format!("cannot start {bin}: {e}"))?;
+        let mut server = Server {
+            child,
+            addr,
+            label,
+            startup: Duration::ZERO,
+        };
+        let deadline = started + Duration::from_secs(30);
+        loop {
+            if serving(addr).await {
+                server.startup = started.elapsed();
+                return Ok(server);
+            }
+            if let Ok(Some(status)) = server.child.try_wait() {
+                return Err(format!("{label} server exited at start: {status}"));
+            }
+            if Instant::now() > deadline {
+                return Err(format!("{label} server not SERVING after 30 s"));
+            }
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Opens `n` HTTP/2 connections to the server.
+    pub async fn channels(&self, n: usize) -> Result<Vec<Channel>, String> {
+        let mut channels = Vec::new();
+        for _ in 0..n {
+            let channel = Endpoint::from_shared(format!("http://{}", self.addr))
+                .map_err(|e| e.to_string())?
+                .tcp_nodelay(true)
+                .connect()
+                .await
+                .map_err(|e| format!("cannot connect to {}: {e}", self.addr))?;
+            channels.push(channel);
+        }
+        Ok(channels)
+    }
+
+    /// (VmRSS, VmHWM) in KiB.
+    pub fn rss_kib(&self) -> Option<(u64, u64)> {
+        rss_kib(self.pid())
+    }
+
+    /// SIGTERM, then waits (bounded) for the graceful shutdown.
+    pub async fn stop(mut self) {
+        let _ = Command::new("kill")
+            .args(["-TERM", &self.pid().to_string()])
+            .status();
+        for _ in 0..200 {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        // On an early exit (an error, a panic) the child must not outlive the benchmark.
+        if let Ok(None) = self.child.try_wait() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
+async fn serving(addr: SocketAddr) -> bool {
+    let Ok(endpoint) = Endpoint::from_shared(format!("http://{addr}")) else {
+        return false;
+    };
+    let Ok(channel) = endpoint
+        .connect_timeout(Duration::from_millis(200))
+        .connect()
+        .await
+    else {
+        return false;
+    };
+    let mut client = HealthClient::new(channel);
+    let check = client.check(HealthCheckRequest {
+        service: String::new(),
+    });
+    matches!(
+        tokio::time::timeout(Duration::from_millis(500), check).await,
+        Ok(Ok(r)) if r.get_ref().status == ServingStatus::Serving as i32
+    )
+}
+
+fn free_port() -> Result<SocketAddr, String> {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").map_err(|e| e.to_string())?;
+    listener.local_addr().map_err(|e| e.to_string())
+}
+
+/// (VmRSS, VmHWM) of a process in KiB, from /proc/<pid>/status.
+pub fn rss_kib(pid: u32) -> Option<(u64, u64)> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let field = |name: &str| {
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix(name))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+    };
+    Some((field("VmRSS:")?, field("VmHWM:")?))
+}

@@ -1,0 +1,239 @@
+//! Batching of ObterNivel lookups on PostgreSQL: while a lookup query is in flight, the
+//! lookups that arrive wait together and go out as one `WHERE usuario = ANY($1)` query, so a
+//! crowd shares round trips. There is no timer: a lone caller runs the plain single query on
+//! its own task and pays nothing. Switched by `PRODUTO_BATCH_NIVEL`; figures in BENCHMARKS.md.
+//!
+//! Exactness: a lookup only ever joins a query that has not been sent yet, so the query's
+//! snapshot is taken after the lookup started, and a user committed before then is found.
+
+use std::{
+    collections::HashMap,
+    sync::{Arc, Mutex, PoisonError},
+};
+
+use futures_util::FutureExt;
+use tokio::sync::oneshot;
+
+use super::{Backend, Db};
+use crate::{Error, domain::Usuario};
+
+/// Most names sent in one query; a larger crowd is served by the next query of the lane.
+const MAX_BATCH: usize = 512;
+
+/// The lookups waiting for a query, and how many lanes are sending one.
+///
+/// A lane is led by the caller that found it free, then by a spawned task while lookups keep
+/// queueing; a leader cancelled mid-query hands its batch back (see [`Lane`]), so it takes
+/// no one else's answer with it.
+#[derive(Debug)]
+pub struct NivelBatcher {
+    state: Mutex<State>,
+    /// Most queries in flight at once: each holds one pool connection, so this is also how
+    /// much of the pool lookups may take while the rest is left to logins and inserts.
+    lanes: usize,
+}
+
+#[derive(Debug, Default)]
+struct State {
+    pending: Vec<Waiter>,
+    /// Lanes running now. Only changed under the lock, together with `pending`, so a lookup
+    /// can never be left queued with no lane to take it.
+    running: usize,
+}
+
+#[derive(Debug)]
+struct Waiter {
+    usuario: Usuario,
+    reply: oneshot::Sender<Result<Option<i32>, Error>>,
+}
+
+impl NivelBatcher {
+    pub fn new(lanes: usize) -> Self {
+        NivelBatcher {
+            state: Mutex::default(),
+            lanes: lanes.max(1),
+        }
+    }
+
+    /// A user's level, looked up together with whatever other lookups are queued.
+    ///
+    /// With a lane free, the caller leads a query itself (a lone caller runs exactly one
+    /// query, on its own task); with every lane busy, it queues for the next query.
+    pub async fn nivel(self: &Arc<Self>, db: &Db, usuario: &Usuario) -> Result<Option<i32>, Error> {
+        let (reply, answer_rx) = oneshot::channel();
+        let lead = {
+            let mut state = self.lock();
+            state.pending.push(Waiter {
+                usuario: usuario.clone(),
+                reply,
+            });
+            let lead = state.running < self.lanes;
+            if lead {
+                state.running += 1;
+            }
+            lead
+        };
+        if lead {
+            let mut lane = Lane {
+                batcher: self.clone(),
+                db: db.clone(),
+                batch: self.take_batch(),
+            };
+            // Another leader may have taken our lookup already: then there is nothing to send.
+            if !lane.batch.is_empty() {
+                let result = query(db, &lane.batch).await;
+                answer(std::mem::take(&mut lane.batch), result);
+            }
+            // Dropping the lane hands it on: to a spawned task if lookups queued meanwhile.
+        }
+        answer_rx
+            .await
+            .map_err(|_| Error::Internal("nivel batch lane ended without answering".into()))?
+    }
+
+    /// The oldest queued lookups, up to a batch: a lookup never waits behind later ones.
+    fn take_batch(&self) -> Vec<Waiter> {
+        let mut state = self.lock();
+        let take = state.pending.len().min(MAX_BATCH);
+        state.pending.drain(..take).collect()
+    }
+
+    /// A spawned lane: takes everything queued, sends it as one query, answers each caller,
+    /// and repeats until nothing is queued.
+    async fn run_lane(self: Arc<Self>, db: Db) {
+        loop {
+            let batch = {
+                let mut state = self.lock();
+                if state.pending.is_empty() {
+                    state.running -= 1;
+                    return;
+                }
+                let take = state.pending.len().min(MAX_BATCH);
+                state.pending.drain(..take).collect::<Vec<_>>()
+            };
+            let result = query(&db, &batch).await;
+            answer(batch, result);
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, State> {
+        // Nothing panics while holding the lock; should it, the state is still consistent.
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+/// A lane led by a caller. When the caller is done, or is cancelled mid-query, the lane
+/// passes on: the lookups it had not answered go back to the front of the queue (they will
+/// be in a query sent later than they arrived, so exactness holds), and if anything is
+/// queued a spawned task takes over the lane; otherwise the lane is released.
+struct Lane {
+    batcher: Arc<NivelBatcher>,
+    db: Db,
+    batch: Vec<Waiter>,
+}
+
+impl Drop for Lane {
+    fn drop(&mut self) {
+        let unanswered = std::mem::take(&mut self.batch)
+            .into_iter()
+            .filter(|w| !w.reply.is_closed());
+        let hand_on = {
+            let mut state = self.batcher.lock();
+            state.pending.splice(0..0, unanswered);
+            if state.pending.is_empty() {
+                state.running -= 1;
+                false
+            } else {
+                true
+            }
+        };
+        if hand_on {
+            match tokio::runtime::Handle::try_current() {
+                Ok(runtime) => {
+                    runtime.spawn(self.batcher.clone().run_lane(self.db.clone()));
+                }
+                // The runtime is going away: the queued callers go with it.
+                Err(_) => self.batcher.lock().running -= 1,
+            }
+        }
+    }
+}
+
+/// The levels of the batch's users, by name (absent users are simply not in the map).
+/// A read: when the connection turns out to be dead it is retried once on another, as
+/// every read is (see `on_conn!` in users.rs).
+async fn query(db: &Db, batch: &[Waiter]) -> Result<HashMap<String, i32>, Error> {
+    let Backend::Postgres(pool) = db.backend() else {
+        return Err(Error::Internal("nivel batching needs PostgreSQL".into()));
+    };
+    let mut attempt = 1;
+    loop {
+        let mut lease = db.acquire(pool).await?;
+        let outcome = {
+            let conn = &mut *lease;
+            if let [only] = batch {
+                // A lone lookup runs the plain query: alone, it pays nothing for the batching.
+                db.bounded_as(
+                    "nivel",
+                    sqlx::query_scalar::<_, i32>("SELECT nivel FROM usuarios WHERE usuario = $1")
+                        .bind(only.usuario.as_str())
+                        .fetch_optional(conn)
+                        .map(|r| {
+                            r.map(|n| {
+                                n.map(|n| (only.usuario.as_str().to_owned(), n))
+                                    .into_iter()
+                                    .collect()
+                            })
+                        }),
+                )
+                .await
+            } else {
+                let names: Vec<&str> = batch.iter().map(|w| w.usuario.as_str()).collect();
+                db.bounded_as(
+                    "nivel_batch",
+                    sqlx::query_as::<_, (String, i32)>(
+                        "SELECT usuario, nivel FROM usuarios WHERE usuario = ANY($1)",
+                    )
+                    .bind(names)
+                    .fetch_all(conn)
+                    .map(|r| r.map(|rows| rows.into_iter().collect())),
+                )
+                .await
+            }
+        };
+        let retry =
+            attempt < 2 && matches!(&outcome, Ok(Err(e)) if crate::error::is_connection_error(e));
+        let result = db.classify(&mut lease, outcome);
+        if !retry {
+            return result;
+        }
+        attempt += 1;
+    }
+}
+
+/// Sends each caller its own answer. A failed query fails every caller of the batch with
+/// the same code; the cause is logged once here.
+fn answer(batch: Vec<Waiter>, result: Result<HashMap<String, i32>, Error>) {
+    match result {
+        Ok(levels) => {
+            for waiter in batch {
+                let nivel = levels.get(waiter.usuario.as_str()).copied();
+                // A caller that gave up (deadline, disconnect) has dropped its receiver.
+                let _ = waiter.reply.send(Ok(nivel));
+            }
+        }
+        Err(e) => {
+            let size = batch.len();
+            let unavailable = matches!(e, Error::Unavailable(_));
+            tracing::warn!(error = %e, size, "nivel batch query failed");
+            for waiter in batch {
+                let copy = if unavailable {
+                    Error::Unavailable(e.to_string())
+                } else {
+                    Error::Internal(e.to_string())
+                };
+                let _ = waiter.reply.send(Err(copy));
+            }
+        }
+    }
+}
