@@ -267,6 +267,34 @@ pub async fn migrate(mut config: Config) -> Result<(), Error> {
     result
 }
 
+/// `produto-server adicionar-usuario <usuario> <nivel>`: applies the migrations and creates
+/// one user with the same rules as AdicionarUsuario, straight in the database (no token: the
+/// operator who runs it already holds the database's credentials). Returns the new id.
+pub async fn add_user(
+    mut config: Config,
+    usuario: String,
+    senha: String,
+    nivel: i32,
+) -> Result<i64, Error> {
+    use crate::domain::{Nivel, Senha, Usuario};
+    let usuario = Usuario::parse(usuario)?;
+    let senha = Senha::parse_new(senha)?;
+    let nivel = Nivel::parse(nivel)?;
+    config.read_secret_files().map_err(Error::Startup)?;
+    config.validate().map_err(Error::Startup)?;
+    let db = Db::new(&config)?;
+    let result = async {
+        db.migrate()
+            .await
+            .map_err(|e| Error::Startup(format!("migrations failed: {e}")))?;
+        let hash = Hasher::new(&config)?.hash(senha).await?;
+        db.insert_user(&usuario, &hash, nivel).await
+    }
+    .await;
+    db.close(POOL_CLOSE_TIMEOUT).await;
+    result
+}
+
 /// The background task: applies migrations (or, with `apply_migrations` false, waits until
 /// someone else has applied them), retrying while the database is unreachable; then probes
 /// the database every `interval` and reports readiness, until stopped.

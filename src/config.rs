@@ -154,6 +154,14 @@ pub struct Config {
 pub enum Command {
     /// Apply the database migrations and exit (for an init container or a Kubernetes Job).
     Migrate,
+    /// Create a user straight in the database and exit: how the first admin is made. The
+    /// password is read from PRODUTO_SENHA, or else from the first line of standard input.
+    AdicionarUsuario {
+        /// The new user's name.
+        usuario: String,
+        /// The new user's access level (the bot treats 2 and above as admin).
+        nivel: i32,
+    },
 }
 
 impl Config {

@@ -10,17 +10,23 @@ use produto::{Application, Config, config::Command, telemetry};
 async fn main() -> ExitCode {
     let config = Config::parse();
     telemetry::init(config.log_format);
-    if config.command == Some(Command::Migrate) {
-        return match produto::app::migrate(config).await {
-            Ok(()) => {
-                tracing::info!("migrations applied");
-                ExitCode::SUCCESS
-            }
-            Err(e) => {
-                tracing::error!(error = %e, "migrate failed");
-                ExitCode::FAILURE
-            }
-        };
+    match config.command.clone() {
+        Some(Command::Migrate) => {
+            return match produto::app::migrate(config).await {
+                Ok(()) => {
+                    tracing::info!("migrations applied");
+                    ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    tracing::error!(error = %e, "migrate failed");
+                    ExitCode::FAILURE
+                }
+            };
+        }
+        Some(Command::AdicionarUsuario { usuario, nivel }) => {
+            return add_user(config, usuario, nivel).await;
+        }
+        None => {}
     }
     let app = match Application::build(config).await {
         Ok(app) => app,
@@ -41,6 +47,32 @@ async fn main() -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             tracing::error!(error = %e, "server stopped with an error");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// `produto-server adicionar-usuario`: the password comes from PRODUTO_SENHA or the first
+/// line of standard input, never from the command line (where `ps` would show it).
+async fn add_user(config: Config, usuario: String, nivel: i32) -> ExitCode {
+    let senha = match std::env::var("PRODUTO_SENHA") {
+        Ok(senha) => senha,
+        Err(_) => {
+            let mut line = String::new();
+            if let Err(e) = std::io::stdin().read_line(&mut line) {
+                eprintln!("produto-server: cannot read the password from standard input: {e}");
+                return ExitCode::FAILURE;
+            }
+            line.trim_end_matches(['\r', '\n']).to_owned()
+        }
+    };
+    match produto::app::add_user(config, usuario.clone(), senha, nivel).await {
+        Ok(id) => {
+            println!("created user {usuario} with level {nivel} (id {id})");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("produto-server: {}", tonic::Status::from(e).message());
             ExitCode::FAILURE
         }
     }

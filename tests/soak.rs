@@ -101,35 +101,44 @@ async fn soak_mixed_load_with_a_database_restart() {
             let mut i = 0u64;
             while !stop.load(Ordering::SeqCst) {
                 i += 1;
-                let code = match (w % 8, i % 50) {
+                let (rpc, result) = match (w % 8, i % 50) {
                     // Mostly reads, some logins, a few writes.
-                    (0, _) => client
-                        .verificar_login(VerificarLoginRequest {
-                            usuario: "base".into(),
-                            senha: "senha-forte-1".into(),
-                        })
-                        .await
-                        .map(|_| ()),
-                    (_, 0) => client
-                        .adicionar_usuario(admin(AdicionarUsuarioRequest {
-                            usuario: format!("s{w}_{i}"),
-                            senha: "senha-forte-1".into(),
-                            nivel: 1,
-                        }))
-                        .await
-                        .map(|_| ()),
-                    _ => client
-                        .obter_nivel(ObterNivelRequest {
-                            usuario: "base".into(),
-                        })
-                        .await
-                        .map(|_| ()),
-                }
-                .map_or_else(|s| s.code(), |_| tonic::Code::Ok);
+                    (0, _) => (
+                        "VerificarLogin",
+                        client
+                            .verificar_login(VerificarLoginRequest {
+                                usuario: "base".into(),
+                                senha: "senha-forte-1".into(),
+                            })
+                            .await
+                            .map(|_| ()),
+                    ),
+                    (_, 0) => (
+                        "AdicionarUsuario",
+                        client
+                            .adicionar_usuario(admin(AdicionarUsuarioRequest {
+                                usuario: format!("s{w}_{i}"),
+                                senha: "senha-forte-1".into(),
+                                nivel: 1,
+                            }))
+                            .await
+                            .map(|_| ()),
+                    ),
+                    _ => (
+                        "ObterNivel",
+                        client
+                            .obter_nivel(ObterNivelRequest {
+                                usuario: "base".into(),
+                            })
+                            .await
+                            .map(|_| ()),
+                    ),
+                };
+                let code = result.map_or_else(|s| s.code(), |_| tonic::Code::Ok);
                 *codes
                     .lock()
                     .unwrap()
-                    .entry(format!("{code:?}"))
+                    .entry(format!("{rpc} {code:?}"))
                     .or_default() += 1;
                 if code != tonic::Code::Ok {
                     tokio::time::sleep(Duration::from_millis(50)).await;

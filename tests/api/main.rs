@@ -532,3 +532,63 @@ async fn concurrent_callers_share_the_pool_without_leaking() {
     assert_eq!(status.used_connections, 0);
     assert!(status.pool_size <= 20, "{status:?}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_first_admin_is_made_with_the_adicionar_usuario_command() {
+    let database = TestDb::create(Backend::Postgres).await;
+    let run = |usuario: &str, senha: &str, stdin: bool| {
+        let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_produto-server"));
+        command
+            .env_clear()
+            .env("DATABASE_URL", &database.url)
+            .env("PRODUTO_ARGON2_M_KIB", "1024")
+            .env("RUST_LOG", "warn")
+            .args(["adicionar-usuario", usuario, "2"])
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped());
+        if !stdin {
+            command.env("PRODUTO_SENHA", senha);
+        }
+        let mut child = command.spawn().unwrap();
+        {
+            use std::io::Write;
+            let mut input = child.stdin.take().unwrap();
+            if stdin {
+                writeln!(input, "{senha}").unwrap();
+            }
+        }
+        child.wait_with_output().unwrap()
+    };
+    let made = run("admin", "uma senha longa", false);
+    assert!(made.status.success(), "{made:?}");
+    let stdout = String::from_utf8_lossy(&made.stdout);
+    assert!(
+        stdout.contains("created user admin with level 2"),
+        "{stdout}"
+    );
+    assert!(!stdout.contains("uma senha longa"));
+    let from_stdin = run("outra", "outra senha longa", true);
+    assert!(from_stdin.status.success(), "{from_stdin:?}");
+
+    // The same rules as the RPC: a common password and a taken name are refused.
+    let weak = run("fraco", "password123", false);
+    assert!(!weak.status.success());
+    assert!(String::from_utf8_lossy(&weak.stderr).contains("too common"));
+    let again = run("admin", "uma senha longa", false);
+    assert!(!again.status.success());
+    assert!(String::from_utf8_lossy(&again.stderr).contains("already exists"));
+
+    let mut config = test_config(&database.url);
+    config.argon2_m_kib = 1024;
+    let app = spawn_with(config, database).await;
+    app.wait_for_readiness(ServingStatus::Serving).await;
+    assert_eq!(
+        app.login("admin", "uma senha longa").await.unwrap(),
+        (true, 2)
+    );
+    assert_eq!(
+        app.login("outra", "outra senha longa").await.unwrap(),
+        (true, 2)
+    );
+}
