@@ -92,6 +92,8 @@ impl Server {
             .env("DATABASE_URL", database_url)
             .env("PRODUTO_ADDR", addr.to_string())
             .env("PRODUTO_ADMIN_TOKEN", ADMIN_TOKEN)
+            // Two servers run side by side: neither needs the admin HTTP port.
+            .env("PRODUTO_ADMIN_ADDR", "")
             .env("RUST_LOG", "warn")
             .stdin(Stdio::null())
             .stdout(Stdio::null());
