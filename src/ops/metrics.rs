@@ -259,7 +259,7 @@ impl Collector for PoolCollector {
                 metric.metric_type(),
             )?)?;
         }
-        let counters: [(&str, &str, u64); 5] = [
+        let counters: [(&str, &str, u64); 6] = [
             (
                 "produto_db_pool_acquires",
                 "Connection acquire attempts",
@@ -284,6 +284,11 @@ impl Collector for PoolCollector {
                 "produto_db_pool_connections_lost",
                 "Connections found broken or discarded mid-statement",
                 s.connections_lost_total,
+            ),
+            (
+                "produto_logins_throttled",
+                "Logins refused unchecked by brute-force throttling",
+                s.logins_throttled_total,
             ),
         ];
         for (name, help, value) in counters {

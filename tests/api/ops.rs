@@ -582,3 +582,21 @@ fn the_kubernetes_manifests_match_the_server() {
         "http-metrics"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn throttled_logins_are_counted_in_the_metrics() {
+    let database = TestDb::create(Backend::Sqlite).await;
+    let mut config = test_config(&database.url);
+    config.admin_addr = Some("127.0.0.1:0".parse().unwrap());
+    config.login_max_failures = 2;
+    let app = spawn_with(config, database).await;
+    app.wait_for_readiness(ServingStatus::Serving).await;
+    let before = scrape(&app).await;
+    for _ in 0..5 {
+        assert_eq!(app.login("maria", "errada").await.unwrap(), (false, 0));
+    }
+    let after = scrape(&app).await;
+    let name = "produto_logins_throttled_total";
+    // Two failures are allowed; the next three are refused unchecked.
+    assert_eq!(sample(&after, name, &[]) - sample(&before, name, &[]), 3.0);
+}
