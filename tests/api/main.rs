@@ -264,9 +264,11 @@ async fn pool_status_reports_live_figures(backend: Backend) {
 async fn a_short_deadline_gets_deadline_exceeded_and_frees_the_connection(backend: Backend) {
     let database = TestDb::create(backend).await;
     let mut config = test_config(&database.url);
-    // A costly argon2 (128 MiB, 4 passes): a login takes far longer than the deadline.
+    // A costly argon2 (128 MiB, 16 passes: 2 GiB of memory traffic, most of a second even
+    // on a fast idle core) on one hashing thread: every login takes longer than the deadline.
     config.argon2_m_kib = 128 * 1024;
-    config.argon2_t = 4;
+    config.argon2_t = 16;
+    config.hash_concurrency = 1;
     let app = spawn_with(config, database).await;
     app.wait_for_readiness(ServingStatus::Serving).await;
     app.add_user("maria", "senha-forte-1", 1).await.unwrap();
