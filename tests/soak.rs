@@ -7,6 +7,8 @@
 
 #[path = "faults/cluster.rs"]
 mod cluster;
+#[path = "support/process.rs"]
+mod process;
 
 use std::{
     collections::BTreeMap,
@@ -52,32 +54,16 @@ async fn soak_mixed_load_with_a_database_restart() {
         .and_then(|s| s.parse().ok())
         .unwrap_or(600);
     let cluster = Arc::new(cluster::PgCluster::start());
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_produto-server"))
-        .env_clear()
-        .env("DATABASE_URL", cluster.url())
-        .env("PRODUTO_ADDR", format!("127.0.0.1:{port}"))
-        .env("PRODUTO_ADMIN_TOKEN", TOKEN)
-        .env("PRODUTO_ACQUIRE_TIMEOUT", "1s")
-        .env("RUST_LOG", "error")
-        .kill_on_drop(true)
-        .spawn()
-        .unwrap();
-    let pid = child.id().unwrap();
-    let channel: Channel = loop {
-        match tonic::transport::Endpoint::from_shared(format!("http://127.0.0.1:{port}"))
-            .unwrap()
-            .connect()
-            .await
-        {
-            Ok(c) => break c,
-            Err(_) => tokio::time::sleep(Duration::from_millis(50)).await,
-        }
-    };
+    let url = cluster.url();
+    let mut server = process::ServerProcess::spawn(&[
+        ("DATABASE_URL", &url),
+        ("PRODUTO_ADMIN_TOKEN", TOKEN),
+        ("PRODUTO_ACQUIRE_TIMEOUT", "1s"),
+        ("RUST_LOG", "error"),
+    ])
+    .await;
+    let pid = server.pid();
+    let channel: Channel = server.channel.clone();
     let mut produto = ProdutoServiceClient::new(channel.clone());
     let mut pool = PoolServiceClient::new(channel.clone());
     while produto
@@ -204,8 +190,6 @@ async fn soak_mixed_load_with_a_database_restart() {
         end_rss <= warm_rss + (warm_rss / 4).max(4096),
         "RSS grew from {warm_rss} to {end_rss} KiB"
     );
-    let _ = std::process::Command::new("kill")
-        .args(["-TERM", &pid.to_string()])
-        .status();
-    let _ = tokio::time::timeout(Duration::from_secs(15), child.wait()).await;
+    server.sigterm();
+    let _ = tokio::time::timeout(Duration::from_secs(15), server.child.wait()).await;
 }

@@ -6,6 +6,8 @@
 //! the database. BENCHMARKS.md explains the scenarios and records a run.
 
 mod calls;
+#[path = "../../tests/support/db_url.rs"]
+mod db_url;
 mod report;
 mod runner;
 mod server;

@@ -9,6 +9,8 @@ use std::{
 };
 
 use sqlx::{Connection, Executor, PgConnection};
+
+use crate::db_url;
 use tonic::transport::{Channel, Endpoint};
 use tonic_health::pb::{
     HealthCheckRequest, health_check_response::ServingStatus, health_client::HealthClient,
@@ -37,7 +39,7 @@ impl BenchDb {
         conn.execute(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
             .await
             .map_err(|e| format!("cannot create database {name}: {e}"))?;
-        let url = with_db_name(admin_url, &name);
+        let url = db_url::with_database(admin_url, &name);
         Ok(BenchDb {
             admin_url: admin_url.to_string(),
             name,
@@ -54,17 +56,6 @@ impl BenchDb {
                 )))
                 .await;
         }
-    }
-}
-
-fn with_db_name(url: &str, name: &str) -> String {
-    let (base, query) = url
-        .split_once('?')
-        .map_or((url, None), |(b, q)| (b, Some(q)));
-    let base = base.rsplit_once('/').map_or(base, |(b, _)| b);
-    match query {
-        Some(q) => format!("{base}/{name}?{q}"),
-        None => format!("{base}/{name}"),
     }
 }
 

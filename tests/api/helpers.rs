@@ -8,6 +8,9 @@ use std::{
     time::{Duration, Instant},
 };
 
+#[path = "../support/db_url.rs"]
+mod db_url;
+
 use produto::{
     Application, Config,
     db::Db,
@@ -63,7 +66,7 @@ impl TestDb {
                 )
                 .await
                 .expect("create the test database");
-                let url = replace_db_name(&admin, &name);
+                let url = db_url::with_database(&admin, &name);
                 TestDb {
                     url,
                     pg_name: Some(name),
@@ -113,17 +116,6 @@ async fn connect_pg(url: &str) -> sqlx::PgConnection {
     sqlx::PgConnection::connect(url)
         .await
         .unwrap_or_else(|e| panic!("tests need PostgreSQL at {url}: {e}"))
-}
-
-fn replace_db_name(url: &str, name: &str) -> String {
-    let (base, query) = url
-        .split_once('?')
-        .map_or((url, None), |(b, q)| (b, Some(q)));
-    let base = base.rsplit_once('/').map_or(base, |(b, _)| b);
-    match query {
-        Some(q) => format!("{base}/{name}?{q}"),
-        None => format!("{base}/{name}"),
-    }
 }
 
 fn rand_suffix() -> u32 {

@@ -11,6 +11,8 @@ mod cluster;
 #[path = "../api/helpers.rs"]
 #[allow(dead_code, reason = "this binary uses part of the shared helpers")]
 mod helpers;
+#[path = "../support/process.rs"]
+mod process;
 #[path = "../api/proxy.rs"]
 #[allow(dead_code, reason = "not every test uses every fault")]
 mod proxy;
@@ -26,6 +28,7 @@ use std::{
 
 use cluster::PgCluster;
 use helpers::{Backend, TestApp, TestDb, admin, spawn_with, test_config};
+use process::ServerProcess;
 use produto::{
     Config,
     pb::{
@@ -255,6 +258,24 @@ async fn warm_pool(app: &TestApp, n: usize) {
     while calls.join_next().await.is_some() {}
 }
 
+/// One ObterNivel of `maria` per client, all at once; the tally of their answers.
+async fn lookups_at_once(clients: impl Iterator<Item = ProdutoServiceClient<Channel>>) -> Tally {
+    let mut calls = tokio::task::JoinSet::new();
+    for client in clients {
+        calls.spawn(async move {
+            let started = Instant::now();
+            let result = nivel_of(client, "maria").await;
+            (code_of(&result), started.elapsed())
+        });
+    }
+    let mut tally = Tally::default();
+    while let Some(joined) = calls.join_next().await {
+        let (code, took) = joined.unwrap();
+        tally.add(code, took);
+    }
+    tally
+}
+
 async fn nivel_of(
     mut client: ProdutoServiceClient<Channel>,
     usuario: &str,
@@ -330,20 +351,7 @@ async fn a_blackholed_database_is_given_up_on_in_bounded_time_and_resumed_after(
     warm_pool(&app, 8).await;
 
     proxy.blackhole();
-    let mut calls = tokio::task::JoinSet::new();
-    for _ in 0..16 {
-        let client = app.produto.clone();
-        calls.spawn(async move {
-            let started = Instant::now();
-            let result = nivel_of(client, "maria").await;
-            (code_of(&result), started.elapsed())
-        });
-    }
-    let mut tally = Tally::default();
-    while let Some(joined) = calls.join_next().await {
-        let (code, took) = joined.unwrap();
-        tally.add(code, took);
-    }
+    let tally = lookups_at_once((0..16).map(|_| app.produto.clone())).await;
     app.wait_for_readiness(ServingStatus::NotServing).await;
     assert!(!app.pool_status().await.healthy);
     eprintln!("blackhole: {tally:?}");
@@ -398,20 +406,7 @@ async fn an_exhausted_pool_sheds_the_excess_with_unavailable_and_leaks_nothing()
             }
         })
     };
-    let mut calls = tokio::task::JoinSet::new();
-    for i in 0..500 {
-        let client = channels[i % channels.len()].clone();
-        calls.spawn(async move {
-            let started = Instant::now();
-            let result = nivel_of(client, "maria").await;
-            (code_of(&result), started.elapsed())
-        });
-    }
-    let mut tally = Tally::default();
-    while let Some(joined) = calls.join_next().await {
-        let (code, took) = joined.unwrap();
-        tally.add(code, took);
-    }
+    let tally = lookups_at_once((0..500).map(|i| channels[i % channels.len()].clone())).await;
     sampling.store(false, Ordering::SeqCst);
     sampler.await.unwrap();
     proxy.set_latency(Duration::ZERO);
@@ -542,32 +537,15 @@ fn sigterm_under_load_drains_in_flight_calls_and_exits_zero() {
 async fn sigterm_under_load() {
     let _serial = SERIAL.lock().await;
     let database = TestDb::create(Backend::Postgres).await;
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_produto-server"))
-        .env_clear()
-        .env("DATABASE_URL", &database.url)
-        .env("PRODUTO_ADDR", format!("127.0.0.1:{port}"))
-        .env("PRODUTO_ADMIN_TOKEN", helpers::ADMIN_TOKEN)
-        .env("PRODUTO_DRAIN_TIMEOUT", "5s")
-        .env("PRODUTO_ARGON2_M_KIB", "8192")
-        .env("RUST_LOG", "warn")
-        .kill_on_drop(true)
-        .spawn()
-        .unwrap();
-    let channel = loop {
-        match tonic::transport::Endpoint::from_shared(format!("http://127.0.0.1:{port}"))
-            .unwrap()
-            .connect()
-            .await
-        {
-            Ok(channel) => break channel,
-            Err(_) => tokio::time::sleep(Duration::from_millis(50)).await,
-        }
-    };
+    let mut server = ServerProcess::spawn(&[
+        ("DATABASE_URL", &database.url),
+        ("PRODUTO_ADMIN_TOKEN", helpers::ADMIN_TOKEN),
+        ("PRODUTO_DRAIN_TIMEOUT", "5s"),
+        ("PRODUTO_ARGON2_M_KIB", "8192"),
+        ("RUST_LOG", "warn"),
+    ])
+    .await;
+    let channel = server.channel.clone();
     let mut health = tonic_health::pb::health_client::HealthClient::new(channel.clone());
     while health
         .check(tonic_health::pb::HealthCheckRequest::default())
@@ -581,14 +559,9 @@ async fn sigterm_under_load() {
 
     let writers = Writers::start(64, &ProdutoServiceClient::new(channel.clone()));
     tokio::time::sleep(Duration::from_secs(1)).await;
-    let pid = child.id().unwrap().to_string();
     let sent = Instant::now();
-    let status = std::process::Command::new("kill")
-        .args(["-TERM", &pid])
-        .status()
-        .unwrap();
-    assert!(status.success());
-    let exit = tokio::time::timeout(Duration::from_secs(10), child.wait())
+    server.sigterm();
+    let exit = tokio::time::timeout(Duration::from_secs(10), server.child.wait())
         .await
         .expect("the server exits within the drain time")
         .unwrap();
