@@ -116,7 +116,8 @@ impl Hasher {
 
     /// Runs CPU-heavy work on the hashing threads, at most `concurrency` at a time, keeping
     /// the caller's span. Waiting for a slot is bounded: past it the call is shed. A caller
-    /// that goes away leaves its hash to finish; the slot is freed when it does.
+    /// that goes away while its hash runs leaves it to finish (argon2 cannot be stopped
+    /// midway); the slot is freed when it does. One that goes away while queued costs nothing.
     async fn run_blocking<T, F>(&self, work: F) -> Result<T, Error>
     where
         T: Send + 'static,
@@ -130,6 +131,12 @@ impl Hasher {
         let (done, result) = oneshot::channel();
         self.threads.run(Box::new(move || {
             let _permit = permit;
+            // A caller that has gone (deadline, disconnect) while its hash was queued gets
+            // no hash: otherwise calls with tiny deadlines would make the server hash for
+            // nothing, and hold the slots that the next callers wait for.
+            if done.is_closed() {
+                return;
+            }
             let _ = done.send(span.in_scope(work));
         }))?;
         result
