@@ -8,6 +8,8 @@ mod cluster;
 #[path = "api/helpers.rs"]
 #[allow(dead_code, reason = "this binary uses part of the shared helpers")]
 mod helpers;
+#[path = "support/http.rs"]
+mod http;
 
 use std::{
     collections::{BTreeMap, BTreeSet},
@@ -19,12 +21,10 @@ use std::{
 
 use cluster::PgCluster;
 use helpers::{Backend, TestApp, TestDb, admin, spawn_with, test_config};
+use http::http_get;
 use produto::pb::AdicionarUsuarioRequest;
 use serde_yaml_ng::Value;
-use tokio::{
-    io::{AsyncReadExt, AsyncWriteExt},
-    net::TcpStream,
-};
+use tokio::net::TcpStream;
 use tonic::Code;
 use tonic_health::pb::health_check_response::ServingStatus;
 
@@ -370,20 +370,6 @@ fn promtool_checks_and_tests_the_rules() {
 }
 
 // A real server's metrics.
-
-/// A minimal HTTP/1.0 GET (no chunked answers): the status code and the body.
-async fn http_get(addr: SocketAddr, path: &str) -> (u16, String) {
-    let mut stream = TcpStream::connect(addr)
-        .await
-        .unwrap_or_else(|e| panic!("connect to {addr}: {e}"));
-    let request = format!("GET {path} HTTP/1.0\r\nHost: {addr}\r\n\r\n");
-    stream.write_all(request.as_bytes()).await.unwrap();
-    let mut response = String::new();
-    stream.read_to_string(&mut response).await.unwrap();
-    let (head, body) = response.split_once("\r\n\r\n").expect("an HTTP response");
-    let status = head.split(' ').nth(1).unwrap().parse().unwrap();
-    (status, body.to_owned())
-}
 
 /// Percent-encodes a query parameter.
 fn encode(text: &str) -> String {
