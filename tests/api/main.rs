@@ -3,6 +3,7 @@
 
 mod batch;
 mod bot;
+mod clients;
 mod helpers;
 mod ops;
 #[allow(dead_code, reason = "the fault tests use the rest of the proxy")]
