@@ -3,6 +3,7 @@
 
 mod batch;
 mod bot;
+mod clients;
 mod helpers;
 #[path = "../support/http.rs"]
 mod http;
