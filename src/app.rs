@@ -19,7 +19,8 @@ use crate::{
     ops::{admin, metrics::Metrics},
     password::Hasher,
     pb::{pool_service_server::PoolServiceServer, produto_service_server::ProdutoServiceServer},
-    service::{PoolSvc, ProdutoSvc, Readiness, ReadyFlag},
+    ready::ReadyFlag,
+    service::{PoolSvc, ProdutoSvc, Readiness},
     throttle::LoginThrottle,
 };
 
@@ -53,8 +54,8 @@ impl Application {
         if config.admin_token.as_ref().is_some_and(|t| t.len() < 16) {
             tracing::warn!("PRODUTO_ADMIN_TOKEN is shorter than 16 bytes: use a long random token");
         }
-        let db = Db::new(&config)?;
-        let hasher = Hasher::new(&config)?;
+        let db = Db::new(&config.db_settings())?;
+        let hasher = Hasher::new(&config.hash_settings().map_err(Error::Startup)?)?;
         let tls = tls_config(&config)?;
         let listener = TcpListener::bind(config.addr)
             .await
@@ -185,7 +186,11 @@ impl Application {
                 .map_err(|e| Error::Startup(format!("TLS: {e}")))?;
         }
         let server = builder
-            .layer(RpcLayer::new(metrics.rpc(), config.max_concurrent_calls))
+            .layer(RpcLayer::new(
+                metrics.rpc(),
+                config.max_concurrent_calls,
+                MAX_REQUEST_BYTES,
+            ))
             .add_service(health_server)
             .add_service(reflection_v1)
             .add_service(reflection_v1alpha)
@@ -258,7 +263,7 @@ fn tls_config(config: &Config) -> Result<Option<ServerTlsConfig>, Error> {
 pub async fn migrate(mut config: Config) -> Result<(), Error> {
     config.read_secret_files().map_err(Error::Startup)?;
     config.validate().map_err(Error::Startup)?;
-    let db = Db::new(&config)?;
+    let db = Db::new(&config.db_settings())?;
     let result = db
         .migrate()
         .await
@@ -282,12 +287,14 @@ pub async fn add_user(
     let nivel = Nivel::parse(nivel)?;
     config.read_secret_files().map_err(Error::Startup)?;
     config.validate().map_err(Error::Startup)?;
-    let db = Db::new(&config)?;
+    let db = Db::new(&config.db_settings())?;
     let result = async {
         db.migrate()
             .await
             .map_err(|e| Error::Startup(format!("migrations failed: {e}")))?;
-        let hash = Hasher::new(&config)?.hash(senha).await?;
+        let hash = Hasher::new(&config.hash_settings().map_err(Error::Startup)?)?
+            .hash(senha)
+            .await?;
         db.insert_user(&usuario, &hash, nivel).await
     }
     .await;

@@ -4,6 +4,8 @@ use std::{net::SocketAddr, path::PathBuf, time::Duration};
 
 use clap::{Parser, Subcommand};
 
+use crate::{db::DbSettings, password::HashSettings};
+
 /// An address that may be switched off with an empty value. An alias, so that clap's derive
 /// does not read it as an optional flag and hands the empty string to the parser.
 pub type OptionalAddr = Option<SocketAddr>;
@@ -214,8 +216,34 @@ impl Config {
         if self.admin_token.as_deref().is_some_and(str::is_empty) {
             return Err("PRODUTO_ADMIN_TOKEN is set but empty; unset it or give a token".into());
         }
-        crate::password::Hasher::params(self).map_err(|e| format!("argon2 parameters: {e}"))?;
+        self.hash_settings()?;
         Ok(())
+    }
+
+    /// The pool's settings.
+    pub fn db_settings(&self) -> DbSettings {
+        DbSettings {
+            url: self.database_url.clone(),
+            min_connections: self.min_connections,
+            max_connections: self.max_connections,
+            acquire_timeout: self.acquire_timeout,
+            query_timeout: self.query_timeout,
+            idle_timeout: self.idle_timeout,
+            max_lifetime: self.max_lifetime,
+            slow_query_threshold: self.slow_query_threshold,
+            batch_nivel: self.batch_nivel,
+            batch_nivel_lanes: self.batch_nivel_lanes,
+        }
+    }
+
+    /// The hashing settings; fails on argon2 costs that argon2 refuses. A caller waits for a
+    /// hashing slot as long as for a pool connection.
+    pub fn hash_settings(&self) -> Result<HashSettings, String> {
+        let mut settings = HashSettings::new(self.argon2_m_kib, self.argon2_t, self.argon2_p)
+            .map_err(|e| format!("argon2 parameters: {e}"))?;
+        settings.concurrency = self.hash_concurrency;
+        settings.queue_timeout = self.acquire_timeout;
+        Ok(settings)
     }
 
     /// A configuration with every default but the admin port, which is off (a fixed port
@@ -313,6 +341,16 @@ mod tests {
             Config::parse_from(["produto-server", "--admin-token-file", "/nonexistent/token"]);
         let err = config.read_secret_files().unwrap_err();
         assert!(err.starts_with("PRODUTO_ADMIN_TOKEN_FILE"), "{err}");
+    }
+
+    #[test]
+    fn the_settings_defaults_are_the_flags_defaults() {
+        let config = Config::parse_from(["produto-server"]);
+        assert_eq!(config.db_settings(), DbSettings::new("sqlite:produto.db"));
+        assert_eq!(
+            config.hash_settings().unwrap(),
+            HashSettings::new(19456, 2, 1).unwrap()
+        );
     }
 
     #[test]

@@ -13,6 +13,7 @@ pub mod error;
 pub mod middleware;
 pub mod ops;
 pub mod password;
+pub mod ready;
 pub mod service;
 pub mod telemetry;
 pub mod throttle;

@@ -297,7 +297,7 @@ async fn migrate_applies_the_migrations_and_exits() {
         "{}",
         String::from_utf8_lossy(&output.stderr)
     );
-    let db = produto::db::Db::new(&Config::with_database(format!(
+    let db = produto::db::Db::new(&produto::db::DbSettings::new(format!(
         "sqlite:{}",
         dir.path().join("produto.db").display()
     )))
