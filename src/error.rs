@@ -31,9 +31,6 @@ pub enum Error {
     /// The server is shedding load (hashing queue full); retryable.
     #[error("{0}")]
     Overloaded(&'static str),
-    /// The caller's deadline passed before the work finished.
-    #[error("deadline exceeded")]
-    DeadlineExceeded,
     /// A database error that is not the caller's fault nor a lost connection.
     #[error("database error: {0}")]
     Database(#[source] sqlx::Error),
@@ -65,7 +62,6 @@ impl Error {
             Error::Unauthenticated(_) => Code::Unauthenticated,
             Error::PermissionDenied(_) => Code::PermissionDenied,
             Error::Unavailable(_) | Error::Overloaded(_) => Code::Unavailable,
-            Error::DeadlineExceeded => Code::DeadlineExceeded,
             Error::Database(_) | Error::Internal(_) | Error::Startup(_) => Code::Internal,
         }
     }
@@ -109,9 +105,6 @@ impl From<Error> for Status {
             Error::Internal(detail) | Error::Startup(detail) => {
                 tracing::error!(error = %detail, "internal error");
                 Status::new(code, "internal error")
-            }
-            Error::DeadlineExceeded => {
-                Status::new(code, "deadline exceeded before the call finished")
             }
             other => Status::new(code, other.to_string()),
         }
@@ -168,10 +161,6 @@ mod tests {
         assert_eq!(
             Status::from(Error::PermissionDenied("x")).code(),
             Code::PermissionDenied
-        );
-        assert_eq!(
-            Status::from(Error::DeadlineExceeded).code(),
-            Code::DeadlineExceeded
         );
     }
 }

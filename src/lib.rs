@@ -29,5 +29,5 @@ pub mod pb {
 }
 
 pub use app::Application;
-pub use config::Config;
+pub use config::{Config, Settings};
 pub use error::Error;

@@ -37,6 +37,14 @@ impl HashSettings {
             queue_timeout: Duration::from_secs(5),
         })
     }
+
+    /// The same settings with other argon2id costs.
+    pub fn with_costs(self, m_kib: u32, t: u32, p: u32) -> Result<Self, argon2::Error> {
+        Ok(HashSettings {
+            params: Params::new(m_kib, t, p, None)?,
+            ..self
+        })
+    }
 }
 
 /// Hashes and verifies passwords with one set of argon2id parameters.

@@ -302,15 +302,6 @@ impl Db {
         }
     }
 
-    /// Bounds one statement's future by the query timeout; timed as `unnamed` (prefer
-    /// [`Db::bounded_as`]).
-    pub async fn bounded<T>(
-        &self,
-        query: impl Future<Output = Result<T, sqlx::Error>>,
-    ) -> Result<Result<T, sqlx::Error>, tokio::time::error::Elapsed> {
-        self.bounded_as("unnamed", query).await
-    }
-
     /// Bounds one statement's future by the query timeout and times it under `name` (the
     /// latency histogram, and a log line when slower than the slow-query threshold). A
     /// statement abandoned by its caller (deadline) is timed too, up to the abandonment.

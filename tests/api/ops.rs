@@ -588,7 +588,7 @@ async fn throttled_logins_are_counted_in_the_metrics() {
     let database = TestDb::create(Backend::Sqlite).await;
     let mut config = test_config(&database.url);
     config.admin_addr = Some("127.0.0.1:0".parse().unwrap());
-    config.login_max_failures = 2;
+    config.throttle.max_failures = 2;
     let app = spawn_with(config, database).await;
     app.wait_for_readiness(ServingStatus::Serving).await;
     let before = scrape(&app).await;
