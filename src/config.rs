@@ -440,16 +440,6 @@ mod tests {
     }
 
     #[test]
-    fn the_settings_defaults_are_the_flags_defaults() {
-        let config = Config::parse_from(["produto-server"]);
-        assert_eq!(config.db_settings(), DbSettings::new("sqlite:produto.db"));
-        assert_eq!(
-            config.hash_settings().unwrap(),
-            HashSettings::new(19456, 2, 1).unwrap()
-        );
-    }
-
-    #[test]
     fn the_flags_defaults_are_the_settings_defaults() {
         let settings = Config::parse_from(["produto-server"])
             .into_settings()
