@@ -303,7 +303,10 @@ async fn a_short_deadline_gets_deadline_exceeded_and_frees_the_connection(backen
                 || (err.code() == Code::Cancelled && err.message().contains("Timeout expired")),
             "{err:?}"
         );
-        assert!(took < Duration::from_millis(1500), "answered after {took:?}");
+        assert!(
+            took < Duration::from_millis(1500),
+            "answered after {took:?}"
+        );
     }
     // The server itself gave up on every one of them (its own DEADLINE_EXCEEDED, counted
     // whether or not the client heard it first).
