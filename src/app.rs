@@ -20,7 +20,7 @@ use crate::{
     password::Hasher,
     pb::{pool_service_server::PoolServiceServer, produto_service_server::ProdutoServiceServer},
     service::{PoolSvc, ProdutoSvc, Readiness, ReadyFlag},
-    throttle::LoginThrottle,
+    throttle::{self, LoginThrottle},
 };
 
 /// Largest request message accepted: the largest valid request is ~1.3 KiB.
@@ -133,14 +133,18 @@ impl Application {
         let reflection_v1 = reflection().build_v1().map_err(reflection_error)?;
         let reflection_v1alpha = reflection().build_v1alpha().map_err(reflection_error)?;
 
+        let throttle = LoginThrottle {
+            max_failures: config.login_max_failures,
+            max_failures_per_user: config.login_max_failures_per_user,
+            window: config.login_window,
+            trust_end_user: config.login_trust_end_user,
+            authenticated: throttle::has_client_certificate,
+        };
         let produto = ProdutoSvc::new(
             db.clone(),
             hasher,
             AdminToken::new(config.admin_token.as_deref()),
-            LoginThrottle {
-                max_failures: config.login_max_failures,
-                window: config.login_window,
-            },
+            throttle,
         );
         let stop_tasks = CancellationToken::new();
         let stop_serving = CancellationToken::new();
@@ -152,6 +156,7 @@ impl Application {
             !config.no_migrate,
             stop_tasks.clone(),
         ));
+        tasks.spawn(throttle.purge_until_stopped(db.clone(), stop_tasks.clone()));
         // The admin port outlives the drain (metrics of the drain can still be scraped) and
         // stops before the pool closes, or when this future is dropped.
         let stop_admin = CancellationToken::new();

@@ -39,6 +39,9 @@ macro_rules! on_both_backends {
     };
 }
 
+// After the macro: it runs its tests on both backends too.
+mod throttling;
+
 on_both_backends!(
     a_new_user_can_log_in_with_the_right_password,
     wrong_password_and_unknown_user_get_the_same_answer,
