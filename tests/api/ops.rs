@@ -591,12 +591,14 @@ async fn throttled_logins_are_counted_in_the_metrics() {
     config.login_max_failures = 2;
     let app = spawn_with(config, database).await;
     app.wait_for_readiness(ServingStatus::Serving).await;
+    app.add_user("maria", "senha-forte-1", 1).await.unwrap();
     let before = scrape(&app).await;
     for _ in 0..5 {
         assert_eq!(app.login("maria", "errada").await.unwrap(), (false, 0));
     }
     let after = scrape(&app).await;
-    let name = "produto_logins_throttled_total";
-    // Two failures are allowed; the next three are refused unchecked.
-    assert_eq!(sample(&after, name, &[]) - sample(&before, name, &[]), 3.0);
+    let delta = |name| sample(&after, name, &[]) - sample(&before, name, &[]);
+    // Two attempts are allowed (and verified); the next three are refused unchecked.
+    assert_eq!(delta("produto_logins_throttled_total"), 3.0);
+    assert_eq!(delta("produto_password_verifications_total"), 2.0);
 }
