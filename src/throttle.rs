@@ -88,6 +88,37 @@ impl Attempt {
     }
 }
 
+/// An allowed attempt whose outcome the caller has not received yet. Dropped unsettled
+/// (the caller went away: deadline, disconnect), it gives the attempt back in a task of its
+/// own: a caller that never sees an answer has learnt nothing, and a user whose calls time
+/// out under load is not locked out by them.
+pub struct Pending(Option<(LoginThrottle, Db, Usuario, Caller)>);
+
+impl Pending {
+    /// The caller is about to get its answer: the attempt stays counted (or was settled).
+    pub fn settle(mut self) {
+        self.0 = None;
+    }
+}
+
+impl Drop for Pending {
+    fn drop(&mut self) {
+        let Some((throttle, db, usuario, caller)) = self.0.take() else {
+            return;
+        };
+        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+            runtime.spawn(async move {
+                if let Err(e) = throttle
+                    .not_checked(&db, &usuario, &caller, Attempt::Allowed)
+                    .await
+                {
+                    tracing::warn!(error = %e, "could not refund an abandoned login attempt");
+                }
+            });
+        }
+    }
+}
+
 impl LoginThrottle {
     /// Who is calling: the end user a trusted caller names, else the peer's address.
     pub fn caller<T>(&self, request: &Request<T>) -> Caller {
@@ -158,14 +189,7 @@ impl LoginThrottle {
         caller: &Caller,
         attempt: Attempt,
     ) -> Result<(), Error> {
-        if attempt != Attempt::Allowed {
-            return Ok(());
-        }
-        db.clear_login_attempts(usuario, &caller.identity).await?;
-        if self.max_failures_per_user != 0 {
-            db.refund_login_attempt(usuario, EVERY_CALLER).await?;
-        }
-        Ok(())
+        self.give_back(db, usuario, caller, attempt, true).await
     }
 
     /// After an allowed attempt whose password could not be checked (the server shed it, or
@@ -177,10 +201,27 @@ impl LoginThrottle {
         caller: &Caller,
         attempt: Attempt,
     ) -> Result<(), Error> {
+        self.give_back(db, usuario, caller, attempt, false).await
+    }
+
+    /// Gives an allowed attempt back to the username's count, and clears the caller's count
+    /// (`clear_caller`) or gives the attempt back to it too.
+    async fn give_back(
+        &self,
+        db: &Db,
+        usuario: &Usuario,
+        caller: &Caller,
+        attempt: Attempt,
+        clear_caller: bool,
+    ) -> Result<(), Error> {
         if attempt != Attempt::Allowed {
             return Ok(());
         }
-        db.refund_login_attempt(usuario, &caller.identity).await?;
+        if clear_caller {
+            db.clear_login_attempts(usuario, &caller.identity).await?;
+        } else {
+            db.refund_login_attempt(usuario, &caller.identity).await?;
+        }
         if self.max_failures_per_user != 0 {
             db.refund_login_attempt(usuario, EVERY_CALLER).await?;
         }
@@ -225,6 +266,20 @@ impl LoginThrottle {
                 Err(e) => tracing::warn!(error = %e, "could not purge expired login attempts"),
             }
         }
+    }
+
+    /// Guards an attempt until its caller gets the answer (see [`Pending`]).
+    pub fn pending(
+        &self,
+        db: &Db,
+        usuario: &Usuario,
+        caller: &Caller,
+        attempt: Attempt,
+    ) -> Pending {
+        Pending(
+            (attempt == Attempt::Allowed)
+                .then(|| (*self, db.clone(), usuario.clone(), caller.clone())),
+        )
     }
 
     fn window_start_ms(&self) -> i64 {

@@ -45,6 +45,7 @@ impl ProdutoService for ProdutoSvc {
 
         // The attempt counts from here, before the password is looked at.
         let attempt = self.throttle.begin(&self.db, &usuario, &caller).await?;
+        let pending = self.throttle.pending(&self.db, &usuario, &caller, attempt);
         let credentials = self.db.credentials(&usuario).await?;
         // An unknown user, or a refused attempt, is verified against the dummy hash: the
         // same work and the same answer as a wrong password.
@@ -55,7 +56,10 @@ impl ProdutoService for ProdutoSvc {
         if stored.is_some() {
             self.db.stats().record_password_verification();
         }
-        let verified = match self.hasher.verify(senha, stored).await {
+        let verified = self.hasher.verify(senha, stored).await;
+        // From here the outcome reaches the caller: the attempt stays counted.
+        pending.settle();
+        let verified = match verified {
             Ok(verified) => verified,
             Err(e) => {
                 // Not checked: the attempt is given back (the error is what the caller sees).

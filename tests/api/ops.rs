@@ -141,19 +141,22 @@ async fn metrics_count_calls_queries_and_pool_use() {
         3.0
     );
 
-    // Statements: an insert; per login a throttle lookup and a credential lookup, and for
-    // the failed one a recorded failure; three level lookups. Nine in all, one acquire each.
+    // Statements: an insert; per login two throttle slots claimed (the caller's and the
+    // username's) and a credential lookup, and for the successful one the caller's count
+    // cleared and the username's refunded; three level lookups. Twelve in all, one acquire
+    // each.
     let queries = "produto_db_query_duration_seconds_count";
     assert_eq!(moved(queries, &[("query", "insert_user")]), 1.0);
-    assert_eq!(moved(queries, &[("query", "login_failures")]), 2.0);
+    assert_eq!(moved(queries, &[("query", "claim_login_attempt")]), 4.0);
     assert_eq!(moved(queries, &[("query", "credentials")]), 2.0);
-    assert_eq!(moved(queries, &[("query", "record_login_failure")]), 1.0);
+    assert_eq!(moved(queries, &[("query", "clear_login_attempts")]), 1.0);
+    assert_eq!(moved(queries, &[("query", "refund_login_attempt")]), 1.0);
     assert_eq!(moved(queries, &[("query", "nivel")]), 3.0);
     assert_eq!(moved(queries, &[("query", "unnamed")]), 0.0);
-    assert_eq!(moved("produto_db_pool_acquires_total", &[]), 9.0);
+    assert_eq!(moved("produto_db_pool_acquires_total", &[]), 12.0);
     assert_eq!(
         moved("produto_db_pool_acquire_wait_seconds_count", &[]),
-        9.0
+        12.0
     );
     assert_eq!(moved("produto_db_pool_acquire_timeouts_total", &[]), 0.0);
 
