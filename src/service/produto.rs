@@ -9,7 +9,7 @@ use crate::{
     domain::{Nivel, Senha, Usuario},
     password::{Hasher, Verified},
     pb::{self, produto_service_server::ProdutoService},
-    throttle::{LoginThrottle, Standing},
+    throttle::{Attempt, LoginThrottle},
 };
 
 /// The handlers: parse at the edge, then call the database and the hasher.
@@ -38,21 +38,42 @@ impl ProdutoService for ProdutoSvc {
         &self,
         request: Request<pb::VerificarLoginRequest>,
     ) -> Result<Response<pb::VerificarLoginResponse>, Status> {
-        let peer = request.remote_addr();
+        let caller = self.throttle.caller(&request);
         let req = request.into_inner();
         let usuario = Usuario::parse(req.usuario)?;
         let senha = Senha::parse_login(req.senha)?;
 
-        let standing = self.throttle.standing(&self.db, &usuario).await?;
-        let locked = standing == Standing::Locked;
+        // The attempt counts from here, before the password is looked at.
+        let attempt = self.throttle.begin(&self.db, &usuario, &caller).await?;
+        let pending = self.throttle.pending(&self.db, &usuario, &caller, attempt);
         let credentials = self.db.credentials(&usuario).await?;
-        // An unknown user, or a locked-out one, is verified against the dummy hash: the
+        // An unknown user, or a refused attempt, is verified against the dummy hash: the
         // same work and the same answer as a wrong password.
         let (stored, id, nivel) = match credentials {
-            Some(c) if !locked => (Some(c.senha_hash), c.id, c.nivel),
+            Some(c) if !attempt.is_refused() => (Some(c.senha_hash), c.id, c.nivel),
             _ => (None, 0, 0),
         };
-        let valido = match self.hasher.verify(senha, stored).await? {
+        if stored.is_some() {
+            self.db.stats().record_password_verification();
+        }
+        let verified = self.hasher.verify(senha, stored).await;
+        // From here the outcome reaches the caller: the attempt stays counted.
+        pending.settle();
+        let verified = match verified {
+            Ok(verified) => verified,
+            Err(e) => {
+                // Not checked: the attempt is given back (the error is what the caller sees).
+                if let Err(refund) = self
+                    .throttle
+                    .not_checked(&self.db, &usuario, &caller, attempt)
+                    .await
+                {
+                    tracing::warn!(error = %refund, "could not refund an unchecked login attempt");
+                }
+                return Err(e.into());
+            }
+        };
+        let valido = match verified {
             Verified::No => false,
             Verified::Yes => true,
             Verified::YesRehashed(fresh) => {
@@ -64,12 +85,20 @@ impl ProdutoService for ProdutoSvc {
                 true
             }
         };
-        self.throttle
-            .record(&self.db, &usuario, standing, valido)
-            .await?;
-        if locked {
+        if valido {
+            self.throttle
+                .succeeded(&self.db, &usuario, &caller, attempt)
+                .await?;
+        }
+        if attempt.is_refused() {
             self.db.stats().record_login_throttled();
-            tracing::warn!(%usuario, peer = ?peer, "login refused: too many failed attempts");
+            tracing::warn!(
+                %usuario,
+                identity = %caller.identity,
+                peer = ?caller.peer,
+                limit = if attempt == Attempt::RefusedCaller { "caller" } else { "username" },
+                "login refused: too many attempts"
+            );
         }
         Ok(Response::new(pb::VerificarLoginResponse {
             valido,
