@@ -13,7 +13,7 @@ use tonic::transport::{Certificate, Identity, Server, ServerTlsConfig, server::T
 
 use crate::{
     Config, Error,
-    auth::AdminToken,
+    auth::{AdminToken, CallerAuth},
     db::{Db, ProbeConnection},
     middleware::RpcLayer,
     ops::{admin, metrics::Metrics},
@@ -42,6 +42,7 @@ pub struct Application {
     db: Db,
     hasher: Hasher,
     tls: Option<ServerTlsConfig>,
+    callers: Arc<CallerAuth>,
 }
 
 impl Application {
@@ -56,6 +57,7 @@ impl Application {
         let db = Db::new(&config)?;
         let hasher = Hasher::new(&config)?;
         let tls = tls_config(&config)?;
+        let callers = Arc::new(caller_auth(&config)?);
         let listener = TcpListener::bind(config.addr)
             .await
             .map_err(|e| Error::Startup(format!("cannot listen on {}: {e}", config.addr)))?;
@@ -84,6 +86,7 @@ impl Application {
             db,
             hasher,
             tls,
+            callers,
         })
     }
 
@@ -115,6 +118,7 @@ impl Application {
             db,
             hasher,
             tls,
+            callers,
             ..
         } = self;
 
@@ -185,7 +189,11 @@ impl Application {
                 .map_err(|e| Error::Startup(format!("TLS: {e}")))?;
         }
         let server = builder
-            .layer(RpcLayer::new(metrics.rpc(), config.max_concurrent_calls))
+            .layer(RpcLayer::new(
+                metrics.rpc(),
+                config.max_concurrent_calls,
+                callers,
+            ))
             .add_service(health_server)
             .add_service(reflection_v1)
             .add_service(reflection_v1alpha)
@@ -207,6 +215,12 @@ impl Application {
             stop_tasks.cancel();
             tasks.close();
             tasks.wait().await;
+            // Still serving, already NOT_SERVING: whoever polls readiness has this long to
+            // stop sending before connections are refused.
+            if !config.shutdown_delay.is_zero() {
+                tracing::info!(delay = ?config.shutdown_delay, "not ready; serving on until the listener closes");
+                tokio::time::sleep(config.shutdown_delay).await;
+            }
             stop_serving.cancel();
         };
         tokio::select! {
@@ -232,6 +246,22 @@ impl Application {
         tracing::info!("stopped");
         Ok(())
     }
+}
+
+/// Caller authentication as configured: the tokens file read and checked.
+fn caller_auth(config: &Config) -> Result<CallerAuth, Error> {
+    let tokens = match &config.caller_tokens_file {
+        None => None,
+        Some(path) => Some(std::fs::read_to_string(path).map_err(|e| {
+            Error::Startup(format!(
+                "PRODUTO_CALLER_TOKENS_FILE: cannot read {}: {e}",
+                path.display()
+            ))
+        })?),
+    };
+    let auth = CallerAuth::new(config.caller_auth, tokens.as_deref()).map_err(Error::Startup)?;
+    tracing::info!(?auth, "caller authentication");
+    Ok(auth)
 }
 
 /// Reads the TLS files named in the configuration, if any.

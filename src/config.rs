@@ -70,6 +70,12 @@ pub struct Config {
     #[arg(long, env = "PRODUTO_PROBE_INTERVAL", default_value = "2s", value_parser = humantime::parse_duration)]
     pub probe_interval: Duration,
 
+    /// On shutdown, how long readiness reports NOT_SERVING while the port still serves, before
+    /// the listener closes: balancers and probes that poll (not only Kubernetes, which also
+    /// has the preStop pause) stop sending first. `0s`: close at once.
+    #[arg(long, env = "PRODUTO_SHUTDOWN_DELAY", default_value = "5s", value_parser = humantime::parse_duration)]
+    pub shutdown_delay: Duration,
+
     /// Longest time graceful shutdown waits for in-flight calls before closing connections.
     #[arg(long, env = "PRODUTO_DRAIN_TIMEOUT", default_value = "10s", value_parser = humantime::parse_duration)]
     pub drain_timeout: Duration,
@@ -90,6 +96,17 @@ pub struct Config {
     /// Bearer token that AdicionarUsuario requires. Unset: AdicionarUsuario is refused.
     #[arg(long, env = "PRODUTO_ADMIN_TOKEN", hide_env_values = true)]
     pub admin_token: Option<Secret>,
+
+    /// Require every RPC but health and reflection to name its caller: a token of
+    /// PRODUTO_CALLER_TOKENS_FILE in `authorization: Bearer <token>`, or a client certificate
+    /// (PRODUTO_TLS_CLIENT_CA). Calls without one get UNAUTHENTICATED. Off: callers that do
+    /// present an identity are still named in logs and metrics.
+    #[arg(long, env = "PRODUTO_CALLER_AUTH", default_value_t = false, action = clap::ArgAction::Set)]
+    pub caller_auth: bool,
+
+    /// File of caller tokens (a mounted Secret): one `name token` per line, `#` comments.
+    #[arg(long, env = "PRODUTO_CALLER_TOKENS_FILE")]
+    pub caller_tokens_file: Option<PathBuf>,
 
     /// PEM certificate chain for TLS on the gRPC port (with PRODUTO_TLS_KEY). Unset: plaintext.
     #[arg(long, env = "PRODUTO_TLS_CERT", requires = "tls_key")]
@@ -210,6 +227,12 @@ impl Config {
         }
         if self.tls_client_ca.is_some() && self.tls_cert.is_none() {
             return Err("PRODUTO_TLS_CLIENT_CA needs PRODUTO_TLS_CERT and PRODUTO_TLS_KEY".into());
+        }
+        if self.caller_auth && self.caller_tokens_file.is_none() && self.tls_client_ca.is_none() {
+            return Err(
+                "PRODUTO_CALLER_AUTH needs PRODUTO_CALLER_TOKENS_FILE or PRODUTO_TLS_CLIENT_CA"
+                    .into(),
+            );
         }
         if self.admin_token.as_deref().is_some_and(str::is_empty) {
             return Err("PRODUTO_ADMIN_TOKEN is set but empty; unset it or give a token".into());

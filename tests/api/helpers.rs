@@ -132,6 +132,7 @@ pub fn test_config(database_url: &str) -> Config {
     config.probe_interval = Duration::from_millis(100);
     config.acquire_timeout = Duration::from_secs(2);
     config.drain_timeout = Duration::from_secs(3);
+    config.shutdown_delay = Duration::ZERO;
     config.argon2_m_kib = 1024;
     config.argon2_t = 1;
     config
@@ -301,6 +302,13 @@ impl TestApp {
             self.addr,
             std::mem::replace(&mut self.database, placeholder),
         )
+    }
+
+    /// Sends the shutdown signal without waiting for the server to stop.
+    pub fn begin_stop(&mut self) {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
     }
 
     /// Sends the shutdown signal and waits for the server to stop; returns how long it took.
