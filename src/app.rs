@@ -100,6 +100,11 @@ impl Application {
         self.admin.as_ref().map(|(_, addr)| *addr)
     }
 
+    /// Caller authentication as configured (its `Debug` shows the caller names, never tokens).
+    pub fn callers(&self) -> &CallerAuth {
+        &self.callers
+    }
+
     /// The shared pool, for tests and tools that want to look at it.
     pub fn db(&self) -> &Db {
         &self.db
@@ -154,6 +159,7 @@ impl Application {
             readiness,
             config.probe_interval,
             !config.no_migrate,
+            config.shutdown_delay,
             stop_tasks.clone(),
         ));
         // The admin port outlives the drain (metrics of the drain can still be scraped) and
@@ -215,12 +221,6 @@ impl Application {
             stop_tasks.cancel();
             tasks.close();
             tasks.wait().await;
-            // Still serving, already NOT_SERVING: whoever polls readiness has this long to
-            // stop sending before connections are refused.
-            if !config.shutdown_delay.is_zero() {
-                tracing::info!(delay = ?config.shutdown_delay, "not ready; serving on until the listener closes");
-                tokio::time::sleep(config.shutdown_delay).await;
-            }
             stop_serving.cancel();
         };
         tokio::select! {
@@ -259,9 +259,7 @@ fn caller_auth(config: &Config) -> Result<CallerAuth, Error> {
             ))
         })?),
     };
-    let auth = CallerAuth::new(config.caller_auth, tokens.as_deref()).map_err(Error::Startup)?;
-    tracing::info!(?auth, "caller authentication");
-    Ok(auth)
+    CallerAuth::new(config.caller_auth, tokens.as_deref()).map_err(Error::Startup)
 }
 
 /// Reads the TLS files named in the configuration, if any.
@@ -327,12 +325,14 @@ pub async fn add_user(
 
 /// The background task: applies migrations (or, with `apply_migrations` false, waits until
 /// someone else has applied them), retrying while the database is unreachable; then probes
-/// the database every `interval` and reports readiness, until stopped.
+/// the database every `interval` and reports readiness, until stopped; then reports
+/// NOT_SERVING for `shutdown_delay` before the listener may close.
 async fn supervise(
     db: Db,
     mut readiness: Readiness,
     interval: Duration,
     apply_migrations: bool,
+    shutdown_delay: Duration,
     stop: CancellationToken,
 ) {
     let mut backoff = Duration::from_millis(100);
@@ -346,7 +346,8 @@ async fn supervise(
         };
         tokio::select! {
             () = stop.cancelled() => {
-                readiness.shut_down().await;
+                // Never ready: nobody is sending, no delay needed.
+                readiness.shut_down(Duration::ZERO).await;
                 return;
             }
             result = attempt => match result {
@@ -384,5 +385,5 @@ async fn supervise(
             () = tokio::time::sleep(interval) => {}
         }
     }
-    readiness.shut_down().await;
+    readiness.shut_down(shutdown_delay).await;
 }

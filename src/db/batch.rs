@@ -315,13 +315,25 @@ mod tests {
             db.insert_user(&usuario, "not-a-hash", nivel).await.unwrap();
             (PgDb { admin, name }, db)
         }
+    }
 
-        async fn drop_database(self, db: Db) {
+    /// The database is dropped even when the test fails.
+    impl Drop for PgDb {
+        fn drop(&mut self) {
             use sqlx::{Connection, Executor};
-            db.close(Duration::from_secs(5)).await;
-            let mut conn = sqlx::PgConnection::connect(&self.admin).await.unwrap();
-            let drop = format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", self.name);
-            conn.execute(sqlx::AssertSqlSafe(drop)).await.unwrap();
+            let (admin, name) = (self.admin.clone(), self.name.clone());
+            let _ = std::thread::spawn(move || {
+                let rt = tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                    .unwrap();
+                rt.block_on(async {
+                    let mut conn = sqlx::PgConnection::connect(&admin).await.unwrap();
+                    let drop = format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)");
+                    let _ = conn.execute(sqlx::AssertSqlSafe(drop)).await;
+                });
+            })
+            .join();
         }
     }
 
@@ -360,6 +372,7 @@ mod tests {
             .expect("the lane is free again");
         assert_eq!(nivel.unwrap(), Some(7));
         assert_eq!(batcher.lock().running, 0);
-        pg.drop_database(db).await;
+        db.close(Duration::from_secs(5)).await;
+        drop(pg);
     }
 }

@@ -277,6 +277,7 @@ fn server_command(dir: &Path) -> tokio::process::Command {
             "DATABASE_URL",
             format!("sqlite:{}", dir.join("produto.db").display()),
         )
+        .env("PRODUTO_SHUTDOWN_DELAY", "0s")
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
@@ -421,6 +422,8 @@ async fn json_logs_parse_and_carry_the_request_id() {
         "/produto.v1.ProdutoService/AdicionarUsuario"
     );
     assert_eq!(rpc["code"], "Ok");
+    // Caller authentication is off and the call named no caller.
+    assert_eq!(rpc["span"]["caller"], "anonymous");
     assert!(rpc["latency_ms"].as_f64().unwrap() > 0.0);
     assert!(
         rpc["span"]["peer"]

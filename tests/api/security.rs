@@ -496,3 +496,36 @@ async fn with_caller_authentication_a_client_certificate_names_the_caller() {
     );
     server.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stored_hash_asking_for_4_gib_is_refused_fast_without_the_allocation() {
+    use sqlx::Connection;
+    let app = crate::helpers::spawn_app(Backend::Postgres).await;
+    app.add_user("maria", "senha-forte-1", 3).await.unwrap();
+    app.add_user("joao", "senha-forte-2", 1).await.unwrap();
+    // A row tampered with (or restored from somewhere odd): its hash asks for m=4 GiB.
+    let mut conn = sqlx::PgConnection::connect(&app.database.url)
+        .await
+        .unwrap();
+    let hash: String =
+        sqlx::query_scalar("SELECT senha_hash FROM usuarios WHERE usuario = 'maria'")
+            .fetch_one(&mut conn)
+            .await
+            .unwrap();
+    let planted = hash.replacen("m=1024,", "m=4194304,", 1);
+    assert_ne!(planted, hash);
+    sqlx::query("UPDATE usuarios SET senha_hash = $1 WHERE usuario = 'maria'")
+        .bind(&planted)
+        .execute(&mut conn)
+        .await
+        .unwrap();
+
+    let started = std::time::Instant::now();
+    let err = app.login("maria", "senha-forte-1").await.unwrap_err();
+    let took = started.elapsed();
+    assert_eq!(err.code(), Code::Internal, "{err:?}");
+    assert_eq!(err.message(), "internal error");
+    assert!(took < Duration::from_secs(2), "took {took:?}");
+    // Nothing else is affected.
+    assert_eq!(app.login("joao", "senha-forte-2").await.unwrap(), (true, 1));
+}
