@@ -16,7 +16,14 @@ use std::{
 const LAYERS: &[&[&str]] = &[
     // Generated code, the clients' service config, errors, validated domain types, the
     // readiness flag.
-    &["pb", "service_config", "error", "domain", "telemetry", "ready"],
+    &[
+        "pb",
+        "service_config",
+        "error",
+        "domain",
+        "telemetry",
+        "ready",
+    ],
     // Storage, hashing, the throttle's arithmetic, caller authentication.
     &["db", "password", "throttle", "auth"],
     // Settings: the flags, and the small settings each component takes.

@@ -45,6 +45,15 @@ static SQLITE_MIGRATOR: Migrator = sqlx::migrate!("./migrations/sqlite");
 const PING_IF_IDLE_FOR: Duration = Duration::from_secs(2);
 /// Bound on that ping and on each probe: a half-open connection must not stall a caller.
 const PING_TIMEOUT: Duration = Duration::from_secs(1);
+/// The query timeout is enforced by PostgreSQL itself (`statement_timeout`, see
+/// [`bound_pg_session`]); our own timer waits this much longer (half the query timeout, at
+/// most a second), so that when the database is reachable the server's bound fires first:
+/// the statement really stops, and the connection comes back clean instead of being
+/// discarded while its backend keeps running. Our timer only fires when the server cannot
+/// answer at all (a cut or stalled network).
+fn client_grace(query_timeout: Duration) -> Duration {
+    (query_timeout / 2).min(Duration::from_secs(1))
+}
 /// While the probe says the database is down, callers wait at most this long for a
 /// connection, so an outage answers UNAVAILABLE fast instead of after the full timeout.
 const UNHEALTHY_ACQUIRE_TIMEOUT: Duration = Duration::from_millis(250);
@@ -128,7 +137,15 @@ impl Db {
             if config.batch_nivel {
                 nivel_batch = Some(Arc::new(NivelBatcher::new(config.batch_nivel_lanes)));
             }
-            Backend::Postgres(pool_options(config, &stats).connect_lazy_with(options))
+            let query_timeout = config.query_timeout;
+            let opened = stats.clone();
+            let pool = pool_options::<Postgres>(config, &stats)
+                .after_connect(move |conn, _meta| {
+                    opened.opened.fetch_add(1, Relaxed);
+                    Box::pin(bound_pg_session(conn, query_timeout))
+                })
+                .connect_lazy_with(options);
+            Backend::Postgres(pool)
         } else if url.starts_with("sqlite:") {
             let options = SqliteConnectOptions::from_str(url)
                 .map_err(|e| {
@@ -140,7 +157,16 @@ impl Db {
                 .journal_mode(SqliteJournalMode::Wal)
                 .synchronous(SqliteSynchronous::Normal)
                 .busy_timeout(config.query_timeout);
-            Backend::Sqlite(pool_options(config, &stats).connect_lazy_with(options))
+            // No server to bound: a statement runs in this process, and an abandoned one
+            // ends with its connection (busy_timeout above bounds the wait for the lock).
+            let opened = stats.clone();
+            let pool = pool_options::<Sqlite>(config, &stats)
+                .after_connect(move |_conn, _meta| {
+                    opened.opened.fetch_add(1, Relaxed);
+                    Box::pin(async { Ok(()) })
+                })
+                .connect_lazy_with(options);
+            Backend::Sqlite(pool)
         } else {
             return Err(Error::Startup(
                 "DATABASE_URL must start with postgres://, postgresql:// or sqlite:".into(),
@@ -317,7 +343,16 @@ impl Db {
             name,
             started: Instant::now(),
         };
-        tokio::time::timeout(self.query_timeout, query).await
+        tokio::time::timeout(self.statement_bound(), query).await
+    }
+
+    /// How long our side waits for one statement: on PostgreSQL a little longer than the
+    /// server's own bound (see [`client_grace`]); SQLite runs in process, so exactly it.
+    fn statement_bound(&self) -> Duration {
+        match self.backend {
+            Backend::Postgres(_) => self.query_timeout + client_grace(self.query_timeout),
+            Backend::Sqlite(_) => self.query_timeout,
+        }
     }
 
     /// Classifies a bounded statement's outcome; a connection that timed out or broke is
@@ -329,6 +364,12 @@ impl Db {
     ) -> Result<T, Error> {
         match outcome {
             Ok(Ok(value)) => Ok(value),
+            // PostgreSQL ended the statement at the query timeout: the connection is fine
+            // and goes back to the pool; the caller may retry later.
+            Ok(Err(e)) if is_server_timeout(&e) => Err(Error::Unavailable(format!(
+                "query did not finish within {:?} (ended by the database)",
+                self.query_timeout
+            ))),
             Ok(Err(e)) if is_connection_error(&e) => {
                 lease.discard();
                 Err(Error::Unavailable(e.to_string()).while_database_down(!self.stats.healthy()))
@@ -351,9 +392,11 @@ impl Db {
         let started = Instant::now();
         let ok = match (&self.backend, slot) {
             (Backend::Postgres(pool), ProbeConnection::Postgres(conn)) => {
-                probe_on(pool, conn).await
+                probe_on(pool, conn, |c| bound_pg_session(c, PING_TIMEOUT)).await
             }
-            (Backend::Sqlite(pool), ProbeConnection::Sqlite(conn)) => probe_on(pool, conn).await,
+            (Backend::Sqlite(pool), ProbeConnection::Sqlite(conn)) => {
+                probe_on(pool, conn, |_| Box::pin(async { Ok(()) })).await
+            }
             (_, slot) => {
                 *slot = ProbeConnection::for_backend(&self.backend);
                 return Box::pin(self.probe(slot)).await;
@@ -411,13 +454,22 @@ impl ProbeConnection {
     }
 }
 
-async fn probe_on<DB: Database>(pool: &Pool<DB>, slot: &mut Option<DB::Connection>) -> bool
+async fn probe_on<DB: Database>(
+    pool: &Pool<DB>,
+    slot: &mut Option<DB::Connection>,
+    setup: impl for<'c> FnOnce(&'c mut DB::Connection) -> BoxFuture<'c, Result<(), sqlx::Error>>,
+) -> bool
 where
     for<'c> &'c mut DB::Connection: Executor<'c, Database = DB>,
 {
     if slot.is_none() {
         let options = pool.connect_options();
-        match tokio::time::timeout(PING_TIMEOUT, DB::Connection::connect_with(&options)).await {
+        let connect = async {
+            let mut conn = DB::Connection::connect_with(&options).await?;
+            setup(&mut conn).await?;
+            Ok::<_, sqlx::Error>(conn)
+        };
+        match tokio::time::timeout(PING_TIMEOUT, connect).await {
             Ok(Ok(conn)) => *slot = Some(conn),
             Ok(Err(e)) => {
                 tracing::debug!(error = %e, "probe could not connect");
@@ -472,10 +524,42 @@ impl<DB: Database> Drop for Lease<DB> {
     }
 }
 
-/// Pool settings shared by both backends, with the hooks that count connections and
-/// find dead ones.
+/// Bounds every statement of a PostgreSQL session on the server itself, so that a statement
+/// our side has given up on does not keep running (and holding a backend) after its
+/// connection is gone: `statement_timeout` at the query timeout, `lock_timeout` likewise
+/// (a lock wait says so in its own SQLSTATE), and `idle_in_transaction_session_timeout` at
+/// twice it (a transaction left open ends its session instead of holding its locks).
+/// `SET` statements after connecting rather than the startup `options` parameter, which
+/// PgBouncer refuses.
+fn bound_pg_session(
+    conn: &mut sqlx::PgConnection,
+    query_timeout: Duration,
+) -> BoxFuture<'_, Result<(), sqlx::Error>> {
+    let ms = query_timeout.as_millis().max(1);
+    let idle_ms = ms.saturating_mul(2);
+    // Only integers are formatted into the statement.
+    let sql = format!(
+        "SET statement_timeout = {ms}; SET lock_timeout = {ms}; \
+         SET idle_in_transaction_session_timeout = {idle_ms}"
+    );
+    Box::pin(async move {
+        sqlx::raw_sql(sqlx::AssertSqlSafe(sql))
+            .execute(conn)
+            .await
+            .map(|_| ())
+    })
+}
+
+/// A statement the database ended on its own bound: `query_canceled` (57014, which
+/// `statement_timeout` raises) or `lock_not_available` (55P03, `lock_timeout`).
+fn is_server_timeout(e: &sqlx::Error) -> bool {
+    matches!(e, sqlx::Error::Database(db)
+        if matches!(db.code().as_deref(), Some("57014" | "55P03")))
+}
+
+/// Pool settings shared by both backends, with the hook that finds dead connections (each
+/// backend adds its own `after_connect`, which counts the connection and sets it up).
 fn pool_options<DB: Database>(config: &DbSettings, stats: &Arc<PoolStats>) -> PoolOptions<DB> {
-    let opened = stats.clone();
     let lost = stats.clone();
     PoolOptions::<DB>::new()
         .min_connections(config.min_connections)
@@ -486,10 +570,6 @@ fn pool_options<DB: Database>(config: &DbSettings, stats: &Arc<PoolStats>) -> Po
         // Pinging on every acquire costs a round trip per query; ping only connections that
         // sat idle long enough to have been cut (see before_acquire).
         .test_before_acquire(false)
-        .after_connect(move |_conn, _meta| {
-            opened.opened.fetch_add(1, Relaxed);
-            Box::pin(async { Ok(()) })
-        })
         .before_acquire(move |conn, meta| ping_if_idle::<DB>(conn, meta, lost.clone()))
 }
 
