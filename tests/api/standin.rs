@@ -11,16 +11,26 @@ use std::{
 };
 
 use axum::{
-    Json, Router,
+    Router,
     body::Bytes,
     extract::State,
-    http::{StatusCode, Uri},
+    http::{HeaderMap, StatusCode, Uri, header},
 };
 use serde_json::{Value, json};
 use tokio::{net::TcpListener, sync::Notify, task::JoinHandle};
 
 pub const TOKEN: &str = "123456:stand-in-token";
 pub const BOT_ID: u64 = 1000;
+
+const METHODS: [&str; 7] = [
+    "getMe",
+    "getUpdates",
+    "sendMessage",
+    "deleteMessage",
+    "setMyCommands",
+    "setWebhook",
+    "deleteWebhook",
+];
 
 /// A failure the stand-in answers instead of the real thing.
 #[derive(Debug, Clone, Copy)]
@@ -132,7 +142,8 @@ impl StandIn {
             .collect()
     }
 
-    /// Waits (up to 20 s) until `chat` got `n` replies, and returns them.
+    /// Waits (up to 60 s: teloxide sleeps 10 s after each 5xx) until `chat` got `n` replies,
+    /// and returns them.
     pub async fn wait_for_replies(&self, chat: i64, n: usize) -> Vec<String> {
         self.wait_for(|s| {
             let sent = s.sent_to(chat);
@@ -141,9 +152,9 @@ impl StandIn {
         .await
     }
 
-    /// Waits (up to 20 s) until `check` gives a value.
+    /// Waits (up to 60 s) until `check` gives a value.
     pub async fn wait_for<T>(&self, check: impl Fn(&StandIn) -> Option<T>) -> T {
-        let deadline = Instant::now() + Duration::from_secs(20);
+        let deadline = Instant::now() + Duration::from_secs(60);
         loop {
             if let Some(value) = check(self) {
                 return value;
@@ -191,7 +202,7 @@ fn update_json(inner: &mut Inner, chat: i64, user: u64, text: &str) -> Value {
 }
 
 /// Every Bot API method: `/bot<token>/<method>`.
-async fn api(State(shared): State<Shared>, uri: Uri, body: Bytes) -> (StatusCode, Json<Value>) {
+async fn api(State(shared): State<Shared>, uri: Uri, headers: HeaderMap, body: Bytes) -> Reply {
     let path = uri.path().trim_start_matches('/');
     let Some((token, method)) = path
         .strip_prefix("bot")
@@ -202,7 +213,20 @@ async fn api(State(shared): State<Shared>, uri: Uri, body: Bytes) -> (StatusCode
     if token != TOKEN {
         return error(StatusCode::UNAUTHORIZED, "Unauthorized", None);
     }
-    let body: Value = serde_json::from_slice(&body).unwrap_or(json!({}));
+    // Method names are case-insensitive (teloxide sends `GetMe`); record the documented spelling.
+    let Some(method) = METHODS.iter().find(|m| m.eq_ignore_ascii_case(method)) else {
+        return error(StatusCode::NOT_FOUND, "Not Found: method not found", None);
+    };
+    let method = *method;
+    let content_type = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default();
+    let body = match content_type.split_once("boundary=") {
+        // teloxide sends setWebhook as a form (it may carry a certificate file).
+        Some((_, boundary)) => form_fields(&String::from_utf8_lossy(&body), boundary),
+        None => serde_json::from_slice(&body).unwrap_or(json!({})),
+    };
     let fault = {
         let mut inner = shared.inner.lock().unwrap();
         let fault = inner.faults.get_mut(method).and_then(VecDeque::pop_front);
@@ -254,10 +278,28 @@ async fn api(State(shared): State<Shared>, uri: Uri, body: Bytes) -> (StatusCode
                 "text": body["text"],
             })
         }
-        "deleteMessage" | "setMyCommands" | "setWebhook" | "deleteWebhook" => json!(true),
-        _ => return error(StatusCode::NOT_FOUND, "Not Found: method not found", None),
+        _ => json!(true),
     };
-    (StatusCode::OK, Json(json!({"ok": true, "result": result})))
+    reply(StatusCode::OK, &json!({"ok": true, "result": result}))
+}
+
+/// The text fields of a multipart/form-data body, as a JSON object of strings.
+fn form_fields(body: &str, boundary: &str) -> Value {
+    let mut fields = serde_json::Map::new();
+    for part in body.split(&format!("--{boundary}")) {
+        let Some((head, value)) = part.split_once("\r\n\r\n") else {
+            continue;
+        };
+        let Some(name) = head
+            .split("name=\"")
+            .nth(1)
+            .and_then(|rest| rest.split('"').next())
+        else {
+            continue;
+        };
+        fields.insert(name.to_owned(), json!(value.trim_end_matches("\r\n")));
+    }
+    Value::Object(fields)
 }
 
 /// Drops the updates the offset confirms, then answers the rest, waiting up to the request's
@@ -283,14 +325,21 @@ async fn get_updates(shared: &Shared, body: &Value) -> Value {
     }
 }
 
-fn error(
-    status: StatusCode,
-    description: &str,
-    parameters: Option<Value>,
-) -> (StatusCode, Json<Value>) {
+fn error(status: StatusCode, description: &str, parameters: Option<Value>) -> Reply {
     let mut body = json!({"ok": false, "error_code": status.as_u16(), "description": description});
     if let Some(parameters) = parameters {
         body["parameters"] = parameters;
     }
-    (status, Json(body))
+    reply(status, &body)
+}
+
+/// A Bot API answer: a status and a JSON body.
+type Reply = (StatusCode, [(header::HeaderName, &'static str); 1], String);
+
+fn reply(status: StatusCode, body: &Value) -> Reply {
+    (
+        status,
+        [(header::CONTENT_TYPE, "application/json")],
+        body.to_string(),
+    )
 }

@@ -70,6 +70,11 @@ impl TelegramBot {
     }
 
     async fn start(config: BotConfig, webhook: Option<TcpListener>) -> TelegramBot {
+        // The bot's logs in the test's output, for a failure's diagnosis.
+        let _ = tracing_subscriber::fmt()
+            .with_test_writer()
+            .with_env_filter("produto::bot=debug")
+            .try_init();
         let admin = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let admin_addr = admin.local_addr().unwrap();
         let webhook_addr = webhook.as_ref().map(|l| l.local_addr().unwrap());
@@ -95,6 +100,10 @@ impl TelegramBot {
     async fn wait_until_ready(&self) {
         let deadline = Instant::now() + Duration::from_secs(20);
         while http_get(self.admin, "/readyz").await.0 != 200 {
+            assert!(
+                !self.task.is_finished(),
+                "the bot ended before it was ready"
+            );
             assert!(Instant::now() < deadline, "the bot never became ready");
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
@@ -306,9 +315,16 @@ async fn retry_after_and_server_errors_from_telegram_lose_no_reply() {
     let standin = StandIn::start().await;
     let bot = TelegramBot::polling(app.addr, &standin).await;
 
-    // The next poll fails with a 500, then a 429; the first reply gets a 429, the second a 500.
+    // The next polls fail with a 500, then a 429; the messages are queued while the first
+    // fails, so they come through the failures. The first reply gets a 429, the second a 500.
     standin.fail("getUpdates", &[Fault::ServerError, Fault::RetryAfter(1)]);
     standin.fail("sendMessage", &[Fault::RetryAfter(1), Fault::ServerError]);
+    standin
+        .wait_for(|s| {
+            let polls = s.calls("getUpdates");
+            polls.iter().any(|c| c.status == 500).then_some(())
+        })
+        .await;
     standin.message(ANA_CHAT, ANA, "/ajuda");
     standin.message(ANA_CHAT, ANA, "/logout");
     let replies = standin.wait_for_replies(ANA_CHAT, 2).await;
