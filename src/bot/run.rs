@@ -101,8 +101,36 @@ pub async fn run(
     });
     tracing::info!(transport = mode.name(), "produto-bot starting");
     bot.check_service().await;
-    let result = match mode {
+    let result = run_transport(config, mode, bot, transport, listeners.webhook, &stop).await;
+    stop.cancel();
+    if let Some(admin) = admin {
+        let _ = admin.await;
+    }
+    result
+}
+
+/// Runs the chosen transport until it ends or `stop` is cancelled.
+async fn run_transport(
+    config: &BotConfig,
+    mode: Mode,
+    bot: Arc<Bot>,
+    transport: Arc<TransportState>,
+    webhook: Option<TcpListener>,
+    stop: &CancellationToken,
+) -> Result<(), String> {
+    #[cfg(feature = "bot")]
+    let telegram = |token| {
+        super::telegram::Telegram::new(
+            &config.telegram,
+            token,
+            bot.clone(),
+            transport.clone(),
+            stop.clone(),
+        )
+    };
+    match mode {
         Mode::Stdin => {
+            let _ = (config, webhook);
             transport.set_ready(true);
             tokio::select! {
                 () = stop.cancelled() => Ok(()),
@@ -112,34 +140,12 @@ pub async fn run(
             }
         }
         #[cfg(feature = "bot")]
-        Mode::Polling(token) => {
-            let telegram = super::telegram::Telegram::new(
-                &config.telegram,
-                token,
-                bot.clone(),
-                transport,
-                stop.clone(),
-            )?;
-            super::telegram::polling::run(&telegram).await
-        }
+        Mode::Polling(token) => super::telegram::polling::run(&telegram(token)?).await,
         #[cfg(feature = "bot")]
         Mode::Webhook(token, url, secret) => {
-            let listener = listeners
-                .webhook
-                .ok_or("webhook mode without a webhook listener")?;
-            let telegram = super::telegram::Telegram::new(
-                &config.telegram,
-                token,
-                bot.clone(),
-                transport,
-                stop.clone(),
-            )?;
-            super::telegram::webhook::run(Arc::new(telegram), listener, url, secret).await
+            let listener = webhook.ok_or("webhook mode without a webhook listener")?;
+            let telegram = Arc::new(telegram(token)?);
+            super::telegram::webhook::run(telegram, listener, url, secret).await
         }
-    };
-    stop.cancel();
-    if let Some(admin) = admin {
-        let _ = admin.await;
     }
-    result
 }

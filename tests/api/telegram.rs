@@ -471,3 +471,51 @@ async fn a_user_sending_too_fast_is_told_once_and_then_ignored() {
     assert_eq!(standin.sent_to(ANA_CHAT).len(), 3);
     bot.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_binary_on_sigterm_finishes_confirms_and_exits_0_without_logging_the_token() {
+    let app = app_with_users().await;
+    let standin = StandIn::start().await;
+    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_produto-bot"))
+        .env("PRODUTO_SERVER", format!("http://{}", app.addr))
+        .env("PRODUTO_BOT_TELEGRAM_TOKEN", standin::TOKEN)
+        .env("PRODUTO_BOT_TELEGRAM_API_URL", standin.url())
+        .env("PRODUTO_BOT_POLL_TIMEOUT", "1s")
+        .env("PRODUTO_BOT_ADMIN_ADDR", "")
+        // Everything the bot and its libraries log, to check that the token is not among it.
+        .env("RUST_LOG", "debug")
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("start produto-bot");
+    standin.message(ANA_CHAT, ANA, "/login maria senha-da-maria");
+    let replies = standin.wait_for_replies(ANA_CHAT, 1).await;
+    assert!(replies[0].starts_with("Olá, maria!"), "{replies:?}");
+
+    let pid = child.id().unwrap().to_string();
+    let sent = std::process::Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .unwrap();
+    assert!(sent.success());
+    let status = tokio::time::timeout(Duration::from_secs(20), child.wait())
+        .await
+        .expect("the bot exits in time after SIGTERM")
+        .unwrap();
+    let mut stderr = String::new();
+    child
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut stderr)
+        .await
+        .unwrap();
+    assert!(status.success(), "{status:?}\n{stderr}");
+    assert!(stderr.contains("polling stopped"), "{stderr}");
+    assert_eq!(standin.unconfirmed(), 0, "the handled update was confirmed");
+    for secret in [standin::TOKEN, "senha-da-maria"] {
+        assert!(!stderr.contains(secret), "{secret} in the logs:\n{stderr}");
+    }
+}
