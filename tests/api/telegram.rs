@@ -23,7 +23,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::{
     helpers::{ADMIN_TOKEN, Backend, TestApp, spawn_app, spawn_on},
-    ops::http_get,
+    http::http_get,
     standin::{self, Fault, StandIn},
 };
 
