@@ -1,7 +1,9 @@
 # syntax=docker/dockerfile:1
-# produto-server: built with the Rust image, run on distroless (glibc and libgcc only, no
-# shell) as the non-root user 65532. build.rs uses a vendored protoc: nothing to install.
+# produto-server and produto-bot: built with the Rust image, run on distroless (glibc and
+# libgcc only, no shell) as the non-root user 65532. build.rs uses a vendored protoc: nothing to
+# install. The last stage is the server; the bot is the `bot` stage:
 #   docker build --build-arg PRODUTO_GIT_COMMIT=$(git rev-parse --short=12 HEAD) -t produto-server .
+#   docker build --target bot -t produto-bot .
 
 FROM rust:1.94-slim-bookworm AS build
 WORKDIR /src
@@ -11,8 +13,16 @@ ARG PRODUTO_GIT_COMMIT=unknown
 ENV PRODUTO_GIT_COMMIT=${PRODUTO_GIT_COMMIT}
 RUN --mount=type=cache,target=/usr/local/cargo/registry \
     --mount=type=cache,target=/src/target \
-    cargo build --release --locked --bin produto-server \
-    && cp target/release/produto-server /produto-server
+    cargo build --release --locked --bin produto-server --bin produto-bot \
+    && cp target/release/produto-server target/release/produto-bot /
+
+# The chat bot: Telegram (token from PRODUTO_BOT_TELEGRAM_TOKEN or _FILE), admin port 9091.
+FROM gcr.io/distroless/cc-debian12:nonroot AS bot
+COPY --from=build /produto-bot /usr/local/bin/produto-bot
+USER 65532:65532
+# The admin HTTP port (/health, /livez, /readyz, /metrics), and the webhook's (webhook mode).
+EXPOSE 9091 8443
+ENTRYPOINT ["/usr/local/bin/produto-bot"]
 
 FROM gcr.io/distroless/cc-debian12:nonroot
 COPY --from=build /produto-server /usr/local/bin/produto-server

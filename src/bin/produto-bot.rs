@@ -1,31 +1,66 @@
-//! produto-bot: the chat bot on a terminal. Reads chat messages from stdin, one per line,
-//! writes each reply to stdout followed by an empty line, and exits 0 at the end of input.
+//! produto-bot: the chat bot. With a Telegram token it talks Telegram until SIGTERM or Ctrl-C
+//! (then exits 0); without one it reads chat messages from stdin, one per line, writes each
+//! reply to stdout followed by an empty line, and exits 0 at the end of input.
 
 use std::process::ExitCode;
 
 use clap::Parser;
 use produto::{
-    bot::{Bot, BotConfig, stdio},
+    bot::{
+        BotConfig,
+        run::{self, Listeners},
+    },
     telemetry,
 };
+use tokio_util::sync::CancellationToken;
 
-#[tokio::main(flavor = "current_thread")]
+#[tokio::main]
 async fn main() -> ExitCode {
     let config = BotConfig::parse();
     telemetry::init(config.log_format);
-    let bot = match Bot::build(&config) {
-        Ok(bot) => bot,
-        Err(e) => {
-            eprintln!("produto-bot: {e}");
-            return ExitCode::FAILURE;
+    let stop = CancellationToken::new();
+    tokio::spawn({
+        let stop = stop.clone();
+        async move {
+            shutdown_signal().await;
+            tracing::info!("shutdown signal received; finishing the update in hand");
+            stop.cancel();
         }
+    });
+    let result = match Listeners::bind(&config).await {
+        Ok(listeners) => run::run(&config, listeners, stop).await,
+        Err(e) => Err(e),
     };
-    bot.check_service().await;
-    match stdio::run(&bot, tokio::io::stdin(), tokio::io::stdout()).await {
+    match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("produto-bot: {e}");
             ExitCode::FAILURE
         }
+    }
+}
+
+/// Completes on SIGTERM (what Kubernetes sends) or Ctrl-C.
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        if let Err(e) = tokio::signal::ctrl_c().await {
+            tracing::error!(error = %e, "cannot listen for Ctrl-C");
+            std::future::pending::<()>().await;
+        }
+    };
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut term) => {
+                term.recv().await;
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "cannot listen for SIGTERM");
+                std::future::pending::<()>().await;
+            }
+        }
+    };
+    tokio::select! {
+        () = ctrl_c => {}
+        () = terminate => {}
     }
 }

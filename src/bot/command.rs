@@ -80,16 +80,23 @@ pub const USAGE_ADICIONAR: &str = "/adicionar <usuario> <senha> <nivel>";
 pub const USAGE_STATUS: &str = "/status";
 pub const USAGE_LOGOUT: &str = "/logout";
 
+/// Whether a message is a `/login` or `/adicionar`, well formed or not: such a message may
+/// hold a password, so a chat transport deletes it (or refuses it where others can read it).
+pub fn names_a_password_command(message: &str) -> bool {
+    command_name(message).is_some_and(|name| name == "login" || name == "adicionar")
+}
+
+/// The `/word` a message starts with, lowercased, without a `@bot` suffix.
+fn command_name(message: &str) -> Option<String> {
+    let name = message.split_whitespace().next()?.strip_prefix('/')?;
+    // In chat groups a command may name its bot: `/nivel@produto_bot`.
+    Some(name.split_once('@').map_or(name, |(n, _)| n).to_lowercase())
+}
+
 /// Parses one chat message.
 pub fn parse(message: &str) -> Result<Command, ParseError> {
-    let mut words = message.split_whitespace();
-    let name = words
-        .next()
-        .and_then(|w| w.strip_prefix('/'))
-        .ok_or(ParseError::NotACommand)?;
-    // In chat groups a command may name its bot: `/nivel@produto_bot`.
-    let name = name.split_once('@').map_or(name, |(n, _)| n).to_lowercase();
-    let args: Vec<&str> = words.collect();
+    let name = command_name(message).ok_or(ParseError::NotACommand)?;
+    let args: Vec<&str> = message.split_whitespace().skip(1).collect();
     match (name.as_str(), args.as_slice()) {
         // `/start` may carry a payload from a chat platform's deep link: ignore arguments.
         ("start" | "ajuda" | "help", _) => Ok(Command::Ajuda),
@@ -178,6 +185,21 @@ mod tests {
         assert_eq!(parse(""), Err(ParseError::NotACommand));
         assert_eq!(parse("/"), Err(ParseError::Unknown));
         assert_eq!(parse("/sudo rm"), Err(ParseError::Unknown));
+    }
+
+    #[test]
+    fn password_commands_are_recognised_even_when_malformed() {
+        for message in [
+            "/login maria s3nha",
+            "/LOGIN@produto_bot maria",
+            " /adicionar bob s3nha x y",
+            "/adicionar",
+        ] {
+            assert!(names_a_password_command(message), "{message}");
+        }
+        for message in ["/nivel", "login maria s3nha", "/logout", "", "/"] {
+            assert!(!names_a_password_command(message), "{message}");
+        }
     }
 
     #[test]

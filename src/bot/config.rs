@@ -6,8 +6,10 @@ use clap::Parser;
 
 use crate::telemetry::LogFormat;
 
-/// produto-bot: a chat bot over the produto service. Reads chat messages, one per line, from
-/// standard input and writes each reply to standard output, followed by an empty line.
+/// produto-bot: a chat bot over the produto service. With a Telegram token it talks Telegram
+/// (long polling, or a webhook when PRODUTO_BOT_WEBHOOK_URL is set); without one it reads chat
+/// messages from standard input, one per line, and writes each reply to standard output,
+/// followed by an empty line.
 #[derive(Clone, Parser)]
 #[command(name = "produto-bot", version)]
 pub struct BotConfig {
@@ -44,6 +46,15 @@ pub struct BotConfig {
     /// Lowest level that counts as an admin (/adicionar, /nivel <usuario>).
     #[arg(long, env = "PRODUTO_BOT_ADMIN_NIVEL", default_value_t = 2)]
     pub admin_nivel: i32,
+
+    /// Address of the bot's admin HTTP port (/health, /livez, /readyz, /metrics); empty
+    /// switches it off.
+    #[arg(long, env = "PRODUTO_BOT_ADMIN_ADDR", default_value = "0.0.0.0:9091")]
+    pub admin_addr: String,
+
+    #[cfg(feature = "bot")]
+    #[command(flatten)]
+    pub telegram: super::telegram::TelegramConfig,
 
     /// Log format: `text` or `json`. Logs go to stderr (levels from RUST_LOG, default
     /// `info`); stdout carries only replies.
@@ -87,6 +98,7 @@ impl std::fmt::Debug for BotConfig {
             .field("timeout", &self.timeout)
             .field("admin_token", &self.admin_token.as_ref().map(|_| "***"))
             .field("admin_nivel", &self.admin_nivel)
+            .field("admin_addr", &self.admin_addr)
             .field("log_format", &self.log_format)
             .finish()
     }

@@ -4,8 +4,8 @@
 use std::{
     collections::HashMap,
     future::Future,
-    sync::{Mutex, MutexGuard, PoisonError},
-    time::Duration,
+    sync::{Arc, Mutex, MutexGuard, PoisonError},
+    time::{Duration, Instant},
 };
 
 use tonic::{
@@ -20,6 +20,7 @@ use tonic_health::pb::{
 use super::{
     BotConfig, ChatId,
     command::{self, Command, Secret},
+    metrics::{BotMetrics, Outcome},
     reply,
 };
 use crate::{
@@ -48,6 +49,40 @@ pub enum ServiceHealth {
     Unreachable(Status),
 }
 
+/// One chat message, with who sent it and where.
+#[derive(Debug, Clone, Copy)]
+pub struct Incoming<'a> {
+    /// Whose login state the message uses: the chat on stdin, the user on Telegram (so that
+    /// a user logged in privately is not logged in for a whole group, and the other way round).
+    pub session: ChatId,
+    /// Who typed it, sent to the service as `produto-end-user` (e.g. `telegram:42`); `None`
+    /// sends nothing.
+    pub end_user: Option<&'a str>,
+    /// Whether others can read the chat (a group): commands holding a password are refused
+    /// there.
+    pub shared_chat: bool,
+    pub text: &'a str,
+}
+
+/// What came of one message.
+#[derive(Debug)]
+pub struct Handled {
+    pub reply: String,
+    /// The command's name (`None`: not a command), for metrics.
+    pub command: Option<&'static str>,
+    pub outcome: Outcome,
+    /// The message may hold a password (`/login`, `/adicionar`, even malformed): a transport
+    /// that can should delete it from the chat.
+    pub held_password: bool,
+}
+
+/// The per-message context the calls need.
+struct Caller {
+    session: ChatId,
+    /// The `produto-end-user` value, already validated as metadata.
+    end_user: Option<MetadataValue<Ascii>>,
+}
+
 /// The chat handler. Cheap to share (`&Bot` from any task); clients are cloned per call.
 pub struct Bot {
     produto: ProdutoServiceClient<Channel>,
@@ -63,6 +98,26 @@ pub struct Bot {
     admin_token: Option<MetadataValue<Ascii>>,
     admin_nivel: i32,
     sessions: Mutex<HashMap<ChatId, Session>>,
+    metrics: Arc<BotMetrics>,
+}
+
+/// The metadata key that names the chat user a call is made for.
+pub const END_USER_HEADER: &str = "produto-end-user";
+
+/// The reply to a failed call, and its outcome.
+fn service_error(status: &Status) -> (String, Outcome) {
+    let outcome = match status.code() {
+        Code::Unavailable | Code::DeadlineExceeded | Code::Cancelled | Code::ResourceExhausted => {
+            Outcome::Unavailable
+        }
+        Code::NotFound
+        | Code::AlreadyExists
+        | Code::InvalidArgument
+        | Code::Unauthenticated
+        | Code::PermissionDenied => Outcome::Refused,
+        _ => Outcome::Failed,
+    };
+    (reply::service_error(status), outcome)
 }
 
 /// TLS settings for an `https://` server: the CA to trust (or the system's web roots) and,
@@ -118,32 +173,90 @@ impl Bot {
             admin_token,
             admin_nivel: config.admin_nivel,
             sessions: Mutex::new(HashMap::new()),
+            metrics: Arc::new(BotMetrics::default()),
         })
     }
 
-    /// Answers one chat message. Never fails: errors become replies.
-    #[tracing::instrument(skip_all, fields(chat = chat.0))]
+    /// Answers one chat message from a private chat with no known user. Never fails: errors
+    /// become replies.
     pub async fn handle(&self, chat: ChatId, message: &str) -> String {
-        let command = match command::parse(message) {
+        self.handle_incoming(Incoming {
+            session: chat,
+            end_user: None,
+            shared_chat: false,
+            text: message,
+        })
+        .await
+        .reply
+    }
+
+    /// Answers one chat message, saying what came of it. The one place commands are run;
+    /// every transport comes here.
+    #[tracing::instrument(skip_all, fields(session = incoming.session.0, end_user = incoming.end_user))]
+    pub async fn handle_incoming(&self, incoming: Incoming<'_>) -> Handled {
+        let held_password = command::names_a_password_command(incoming.text);
+        let (command, reply, outcome) = self.run(incoming, held_password).await;
+        self.metrics.command(command.unwrap_or("none"), outcome);
+        Handled {
+            reply,
+            command,
+            outcome,
+            held_password,
+        }
+    }
+
+    async fn run(
+        &self,
+        incoming: Incoming<'_>,
+        held_password: bool,
+    ) -> (Option<&'static str>, String, Outcome) {
+        let command = match command::parse(incoming.text) {
             Ok(command) => command,
-            Err(e) => return reply::parse_error(e),
+            Err(e) => {
+                let reply = if held_password && incoming.shared_chat {
+                    reply::PASSWORD_IN_GROUP.into()
+                } else {
+                    reply::parse_error(e)
+                };
+                return (None, reply, Outcome::Invalid);
+            }
         };
-        tracing::debug!(command = command.name(), "command");
-        match command {
-            Command::Ajuda => reply::HELP.into(),
-            Command::Login { usuario, senha } => self.login(chat, usuario, senha).await,
-            Command::Nivel { usuario } => self.nivel(chat, usuario).await,
+        let name = command.name();
+        tracing::debug!(command = name, "command");
+        if held_password && incoming.shared_chat {
+            return (
+                Some(name),
+                reply::PASSWORD_IN_GROUP.into(),
+                Outcome::Refused,
+            );
+        }
+        let caller = Caller {
+            session: incoming.session,
+            // An identity that cannot be metadata (not ASCII) is not sent rather than mangled.
+            end_user: incoming.end_user.and_then(|u| u.parse().ok()),
+        };
+        let (reply, outcome) = match command {
+            Command::Ajuda => (reply::HELP.into(), Outcome::Ok),
+            Command::Login { usuario, senha } => self.login(&caller, usuario, senha).await,
+            Command::Nivel { usuario } => self.nivel(&caller, usuario).await,
             Command::Adicionar {
                 usuario,
                 senha,
                 nivel,
-            } => self.adicionar(chat, usuario, senha, nivel).await,
-            Command::Status => self.status().await,
+            } => self.adicionar(&caller, usuario, senha, nivel).await,
+            Command::Status => self.status(&caller).await,
             Command::Logout => {
-                let session = self.sessions().remove(&chat);
-                reply::logged_out(session.as_ref().map(|s| s.usuario.as_str()))
+                let session = self.sessions().remove(&caller.session);
+                let reply = reply::logged_out(session.as_ref().map(|s| s.usuario.as_str()));
+                (reply, Outcome::Ok)
             }
-        }
+        };
+        (Some(name), reply, outcome)
+    }
+
+    /// The bot's metrics, for a transport to count into and an admin page to expose.
+    pub fn metrics(&self) -> &Arc<BotMetrics> {
+        &self.metrics
     }
 
     /// Asks the service whether it is ready, and logs the answer: for the start of a
@@ -166,11 +279,38 @@ impl Bot {
 
     /// The service's readiness, without logging.
     pub async fn readiness(&self) -> ServiceHealth {
+        self.readiness_for(None).await
+    }
+
+    /// The service's readiness and its pool's figures (`None` when PoolStatus failed), asked
+    /// at once: for `/status` and the bot's health page.
+    pub async fn service_snapshot(
+        &self,
+    ) -> (ServiceHealth, Result<pb::PoolStatusResponse, Status>) {
+        self.snapshot_for(None).await
+    }
+
+    async fn snapshot_for(
+        &self,
+        end_user: Option<&MetadataValue<Ascii>>,
+    ) -> (ServiceHealth, Result<pb::PoolStatusResponse, Status>) {
+        let mut pool = self.pool.clone();
+        let request = self.request(pb::PoolStatusRequest {}, end_user);
+        tokio::join!(
+            self.readiness_for(end_user),
+            self.call("PoolStatus", pool.pool_status(request))
+        )
+    }
+
+    async fn readiness_for(&self, end_user: Option<&MetadataValue<Ascii>>) -> ServiceHealth {
         let mut health = self.health.clone();
-        let request = self.request(HealthCheckRequest {
-            service: String::new(),
-        });
-        match self.call(health.check(request)).await {
+        let request = self.request(
+            HealthCheckRequest {
+                service: String::new(),
+            },
+            end_user,
+        );
+        match self.call("Check", health.check(request)).await {
             Ok(r) if r.status == ServingStatus::Serving as i32 => ServiceHealth::Ready,
             Ok(_) => ServiceHealth::NotReady,
             // A server that has not registered `""` (yet) is not ready either.
@@ -179,96 +319,118 @@ impl Bot {
         }
     }
 
-    async fn login(&self, chat: ChatId, usuario: String, senha: Secret) -> String {
+    async fn login(&self, caller: &Caller, usuario: String, senha: Secret) -> (String, Outcome) {
         let mut client = self.produto.clone();
-        let request = self.request(pb::VerificarLoginRequest {
-            usuario: usuario.clone(),
-            senha: senha.into_string(),
-        });
-        match self.call(client.verificar_login(request)).await {
+        let request = self.request(
+            pb::VerificarLoginRequest {
+                usuario: usuario.clone(),
+                senha: senha.into_string(),
+            },
+            caller.end_user.as_ref(),
+        );
+        match self
+            .call("VerificarLogin", client.verificar_login(request))
+            .await
+        {
             Ok(r) if r.valido => {
                 let admin = self.is_admin(r.nivel);
                 let text = reply::logged_in(&usuario, r.nivel, admin);
                 tracing::info!(%usuario, nivel = r.nivel, "chat logged in");
                 self.sessions().insert(
-                    chat,
+                    caller.session,
                     Session {
                         usuario,
                         nivel: r.nivel,
                     },
                 );
-                text
+                (text, Outcome::Ok)
             }
             // The same reply for a wrong password and an unknown user, as the service's.
-            Ok(_) => reply::LOGIN_FAILED.into(),
-            Err(status) => reply::service_error(&status),
+            Ok(_) => (reply::LOGIN_FAILED.into(), Outcome::Refused),
+            Err(status) => service_error(&status),
         }
     }
 
-    async fn nivel(&self, chat: ChatId, usuario: Option<String>) -> String {
-        let Some(session) = self.session(chat) else {
-            return reply::NOT_LOGGED_IN.into();
+    async fn nivel(&self, caller: &Caller, usuario: Option<String>) -> (String, Outcome) {
+        let Some(session) = self.session(caller.session) else {
+            return (reply::NOT_LOGGED_IN.into(), Outcome::Refused);
         };
         let own = usuario.as_deref().is_none_or(|u| u == session.usuario);
         if !own && !self.is_admin(session.nivel) {
-            return reply::admins_only("ver o nível de outros usuários", self.admin_nivel);
+            let reply = reply::admins_only("ver o nível de outros usuários", self.admin_nivel);
+            return (reply, Outcome::Refused);
         }
         let target = usuario.unwrap_or_else(|| session.usuario.clone());
         let mut client = self.produto.clone();
-        let request = self.request(pb::ObterNivelRequest {
-            usuario: target.clone(),
-        });
-        match self.call(client.obter_nivel(request)).await {
+        let request = self.request(
+            pb::ObterNivelRequest {
+                usuario: target.clone(),
+            },
+            caller.end_user.as_ref(),
+        );
+        match self.call("ObterNivel", client.obter_nivel(request)).await {
             Ok(r) if own => {
                 // Keep the session's level fresh, unless the chat logged in as someone
                 // else in the meantime.
-                if let Some(s) = self.sessions().get_mut(&chat)
+                if let Some(s) = self.sessions().get_mut(&caller.session)
                     && s.usuario == session.usuario
                 {
                     s.nivel = r.nivel;
                 }
-                reply::own_nivel(r.nivel, self.is_admin(r.nivel))
+                (
+                    reply::own_nivel(r.nivel, self.is_admin(r.nivel)),
+                    Outcome::Ok,
+                )
             }
-            Ok(r) => reply::nivel_of(&target, r.nivel),
-            Err(status) => reply::service_error(&status),
+            Ok(r) => (reply::nivel_of(&target, r.nivel), Outcome::Ok),
+            Err(status) => service_error(&status),
         }
     }
 
-    async fn adicionar(&self, chat: ChatId, usuario: String, senha: Secret, nivel: i32) -> String {
+    async fn adicionar(
+        &self,
+        caller: &Caller,
+        usuario: String,
+        senha: Secret,
+        nivel: i32,
+    ) -> (String, Outcome) {
         // Refused here, before any call, unless an admin is logged in on this chat.
-        let Some(session) = self.session(chat) else {
-            return reply::NOT_LOGGED_IN.into();
+        let Some(session) = self.session(caller.session) else {
+            return (reply::NOT_LOGGED_IN.into(), Outcome::Refused);
         };
         if !self.is_admin(session.nivel) {
-            return reply::admins_only("adicionar usuários", self.admin_nivel);
+            let reply = reply::admins_only("adicionar usuários", self.admin_nivel);
+            return (reply, Outcome::Refused);
         }
         let Some(token) = &self.admin_token else {
-            return reply::NO_ADMIN_TOKEN.into();
+            return (reply::NO_ADMIN_TOKEN.into(), Outcome::Refused);
         };
-        let mut request = self.request(pb::AdicionarUsuarioRequest {
-            usuario: usuario.clone(),
-            senha: senha.into_string(),
-            nivel,
-        });
+        let mut request = self.request(
+            pb::AdicionarUsuarioRequest {
+                usuario: usuario.clone(),
+                senha: senha.into_string(),
+                nivel,
+            },
+            caller.end_user.as_ref(),
+        );
         request
             .metadata_mut()
             .insert("authorization", token.clone());
         let mut client = self.produto.clone();
-        match self.call(client.adicionar_usuario(request)).await {
+        match self
+            .call("AdicionarUsuario", client.adicionar_usuario(request))
+            .await
+        {
             Ok(r) => {
                 tracing::info!(by = %session.usuario, %usuario, nivel, id = r.id, "user added");
-                reply::added(&usuario, nivel, r.id)
+                (reply::added(&usuario, nivel, r.id), Outcome::Ok)
             }
-            Err(status) => reply::service_error(&status),
+            Err(status) => service_error(&status),
         }
     }
 
-    async fn status(&self) -> String {
-        let mut pool = self.pool.clone();
-        let (health, pool) = tokio::join!(
-            self.readiness(),
-            self.call(pool.pool_status(self.request(pb::PoolStatusRequest {})))
-        );
+    async fn status(&self, caller: &Caller) -> (String, Outcome) {
+        let (health, pool) = self.snapshot_for(caller.end_user.as_ref()).await;
         let ready = match health {
             ServiceHealth::Ready => Some(true),
             ServiceHealth::NotReady => Some(false),
@@ -276,27 +438,36 @@ impl Bot {
                 if let Err(pool_status) = &pool {
                     // Nothing answered: the service is away.
                     tracing::debug!(health = ?status.code(), pool = ?pool_status.code(), "status: no answer");
-                    return reply::service_error(pool_status);
+                    return service_error(pool_status);
                 }
                 None
             }
         };
-        reply::status(ready, pool.ok().as_ref())
+        (reply::status(ready, pool.ok().as_ref()), Outcome::Ok)
     }
 
-    /// A request carrying the per-call deadline.
-    fn request<T>(&self, message: T) -> Request<T> {
+    /// A request carrying the per-call deadline and, when known, who asked.
+    fn request<T>(&self, message: T, end_user: Option<&MetadataValue<Ascii>>) -> Request<T> {
         let mut request = Request::new(message);
         request.set_timeout(self.timeout);
+        if let Some(end_user) = end_user {
+            request
+                .metadata_mut()
+                .insert(END_USER_HEADER, end_user.clone());
+        }
         request
     }
 
     /// Awaits a call within the backstop, logging failures that are not the user's doing.
     async fn call<T>(
         &self,
+        method: &'static str,
         call: impl Future<Output = Result<Response<T>, Status>>,
     ) -> Result<T, Status> {
-        let result = match tokio::time::timeout(self.backstop, call).await {
+        let started = Instant::now();
+        let result = tokio::time::timeout(self.backstop, call).await;
+        self.metrics.service_call(method, started.elapsed());
+        let result = match result {
             Ok(result) => result,
             Err(_) => Err(Status::deadline_exceeded(
                 "no answer from the service in time",

@@ -22,6 +22,11 @@ pub const LOGIN_FAILED: &str = "Usuário ou senha incorretos.";
 pub const NOT_LOGGED_IN: &str = "Você não está logado. Use /login <usuario> <senha>.";
 pub const NOT_FOUND: &str = "Usuário não encontrado.";
 pub const TOO_LONG: &str = "Mensagem longa demais.";
+pub const PASSWORD_IN_GROUP: &str = "Não use /login nem /adicionar num grupo: a senha fica visível para todos. Fale comigo numa conversa privada.";
+pub const PASSWORD_DELETED: &str = "(Apaguei a sua mensagem com a senha desta conversa.)";
+pub const PASSWORD_NOT_DELETED: &str =
+    "(Não consegui apagar a sua mensagem com a senha: apague-a você mesmo.)";
+pub const RATE_LIMITED: &str = "Muitos comandos seguidos; espere alguns segundos e tente de novo.";
 pub const NO_ADMIN_TOKEN: &str = "Este bot não tem o token de administrador (PRODUTO_ADMIN_TOKEN); não consigo adicionar usuários.";
 
 /// The reply to a message that is not a command the bot can run.

@@ -415,6 +415,9 @@ impl BotProcess {
             .env("PRODUTO_BOT_ADMIN_NIVEL", "2")
             .env("PRODUTO_BOT_CONNECT_TIMEOUT", "1s")
             .env("PRODUTO_BOT_TIMEOUT", "2s")
+            // Standard input, and no admin port, so that bots side by side do not collide.
+            .env_remove("PRODUTO_BOT_TELEGRAM_TOKEN")
+            .env("PRODUTO_BOT_ADMIN_ADDR", "")
             // Everything the bot and its libraries log, to check that no secret is among it.
             .env("RUST_LOG", "debug")
             .stdin(Stdio::piped())

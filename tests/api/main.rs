@@ -11,6 +11,8 @@ mod ops;
 #[allow(dead_code, reason = "the fault tests use the rest of the proxy")]
 mod proxy;
 mod security;
+mod standin;
+mod telegram;
 
 use std::time::{Duration, Instant};
 

@@ -432,7 +432,12 @@ async fn json_logs_parse_and_carry_the_request_id() {
 // The Kubernetes manifests, checked against the server's own defaults.
 
 fn manifests() -> Vec<serde_yaml_ng::Value> {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("deploy/kubernetes");
+    manifests_in("deploy/kubernetes")
+}
+
+/// The manifests of one directory (not its subdirectories), one document per file.
+fn manifests_in(dir: &str) -> Vec<serde_yaml_ng::Value> {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join(dir);
     let mut docs = Vec::new();
     for entry in std::fs::read_dir(&dir).unwrap() {
         let path = entry.unwrap().path();
@@ -591,6 +596,87 @@ fn the_kubernetes_manifests_match_the_server() {
         of_kind(&docs, "ServiceMonitor")["spec"]["endpoints"][0]["port"],
         "http-metrics"
     );
+}
+
+#[test]
+fn the_bot_manifests_match_the_bot() {
+    use clap::{CommandFactory, Parser};
+    use produto::bot::BotConfig;
+    let docs = manifests_in("deploy/kubernetes/bot");
+    let defaults = BotConfig::parse_from(["produto-bot"]);
+    let admin_port = u64::from(
+        defaults
+            .admin_addr
+            .parse::<std::net::SocketAddr>()
+            .unwrap()
+            .port(),
+    );
+    let known_env: Vec<String> = BotConfig::command()
+        .get_arguments()
+        .filter_map(|a| a.get_env().map(|e| e.to_string_lossy().into_owned()))
+        .chain(["RUST_LOG".to_owned()])
+        .collect();
+
+    let kustomization = of_kind(&docs, "Kustomization");
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("deploy/kubernetes/bot");
+    for resource in kustomization["resources"].as_sequence().unwrap() {
+        assert!(
+            dir.join(resource.as_str().unwrap()).exists(),
+            "{resource:?}"
+        );
+    }
+
+    let deployment = of_kind(&docs, "Deployment");
+    // One poller per token: never two pods at once.
+    assert_eq!(deployment["spec"]["replicas"].as_u64(), Some(1));
+    assert_eq!(deployment["spec"]["strategy"]["type"], "Recreate");
+    let pod = &deployment["spec"]["template"]["spec"];
+    let container = &pod["containers"][0];
+    for (probe, path) in [
+        ("startupProbe", "/readyz"),
+        ("livenessProbe", "/livez"),
+        ("readinessProbe", "/readyz"),
+    ] {
+        let http = &container[probe]["httpGet"];
+        assert_eq!(http["port"].as_u64(), Some(admin_port), "{probe}");
+        assert_eq!(http["path"], path, "{probe}");
+    }
+    assert_eq!(
+        container["ports"][0]["containerPort"].as_u64(),
+        Some(admin_port)
+    );
+    let env = container["env"].as_sequence().unwrap();
+    for var in env {
+        let name = var["name"].as_str().unwrap();
+        assert!(
+            known_env.iter().any(|k| k == name),
+            "unknown variable {name}"
+        );
+    }
+    // The token comes from the Secret, as a file.
+    assert!(
+        env.iter()
+            .all(|v| v["name"] != "PRODUTO_BOT_TELEGRAM_TOKEN")
+    );
+    let secret = of_kind(&docs, "Secret");
+    assert_eq!(
+        pod["volumes"][0]["secret"]["secretName"],
+        secret["metadata"]["name"]
+    );
+    let mount = container["volumeMounts"][0]["mountPath"].as_str().unwrap();
+    let path = env
+        .iter()
+        .find(|v| v["name"] == "PRODUTO_BOT_TELEGRAM_TOKEN_FILE")
+        .and_then(|v| v["value"].as_str())
+        .expect("PRODUTO_BOT_TELEGRAM_TOKEN_FILE set");
+    let key = path.strip_prefix(&format!("{mount}/")).unwrap();
+    assert!(
+        secret["stringData"][key].is_string(),
+        "{key} not in the Secret"
+    );
+    let security = &pod["securityContext"];
+    assert_eq!(security["runAsNonRoot"], true);
+    assert_eq!(security["fsGroup"], security["runAsGroup"]);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
