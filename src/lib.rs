@@ -6,6 +6,7 @@
 pub mod app;
 pub mod auth;
 pub mod bot;
+pub mod client;
 pub mod config;
 pub mod db;
 pub mod domain;

@@ -36,7 +36,25 @@ macro_rules! on_conn {
         let mut attempt = 1;
         loop {
             let mut lease = $db.acquire($pool).await?;
-            let outcome = {
+            let outcome = if $db.in_transaction() {
+                // Transaction pooling: BEGIN pins one server connection for the statement's
+                // parse and execution (see `Db::named_statements`).
+                $db.bounded_as($name, async {
+                    let mut tx = sqlx::Connection::begin(&mut *lease).await?;
+                    let value = {
+                        let $conn = &mut *tx;
+                        $query.await
+                    };
+                    match value {
+                        Ok(value) => tx.commit().await.map(|()| value),
+                        Err(e) => {
+                            let _ = tx.rollback().await;
+                            Err(e)
+                        }
+                    }
+                })
+                .await
+            } else {
                 let $conn = &mut *lease;
                 $db.bounded_as($name, $query).await
             };
@@ -66,6 +84,7 @@ impl Db {
         let row: Option<(i64, String, i32)> = on_conn!(read: self, "credentials", |conn| {
             sqlx::query_as("SELECT id, senha_hash, nivel FROM usuarios WHERE usuario = $1")
                 .bind(usuario.as_str())
+                .persistent(self.named_statements())
                 .fetch_optional(conn)
         })?;
         Ok(row.map(|(id, senha_hash, nivel)| Credentials {
@@ -84,6 +103,7 @@ impl Db {
         on_conn!(read: self, "nivel", |conn| {
             sqlx::query_scalar("SELECT nivel FROM usuarios WHERE usuario = $1")
                 .bind(usuario.as_str())
+                .persistent(self.named_statements())
                 .fetch_optional(conn)
         })
     }
@@ -102,6 +122,7 @@ impl Db {
             .bind(usuario.as_str())
             .bind(senha_hash)
             .bind(nivel.get())
+            .persistent(self.named_statements())
             .fetch_one(conn)
         });
         match inserted {
@@ -118,6 +139,7 @@ impl Db {
             sqlx::query("UPDATE usuarios SET senha_hash = $1 WHERE id = $2")
                 .bind(senha_hash)
                 .bind(id)
+                .persistent(self.named_statements())
                 .execute(conn)
                 // The two backends' results differ in type; only success matters here.
                 .map(|r| r.map(|_| ()))
@@ -139,6 +161,7 @@ impl Db {
         let row: Option<(i32, i64)> = on_conn!(read: self, "login_failures", |conn| {
             sqlx::query_as("SELECT falhas, janela_inicio_ms FROM login_falhas WHERE usuario = $1")
                 .bind(usuario.as_str())
+                .persistent(self.named_statements())
                 .fetch_optional(conn)
         })?;
         Ok(row.map(|(falhas, since)| {
@@ -170,6 +193,7 @@ impl Db {
             .bind(usuario.as_str())
             .bind(now_ms)
             .bind(window_start_ms)
+            .persistent(self.named_statements())
             .execute(conn)
             .map(|r| r.map(|_| ()))
         })
@@ -180,6 +204,7 @@ impl Db {
         on_conn!(self, "clear_login_failures", |conn| {
             sqlx::query("DELETE FROM login_falhas WHERE usuario = $1")
                 .bind(usuario.as_str())
+                .persistent(self.named_statements())
                 .execute(conn)
                 .map(|r| r.map(|_| ()))
         })
