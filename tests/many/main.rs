@@ -3,6 +3,7 @@
 
 mod bouncer;
 mod budget;
+mod client;
 #[path = "../faults/cluster.rs"]
 mod cluster;
 mod cost;
