@@ -1,20 +1,20 @@
 //! A client for other Rust services (and the bot) that spreads calls over every instance:
 //! a tonic balancing channel fed by a resolver task that re-resolves the target names
 //! (a Kubernetes headless Service returns one address per ready pod), adds the addresses
-//! that answer and drops those that stop answering; idempotent calls are retried on
-//! UNAVAILABLE with bounded, jittered exponential backoff. Depends on tonic and the
-//! generated client code only.
+//! that answer and drops those that stop answering; idempotent calls are retried as
+//! produto's service config says ([`crate::service_config`]: on UNAVAILABLE, bounded,
+//! jittered exponential backoff). Depends on tonic, the generated client code and the
+//! service config only.
 
 use std::{
     collections::BTreeSet,
     future::Future,
-    hash::{BuildHasher, RandomState},
     net::SocketAddr,
     sync::{
         Arc, Mutex,
         atomic::{AtomicU64, Ordering::Relaxed},
     },
-    time::{Duration, Instant},
+    time::Duration,
 };
 
 use tokio::sync::mpsc::Sender;
@@ -30,6 +30,9 @@ use crate::pb::{
     PoolStatusRequest, PoolStatusResponse, VerificarLoginRequest, VerificarLoginResponse,
     pool_service_client::PoolServiceClient, produto_service_client::ProdutoServiceClient,
 };
+use crate::service_config::{RetryPolicy, call_with_retries, service_config};
+
+const PRODUTO: &str = "produto.v1.ProdutoService";
 
 /// Where the instances are and how to treat them.
 #[derive(Debug, Clone)]
@@ -44,72 +47,21 @@ pub struct ClientSettings {
     /// TLS for every address (`https`); the certificate is checked against the
     /// `domain_name` set in it, since the addresses are IPs. None: plaintext.
     pub tls: Option<ClientTlsConfig>,
-    pub retry: RetryPolicy,
+    /// Replaces the service config's retry policy for every retried method (tests use
+    /// shorter backoffs); None: the service config's.
+    pub retry: Option<RetryPolicy>,
 }
 
 impl ClientSettings {
-    /// Defaults: re-resolve every 5 s, 2 s connect bound, plaintext, [`RetryPolicy::default`].
+    /// Defaults: re-resolve every 5 s, 2 s connect bound, plaintext, the service config's
+    /// retry policy.
     pub fn new(targets: impl IntoIterator<Item = impl Into<String>>) -> Self {
         ClientSettings {
             targets: targets.into_iter().map(Into::into).collect(),
             resolve_every: Duration::from_secs(5),
             connect_timeout: Duration::from_secs(2),
             tls: None,
-            retry: RetryPolicy::default(),
-        }
-    }
-}
-
-/// Retries of idempotent calls on UNAVAILABLE: at most `attempts` tries in all, waiting a
-/// random time up to `base × 2^n` (capped at `max_backoff`) between them ("full jitter", so
-/// that clients that failed together do not come back together).
-#[derive(Debug, Clone, Copy)]
-pub struct RetryPolicy {
-    pub attempts: u32,
-    pub base: Duration,
-    pub max_backoff: Duration,
-}
-
-impl Default for RetryPolicy {
-    /// 4 attempts, 50 ms doubling up to 1 s: at most ~1.75 s of waiting.
-    fn default() -> Self {
-        RetryPolicy {
-            attempts: 4,
-            base: Duration::from_millis(50),
-            max_backoff: Duration::from_secs(1),
-        }
-    }
-}
-
-impl RetryPolicy {
-    /// The longest wait before retry number `retry` (1 for the first retry).
-    fn ceiling(&self, retry: u32) -> Duration {
-        self.base
-            .saturating_mul(1 << retry.saturating_sub(1).min(16))
-            .min(self.max_backoff)
-    }
-
-    /// Runs `call` until it succeeds, fails with a code other than UNAVAILABLE, or the
-    /// attempts are spent. A call cut by its connection (the instance died mid-call) counts
-    /// as UNAVAILABLE (see [`transport_failure_is_unavailable`]).
-    pub async fn run<T, F, Fut>(&self, mut call: F) -> Result<T, Status>
-    where
-        F: FnMut() -> Fut,
-        Fut: Future<Output = Result<T, Status>>,
-    {
-        let mut attempt = 1;
-        loop {
-            match call().await.map_err(transport_failure_is_unavailable) {
-                Err(status) if status.code() == Code::Unavailable && attempt < self.attempts => {
-                    let ceiling = self.ceiling(attempt);
-                    let jitter = RandomState::new().hash_one(Instant::now());
-                    let wait = ceiling.mul_f64((jitter % 1024) as f64 / 1023.0);
-                    tracing::debug!(attempt, ?wait, error = %status.message(), "UNAVAILABLE; retrying");
-                    tokio::time::sleep(wait).await;
-                    attempt += 1;
-                }
-                other => return other,
-            }
+            retry: None,
         }
     }
 }
@@ -132,7 +84,7 @@ fn transport_failure_is_unavailable(status: Status) -> Status {
 #[derive(Clone)]
 pub struct BalancedClient {
     channel: Channel,
-    retry: RetryPolicy,
+    retry: Option<RetryPolicy>,
     /// Attempts repeated after a retryable failure, over the client's life.
     retries: Arc<AtomicU64>,
     addresses: Arc<Mutex<BTreeSet<SocketAddr>>>,
@@ -179,21 +131,29 @@ impl BalancedClient {
         self.retries.load(Relaxed)
     }
 
-    /// [`RetryPolicy::run`], counting the repeated attempts.
-    async fn retrying<T, F, Fut>(&self, mut call: F) -> Result<T, Status>
+    /// Runs an idempotent call of `service`/`method` under its retry policy, counting the
+    /// repeated attempts; a call cut by its connection counts as UNAVAILABLE.
+    async fn retrying<T, F, Fut>(&self, method: (&str, &str), mut call: F) -> Result<T, Status>
     where
         F: FnMut() -> Fut,
         Fut: Future<Output = Result<T, Status>>,
     {
+        let Some(policy) = self
+            .retry
+            .as_ref()
+            .or_else(|| service_config().retry_policy(method.0, method.1))
+        else {
+            return call().await.map_err(transport_failure_is_unavailable);
+        };
         let mut first = true;
-        self.retry
-            .run(|| {
-                if !std::mem::take(&mut first) {
-                    self.retries.fetch_add(1, Relaxed);
-                }
-                call()
-            })
-            .await
+        call_with_retries(policy, || {
+            if !std::mem::take(&mut first) {
+                self.retries.fetch_add(1, Relaxed);
+            }
+            let attempt = call();
+            async move { attempt.await.map_err(transport_failure_is_unavailable) }
+        })
+        .await
     }
 
     /// The addresses calls are spread over right now.
@@ -220,7 +180,7 @@ impl BalancedClient {
         request: ObterNivelRequest,
     ) -> Result<Response<ObterNivelResponse>, Status> {
         let client = ProdutoServiceClient::new(self.channel.clone());
-        self.retrying(|| {
+        self.retrying((PRODUTO, "ObterNivel"), || {
             let (mut client, request) = (client.clone(), request.clone());
             async move { client.obter_nivel(request).await }
         })
@@ -234,7 +194,7 @@ impl BalancedClient {
         request: VerificarLoginRequest,
     ) -> Result<Response<VerificarLoginResponse>, Status> {
         let client = ProdutoServiceClient::new(self.channel.clone());
-        self.retrying(|| {
+        self.retrying((PRODUTO, "VerificarLogin"), || {
             let (mut client, request) = (client.clone(), request.clone());
             async move { client.verificar_login(request).await }
         })
@@ -255,7 +215,7 @@ impl BalancedClient {
     /// PoolStatus of whichever instance answers, retried on UNAVAILABLE.
     pub async fn pool_status(&self) -> Result<Response<PoolStatusResponse>, Status> {
         let client = PoolServiceClient::new(self.channel.clone());
-        self.retrying(|| {
+        self.retrying(("produto.v1.PoolService", "PoolStatus"), || {
             let mut client = client.clone();
             async move { client.pool_status(PoolStatusRequest {}).await }
         })
@@ -265,7 +225,7 @@ impl BalancedClient {
     /// A health check of whichever instance answers (`""`: readiness), retried on UNAVAILABLE.
     pub async fn health(&self, service: &str) -> Result<Response<HealthCheckResponse>, Status> {
         let client = HealthClient::new(self.channel.clone());
-        self.retrying(|| {
+        self.retrying(("grpc.health.v1.Health", "Check"), || {
             let mut client = client.clone();
             let request = HealthCheckRequest {
                 service: service.into(),
@@ -364,40 +324,33 @@ impl Resolver {
 mod tests {
     use super::*;
 
-    #[tokio::test]
-    async fn retries_stop_at_the_bound_and_only_on_unavailable() {
-        let policy = RetryPolicy {
-            attempts: 3,
-            base: Duration::from_millis(1),
-            max_backoff: Duration::from_millis(2),
-        };
-        let calls = std::sync::atomic::AtomicU32::new(0);
-        let result: Result<(), Status> = policy
-            .run(|| async {
-                calls.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                Err(Status::unavailable("down"))
-            })
-            .await;
-        assert_eq!(result.unwrap_err().code(), Code::Unavailable);
-        assert_eq!(calls.load(std::sync::atomic::Ordering::Relaxed), 3);
-
-        calls.store(0, std::sync::atomic::Ordering::Relaxed);
-        let result: Result<(), Status> = policy
-            .run(|| async {
-                calls.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                Err(Status::already_exists("taken"))
-            })
-            .await;
-        assert_eq!(result.unwrap_err().code(), Code::AlreadyExists);
-        assert_eq!(calls.load(std::sync::atomic::Ordering::Relaxed), 1);
+    #[test]
+    fn a_call_cut_by_its_connection_is_unavailable_and_a_server_answer_is_kept() {
+        let io = std::io::Error::new(std::io::ErrorKind::ConnectionReset, "reset");
+        let cut = Status::from_error(Box::new(io));
+        assert_eq!(cut.code(), Code::Unknown);
+        assert_eq!(
+            transport_failure_is_unavailable(cut).code(),
+            Code::Unavailable
+        );
+        let answered = Status::unknown("from the server");
+        assert_eq!(
+            transport_failure_is_unavailable(answered).code(),
+            Code::Unknown
+        );
     }
 
     #[test]
-    fn backoff_doubles_up_to_its_cap() {
-        let policy = RetryPolicy::default();
-        assert_eq!(policy.ceiling(1), Duration::from_millis(50));
-        assert_eq!(policy.ceiling(2), Duration::from_millis(100));
-        assert_eq!(policy.ceiling(6), Duration::from_secs(1));
-        assert_eq!(policy.ceiling(60), Duration::from_secs(1));
+    fn the_idempotent_calls_are_retried_and_adicionar_usuario_is_not() {
+        let config = service_config();
+        for (service, method) in [
+            (PRODUTO, "ObterNivel"),
+            (PRODUTO, "VerificarLogin"),
+            ("produto.v1.PoolService", "PoolStatus"),
+            ("grpc.health.v1.Health", "Check"),
+        ] {
+            assert!(config.retry_policy(service, method).is_some(), "{method}");
+        }
+        assert!(config.retry_policy(PRODUTO, "AdicionarUsuario").is_none());
     }
 }

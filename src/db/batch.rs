@@ -244,13 +244,12 @@ fn answer(batch: Vec<Waiter>, result: Result<HashMap<String, i32>, Error>) {
         }
         Err(e) => {
             let size = batch.len();
-            let unavailable = matches!(e, Error::Unavailable(_));
             tracing::warn!(error = %e, size, "nivel batch query failed");
             for waiter in batch {
-                let copy = if unavailable {
-                    Error::Unavailable(e.to_string())
-                } else {
-                    Error::Internal(e.to_string())
+                let copy = match &e {
+                    Error::Unavailable(_) => Error::Unavailable(e.to_string()),
+                    Error::DatabaseDown(_) => Error::DatabaseDown(e.to_string()),
+                    _ => Error::Internal(e.to_string()),
                 };
                 let _ = waiter.reply.send(Err(copy));
             }

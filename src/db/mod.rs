@@ -270,7 +270,8 @@ impl Db {
                 "schema not migrated yet (starting up)".into(),
             ));
         }
-        let bound = if self.stats.healthy() {
+        let healthy = self.stats.healthy();
+        let bound = if healthy {
             self.acquire_timeout
         } else {
             self.acquire_timeout.min(UNHEALTHY_ACQUIRE_TIMEOUT)
@@ -294,13 +295,14 @@ impl Db {
             }
             Err(_) | Ok(Err(sqlx::Error::PoolTimedOut)) => {
                 self.stats.acquire_timeouts.fetch_add(1, Relaxed);
-                Err(Error::Unavailable(format!(
-                    "no database connection within {bound:?}"
-                )))
+                Err(
+                    Error::Unavailable(format!("no database connection within {bound:?}"))
+                        .while_database_down(!healthy),
+                )
             }
             Ok(Err(e)) => {
                 self.stats.acquire_errors.fetch_add(1, Relaxed);
-                Err(Error::from_sqlx(e))
+                Err(Error::from_sqlx(e).while_database_down(!healthy))
             }
         }
     }
@@ -341,7 +343,7 @@ impl Db {
             Ok(Ok(value)) => Ok(value),
             Ok(Err(e)) if is_connection_error(&e) => {
                 lease.discard();
-                Err(Error::Unavailable(e.to_string()))
+                Err(Error::Unavailable(e.to_string()).while_database_down(!self.stats.healthy()))
             }
             Ok(Err(e)) => Err(Error::Database(e)),
             Err(_) => {
@@ -349,7 +351,8 @@ impl Db {
                 Err(Error::Unavailable(format!(
                     "query did not finish within {:?}",
                     self.query_timeout
-                )))
+                ))
+                .while_database_down(!self.stats.healthy()))
             }
         }
     }

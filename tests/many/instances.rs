@@ -12,11 +12,12 @@ use std::{
 
 use futures_util::future::join_all;
 use produto::{
-    client::{BalancedClient, ClientSettings, RetryPolicy},
+    client::{BalancedClient, ClientSettings},
     pb::{
         ObterNivelRequest, PoolStatusRequest, VerificarLoginRequest,
         pool_service_client::PoolServiceClient, produto_service_client::ProdutoServiceClient,
     },
+    service_config::RetryPolicy,
 };
 use tonic::{Code, transport::Channel};
 use tonic_health::pb::{
@@ -136,11 +137,14 @@ async fn three_instances_share_one_database_and_survive_a_sigkill() {
     let mut settings = ClientSettings::new(servers.iter().map(|s| s.addr.to_string()));
     settings.resolve_every = Duration::from_millis(200);
     settings.connect_timeout = Duration::from_secs(1);
-    settings.retry = RetryPolicy {
-        attempts: 5,
-        base: Duration::from_millis(20),
+    // The service config's policy, with shorter waits (its first is up to 1 s).
+    settings.retry = Some(RetryPolicy {
+        max_attempts: 5,
+        initial_backoff: Duration::from_millis(20),
         max_backoff: Duration::from_millis(500),
-    };
+        backoff_multiplier: 2.0,
+        retryable_codes: vec![Code::Unavailable],
+    });
     let client = BalancedClient::connect(settings).await.unwrap();
     assert_eq!(client.addresses().len(), 3);
     let before: Vec<u64> = join_all(servers.iter().map(|s| acquires(&s.channel))).await;
