@@ -57,6 +57,23 @@ async fn acquires(channel: &Channel) -> u64 {
         .acquires_total
 }
 
+/// Waits (up to 20 s) until each of `servers` has served `more` more acquires.
+async fn wait_until_serving(servers: &[&ServerProcess], more: u64, when: &str) {
+    let before: Vec<u64> = join_all(servers.iter().map(|s| acquires(&s.channel))).await;
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let now: Vec<u64> = join_all(servers.iter().map(|s| acquires(&s.channel))).await;
+        if now.iter().zip(&before).all(|(n, b)| *n > b + more) {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "not every instance serves {when}: {before:?} -> {now:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
 async fn login(channel: &Channel, senha: &str) -> bool {
     ProdutoServiceClient::new(channel.clone())
         .verificar_login(VerificarLoginRequest {
@@ -147,7 +164,6 @@ async fn three_instances_share_one_database_and_survive_a_sigkill() {
     });
     let client = BalancedClient::connect(settings).await.unwrap();
     assert_eq!(client.addresses().len(), 3);
-    let before: Vec<u64> = join_all(servers.iter().map(|s| acquires(&s.channel))).await;
 
     let stop = Arc::new(AtomicBool::new(false));
     let callers: Vec<_> = (0..8)
@@ -178,18 +194,7 @@ async fn three_instances_share_one_database_and_survive_a_sigkill() {
         .collect();
 
     // Every instance serves some of the load before the kill.
-    let deadline = Instant::now() + Duration::from_secs(20);
-    loop {
-        let now: Vec<u64> = join_all(servers.iter().map(|s| acquires(&s.channel))).await;
-        if now.iter().zip(&before).all(|(n, b)| n > &(b + 20)) {
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "not balanced: {before:?} -> {now:?}"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    wait_until_serving(&servers.iter().collect::<Vec<_>>(), 20, "before the kill").await;
     servers[1].sigkill();
     let killed = servers[1].addr;
     let deadline = Instant::now() + Duration::from_secs(10);
@@ -201,21 +206,7 @@ async fn three_instances_share_one_database_and_survive_a_sigkill() {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     // Load continues on the other two for a while.
-    let after_kill: Vec<u64> =
-        join_all([&servers[0], &servers[2]].map(|s| acquires(&s.channel))).await;
-    let deadline = Instant::now() + Duration::from_secs(20);
-    loop {
-        let now: Vec<u64> =
-            join_all([&servers[0], &servers[2]].map(|s| acquires(&s.channel))).await;
-        if now.iter().zip(&after_kill).all(|(n, b)| n > &(b + 50)) {
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "the survivors stop serving: {now:?}"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    wait_until_serving(&[&servers[0], &servers[2]], 50, "after the kill").await;
     stop.store(true, Ordering::Relaxed);
     let mut tally = Tally::default();
     for caller in callers {

@@ -86,15 +86,7 @@ impl PgBouncer {
         std::fs::write(dir.path().join("pgbouncer.ini"), config).unwrap();
         std::fs::write(dir.path().join("users.txt"), "\"postgres\" \"\"\n").unwrap();
         // PgBouncer refuses to run as root: as root, it switches to the postgres user.
-        let as_root = unsafe { libc::geteuid() } == 0;
-        if as_root {
-            let status = Command::new("chown")
-                .args(["-R", "postgres:postgres"])
-                .arg(dir.path())
-                .status()
-                .unwrap();
-            assert!(status.success(), "chown the PgBouncer directory");
-        }
+        let as_root = crate::cluster::hand_to_postgres_if_root(dir.path());
         let mut command = Command::new(pgbouncer_bin());
         if as_root {
             command.args(["-u", "postgres"]);
