@@ -7,6 +7,7 @@
 
 pub mod batch;
 pub mod budget;
+pub mod metrics;
 mod stats;
 pub mod users;
 
@@ -32,7 +33,8 @@ use sqlx::{
 pub use batch::NivelBatcher;
 pub use stats::{PoolSnapshot, PoolStats};
 
-use crate::{Config, Error, error::is_connection_error, ops::metrics::DbMetrics};
+use crate::{Error, error::is_connection_error};
+use metrics::DbMetrics;
 use stats::GaugeGuard;
 
 static PG_MIGRATOR: Migrator = sqlx::migrate!("./migrations/postgres");
@@ -47,6 +49,48 @@ const PING_TIMEOUT: Duration = Duration::from_secs(1);
 /// While the probe says the database is down, callers wait at most this long for a
 /// connection, so an outage answers UNAVAILABLE fast instead of after the full timeout.
 const UNHEALTHY_ACQUIRE_TIMEOUT: Duration = Duration::from_millis(250);
+
+/// What the pool needs to know: where the database is, the pool's size and bounds.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DbSettings {
+    /// `postgres://...` or `sqlite:path`.
+    pub url: String,
+    pub min_connections: u32,
+    pub max_connections: u32,
+    /// Longest wait for a connection.
+    pub acquire_timeout: Duration,
+    /// Longest time one statement may run.
+    pub query_timeout: Duration,
+    pub idle_timeout: Duration,
+    pub max_lifetime: Duration,
+    /// Statements slower than this are logged.
+    pub slow_query_threshold: Duration,
+    /// Batch concurrent ObterNivel lookups (PostgreSQL only).
+    pub batch_nivel: bool,
+    /// Batched lookup queries in flight at once.
+    pub batch_nivel_lanes: usize,
+    /// The URL points at PgBouncer in transaction pooling: see [`Db::named_statements`].
+    pub pgbouncer_transaction_pooling: bool,
+}
+
+impl DbSettings {
+    /// The defaults of the flags, over `url`.
+    pub fn new(url: impl Into<String>) -> Self {
+        DbSettings {
+            url: url.into(),
+            min_connections: 1,
+            max_connections: 20,
+            acquire_timeout: Duration::from_secs(5),
+            query_timeout: Duration::from_secs(5),
+            idle_timeout: Duration::from_secs(600),
+            max_lifetime: Duration::from_secs(1800),
+            slow_query_threshold: Duration::from_millis(200),
+            batch_nivel: true,
+            batch_nivel_lanes: 2,
+            pgbouncer_transaction_pooling: false,
+        }
+    }
+}
 
 /// The pool of one backend.
 #[derive(Clone, Debug)]
@@ -78,9 +122,9 @@ pub struct Db {
 impl Db {
     /// Builds the pool without connecting (a database that is down at start is waited for,
     /// not fatal); only a malformed URL fails here.
-    pub fn new(config: &Config) -> Result<Self, Error> {
+    pub fn new(config: &DbSettings) -> Result<Self, Error> {
         let stats = Arc::new(PoolStats::default());
-        let url = config.database_url.as_str();
+        let url = config.url.as_str();
         let mut nivel_batch = None;
         let mut transaction_pooling = false;
         let backend = if url.starts_with("postgres:") || url.starts_with("postgresql:") {
@@ -307,15 +351,6 @@ impl Db {
         }
     }
 
-    /// Bounds one statement's future by the query timeout; timed as `unnamed` (prefer
-    /// [`Db::bounded_as`]).
-    pub async fn bounded<T>(
-        &self,
-        query: impl Future<Output = Result<T, sqlx::Error>>,
-    ) -> Result<Result<T, sqlx::Error>, tokio::time::error::Elapsed> {
-        self.bounded_as("unnamed", query).await
-    }
-
     /// Bounds one statement's future by the query timeout and times it under `name` (the
     /// latency histogram, and a log line when slower than the slow-query threshold). A
     /// statement abandoned by its caller (deadline) is timed too, up to the abandonment.
@@ -486,7 +521,7 @@ impl<DB: Database> Drop for Lease<DB> {
 
 /// Pool settings shared by both backends, with the hooks that count connections and
 /// find dead ones.
-fn pool_options<DB: Database>(config: &Config, stats: &Arc<PoolStats>) -> PoolOptions<DB> {
+fn pool_options<DB: Database>(config: &DbSettings, stats: &Arc<PoolStats>) -> PoolOptions<DB> {
     let opened = stats.clone();
     let lost = stats.clone();
     PoolOptions::<DB>::new()

@@ -5,7 +5,7 @@
 use std::{str::FromStr, time::Duration};
 
 use futures_util::future::join_all;
-use produto::{Config, pb::ObterNivelRequest};
+use produto::{Settings, pb::ObterNivelRequest};
 use sqlx::postgres::PgConnectOptions;
 use tonic::Code;
 use tonic_health::pb::health_check_response::ServingStatus;
@@ -30,7 +30,7 @@ pub fn database_name(url: &str) -> &str {
 
 /// Applies the migrations straight on PostgreSQL, as `produto-server migrate` does.
 pub async fn migrate_directly(url: &str) {
-    produto::app::migrate(Config::with_database(url))
+    produto::app::migrate(Settings::new(url))
         .await
         .expect("migrate directly");
 }
@@ -56,8 +56,8 @@ async fn app_through(
         migrate_directly(&database.url).await;
         config.no_migrate = true;
     }
-    config.pgbouncer_transaction_pooling = transaction_setting;
-    config.max_connections = match mode {
+    config.db.pgbouncer_transaction_pooling = transaction_setting;
+    config.db.max_connections = match mode {
         // Each client connection holds a server connection for its whole life: the pool
         // plus the probe's connection must fit in PgBouncer's pool, or the rest wait.
         PoolMode::Session => BouncerSettings::default().pool_size - 1,
@@ -166,9 +166,9 @@ async fn pgbouncer_up_with_postgres_down_is_unavailable_and_recovers() {
     let bouncer = PgBouncer::start(cluster.port, &BouncerSettings::default());
     let mut config = test_config(&bouncer.url("postgres"));
     config.no_migrate = true;
-    config.pgbouncer_transaction_pooling = true;
-    config.query_timeout = Duration::from_secs(2);
-    config.acquire_timeout = Duration::from_secs(2);
+    config.db.pgbouncer_transaction_pooling = true;
+    config.db.query_timeout = Duration::from_secs(2);
+    config.db.acquire_timeout = Duration::from_secs(2);
     let app = spawn_with(config, TestDb::create(Backend::Sqlite).await).await;
     app.wait_for_readiness(ServingStatus::Serving).await;
     app.add_user("ana", "senha-da-ana-1", 3).await.unwrap();

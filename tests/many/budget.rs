@@ -3,14 +3,14 @@
 
 use std::time::{Duration, Instant};
 
-use produto::{ops::metrics::Metrics, service::ReadyFlag};
+use produto::{ops::metrics::Metrics, ready::ReadyFlag};
 
 use crate::helpers::{Backend, TestApp, TestDb, spawn_with, test_config};
 
 async fn app_with_pool_max(max_connections: u32) -> TestApp {
     let database = TestDb::create(Backend::Postgres).await;
     let mut config = test_config(&database.url);
-    config.max_connections = max_connections;
+    config.db.max_connections = max_connections;
     spawn_with(config, database).await
 }
 

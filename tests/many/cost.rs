@@ -19,8 +19,8 @@ const CALLS: usize = 2000;
 async fn lookups(url: &str, transaction_pooling: bool) -> (Duration, Duration) {
     let mut config = test_config(url);
     config.no_migrate = true;
-    config.pgbouncer_transaction_pooling = transaction_pooling;
-    config.batch_nivel = false;
+    config.db.pgbouncer_transaction_pooling = transaction_pooling;
+    config.db.batch_nivel = false;
     let app = spawn_with(config, TestDb::create(Backend::Sqlite).await).await;
     app.wait_for_readiness(ServingStatus::Serving).await;
     for _ in 0..200 {
