@@ -317,6 +317,31 @@ pub async fn add_user(
     result
 }
 
+/// Reads the connection budget once the database answers, and warns when this instance's
+/// pool could not reach its maximum (README, "Running many instances").
+async fn warn_if_over_budget(db: &Db) {
+    match db.check_budget().await {
+        Ok(Some(budget)) if !budget.ok() => tracing::warn!(
+            max_connections = budget.max_connections,
+            superuser_reserved = budget.reserved,
+            in_use_by_others = budget.in_use_by_others,
+            available = budget.available(),
+            needed = budget.needed,
+            "PostgreSQL cannot serve this instance's largest pool (PRODUTO_MAX_CONNECTIONS + \
+             the probe): lower PRODUTO_MAX_CONNECTIONS or the replica count, or raise \
+             max_connections"
+        ),
+        Ok(Some(budget)) => tracing::info!(
+            max_connections = budget.max_connections,
+            available = budget.available(),
+            needed = budget.needed,
+            "connection budget ok"
+        ),
+        Ok(None) => {}
+        Err(e) => tracing::warn!(error = %e, "could not read the connection budget"),
+    }
+}
+
 /// The background task: applies migrations (or, with `apply_migrations` false, waits until
 /// someone else has applied them), retrying while the database is unreachable; then probes
 /// the database every `interval` and reports readiness, until stopped; then reports
@@ -361,6 +386,7 @@ async fn supervise(
         }
     }
 
+    warn_if_over_budget(&db).await;
     let mut probe = ProbeConnection::default();
     loop {
         let healthy = tokio::select! {

@@ -184,6 +184,14 @@ pub struct Config {
     #[arg(long, env = "PRODUTO_BATCH_NIVEL_LANES", default_value_t = 2)]
     pub batch_nivel_lanes: usize,
 
+    /// The database URL points at PgBouncer in transaction pooling (`pool_mode = transaction`):
+    /// every statement is unnamed (no prepared-statement cache) and runs inside an explicit
+    /// transaction, so that it never depends on a server connection's session. Needs
+    /// PRODUTO_NO_MIGRATE: migrations take a session lock, so run `produto-server migrate`
+    /// against PostgreSQL directly. Costs about two round trips per statement (BENCHMARKS.md).
+    #[arg(long, env = "PRODUTO_PGBOUNCER_TRANSACTION_POOLING", default_value_t = false, action = clap::ArgAction::Set)]
+    pub pgbouncer_transaction_pooling: bool,
+
     /// Log format: `text` or `json`. Levels come from RUST_LOG (default `info`).
     #[arg(long, env = "PRODUTO_LOG_FORMAT", default_value = "text")]
     pub log_format: crate::telemetry::LogFormat,
@@ -268,6 +276,14 @@ impl Config {
                     .into(),
             );
         }
+        if self.pgbouncer_transaction_pooling && !self.no_migrate {
+            return Err(
+                "PRODUTO_PGBOUNCER_TRANSACTION_POOLING needs PRODUTO_NO_MIGRATE: migrations \
+                 hold a session-level lock that transaction pooling cannot keep; run \
+                 `produto-server migrate` against PostgreSQL directly (not through PgBouncer)"
+                    .into(),
+            );
+        }
         if self.admin_token.as_deref().is_some_and(str::is_empty) {
             return Err("PRODUTO_ADMIN_TOKEN is set but empty; unset it or give a token".into());
         }
@@ -328,6 +344,7 @@ impl Config {
             slow_query_threshold: self.slow_query_threshold,
             batch_nivel: self.batch_nivel,
             batch_nivel_lanes: self.batch_nivel_lanes,
+            pgbouncer_transaction_pooling: self.pgbouncer_transaction_pooling,
         }
     }
 

@@ -13,9 +13,11 @@
 //! | | [`error`] | the one [`Error`] and its mapping to gRPC status codes |
 //! | | [`domain`] | validated request values: `Usuario`, `Senha`, `Nivel` |
 //! | | [`telemetry`], [`ready`] | log setup; the readiness flag health and ops share |
-//! | storage, hashing | [`db`] | the pool ([`db::DbSettings`]), every SQL query (`db/users.rs`), the ObterNivel batcher, pool figures and histograms |
+//! | | [`service_config`] | the clients' retry policy (`proto/produto/v1/service_config.json`) |
+//! | storage, hashing | [`db`] | the pool ([`db::DbSettings`]), every SQL query (`db/users.rs`), the ObterNivel batcher, pool figures and histograms, the connection budget (`db/budget.rs`) |
 //! | | [`password`] | argon2id on dedicated threads ([`password::HashSettings`]) |
 //! | | [`throttle`], [`auth`] | brute-force throttling of logins; the admin token check |
+//! | | [`client`] | the balancing, retrying client for other Rust services (generated code and service config only) |
 //! | settings | [`config`] | the flags (clap), turned into each component's settings in one place: [`Config::into_settings`] |
 //! | serving | [`service`] | the RPC handlers: `service/produto.rs` (ProdutoService), `service/pool.rs`, `service/health.rs` |
 //! | | [`middleware`], [`ops`] | per-call span, deadline, load shedding; metrics, admin HTTP port, request ids |
@@ -25,6 +27,7 @@
 pub mod app;
 pub mod auth;
 pub mod bot;
+pub mod client;
 pub mod config;
 pub mod db;
 pub mod domain;

@@ -14,18 +14,19 @@ use std::{
 /// The layers, bottom first. A module may use its own layer and those below it, never above.
 /// A module missing from this table fails the test, so a new one gets a place on purpose.
 const LAYERS: &[&[&str]] = &[
-    // Generated code, the clients' service config, errors, validated domain types, the
-    // readiness flag.
+    // Generated code, errors, validated domain types, the readiness flag, the clients'
+    // service config.
     &[
         "pb",
-        "service_config",
         "error",
         "domain",
         "telemetry",
         "ready",
+        "service_config",
     ],
-    // Storage, hashing, the throttle's arithmetic, caller authentication.
-    &["db", "password", "throttle", "auth"],
+    // Storage, hashing, the throttle's arithmetic, caller authentication, the balancing
+    // client (over the generated code and the service config only).
+    &["db", "password", "throttle", "auth", "client"],
     // Settings: the flags, and the small settings each component takes.
     &["config"],
     // The gRPC services, the request middleware, operations (metrics, admin port), the bot.

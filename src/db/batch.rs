@@ -192,41 +192,32 @@ async fn query(db: &Db, batch: &[Waiter]) -> Result<HashMap<String, i32>, Error>
     if batch.iter().any(|w| w.usuario.as_str() == PANIC_FOR) {
         panic!("injected failure in a nivel batch");
     }
+    let name = if batch.len() == 1 {
+        "nivel"
+    } else {
+        "nivel_batch"
+    };
+    let named = db.named_statements();
     let mut attempt = 1;
     loop {
         let mut lease = db.acquire(pool).await?;
-        let outcome = {
-            let conn = &mut *lease;
-            if let [only] = batch {
-                // A lone lookup runs the plain query: alone, it pays nothing for the batching.
-                db.bounded_as(
-                    "nivel",
-                    sqlx::query_scalar::<_, i32>("SELECT nivel FROM usuarios WHERE usuario = $1")
-                        .bind(only.usuario.as_str())
-                        .fetch_optional(conn)
-                        .map(|r| {
-                            r.map(|n| {
-                                n.map(|n| (only.usuario.as_str().to_owned(), n))
-                                    .into_iter()
-                                    .collect()
-                            })
-                        }),
-                )
-                .await
-            } else {
-                let names: Vec<&str> = batch.iter().map(|w| w.usuario.as_str()).collect();
-                db.bounded_as(
-                    "nivel_batch",
-                    sqlx::query_as::<_, (String, i32)>(
-                        "SELECT usuario, nivel FROM usuarios WHERE usuario = ANY($1)",
-                    )
-                    .bind(names)
-                    .fetch_all(conn)
-                    .map(|r| r.map(|rows| rows.into_iter().collect())),
-                )
-                .await
-            }
-        };
+        let outcome = db
+            .bounded_as(name, async {
+                if db.in_transaction() {
+                    // Transaction pooling: see `Db::named_statements`.
+                    let mut tx = sqlx::Connection::begin(&mut *lease).await?;
+                    match lookup(&mut tx, batch, named).await {
+                        Ok(levels) => tx.commit().await.map(|()| levels),
+                        Err(e) => {
+                            let _ = tx.rollback().await;
+                            Err(e)
+                        }
+                    }
+                } else {
+                    lookup(&mut lease, batch, named).await
+                }
+            })
+            .await;
         let retry =
             attempt < 2 && matches!(&outcome, Ok(Err(e)) if crate::error::is_connection_error(e));
         let result = db.classify(&mut lease, outcome);
@@ -234,6 +225,36 @@ async fn query(db: &Db, batch: &[Waiter]) -> Result<HashMap<String, i32>, Error>
             return result;
         }
         attempt += 1;
+    }
+}
+
+/// One lookup query for the batch on `conn`.
+async fn lookup(
+    conn: &mut sqlx::PgConnection,
+    batch: &[Waiter],
+    named: bool,
+) -> Result<HashMap<String, i32>, sqlx::Error> {
+    if let [only] = batch {
+        // A lone lookup runs the plain query: alone, it pays nothing for the batching.
+        let nivel = sqlx::query_scalar::<_, i32>("SELECT nivel FROM usuarios WHERE usuario = $1")
+            .bind(only.usuario.as_str())
+            .persistent(named)
+            .fetch_optional(conn)
+            .await?;
+        Ok(nivel
+            .map(|n| (only.usuario.as_str().to_owned(), n))
+            .into_iter()
+            .collect())
+    } else {
+        let names: Vec<&str> = batch.iter().map(|w| w.usuario.as_str()).collect();
+        let rows = sqlx::query_as::<_, (String, i32)>(
+            "SELECT usuario, nivel FROM usuarios WHERE usuario = ANY($1)",
+        )
+        .bind(names)
+        .persistent(named)
+        .fetch_all(conn)
+        .await?;
+        Ok(rows.into_iter().collect())
     }
 }
 

@@ -6,6 +6,7 @@
 //! driver's full speed (and PostgreSQL its arrays); the queries in [`users`] are written once.
 
 pub mod batch;
+pub mod budget;
 pub mod metrics;
 mod stats;
 pub mod users;
@@ -77,6 +78,8 @@ pub struct DbSettings {
     pub batch_nivel: bool,
     /// Batched lookup queries in flight at once.
     pub batch_nivel_lanes: usize,
+    /// The URL points at PgBouncer in transaction pooling: see [`Db::named_statements`].
+    pub pgbouncer_transaction_pooling: bool,
 }
 
 impl DbSettings {
@@ -93,6 +96,7 @@ impl DbSettings {
             slow_query_threshold: Duration::from_millis(200),
             batch_nivel: true,
             batch_nivel_lanes: 2,
+            pgbouncer_transaction_pooling: false,
         }
     }
 }
@@ -119,6 +123,9 @@ pub struct Db {
     max_connections: u32,
     /// Set when ObterNivel lookups are batched (PostgreSQL with `PRODUTO_BATCH_NIVEL`).
     nivel_batch: Option<Arc<NivelBatcher>>,
+    /// PostgreSQL behind PgBouncer in transaction pooling
+    /// (`PRODUTO_PGBOUNCER_TRANSACTION_POOLING`): see [`Db::named_statements`].
+    transaction_pooling: bool,
 }
 
 impl Db {
@@ -128,12 +135,26 @@ impl Db {
         let stats = Arc::new(PoolStats::default());
         let url = config.url.as_str();
         let mut nivel_batch = None;
+        let mut transaction_pooling = false;
         let backend = if url.starts_with("postgres:") || url.starts_with("postgresql:") {
             let options = PgConnectOptions::from_str(url)
                 .map_err(|e| {
                     Error::Startup(format!("DATABASE_URL is not a valid PostgreSQL URL: {e}"))
                 })?
-                .application_name("produto");
+                .application_name("produto")
+                // sqlx sends `extra_float_digits` at startup by default; PgBouncer refuses
+                // every connection that carries a parameter it does not know unless told to
+                // ignore it. No column here is a float, and PostgreSQL 12+ sends floats
+                // exactly anyway: do not send it.
+                .extra_float_digits(None);
+            // Transaction pooling hands each transaction any server connection: a statement
+            // named on one is missing (or taken) on the next, so nothing is cached.
+            let options = if config.pgbouncer_transaction_pooling {
+                options.statement_cache_capacity(0)
+            } else {
+                options
+            };
+            transaction_pooling = config.pgbouncer_transaction_pooling;
             if config.batch_nivel {
                 nivel_batch = Some(Arc::new(NivelBatcher::new(config.batch_nivel_lanes)));
             }
@@ -183,6 +204,7 @@ impl Db {
             min_connections: config.min_connections,
             max_connections: config.max_connections,
             nivel_batch,
+            transaction_pooling,
         })
     }
 
@@ -195,6 +217,20 @@ impl Db {
             Backend::Postgres(_) => "postgres",
             Backend::Sqlite(_) => "sqlite",
         }
+    }
+
+    /// Whether statements may be prepared under a name and cached on their connection
+    /// (sqlx's `persistent`). Not behind PgBouncer's transaction pooling: there every
+    /// statement is unnamed and runs inside an explicit transaction (see
+    /// [`Db::in_transaction`]), because the parse and the execution are two protocol
+    /// round trips that, outside a transaction, may land on two different server connections.
+    pub fn named_statements(&self) -> bool {
+        !self.transaction_pooling
+    }
+
+    /// Whether each statement must run inside an explicit transaction (transaction pooling).
+    pub fn in_transaction(&self) -> bool {
+        self.transaction_pooling
     }
 
     /// The ObterNivel batcher, when lookups are batched.
@@ -233,9 +269,20 @@ impl Db {
     /// schema that is absent or older than this binary keeps the server not ready).
     pub async fn check_migrated(&self) -> Result<(), String> {
         const APPLIED: &str = "SELECT version FROM _sqlx_migrations WHERE success";
+        // Inside a transaction: the one statement must survive transaction pooling.
+        let named = self.named_statements();
         let (applied, migrator) = match &self.backend {
             Backend::Postgres(pool) => (
-                sqlx::query_scalar::<_, i64>(APPLIED).fetch_all(pool).await,
+                async {
+                    let mut tx = pool.begin().await?;
+                    let versions = sqlx::query_scalar::<_, i64>(APPLIED)
+                        .persistent(named)
+                        .fetch_all(&mut *tx)
+                        .await?;
+                    tx.commit().await?;
+                    Ok::<_, sqlx::Error>(versions)
+                }
+                .await,
                 &PG_MIGRATOR,
             ),
             Backend::Sqlite(pool) => (

@@ -23,6 +23,10 @@ pub struct PoolStats {
     /// idle since then are suspect and pinged before reuse.
     pub(crate) last_loss_ms: AtomicU64,
     pub(crate) epoch: std::sync::OnceLock<std::time::Instant>,
+    /// The connection budget read at start (see `db::budget`); 0 until then.
+    pub(crate) budget_max: AtomicU32,
+    pub(crate) budget_available: AtomicU32,
+    pub(crate) budget_needed: AtomicU32,
 }
 
 impl PoolStats {

@@ -36,7 +36,25 @@ macro_rules! on_conn {
         let mut attempt = 1;
         loop {
             let mut lease = $db.acquire($pool).await?;
-            let outcome = {
+            let outcome = if $db.in_transaction() {
+                // Transaction pooling: BEGIN pins one server connection for the statement's
+                // parse and execution (see `Db::named_statements`).
+                $db.bounded_as($name, async {
+                    let mut tx = sqlx::Connection::begin(&mut *lease).await?;
+                    let value = {
+                        let $conn = &mut *tx;
+                        $query.await
+                    };
+                    match value {
+                        Ok(value) => tx.commit().await.map(|()| value),
+                        Err(e) => {
+                            let _ = tx.rollback().await;
+                            Err(e)
+                        }
+                    }
+                })
+                .await
+            } else {
                 let $conn = &mut *lease;
                 $db.bounded_as($name, $query).await
             };
@@ -80,6 +98,7 @@ impl Db {
         let row: Option<(i64, String, i32)> = on_conn!(read: self, "credentials", |conn| {
             sqlx::query_as("SELECT id, senha_hash, nivel FROM usuarios WHERE usuario = $1")
                 .bind(usuario.as_str())
+                .persistent(self.named_statements())
                 .fetch_optional(conn)
         })?;
         Ok(row.map(|(id, senha_hash, nivel)| Credentials {
@@ -98,6 +117,7 @@ impl Db {
         on_conn!(read: self, "nivel", |conn| {
             sqlx::query_scalar("SELECT nivel FROM usuarios WHERE usuario = $1")
                 .bind(usuario.as_str())
+                .persistent(self.named_statements())
                 .fetch_optional(conn)
         })
     }
@@ -116,6 +136,7 @@ impl Db {
             .bind(usuario.as_str())
             .bind(senha_hash)
             .bind(nivel.get())
+            .persistent(self.named_statements())
             .fetch_one(conn)
         });
         match inserted {
@@ -132,6 +153,7 @@ impl Db {
             sqlx::query("UPDATE usuarios SET senha_hash = $1 WHERE id = $2")
                 .bind(senha_hash)
                 .bind(id)
+                .persistent(self.named_statements())
                 .execute(conn)
                 // The two backends' results differ in type; only success matters here.
                 .map(|r| r.map(|_| ()))
@@ -169,6 +191,7 @@ impl Db {
             .bind(identidade)
             .bind(now_ms)
             .bind(window_start_ms)
+            .persistent(self.named_statements())
             .fetch_one(conn)
         })?;
         Ok(u32::try_from(n).unwrap_or(0))
@@ -188,6 +211,7 @@ impl Db {
             )
             .bind(usuario.as_str())
             .bind(identidade)
+            .persistent(self.named_statements())
             .execute(conn)
             .map(|r| r.map(|_| ()))
         })
@@ -203,6 +227,7 @@ impl Db {
             sqlx::query("DELETE FROM login_tentativas WHERE usuario = $1 AND identidade = $2")
                 .bind(usuario.as_str())
                 .bind(identidade)
+                .persistent(self.named_statements())
                 .execute(conn)
                 .map(|r| r.map(|_| ()))
         })
@@ -222,6 +247,7 @@ impl Db {
             )
             .bind(window_start_ms)
             .bind(limit)
+            .persistent(self.named_statements())
             .execute(conn)
             .map(|r| r.map(|r| r.rows_affected()))
         })

@@ -246,7 +246,27 @@ impl Collector for PoolCollector {
                 self.ready.get().into(),
             ),
         ];
-        for (name, help, value) in gauges {
+        // The connection budget, once read at start (PostgreSQL only).
+        let budget = self.db.budget().map(|(max, available, needed)| {
+            [
+                (
+                    "produto_db_connection_budget_ok",
+                    "1 if PostgreSQL had room for this instance's largest pool at start",
+                    i64::from(needed <= available),
+                ),
+                (
+                    "produto_db_max_connections",
+                    "PostgreSQL's max_connections, read at start",
+                    i64::from(max),
+                ),
+                (
+                    "produto_db_connections_available",
+                    "Connections ordinary roles had left at start, besides this instance's pool",
+                    i64::from(available),
+                ),
+            ]
+        });
+        for (name, help, value) in gauges.into_iter().chain(budget.into_iter().flatten()) {
             let metric = ConstGauge::new(value);
             metric.encode(encoder.encode_descriptor(
                 name,

@@ -579,7 +579,7 @@ fn the_kubernetes_manifests_match_the_server() {
         );
     }
 
-    let service = of_kind(&docs, "Service");
+    let service = named(&docs, "Service", "produto");
     let service_ports = service["spec"]["ports"].as_sequence().unwrap();
     for (name, number) in [("grpc", grpc_port), ("http-metrics", admin_port)] {
         let p = service_ports.iter().find(|p| p["name"] == name).unwrap();
@@ -596,6 +596,60 @@ fn the_kubernetes_manifests_match_the_server() {
         of_kind(&docs, "ServiceMonitor")["spec"]["endpoints"][0]["port"],
         "http-metrics"
     );
+
+    // The headless Service: every ready pod's address, for balancing clients.
+    let headless = named(&docs, "Service", "produto-headless");
+    assert_eq!(headless["spec"]["clusterIP"], "None");
+    assert_eq!(headless["spec"]["publishNotReadyAddresses"], false);
+    assert_eq!(&headless["spec"]["selector"], selector);
+    let grpc = &headless["spec"]["ports"][0];
+    assert_eq!(grpc["port"].as_u64(), Some(grpc_port));
+    assert_eq!(grpc["targetPort"], "grpc");
+
+    // Pods spread over nodes.
+    let anti = &pod["affinity"]["podAntiAffinity"]["preferredDuringSchedulingIgnoredDuringExecution"]
+        [0]["podAffinityTerm"];
+    assert_eq!(anti["topologyKey"], "kubernetes.io/hostname");
+    assert_eq!(&anti["labelSelector"]["matchLabels"], selector);
+
+    // The autoscaler owns the replica count, within the connection budget: every pod at
+    // once (surge included) with a full pool and its probe fits in PostgreSQL's default
+    // max_connections (100) less the superuser-reserved 3 and 10 kept for other clients.
+    let hpa = of_kind(&docs, "HorizontalPodAutoscaler");
+    assert_eq!(hpa["spec"]["scaleTargetRef"]["kind"], "Deployment");
+    assert_eq!(
+        hpa["spec"]["scaleTargetRef"]["name"],
+        deployment["metadata"]["name"]
+    );
+    assert!(
+        deployment["spec"]["replicas"].is_null(),
+        "the HPA owns replicas"
+    );
+    let min = hpa["spec"]["minReplicas"].as_u64().unwrap();
+    let max = hpa["spec"]["maxReplicas"].as_u64().unwrap();
+    assert!(min >= 2 && max >= min, "{min}..{max}");
+    let surge = deployment["spec"]["strategy"]["rollingUpdate"]["maxSurge"]
+        .as_u64()
+        .unwrap();
+    let pool: u64 = container["env"]
+        .as_sequence()
+        .unwrap()
+        .iter()
+        .find(|v| v["name"] == "PRODUTO_MAX_CONNECTIONS")
+        .and_then(|v| v["value"].as_str())
+        .expect("PRODUTO_MAX_CONNECTIONS set in the Deployment")
+        .parse()
+        .unwrap();
+    assert!(
+        (max + surge) * (pool + 1) <= 100 - 3 - 10,
+        "({max} + {surge}) × ({pool} + 1) over the budget"
+    );
+}
+
+fn named<'a>(docs: &'a [serde_yaml_ng::Value], kind: &str, name: &str) -> &'a serde_yaml_ng::Value {
+    docs.iter()
+        .find(|d| d["kind"] == kind && d["metadata"]["name"] == name)
+        .unwrap_or_else(|| panic!("no {kind} named {name}"))
 }
 
 #[test]

@@ -23,15 +23,7 @@ impl PgCluster {
             .tempdir()
             .unwrap();
         // initdb refuses to run as root: as root, run the cluster as the postgres user.
-        let as_root = run_output("id", &["-u"]).trim() == "0";
-        if as_root {
-            let status = Command::new("chown")
-                .args(["-R", "postgres:postgres"])
-                .arg(dir.path())
-                .status()
-                .unwrap();
-            assert!(status.success(), "chown the cluster directory");
-        }
+        let as_root = hand_to_postgres_if_root(dir.path());
         let port = free_port();
         let cluster = PgCluster {
             bin,
@@ -158,6 +150,21 @@ fn pg_bin_dir() -> PathBuf {
         .pop()
         .expect("no initdb under /usr/lib/postgresql/*/bin")
         .1
+}
+
+/// When the tests run as root (CI), gives `dir` to the postgres user, which PostgreSQL's and
+/// PgBouncer's processes then run as (both refuse root). Returns whether they run as root.
+pub fn hand_to_postgres_if_root(dir: &Path) -> bool {
+    let as_root = run_output("id", &["-u"]).trim() == "0";
+    if as_root {
+        let status = Command::new("chown")
+            .args(["-R", "postgres:postgres"])
+            .arg(dir)
+            .status()
+            .unwrap();
+        assert!(status.success(), "chown {}", dir.display());
+    }
+    as_root
 }
 
 fn free_port() -> u16 {
