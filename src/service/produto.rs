@@ -32,6 +32,22 @@ impl ProdutoSvc {
     }
 }
 
+impl ProdutoSvc {
+    /// Whether a failure of the throttling table is the primary being unreachable while
+    /// replicas can still serve logins. Then the login goes on unthrottled (fails open), and
+    /// says so in the log: a primary outage must not become an outage of every login, which
+    /// is what the replicas are for, and what an attacker gains is bounded by the hashing
+    /// rate (`PRODUTO_HASH_CONCURRENCY` argon2 verifications at a time) for the length of the
+    /// outage. Without replicas nothing changes: the login fails UNAVAILABLE as before.
+    fn throttle_unreachable(&self, e: &Error) -> bool {
+        let unreachable = matches!(e, Error::Unavailable(_)) && self.db.servers().has_replicas();
+        if unreachable {
+            tracing::warn!(error = %e, "throttling table unreachable: login checked unthrottled");
+        }
+        unreachable
+    }
+}
+
 #[tonic::async_trait]
 impl ProdutoService for ProdutoSvc {
     async fn verificar_login(
@@ -43,7 +59,17 @@ impl ProdutoService for ProdutoSvc {
         let usuario = Usuario::parse(req.usuario)?;
         let senha = Senha::parse_login(req.senha)?;
 
-        let standing = self.throttle.standing(&self.db, &usuario).await?;
+        // With replicas, a primary that cannot be reached does not stop logins: they go on
+        // unthrottled (see `throttle_unreachable`), read from a replica.
+        let mut throttled = true;
+        let standing = match self.throttle.standing(&self.db, &usuario).await {
+            Ok(standing) => standing,
+            Err(e) if self.throttle_unreachable(&e) => {
+                throttled = false;
+                Standing::Clean
+            }
+            Err(e) => return Err(e.into()),
+        };
         let locked = standing == Standing::Locked;
         let credentials = self.db.credentials(&usuario).await?;
         // An unknown user, or a locked-out one, is verified against the dummy hash: the
@@ -64,9 +90,16 @@ impl ProdutoService for ProdutoSvc {
                 true
             }
         };
-        self.throttle
-            .record(&self.db, &usuario, standing, valido)
-            .await?;
+        if throttled {
+            match self
+                .throttle
+                .record(&self.db, &usuario, standing, valido)
+                .await
+            {
+                Err(e) if !self.throttle_unreachable(&e) => return Err(e.into()),
+                _ => {}
+            }
+        }
         if locked {
             self.db.stats().record_login_throttled();
             tracing::warn!(%usuario, peer = ?peer, "login refused: too many failed attempts");

@@ -16,6 +16,7 @@ mod process;
 #[path = "../api/proxy.rs"]
 #[allow(dead_code, reason = "not every test uses every fault")]
 mod proxy;
+mod replicas;
 
 use std::{
     collections::BTreeMap,
