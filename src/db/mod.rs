@@ -226,6 +226,25 @@ impl Db {
         )
     }
 
+    /// Every server as PoolStatus, `/metrics` and `/health` show it: `DATABASE_URL` first,
+    /// then the replicas in their configured order.
+    pub fn server_views(&self) -> Vec<ServerView> {
+        let servers = self.servers();
+        (0..servers.all().len())
+            .map(|index| {
+                let server = servers.get(index);
+                ServerView {
+                    role: servers.role(index),
+                    address: server.address.clone(),
+                    readable: servers.readable(index),
+                    lag: server.lag(),
+                    reads_total: server.reads(),
+                    pool: self.server_snapshot(index),
+                }
+            })
+            .collect()
+    }
+
     /// Closes the pools: waits (bounded) for checked-out connections to come back, then
     /// closes every connection.
     pub async fn close(&self, within: Duration) {
@@ -415,6 +434,22 @@ async fn probe_server(server: &Server, slot: &mut ProbeSlot) -> Option<Reading> 
     server.stats.probe_latency_us.store(latency, Relaxed);
     server.stats.probe_unix_ms.store(now_ms, Relaxed);
     reading
+}
+
+/// One server's state, for the operator.
+#[derive(Debug, Clone)]
+pub struct ServerView {
+    pub role: Role,
+    /// `host:port/database`, without credentials.
+    pub address: String,
+    /// Whether reads go to it now (a replica that is reachable, in recovery and fresh).
+    pub readable: bool,
+    /// Replay lag at the last probe (`None`: unknown or unreachable; 0 on a primary).
+    pub lag: Option<Duration>,
+    /// Reads routed to it since start.
+    pub reads_total: u64,
+    /// Its pool's figures (`healthy`: reachable at the last probe).
+    pub pool: PoolSnapshot,
 }
 
 /// Records one statement's duration when dropped, whether it finished or was abandoned.

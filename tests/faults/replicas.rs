@@ -165,6 +165,19 @@ async fn reads_are_served_by_the_replica() {
     )
     .await;
     assert!(sessions.parse::<u32>().unwrap() >= 1, "{sessions}");
+    // PoolStatus tells the same, per server, without credentials.
+    let status = app.pool_status().await;
+    let roles: Vec<&str> = status.pools.iter().map(|p| p.role.as_str()).collect();
+    assert_eq!(roles, ["primary", "replica"]);
+    let replica = &status.pools[STANDBY];
+    assert_eq!(
+        replica.address,
+        format!("127.0.0.1:{}/postgres", standby.port)
+    );
+    assert!(replica.healthy && replica.readable, "{replica:?}");
+    assert!(replica.replay_lag_ms >= 0, "{replica:?}");
+    assert!(replica.reads_total >= 110, "{replica:?}");
+    assert_eq!(status.max_connections, status.pools[0].max_connections);
     // An unknown user is still NOT_FOUND (confirmed on the primary).
     assert_eq!(
         app.nivel("nobody").await.unwrap_err().code(),
@@ -380,6 +393,11 @@ async fn the_primary_fails_reads_go_on_and_a_promoted_standby_takes_the_writes()
     let stored = stored_usernames(&standby.url()).await;
     let lost: Vec<&String> = acked.iter().filter(|u| !stored.contains(*u)).collect();
     assert!(lost.is_empty(), "acknowledged but lost: {lost:?}");
+    let status = app.pool_status().await;
+    let roles: Vec<&str> = status.pools.iter().map(|p| p.role.as_str()).collect();
+    assert_eq!(roles, ["replica", "primary"], "{status:?}");
+    assert!(status.healthy, "the fields of old describe the new primary");
+    assert!(!status.pools[0].healthy);
     app.add_user("after", "senha-forte-1", 1).await.unwrap();
     assert_eq!(app.nivel("after").await.unwrap(), 1);
 }
