@@ -4,6 +4,8 @@
 mod batch;
 mod bot;
 mod helpers;
+#[path = "../support/http.rs"]
+mod http;
 mod ops;
 #[allow(dead_code, reason = "the fault tests use the rest of the proxy")]
 mod proxy;

@@ -3,7 +3,6 @@
 
 use std::{
     collections::HashMap,
-    net::SocketAddr,
     path::Path,
     process::Stdio,
     time::{Duration, Instant},
@@ -15,7 +14,7 @@ use produto::{
     service::health::{LIVENESS, READINESS_SERVICES},
 };
 use tokio::{
-    io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader},
+    io::{AsyncBufReadExt, BufReader},
     net::TcpStream,
 };
 use tonic::{Code, Request};
@@ -23,6 +22,7 @@ use tonic_health::pb::health_check_response::ServingStatus;
 
 use crate::{
     helpers::{Backend, TestApp, TestDb, spawn_with, test_config},
+    http::http_get,
     proxy,
 };
 
@@ -33,20 +33,6 @@ async fn spawn_with_admin(url: &str, database: TestDb) -> TestApp {
     let app = spawn_with(config, database).await;
     app.wait_for_readiness(ServingStatus::Serving).await;
     app
-}
-
-/// A minimal HTTP/1.1 GET: the status code and the body.
-async fn http_get(addr: SocketAddr, path: &str) -> (u16, String) {
-    let mut stream = TcpStream::connect(addr)
-        .await
-        .expect("connect to the admin port");
-    let request = format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
-    stream.write_all(request.as_bytes()).await.unwrap();
-    let mut response = String::new();
-    stream.read_to_string(&mut response).await.unwrap();
-    let (head, body) = response.split_once("\r\n\r\n").expect("an HTTP response");
-    let status = head.split(' ').nth(1).unwrap().parse().unwrap();
-    (status, body.to_owned())
 }
 
 /// Every sample of a scrape, keyed by `name{labels}` as exposed.
