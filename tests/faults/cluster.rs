@@ -92,6 +92,37 @@ impl PgCluster {
         cluster
     }
 
+    /// CPU time (user + system) used so far by the cluster's live processes: the
+    /// postmaster and its children (backends, WAL sender or receiver, startup process).
+    pub fn cpu_time(&self) -> std::time::Duration {
+        let pid_file = self.dir.path().join("data").join("postmaster.pid");
+        let postmaster: u32 = std::fs::read_to_string(pid_file)
+            .unwrap()
+            .lines()
+            .next()
+            .unwrap()
+            .trim()
+            .parse()
+            .unwrap();
+        let ticks: u64 = std::fs::read_dir("/proc")
+            .unwrap()
+            .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok())
+            .filter_map(|pid| {
+                let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+                // Fields after the command name, which is in parentheses: state, ppid, ...
+                let fields: Vec<&str> = stat.rsplit_once(')')?.1.split_whitespace().collect();
+                let ppid: u32 = fields.get(1)?.parse().ok()?;
+                (pid == postmaster || ppid == postmaster).then(|| {
+                    let utime: u64 = fields[11].parse().unwrap_or(0);
+                    let stime: u64 = fields[12].parse().unwrap_or(0);
+                    utime + stime
+                })
+            })
+            .sum();
+        // Linux reports these in clock ticks of 1/100 s (USER_HZ).
+        std::time::Duration::from_millis(ticks * 10)
+    }
+
     /// Promotes a standby to a primary and waits until it accepts writes.
     pub fn promote(&self) {
         self.pg("pg_ctl", &["-D", &self.data(), "-w", "promote"]);

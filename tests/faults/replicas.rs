@@ -454,3 +454,141 @@ async fn a_replica_past_the_lag_bound_gets_no_reads_until_it_catches_up() {
     }
     assert_eq!(reads_on(&app, STANDBY), on_standby + 50);
 }
+
+/// One measured load: `callers` closed-loop callers of `call` for `duration`.
+async fn measure<F, Fut>(callers: usize, duration: Duration, call: F) -> (u64, Duration)
+where
+    F: Fn(usize) -> Fut + Clone + Send + 'static,
+    Fut: Future<Output = ()> + Send,
+{
+    let started = Instant::now();
+    let mut tasks = tokio::task::JoinSet::new();
+    for c in 0..callers {
+        let call = call.clone();
+        tasks.spawn(async move {
+            let mut n = 0u64;
+            while started.elapsed() < duration {
+                call(c + callers * n as usize).await;
+                n += 1;
+            }
+            n
+        });
+    }
+    let mut calls = 0;
+    while let Some(n) = tasks.join_next().await {
+        calls += n.unwrap();
+    }
+    (calls, started.elapsed())
+}
+
+/// Reads through one replica versus the primary alone: calls per second, the CPU each
+/// PostgreSQL server spent per call, and the share of reads each server took. Printed, not
+/// asserted (the machine is shared). `PRODUTO_MEASURE_SECS` (default 5) per slice; slices
+/// run alone, replica, replica, alone, so outside load falls on both sides.
+///
+///     cargo test --test faults measure_reads -- --ignored --nocapture
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "a measurement, run by hand"]
+async fn measure_reads_through_a_replica() {
+    const USERS: usize = 1000;
+    const CALLERS: usize = 16;
+    let _serial = SERIAL.lock().await;
+    let secs: u64 = std::env::var("PRODUTO_MEASURE_SECS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(5);
+    let slice = Duration::from_secs(secs);
+    let (primary, standby) = primary_and_standby().await;
+    let alone = app_on(fault_config(&primary.url())).await;
+    let replicated = app_with_standby(replica_config(&primary, &standby), &primary, &standby).await;
+    add_users(&alone, "m", 20).await;
+    {
+        use sqlx::Connection;
+        let mut conn = sqlx::PgConnection::connect(&primary.url()).await.unwrap();
+        sqlx::query(
+            "INSERT INTO usuarios (usuario, senha_hash, nivel) \
+             SELECT 'n' || i, 'not-a-hash', i % 3 FROM generate_series(0, $1 - 1) AS i",
+        )
+        .bind(USERS as i64)
+        .execute(&mut conn)
+        .await
+        .unwrap();
+    }
+    cluster::wait_for_replay(&primary.url(), &standby.url()).await;
+
+    // (rpc, setup) -> [calls, seconds, primary cpu, standby cpu, primary reads, standby reads]
+    let mut rows: std::collections::BTreeMap<(&str, &str), [f64; 6]> = Default::default();
+    for (setup, app) in [
+        ("primary alone", &alone),
+        ("one replica", &replicated),
+        ("one replica", &replicated),
+        ("primary alone", &alone),
+    ] {
+        for rpc in ["ObterNivel", "VerificarLogin"] {
+            let client = app.produto.clone();
+            let cpu = (primary.cpu_time(), standby.cpu_time());
+            let reads = (reads_on(app, 0), reads_on(app, STANDBY));
+            let (calls, took) = if rpc == "ObterNivel" {
+                measure(CALLERS, slice, move |i| {
+                    let mut client = client.clone();
+                    async move {
+                        client
+                            .obter_nivel(produto::pb::ObterNivelRequest {
+                                usuario: format!("n{}", i % USERS),
+                            })
+                            .await
+                            .unwrap();
+                    }
+                })
+                .await
+            } else {
+                measure(CALLERS, slice, move |i| {
+                    let mut client = client.clone();
+                    async move {
+                        let r = client
+                            .verificar_login(produto::pb::VerificarLoginRequest {
+                                usuario: format!("m{}", i % 20),
+                                senha: "senha-forte-1".into(),
+                            })
+                            .await
+                            .unwrap();
+                        assert!(r.into_inner().valido);
+                    }
+                })
+                .await
+            };
+            let row = rows.entry((rpc, setup)).or_default();
+            for (k, v) in [
+                calls as f64,
+                took.as_secs_f64(),
+                (primary.cpu_time() - cpu.0).as_secs_f64(),
+                (standby.cpu_time() - cpu.1).as_secs_f64(),
+                (reads_on(app, 0) - reads.0) as f64,
+                (reads_on(app, STANDBY) - reads.1) as f64,
+            ]
+            .into_iter()
+            .enumerate()
+            {
+                row[k] += v;
+            }
+        }
+    }
+    println!(
+        "{CALLERS} callers, {secs} s slices x 2, {USERS} users; CPU is PostgreSQL's (all its processes)"
+    );
+    println!(
+        "| RPC | setup | calls/s | primary CPU µs/call | standby CPU µs/call | reads on primary | reads on standby |"
+    );
+    println!("| --- | --- | --- | --- | --- | --- | --- |");
+    for ((rpc, setup), [calls, secs, cpu_p, cpu_s, reads_p, reads_s]) in rows {
+        let share = |r: f64| 100.0 * r / (reads_p + reads_s).max(1.0);
+        println!(
+            "| {rpc} | {setup} | {:.0} | {:.0} | {:.0} | {:.0} % | {:.0} % |",
+            calls / secs,
+            cpu_p * 1e6 / calls,
+            cpu_s * 1e6 / calls,
+            share(reads_p),
+            share(reads_s),
+        );
+    }
+}
