@@ -122,12 +122,14 @@ impl Application {
         let ready = ReadyFlag::default();
         let readiness = Readiness::new(reporter, ready.clone()).await;
         let metrics = Arc::new(Metrics::new(&db, ready.clone()));
-        // Our services and the health service's, so grpcurl can describe both; v1alpha
-        // too, for clients (older grpcurl, grpcio) that only speak it.
+        // Our services and the health service's, so grpcurl can describe both, and
+        // google.rpc's error details, so it can decode those of our errors; v1alpha too,
+        // for clients (older grpcurl, grpcio) that only speak it.
         let reflection = || {
             tonic_reflection::server::Builder::configure()
                 .register_encoded_file_descriptor_set(crate::pb::FILE_DESCRIPTOR_SET)
                 .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+                .register_encoded_file_descriptor_set(tonic_types::pb::FILE_DESCRIPTOR_SET)
         };
         let reflection_error = |e| Error::Startup(format!("reflection: {e}"));
         let reflection_v1 = reflection().build_v1().map_err(reflection_error)?;

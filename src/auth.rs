@@ -5,7 +5,7 @@ use std::sync::Arc;
 use subtle::ConstantTimeEq;
 use tonic::metadata::MetadataMap;
 
-use crate::Error;
+use crate::{Error, error::Reason};
 
 /// The configured admin token, if any. Its `Debug` never shows it.
 #[derive(Clone, Default)]
@@ -21,6 +21,7 @@ impl AdminToken {
     pub fn check(&self, metadata: &MetadataMap) -> Result<(), Error> {
         let Some(expected) = &self.0 else {
             return Err(Error::PermissionDenied(
+                Reason::AdminDisabled,
                 "AdicionarUsuario is disabled: start the server with PRODUTO_ADMIN_TOKEN set",
             ));
         };
@@ -29,12 +30,16 @@ impl AdminToken {
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.strip_prefix("Bearer "))
             .ok_or(Error::Unauthenticated(
+                Reason::AdminTokenMissing,
                 "missing admin token: send metadata 'authorization: Bearer <token>'",
             ))?;
         if bool::from(given.as_bytes().ct_eq(expected)) {
             Ok(())
         } else {
-            Err(Error::Unauthenticated("invalid admin token"))
+            Err(Error::Unauthenticated(
+                Reason::AdminTokenInvalid,
+                "invalid admin token",
+            ))
         }
     }
 }

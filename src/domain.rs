@@ -1,7 +1,7 @@
 //! Validated request values. A request is parsed into these once, at the edge; everything
 //! behind the edge trusts them.
 
-use crate::Error;
+use crate::{Error, error::Rule};
 
 /// Longest username, in characters.
 pub const USUARIO_MAX_CHARS: usize = 64;
@@ -19,18 +19,32 @@ impl Usuario {
     pub fn parse(raw: String) -> Result<Self, Error> {
         let chars = raw.chars().count();
         if chars == 0 {
-            return Err(invalid("usuario: must not be empty"));
+            return Err(invalid(
+                "usuario",
+                Rule::Empty,
+                "usuario: must not be empty",
+            ));
         }
         if chars > USUARIO_MAX_CHARS {
-            return Err(invalid(format!(
-                "usuario: must be at most {USUARIO_MAX_CHARS} characters (got {chars})"
-            )));
+            return Err(invalid(
+                "usuario",
+                Rule::TooLong,
+                format!("usuario: must be at most {USUARIO_MAX_CHARS} characters (got {chars})"),
+            ));
         }
         if raw.chars().any(char::is_control) {
-            return Err(invalid("usuario: must not contain control characters"));
+            return Err(invalid(
+                "usuario",
+                Rule::ControlCharacters,
+                "usuario: must not contain control characters",
+            ));
         }
         if raw.starts_with(char::is_whitespace) || raw.ends_with(char::is_whitespace) {
-            return Err(invalid("usuario: must not start or end with whitespace"));
+            return Err(invalid(
+                "usuario",
+                Rule::SurroundingWhitespace,
+                "usuario: must not start or end with whitespace",
+            ));
         }
         Ok(Usuario(raw))
     }
@@ -61,6 +75,8 @@ impl Senha {
         let senha = Self::parse_with_min(raw, SENHA_MIN_BYTES_NEW)?;
         if is_common_password(&senha.0) {
             return Err(invalid(
+                "senha",
+                Rule::TooCommon,
                 "senha: too common (found in lists of leaked passwords); choose another",
             ));
         }
@@ -70,16 +86,22 @@ impl Senha {
     fn parse_with_min(raw: String, min: usize) -> Result<Self, Error> {
         let len = raw.len();
         if len < min {
-            return Err(invalid(if min == 1 {
-                "senha: must not be empty".to_string()
+            return Err(if min == 1 {
+                invalid("senha", Rule::Empty, "senha: must not be empty")
             } else {
-                format!("senha: must be at least {min} bytes")
-            }));
+                invalid(
+                    "senha",
+                    Rule::TooShort,
+                    format!("senha: must be at least {min} bytes"),
+                )
+            });
         }
         if len > SENHA_MAX_BYTES {
-            return Err(invalid(format!(
-                "senha: must be at most {SENHA_MAX_BYTES} bytes"
-            )));
+            return Err(invalid(
+                "senha",
+                Rule::TooLong,
+                format!("senha: must be at most {SENHA_MAX_BYTES} bytes"),
+            ));
         }
         Ok(Senha(raw))
     }
@@ -102,7 +124,11 @@ pub struct Nivel(i32);
 impl Nivel {
     pub fn parse(raw: i32) -> Result<Self, Error> {
         if raw < 0 {
-            return Err(invalid(format!("nivel: must be 0 or greater (got {raw})")));
+            return Err(invalid(
+                "nivel",
+                Rule::Negative,
+                format!("nivel: must be 0 or greater (got {raw})"),
+            ));
         }
         Ok(Nivel(raw))
     }
@@ -121,8 +147,14 @@ fn is_common_password(senha: &str) -> bool {
         .any(|common| common == senha)
 }
 
-fn invalid(msg: impl Into<String>) -> Error {
-    Error::InvalidArgument(msg.into())
+/// A broken rule of a request field; `field` is its name in the proto, and `message`
+/// (what callers read) starts with it.
+fn invalid(field: &'static str, rule: Rule, message: impl Into<String>) -> Error {
+    Error::InvalidArgument {
+        field,
+        rule,
+        message: message.into(),
+    }
 }
 
 #[cfg(test)]

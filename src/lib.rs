@@ -14,6 +14,7 @@ pub mod middleware;
 pub mod ops;
 pub mod password;
 pub mod service;
+pub mod service_config;
 pub mod telemetry;
 pub mod throttle;
 

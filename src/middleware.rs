@@ -22,7 +22,10 @@ use tonic::{
 use tower::{Layer, Service};
 use tracing::Instrument;
 
-use crate::ops::{metrics::RpcMetrics, request_id};
+use crate::{
+    Error,
+    ops::{metrics::RpcMetrics, request_id},
+};
 
 /// Answer a little before the caller's deadline (a tenth of it, 5 to 100 ms), so that the
 /// caller receives our DEADLINE_EXCEEDED before its own timer fires: a client whose timer
@@ -122,10 +125,7 @@ where
                 let mut result = match permit {
                     Err(_) => {
                         tracing::warn!(max_in_flight, "call shed: too many calls in progress");
-                        Ok(Status::resource_exhausted(format!(
-                            "server busy: {max_in_flight} calls already in progress; retry with backoff"
-                        ))
-                        .into_http())
+                        Ok(Status::from(Error::ServerBusy { max_in_flight }).into_http())
                     }
                     Ok(_permit) => {
                         let call = inner.call(req);
@@ -138,10 +138,7 @@ where
                             .await
                             {
                                 Ok(result) => result,
-                                Err(_) => Ok(Status::deadline_exceeded(
-                                    "deadline exceeded before the call finished",
-                                )
-                                .into_http()),
+                                Err(_) => Ok(Status::from(Error::DeadlineExceeded).into_http()),
                             },
                         }
                     }
@@ -181,7 +178,8 @@ fn response_code(headers: &HeaderMap) -> Code {
 /// tonic answers INTERNAL for a request that does not decode (invalid UTF-8 in a string,
 /// truncated fields) and OUT_OF_RANGE for one over the size limit. Both are the caller's
 /// doing: say so with INVALID_ARGUMENT and RESOURCE_EXHAUSTED (gRPC's code for a message
-/// larger than the server accepts), so callers do not retry them or page anyone.
+/// larger than the server accepts), so callers do not retry them or page anyone. The
+/// recoded status replaces tonic's, error details included (see [`Error`]).
 fn recode_request_errors(headers: &mut HeaderMap) {
     let Some(status) = Status::from_header_map(headers) else {
         return;
@@ -192,17 +190,16 @@ fn recode_request_errors(headers: &mut HeaderMap) {
                 .message()
                 .starts_with("failed to decode Protobuf message") =>
         {
-            Status::invalid_argument(format!("malformed request: {}", status.message()))
+            Error::MalformedRequest(status.message().to_owned())
         }
         Code::OutOfRange if status.message().contains("message length too large") => {
-            Status::resource_exhausted(format!(
-                "request too large (the limit is {} bytes)",
-                crate::app::MAX_REQUEST_BYTES
-            ))
+            Error::RequestTooLarge {
+                limit_bytes: crate::app::MAX_REQUEST_BYTES,
+            }
         }
         _ => return,
     };
-    let _ = recoded.add_header(headers);
+    let _ = Status::from(recoded).add_header(headers);
 }
 
 /// Parses `grpc-timeout` (`<1-8 digits><H|M|S|m|u|n>`); a malformed value is ignored, as

@@ -182,7 +182,7 @@ async fn query(db: &Db, server: usize, batch: &[Waiter]) -> Result<HashMap<Strin
         let on_replica = server != db.servers().primary_index();
         let mut lease = match db.acquire(server, pool).await {
             Ok(lease) => lease,
-            Err(Error::Unavailable(_)) if on_replica && attempt < 2 => {
+            Err(Error::Unavailable(_) | Error::DatabaseDown(_)) if on_replica && attempt < 2 => {
                 attempt += 1;
                 server = db.servers().primary_index();
                 continue;
@@ -223,7 +223,7 @@ async fn query(db: &Db, server: usize, batch: &[Waiter]) -> Result<HashMap<Strin
         };
         let lost = matches!(&outcome, Ok(Err(e)) if crate::error::is_connection_error(e));
         let result = db.classify(server, &mut lease, outcome);
-        let failed = matches!(&result, Err(Error::Unavailable(_)));
+        let failed = matches!(&result, Err(Error::Unavailable(_) | Error::DatabaseDown(_)));
         if !(attempt < 2 && (lost || (on_replica && failed))) {
             return result;
         }
@@ -247,13 +247,12 @@ fn answer(batch: Vec<Waiter>, result: Result<HashMap<String, i32>, Error>) {
         }
         Err(e) => {
             let size = batch.len();
-            let unavailable = matches!(e, Error::Unavailable(_));
             tracing::warn!(error = %e, size, "nivel batch query failed");
             for waiter in batch {
-                let copy = if unavailable {
-                    Error::Unavailable(e.to_string())
-                } else {
-                    Error::Internal(e.to_string())
+                let copy = match &e {
+                    Error::Unavailable(_) => Error::Unavailable(e.to_string()),
+                    Error::DatabaseDown(_) => Error::DatabaseDown(e.to_string()),
+                    _ => Error::Internal(e.to_string()),
                 };
                 let _ = waiter.reply.send(Err(copy));
             }

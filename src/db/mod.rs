@@ -273,7 +273,8 @@ impl Db {
                 "schema not migrated yet (starting up)".into(),
             ));
         }
-        let bound = if stats.healthy() {
+        let healthy = stats.healthy();
+        let bound = if healthy {
             self.acquire_timeout
         } else {
             self.acquire_timeout.min(UNHEALTHY_ACQUIRE_TIMEOUT)
@@ -296,13 +297,14 @@ impl Db {
             }
             Err(_) | Ok(Err(sqlx::Error::PoolTimedOut)) => {
                 stats.acquire_timeouts.fetch_add(1, Relaxed);
-                Err(Error::Unavailable(format!(
-                    "no database connection within {bound:?}"
-                )))
+                Err(
+                    Error::Unavailable(format!("no database connection within {bound:?}"))
+                        .while_database_down(!healthy),
+                )
             }
             Ok(Err(e)) => {
                 stats.acquire_errors.fetch_add(1, Relaxed);
-                Err(Error::from_sqlx(e))
+                Err(Error::from_sqlx(e).while_database_down(!healthy))
             }
         }
     }
@@ -341,6 +343,7 @@ impl Db {
         lease: &mut Lease<DB>,
         outcome: Result<Result<T, sqlx::Error>, tokio::time::error::Elapsed>,
     ) -> Result<T, Error> {
+        let down = !self.servers.get(index).stats.healthy();
         match outcome {
             Ok(Ok(value)) => Ok(value),
             Ok(Err(e)) if replicas::is_read_only_error(&e) => {
@@ -352,7 +355,7 @@ impl Db {
             }
             Ok(Err(e)) if is_connection_error(&e) => {
                 lease.discard();
-                Err(Error::Unavailable(e.to_string()))
+                Err(Error::Unavailable(e.to_string()).while_database_down(down))
             }
             Ok(Err(e)) => Err(Error::Database(e)),
             Err(_) => {
@@ -360,7 +363,8 @@ impl Db {
                 Err(Error::Unavailable(format!(
                     "query did not finish within {:?}",
                     self.query_timeout
-                )))
+                ))
+                .while_database_down(down))
             }
         }
     }

@@ -40,7 +40,7 @@ macro_rules! on_conn {
                 Backend::Sqlite(pool) => on_conn!(@once $db, server, $name, pool, |$conn| $query),
             };
             let on_replica = server != $db.servers().primary_index();
-            let failed = matches!(&result, Err(Error::Unavailable(_)));
+            let failed = matches!(&result, Err(Error::Unavailable(_) | Error::DatabaseDown(_)));
             if !($read && attempt < 2 && (lost || (on_replica && failed))) {
                 break result;
             }
@@ -90,7 +90,7 @@ impl Db {
             return Ok(found);
         }
         match lookup(primary).await {
-            Err(Error::Unavailable(e)) => {
+            Err(Error::Unavailable(e) | Error::DatabaseDown(e)) => {
                 tracing::debug!(error = %e, "cannot confirm a replica's miss on the primary");
                 Ok(None)
             }

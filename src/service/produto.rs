@@ -40,7 +40,8 @@ impl ProdutoSvc {
     /// rate (`PRODUTO_HASH_CONCURRENCY` argon2 verifications at a time) for the length of the
     /// outage. Without replicas nothing changes: the login fails UNAVAILABLE as before.
     fn throttle_unreachable(&self, e: &Error) -> bool {
-        let unreachable = matches!(e, Error::Unavailable(_)) && self.db.servers().has_replicas();
+        let unreachable = matches!(e, Error::Unavailable(_) | Error::DatabaseDown(_))
+            && self.db.servers().has_replicas();
         if unreachable {
             tracing::warn!(error = %e, "throttling table unreachable: login checked unthrottled");
         }

@@ -3,6 +3,7 @@
 
 mod batch;
 mod bot;
+mod clients;
 mod helpers;
 #[path = "../support/http.rs"]
 mod http;
@@ -271,6 +272,7 @@ async fn a_short_deadline_gets_deadline_exceeded_and_frees_the_connection(backen
     config.argon2_m_kib = 128 * 1024;
     config.argon2_t = 16;
     config.hash_concurrency = 1;
+    config.admin_addr = Some("127.0.0.1:0".parse().unwrap());
     let app = spawn_with(config, database).await;
     app.wait_for_readiness(ServingStatus::Serving).await;
     app.add_user("maria", "senha-forte-1", 1).await.unwrap();
@@ -293,8 +295,43 @@ async fn a_short_deadline_gets_deadline_exceeded_and_frees_the_connection(backen
     while let Some(joined) = calls.join_next().await {
         let (result, took) = joined.unwrap();
         let err = result.unwrap_err();
-        assert_eq!(err.code(), Code::DeadlineExceeded, "{err:?}");
-        assert!(took < Duration::from_millis(500), "answered after {took:?}");
+        // The server answers DEADLINE_EXCEEDED a little before the deadline; on a loaded
+        // machine its answer can still arrive after the client's own timer, which tonic
+        // reports as CANCELLED "Timeout expired". Either way the call ended at the deadline;
+        // that the server cut it is checked on its own count below.
+        assert!(
+            err.code() == Code::DeadlineExceeded
+                || (err.code() == Code::Cancelled && err.message().contains("Timeout expired")),
+            "{err:?}"
+        );
+        assert!(
+            took < Duration::from_millis(1500),
+            "answered after {took:?}"
+        );
+    }
+    // The server itself gave up on every one of them (its own DEADLINE_EXCEEDED, counted
+    // whether or not the client heard it first).
+    let admin = app.admin_addr.unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let (_, text) = http::http_get(admin, "/metrics").await;
+        let cut = text
+            .lines()
+            .find(|l| {
+                l.starts_with("grpc_server_handled_total{")
+                    && l.contains("grpc_method=\"VerificarLogin\"")
+                    && l.contains("grpc_code=\"DeadlineExceeded\"")
+            })
+            .and_then(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
+            .unwrap_or(0);
+        if cut == 6 {
+            break;
+        }
+        assert!(
+            cut < 6 && Instant::now() < deadline,
+            "the server counted {cut} DEADLINE_EXCEEDED logins, not 6"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
     }
     let status = app.pool_status().await;
     assert_eq!(status.used_connections, 0, "{status:?}");

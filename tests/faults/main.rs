@@ -39,6 +39,7 @@ use produto::{
 use proxy::Proxy;
 use tonic::{Code, Request, transport::Channel};
 use tonic_health::pb::health_check_response::ServingStatus;
+use tonic_types::StatusExt;
 
 /// One fault test at a time.
 static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
@@ -359,6 +360,17 @@ async fn a_blackholed_database_is_given_up_on_in_bounded_time_and_resumed_after(
     assert!(tally.only(&[Code::Unavailable]), "{tally:?}");
     // At worst a read tries twice: (acquire 1 s + statement 1 s) each.
     assert!(tally.slowest < Duration::from_millis(4500), "{tally:?}");
+    // While the probe says the database is down, callers are told to wait longer.
+    let down = app.nivel("maria").await.unwrap_err();
+    assert_eq!(down.code(), Code::Unavailable, "{down:?}");
+    let details = down.get_error_details();
+    let info = details.error_info().expect("an ErrorInfo");
+    assert_eq!(info.reason, "DATABASE_UNAVAILABLE");
+    assert_eq!(
+        details.retry_info().and_then(|r| r.retry_delay),
+        Some(produto::error::RETRY_DELAY_DATABASE_DOWN),
+        "{down:?}"
+    );
 
     proxy.up();
     app.wait_for_readiness(ServingStatus::Serving).await;
