@@ -68,8 +68,9 @@ async fn wait_until(app: &TestApp, what: &str, condition: impl Fn(&TestApp) -> b
     }
 }
 
+/// Reads routed to server `server` (0 when the app has no such server).
 fn reads_on(app: &TestApp, server: usize) -> u64 {
-    app.db.servers().get(server).reads()
+    app.db.servers().all().get(server).map_or(0, |s| s.reads())
 }
 
 /// Adds `n` users named `{prefix}{i}` with level `i % 3`.
