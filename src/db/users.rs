@@ -77,7 +77,8 @@ pub struct Credentials {
 impl Db {
     /// Runs a lookup on the server reads are routed to; a miss there, when it is a replica,
     /// is asked again of the primary, since a user added moments ago may not have reached
-    /// the replica yet. While the primary cannot answer, the replica's miss stands.
+    /// the replica yet. While the primary cannot answer (down at the last probe, or
+    /// UNAVAILABLE now), the replica's miss stands.
     async fn read_confirmed<T, F, Fut>(&self, lookup: F) -> Result<Option<T>, Error>
     where
         F: Fn(usize) -> Fut,
@@ -86,7 +87,9 @@ impl Db {
         let server = self.servers().route(Access::Read);
         let found = lookup(server).await?;
         let primary = self.servers().primary_index();
-        if found.is_some() || server == primary {
+        // A primary the probe found down is not asked: the answer would be UNAVAILABLE,
+        // after a wait.
+        if found.is_some() || server == primary || !self.servers().primary().reachable() {
             return Ok(found);
         }
         match lookup(primary).await {
