@@ -12,15 +12,16 @@ use tokio_util::{
 use tonic::transport::{Certificate, Identity, Server, ServerTlsConfig, server::TcpIncoming};
 
 use crate::{
-    Config, Error,
+    Error,
     auth::AdminToken,
+    config::{Settings, TlsSettings},
     db::{Db, ProbeConnection},
     middleware::RpcLayer,
     ops::{admin, metrics::Metrics},
     password::Hasher,
     pb::{pool_service_server::PoolServiceServer, produto_service_server::ProdutoServiceServer},
-    service::{PoolSvc, ProdutoSvc, Readiness, ReadyFlag},
-    throttle::LoginThrottle,
+    ready::ReadyFlag,
+    service::{PoolSvc, ProdutoSvc, Readiness},
 };
 
 /// Largest request message accepted: the largest valid request is ~1.3 KiB.
@@ -34,7 +35,7 @@ const ADMIN_STOP_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// A server bound to its port, ready to run.
 pub struct Application {
-    config: Config,
+    config: Settings,
     incoming: TcpIncoming,
     local_addr: SocketAddr,
     /// The admin HTTP port, when configured.
@@ -47,15 +48,13 @@ pub struct Application {
 impl Application {
     /// Checks the configuration, builds the (lazy) pool and binds the listener. Nothing here
     /// waits for the database: a database that is down at start only delays readiness.
-    pub async fn build(mut config: Config) -> Result<Self, Error> {
-        config.read_secret_files().map_err(Error::Startup)?;
-        config.validate().map_err(Error::Startup)?;
+    pub async fn build(config: Settings) -> Result<Self, Error> {
         if config.admin_token.as_ref().is_some_and(|t| t.len() < 16) {
             tracing::warn!("PRODUTO_ADMIN_TOKEN is shorter than 16 bytes: use a long random token");
         }
-        let db = Db::new(&config)?;
-        let hasher = Hasher::new(&config)?;
-        let tls = tls_config(&config)?;
+        let db = Db::new(&config.db)?;
+        let hasher = Hasher::new(&config.hashing)?;
+        let tls = config.tls.as_ref().map(tls_config).transpose()?;
         let listener = TcpListener::bind(config.addr)
             .await
             .map_err(|e| Error::Startup(format!("cannot listen on {}: {e}", config.addr)))?;
@@ -139,10 +138,7 @@ impl Application {
             db.clone(),
             hasher,
             AdminToken::new(config.admin_token.as_deref()),
-            LoginThrottle {
-                max_failures: config.login_max_failures,
-                window: config.login_window,
-            },
+            config.throttle,
         );
         let stop_tasks = CancellationToken::new();
         let stop_serving = CancellationToken::new();
@@ -177,7 +173,7 @@ impl Application {
         };
 
         let mut builder = Server::builder()
-            .max_concurrent_streams(config.max_streams_per_connection)
+            .max_concurrent_streams(config.limits.max_streams_per_connection)
             // Dead peers are noticed and their connections closed, not kept forever.
             .http2_keepalive_interval(Some(Duration::from_secs(30)))
             .http2_keepalive_timeout(Some(Duration::from_secs(10)));
@@ -187,7 +183,11 @@ impl Application {
                 .map_err(|e| Error::Startup(format!("TLS: {e}")))?;
         }
         let server = builder
-            .layer(RpcLayer::new(metrics.rpc(), config.max_concurrent_calls))
+            .layer(RpcLayer::new(
+                metrics.rpc(),
+                config.limits.max_concurrent_calls,
+                MAX_REQUEST_BYTES,
+            ))
             .add_service(health_server)
             .add_service(reflection_v1)
             .add_service(reflection_v1alpha)
@@ -236,31 +236,26 @@ impl Application {
     }
 }
 
-/// Reads the TLS files named in the configuration, if any.
-fn tls_config(config: &Config) -> Result<Option<ServerTlsConfig>, Error> {
-    let (Some(cert), Some(key)) = (&config.tls_cert, &config.tls_key) else {
-        return Ok(None);
-    };
+/// Reads the TLS files.
+fn tls_config(settings: &TlsSettings) -> Result<ServerTlsConfig, Error> {
     let read = |path: &std::path::PathBuf, what: &str| {
         std::fs::read(path)
             .map_err(|e| Error::Startup(format!("cannot read {what} {}: {e}", path.display())))
     };
     let mut tls = ServerTlsConfig::new().identity(Identity::from_pem(
-        read(cert, "PRODUTO_TLS_CERT")?,
-        read(key, "PRODUTO_TLS_KEY")?,
+        read(&settings.cert, "PRODUTO_TLS_CERT")?,
+        read(&settings.key, "PRODUTO_TLS_KEY")?,
     ));
-    if let Some(ca) = &config.tls_client_ca {
+    if let Some(ca) = &settings.client_ca {
         tls = tls.client_ca_root(Certificate::from_pem(read(ca, "PRODUTO_TLS_CLIENT_CA")?));
     }
-    Ok(Some(tls))
+    Ok(tls)
 }
 
 /// `produto-server migrate`: applies the migrations once and returns (an init container or
 /// a Job retries on failure).
-pub async fn migrate(mut config: Config) -> Result<(), Error> {
-    config.read_secret_files().map_err(Error::Startup)?;
-    config.validate().map_err(Error::Startup)?;
-    let db = Db::new(&config)?;
+pub async fn migrate(config: Settings) -> Result<(), Error> {
+    let db = Db::new(&config.db)?;
     let result = db
         .migrate()
         .await
@@ -273,7 +268,7 @@ pub async fn migrate(mut config: Config) -> Result<(), Error> {
 /// one user with the same rules as AdicionarUsuario, straight in the database (no token: the
 /// operator who runs it already holds the database's credentials). Returns the new id.
 pub async fn add_user(
-    mut config: Config,
+    config: Settings,
     usuario: String,
     senha: String,
     nivel: i32,
@@ -282,14 +277,12 @@ pub async fn add_user(
     let usuario = Usuario::parse(usuario)?;
     let senha = Senha::parse_new(senha)?;
     let nivel = Nivel::parse(nivel)?;
-    config.read_secret_files().map_err(Error::Startup)?;
-    config.validate().map_err(Error::Startup)?;
-    let db = Db::new(&config)?;
+    let db = Db::new(&config.db)?;
     let result = async {
         db.migrate()
             .await
             .map_err(|e| Error::Startup(format!("migrations failed: {e}")))?;
-        let hash = Hasher::new(&config)?.hash(senha).await?;
+        let hash = Hasher::new(&config.hashing)?.hash(senha).await?;
         db.insert_user(&usuario, &hash, nivel).await
     }
     .await;

@@ -4,6 +4,13 @@ use std::{net::SocketAddr, path::PathBuf, time::Duration};
 
 use clap::{Parser, Subcommand};
 
+use crate::{
+    db::{DbSettings, is_postgres_url},
+    password::HashSettings,
+    telemetry::LogFormat,
+    throttle::LoginThrottle,
+};
+
 /// An address that may be switched off with an empty value. An alias, so that clap's derive
 /// does not read it as an optional flag and hands the empty string to the parser.
 pub type OptionalAddr = Option<SocketAddr>;
@@ -256,7 +263,7 @@ impl Config {
         if self.admin_token.as_deref().is_some_and(str::is_empty) {
             return Err("PRODUTO_ADMIN_TOKEN is set but empty; unset it or give a token".into());
         }
-        crate::password::Hasher::params(self).map_err(|e| format!("argon2 parameters: {e}"))?;
+        self.hash_settings()?;
         Ok(())
     }
 
@@ -295,20 +302,139 @@ impl Config {
         Ok(())
     }
 
-    /// A configuration with every default but the admin port, which is off (a fixed port
-    /// would collide between servers in one process), for tests and tools that build one in
-    /// code.
-    pub fn with_database(database_url: impl Into<String>) -> Self {
-        let mut config = Config::parse_from(["produto-server"]);
-        config.database_url = database_url.into();
-        config.admin_addr = None;
-        config
+    /// The one place the flags become settings: reads the `*_FILE` secrets, checks the
+    /// relations between flags, and splits them into each component's own settings.
+    pub fn into_settings(mut self) -> Result<Settings, String> {
+        self.read_secret_files()?;
+        self.validate()?;
+        Ok(Settings {
+            addr: self.addr,
+            admin_addr: self.admin_addr,
+            admin_token: self.admin_token.clone(),
+            db: self.db_settings(),
+            hashing: self.hash_settings()?,
+            limits: Limits {
+                max_concurrent_calls: self.max_concurrent_calls,
+                max_streams_per_connection: self.max_streams_per_connection,
+            },
+            tls: match (self.tls_cert, self.tls_key) {
+                (Some(cert), Some(key)) => Some(TlsSettings {
+                    cert,
+                    key,
+                    client_ca: self.tls_client_ca,
+                }),
+                _ => None,
+            },
+            throttle: LoginThrottle {
+                max_failures: self.login_max_failures,
+                window: self.login_window,
+            },
+            probe_interval: self.probe_interval,
+            drain_timeout: self.drain_timeout,
+            no_migrate: self.no_migrate,
+            log_format: self.log_format,
+        })
+    }
+
+    /// The pool's settings.
+    pub fn db_settings(&self) -> DbSettings {
+        DbSettings {
+            url: self.database_url.clone(),
+            min_connections: self.min_connections,
+            max_connections: self.max_connections,
+            acquire_timeout: self.acquire_timeout,
+            query_timeout: self.query_timeout,
+            idle_timeout: self.idle_timeout,
+            max_lifetime: self.max_lifetime,
+            slow_query_threshold: self.slow_query_threshold,
+            batch_nivel: self.batch_nivel,
+            batch_nivel_lanes: self.batch_nivel_lanes,
+            replica_urls: self.replica_urls.clone(),
+            replica_max_lag: self.replica_max_lag,
+            replica_min_connections: self.replica_min_connections,
+            replica_max_connections: self.replica_max_connections,
+        }
+    }
+
+    /// The hashing settings; fails on argon2 costs that argon2 refuses. A caller waits for a
+    /// hashing slot as long as for a pool connection.
+    pub fn hash_settings(&self) -> Result<HashSettings, String> {
+        let mut settings = HashSettings::new(self.argon2_m_kib, self.argon2_t, self.argon2_p)
+            .map_err(|e| format!("argon2 parameters: {e}"))?;
+        settings.concurrency = self.hash_concurrency;
+        settings.queue_timeout = self.acquire_timeout;
+        Ok(settings)
     }
 }
 
-/// Whether a database URL is a PostgreSQL one.
-pub fn is_postgres_url(url: &str) -> bool {
-    url.starts_with("postgres:") || url.starts_with("postgresql:")
+/// Everything the server takes, each component's part in its own small type. Built from the
+/// flags by [`Config::into_settings`], or by hand (tests, tools) from [`Settings::new`].
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// Where the gRPC server listens.
+    pub addr: SocketAddr,
+    /// The admin HTTP port; `None`: off.
+    pub admin_addr: Option<SocketAddr>,
+    /// The token AdicionarUsuario requires; `None`: AdicionarUsuario is refused.
+    pub admin_token: Option<Secret>,
+    pub db: DbSettings,
+    pub hashing: HashSettings,
+    pub limits: Limits,
+    /// `None`: plaintext.
+    pub tls: Option<TlsSettings>,
+    pub throttle: LoginThrottle,
+    /// How often the background probe runs.
+    pub probe_interval: Duration,
+    /// Longest wait for in-flight calls at shutdown.
+    pub drain_timeout: Duration,
+    /// Wait for someone else to migrate instead of migrating.
+    pub no_migrate: bool,
+    pub log_format: LogFormat,
+}
+
+impl Settings {
+    /// Every flag's default over `database_url`, but the admin port, which is off (a fixed
+    /// port would collide between servers in one process). Reads no environment.
+    pub fn new(database_url: impl Into<String>) -> Self {
+        Settings {
+            addr: SocketAddr::from(([0, 0, 0, 0], 50051)),
+            admin_addr: None,
+            admin_token: None,
+            db: DbSettings::new(database_url),
+            hashing: HashSettings::new(19456, 2, 1).expect("the OWASP argon2 parameters are valid"),
+            limits: Limits {
+                max_concurrent_calls: 1024,
+                max_streams_per_connection: 256,
+            },
+            tls: None,
+            throttle: LoginThrottle {
+                max_failures: 5,
+                window: Duration::from_secs(15 * 60),
+            },
+            probe_interval: Duration::from_secs(2),
+            drain_timeout: Duration::from_secs(10),
+            no_migrate: false,
+            log_format: LogFormat::Text,
+        }
+    }
+}
+
+/// Bounds on the calls the server takes at once.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    /// Calls in progress across all connections; past it calls are shed.
+    pub max_concurrent_calls: usize,
+    /// HTTP/2 streams one connection may have open.
+    pub max_streams_per_connection: u32,
+}
+
+/// TLS on the gRPC port: PEM files.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TlsSettings {
+    pub cert: PathBuf,
+    pub key: PathBuf,
+    /// When set, clients must present a certificate signed by this CA (mutual TLS).
+    pub client_ca: Option<PathBuf>,
 }
 
 /// `""` switches the address off; anything else must be an address.
@@ -427,6 +553,17 @@ mod tests {
         config.replica_urls.push("mysql://r3/p".into());
         let err = config.validate().unwrap_err();
         assert!(err.contains("entry 3"), "{err}");
+    }
+
+    #[test]
+    fn the_flags_defaults_are_the_settings_defaults() {
+        let settings = Config::parse_from(["produto-server"])
+            .into_settings()
+            .unwrap();
+        let mut expected = Settings::new("sqlite:produto.db");
+        expected.admin_addr = Some("0.0.0.0:9090".parse().unwrap());
+        // Debug shows every field (the absent token included).
+        assert_eq!(format!("{settings:?}"), format!("{expected:?}"));
     }
 
     #[test]

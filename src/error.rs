@@ -371,10 +371,6 @@ mod tests {
             Status::from(Error::PermissionDenied(Reason::AdminDisabled, "x")).code(),
             Code::PermissionDenied
         );
-        assert_eq!(
-            Status::from(Error::DeadlineExceeded).code(),
-            Code::DeadlineExceeded
-        );
     }
 
     fn details_of(err: Error) -> (Status, ErrorDetails) {

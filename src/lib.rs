@@ -2,6 +2,25 @@
 //!
 //! The library holds everything; `produto-server` and `produto-bot` are thin binaries over it,
 //! and the integration tests start the same [`app::Application`] on a loopback port.
+//!
+//! # Map
+//!
+//! Dependencies point down this list, never up (`tests/architecture.rs` checks it):
+//!
+//! | layer | module | what lives there |
+//! | --- | --- | --- |
+//! | bottom | [`pb`] | the code generated from `proto/produto/v1/produto.proto` |
+//! | | [`error`] | the one [`Error`] and its mapping to gRPC status codes |
+//! | | [`domain`] | validated request values: `Usuario`, `Senha`, `Nivel` |
+//! | | [`telemetry`], [`ready`] | log setup; the readiness flag health and ops share |
+//! | storage, hashing | [`db`] | the pool ([`db::DbSettings`]), every SQL query (`db/users.rs`), the ObterNivel batcher, pool figures and histograms |
+//! | | [`password`] | argon2id on dedicated threads ([`password::HashSettings`]) |
+//! | | [`throttle`], [`auth`] | brute-force throttling of logins; the admin token check |
+//! | settings | [`config`] | the flags (clap), turned into each component's settings in one place: [`Config::into_settings`] |
+//! | serving | [`service`] | the RPC handlers: `service/produto.rs` (ProdutoService), `service/pool.rs`, `service/health.rs` |
+//! | | [`middleware`], [`ops`] | per-call span, deadline, load shedding; metrics, admin HTTP port, request ids |
+//! | | [`bot`] | the chat bot's commands, replies and gRPC client |
+//! | top | [`app`] | wiring: build (bind ports), serve, shut down; `migrate` and `adicionar-usuario` |
 
 pub mod app;
 pub mod auth;
@@ -13,6 +32,7 @@ pub mod error;
 pub mod middleware;
 pub mod ops;
 pub mod password;
+pub mod ready;
 pub mod service;
 pub mod service_config;
 pub mod telemetry;
@@ -29,5 +49,5 @@ pub mod pb {
 }
 
 pub use app::Application;
-pub use config::Config;
+pub use config::{Config, Settings};
 pub use error::Error;

@@ -4,15 +4,21 @@
 use std::process::ExitCode;
 
 use clap::Parser;
-use produto::{Application, Config, config::Command, telemetry};
+use produto::{Application, Config, Error, config::Command, telemetry};
 
 #[tokio::main]
 async fn main() -> ExitCode {
     let config = Config::parse();
     telemetry::init(config.log_format);
-    match config.command.clone() {
+    let command = config.command.clone();
+    let settings = config.into_settings().map_err(Error::Startup);
+    match command {
         Some(Command::Migrate) => {
-            return match produto::app::migrate(config).await {
+            let result = match settings {
+                Ok(settings) => produto::app::migrate(settings).await,
+                Err(e) => Err(e),
+            };
+            return match result {
                 Ok(()) => {
                     tracing::info!("migrations applied");
                     ExitCode::SUCCESS
@@ -24,11 +30,18 @@ async fn main() -> ExitCode {
             };
         }
         Some(Command::AdicionarUsuario { usuario, nivel }) => {
-            return add_user(config, usuario, nivel).await;
+            return add_user(settings, usuario, nivel).await;
         }
         None => {}
     }
-    let app = match Application::build(config).await {
+    let settings = match settings {
+        Ok(settings) => settings,
+        Err(e) => {
+            eprintln!("produto-server: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let app = match Application::build(settings).await {
         Ok(app) => app,
         Err(e) => {
             eprintln!("produto-server: {e}");
@@ -54,7 +67,18 @@ async fn main() -> ExitCode {
 
 /// `produto-server adicionar-usuario`: the password comes from PRODUTO_SENHA or the first
 /// line of standard input, never from the command line (where `ps` would show it).
-async fn add_user(config: Config, usuario: String, nivel: i32) -> ExitCode {
+async fn add_user(
+    settings: Result<produto::Settings, Error>,
+    usuario: String,
+    nivel: i32,
+) -> ExitCode {
+    let settings = match settings {
+        Ok(settings) => settings,
+        Err(e) => {
+            eprintln!("produto-server: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
     let senha = match std::env::var("PRODUTO_SENHA") {
         Ok(senha) => senha,
         Err(_) => {
@@ -66,13 +90,13 @@ async fn add_user(config: Config, usuario: String, nivel: i32) -> ExitCode {
             line.trim_end_matches(['\r', '\n']).to_owned()
         }
     };
-    match produto::app::add_user(config, usuario.clone(), senha, nivel).await {
+    match produto::app::add_user(settings, usuario.clone(), senha, nivel).await {
         Ok(id) => {
             println!("created user {usuario} with level {nivel} (id {id})");
             ExitCode::SUCCESS
         }
         Err(e) => {
-            eprintln!("produto-server: {}", tonic::Status::from(e).message());
+            eprintln!("produto-server: {e}");
             ExitCode::FAILURE
         }
     }

@@ -41,16 +41,19 @@ pub struct RpcLayer {
     metrics: RpcMetrics,
     in_flight: Arc<tokio::sync::Semaphore>,
     max_in_flight: usize,
+    max_request_bytes: usize,
 }
 
 impl RpcLayer {
     /// Records into `metrics`, and lets at most `max_in_flight` calls run at once across all
-    /// connections.
-    pub fn new(metrics: RpcMetrics, max_in_flight: usize) -> Self {
+    /// connections. `max_request_bytes` is the decoding limit the services were given, named
+    /// in the message of a request refused for its size.
+    pub fn new(metrics: RpcMetrics, max_in_flight: usize, max_request_bytes: usize) -> Self {
         RpcLayer {
             metrics,
             in_flight: Arc::new(tokio::sync::Semaphore::new(max_in_flight)),
             max_in_flight,
+            max_request_bytes,
         }
     }
 }
@@ -63,6 +66,7 @@ impl<S> Layer<S> for RpcLayer {
             metrics: self.metrics.clone(),
             in_flight: self.in_flight.clone(),
             max_in_flight: self.max_in_flight,
+            max_request_bytes: self.max_request_bytes,
         }
     }
 }
@@ -74,6 +78,7 @@ pub struct Rpc<S> {
     metrics: RpcMetrics,
     in_flight: Arc<tokio::sync::Semaphore>,
     max_in_flight: usize,
+    max_request_bytes: usize,
 }
 
 impl<S> Service<Request<Body>> for Rpc<S>
@@ -118,6 +123,7 @@ where
             self.in_flight.clone().try_acquire_owned().map(Some)
         };
         let max_in_flight = self.max_in_flight;
+        let max_request_bytes = self.max_request_bytes;
 
         Box::pin(
             async move {
@@ -146,7 +152,7 @@ where
                 let latency = started.elapsed();
                 let latency_ms = latency.as_secs_f64() * 1000.0;
                 if let Ok(response) = &mut result {
-                    recode_request_errors(response.headers_mut());
+                    recode_request_errors(response.headers_mut(), max_request_bytes);
                     let code = response_code(response.headers());
                     metrics.record(&method, code, latency);
                     response
@@ -180,7 +186,7 @@ fn response_code(headers: &HeaderMap) -> Code {
 /// doing: say so with INVALID_ARGUMENT and RESOURCE_EXHAUSTED (gRPC's code for a message
 /// larger than the server accepts), so callers do not retry them or page anyone. The
 /// recoded status replaces tonic's, error details included (see [`Error`]).
-fn recode_request_errors(headers: &mut HeaderMap) {
+fn recode_request_errors(headers: &mut HeaderMap, max_request_bytes: usize) {
     let Some(status) = Status::from_header_map(headers) else {
         return;
     };
@@ -194,7 +200,7 @@ fn recode_request_errors(headers: &mut HeaderMap) {
         }
         Code::OutOfRange if status.message().contains("message length too large") => {
             Error::RequestTooLarge {
-                limit_bytes: crate::app::MAX_REQUEST_BYTES,
+                limit_bytes: max_request_bytes,
             }
         }
         _ => return,

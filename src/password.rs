@@ -14,7 +14,38 @@ use password_hash::{SaltString, rand_core::OsRng};
 use tokio::sync::{Semaphore, oneshot};
 use tracing::Instrument;
 
-use crate::{Config, Error, domain::Senha};
+use crate::{Error, domain::Senha};
+
+/// The hashing settings: argon2id's costs and how many hashes run at once.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HashSettings {
+    /// Memory, iterations and parallelism (checked when built).
+    pub params: Params,
+    /// Hashes computed at once (0: one per CPU core).
+    pub concurrency: usize,
+    /// How long a caller may wait for a hashing slot before it is shed.
+    pub queue_timeout: Duration,
+}
+
+impl HashSettings {
+    /// argon2id with memory `m_kib` KiB, `t` iterations and parallelism `p`, one hash per
+    /// core at once, callers waiting up to 5 s for a slot; fails on costs argon2 refuses.
+    pub fn new(m_kib: u32, t: u32, p: u32) -> Result<Self, argon2::Error> {
+        Ok(HashSettings {
+            params: Params::new(m_kib, t, p, None)?,
+            concurrency: 0,
+            queue_timeout: Duration::from_secs(5),
+        })
+    }
+
+    /// The same settings with other argon2id costs.
+    pub fn with_costs(self, m_kib: u32, t: u32, p: u32) -> Result<Self, argon2::Error> {
+        Ok(HashSettings {
+            params: Params::new(m_kib, t, p, None)?,
+            ..self
+        })
+    }
+}
 
 /// Hashes and verifies passwords with one set of argon2id parameters.
 #[derive(Clone)]
@@ -41,15 +72,9 @@ pub enum Verified {
 }
 
 impl Hasher {
-    /// The argon2 parameters the configuration asks for.
-    pub fn params(config: &Config) -> Result<Params, argon2::Error> {
-        Params::new(config.argon2_m_kib, config.argon2_t, config.argon2_p, None)
-    }
-
-    pub fn new(config: &Config) -> Result<Self, Error> {
-        let params = Self::params(config).map_err(|e| Error::Internal(e.to_string()))?;
-        let argon2 = Argon2::new(Algorithm::Argon2id, Version::V0x13, params);
-        let concurrency = match config.hash_concurrency {
+    pub fn new(settings: &HashSettings) -> Result<Self, Error> {
+        let argon2 = Argon2::new(Algorithm::Argon2id, Version::V0x13, settings.params.clone());
+        let concurrency = match settings.concurrency {
             0 => std::thread::available_parallelism().map_or(2, |n| n.get()),
             n => n,
         };
@@ -62,7 +87,7 @@ impl Hasher {
             argon2,
             permits: Arc::new(Semaphore::new(concurrency)),
             threads: HashThreads::start(concurrency)?,
-            queue_timeout: config.acquire_timeout,
+            queue_timeout: settings.queue_timeout,
             dummy_hash: dummy_hash.into(),
         })
     }
@@ -301,16 +326,13 @@ mod tests {
 
     use super::*;
 
-    fn cheap_config() -> Config {
-        let mut config = Config::with_database("sqlite::memory:");
-        config.argon2_m_kib = 1024;
-        config.argon2_t = 1;
-        config
+    fn cheap_settings() -> HashSettings {
+        HashSettings::new(1024, 1, 1).unwrap()
     }
 
     #[tokio::test]
     async fn a_hash_verifies_its_password_and_no_other() {
-        let hasher = Hasher::new(&cheap_config()).unwrap();
+        let hasher = Hasher::new(&cheap_settings()).unwrap();
         let hash = hasher
             .hash(Senha::parse_new("correct horse".into()).unwrap())
             .await
@@ -327,7 +349,7 @@ mod tests {
 
     #[test]
     fn reused_memory_hashes_are_the_standard_ones() {
-        let argon2 = Hasher::new(&cheap_config()).unwrap().argon2;
+        let argon2 = Hasher::new(&cheap_settings()).unwrap().argon2;
         let salt = SaltString::generate(&mut OsRng);
         let ours = reused_memory::hash(&argon2, b"correct horse", salt.as_salt()).unwrap();
         let standard = argon2.hash_password(b"correct horse", &salt).unwrap();
@@ -349,21 +371,19 @@ mod tests {
 
     #[tokio::test]
     async fn unknown_users_never_verify() {
-        let hasher = Hasher::new(&cheap_config()).unwrap();
+        let hasher = Hasher::new(&cheap_settings()).unwrap();
         let any = Senha::parse_login("whatever".into()).unwrap();
         assert_eq!(hasher.verify(any, None).await.unwrap(), Verified::No);
     }
 
     #[tokio::test]
     async fn hashes_with_old_parameters_are_rehashed_on_login() {
-        let old = Hasher::new(&cheap_config()).unwrap();
+        let old = Hasher::new(&cheap_settings()).unwrap();
         let hash = old
             .hash(Senha::parse_new("correct horse".into()).unwrap())
             .await
             .unwrap();
-        let mut config = cheap_config();
-        config.argon2_t = 2;
-        let new = Hasher::new(&config).unwrap();
+        let new = Hasher::new(&HashSettings::new(1024, 2, 1).unwrap()).unwrap();
         let good = Senha::parse_login("correct horse".into()).unwrap();
         match new.verify(good, Some(hash)).await.unwrap() {
             Verified::YesRehashed(fresh) => assert!(fresh.contains("m=1024,t=2,p=1"), "{fresh}"),

@@ -388,7 +388,7 @@ fn encode(text: &str) -> String {
 }
 
 /// A server with the admin port on 127.0.0.1:0, ready.
-async fn spawn_with_admin(mut config: produto::Config, database: TestDb) -> TestApp {
+async fn spawn_with_admin(mut config: produto::config::Settings, database: TestDb) -> TestApp {
     config.admin_addr = Some("127.0.0.1:0".parse().unwrap());
     let app = spawn_with(config, database).await;
     app.wait_for_readiness(ServingStatus::Serving).await;
@@ -628,8 +628,8 @@ async fn a_real_prometheus_sees_the_metrics_the_rules_use_and_the_database_going
     let started = Instant::now();
     let cluster = PgCluster::start();
     let mut config = test_config(&cluster.url());
-    config.acquire_timeout = Duration::from_secs(1);
-    config.query_timeout = Duration::from_secs(1);
+    config.db.acquire_timeout = Duration::from_secs(1);
+    config.db.query_timeout = Duration::from_secs(1);
     // The placeholder TestDb only owns a temp dir: the database is the cluster's.
     let app = spawn_with_admin(config, TestDb::create(Backend::Sqlite).await).await;
     let target = app.admin_addr.unwrap();

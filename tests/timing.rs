@@ -16,9 +16,8 @@ async fn unknown_users_and_wrong_passwords_take_the_same_time() {
     let database = TestDb::create(Backend::Postgres).await;
     let mut config = test_config(&database.url);
     // Measure the real paths, not the throttle's.
-    config.login_max_failures = 0;
-    config.argon2_m_kib = 4096;
-    config.argon2_t = 2;
+    config.throttle.max_failures = 0;
+    config.hashing = config.hashing.with_costs(4096, 2, 1).unwrap();
     let app = spawn_with(config, database).await;
     app.wait_for_readiness(ServingStatus::Serving).await;
     app.add_user("maria", "senha-forte-1", 1).await.unwrap();

@@ -7,6 +7,7 @@
 //! driver's full speed (and PostgreSQL its arrays); the queries in [`users`] are written once.
 
 pub mod batch;
+pub mod metrics;
 pub mod replicas;
 mod stats;
 pub mod users;
@@ -34,9 +35,8 @@ pub use batch::NivelBatcher;
 pub use replicas::{Access, Role, Server, Servers};
 pub use stats::{PoolSnapshot, PoolStats};
 
-use crate::{
-    Config, Error, config::is_postgres_url, error::is_connection_error, ops::metrics::DbMetrics,
-};
+use crate::{Error, error::is_connection_error};
+use metrics::DbMetrics;
 use replicas::Reading;
 use stats::GaugeGuard;
 
@@ -52,6 +52,62 @@ const PING_TIMEOUT: Duration = Duration::from_secs(1);
 /// While the probe says the database is down, callers wait at most this long for a
 /// connection, so an outage answers UNAVAILABLE fast instead of after the full timeout.
 const UNHEALTHY_ACQUIRE_TIMEOUT: Duration = Duration::from_millis(250);
+
+/// What the pool needs to know: where the database is, the pool's size and bounds.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DbSettings {
+    /// `postgres://...` or `sqlite:path`.
+    pub url: String,
+    pub min_connections: u32,
+    pub max_connections: u32,
+    /// Longest wait for a connection.
+    pub acquire_timeout: Duration,
+    /// Longest time one statement may run.
+    pub query_timeout: Duration,
+    pub idle_timeout: Duration,
+    pub max_lifetime: Duration,
+    /// Statements slower than this are logged.
+    pub slow_query_threshold: Duration,
+    /// Batch concurrent ObterNivel lookups (PostgreSQL only).
+    pub batch_nivel: bool,
+    /// Batched lookup queries in flight at once.
+    pub batch_nivel_lanes: usize,
+    /// Streaming standbys to read from (`postgres://` URLs); empty: none, every query on
+    /// `url`. See [`replicas`].
+    pub replica_urls: Vec<String>,
+    /// A replica whose replay lag is past this gets no reads.
+    pub replica_max_lag: Duration,
+    /// Each replica pool's bounds; `None`: the primary's.
+    pub replica_min_connections: Option<u32>,
+    pub replica_max_connections: Option<u32>,
+}
+
+impl DbSettings {
+    /// The defaults of the flags, over `url`.
+    pub fn new(url: impl Into<String>) -> Self {
+        DbSettings {
+            url: url.into(),
+            min_connections: 1,
+            max_connections: 20,
+            acquire_timeout: Duration::from_secs(5),
+            query_timeout: Duration::from_secs(5),
+            idle_timeout: Duration::from_secs(600),
+            max_lifetime: Duration::from_secs(1800),
+            slow_query_threshold: Duration::from_millis(200),
+            batch_nivel: true,
+            batch_nivel_lanes: 2,
+            replica_urls: Vec::new(),
+            replica_max_lag: Duration::from_secs(1),
+            replica_min_connections: None,
+            replica_max_connections: None,
+        }
+    }
+}
+
+/// Whether a database URL is a PostgreSQL one.
+pub fn is_postgres_url(url: &str) -> bool {
+    url.starts_with("postgres:") || url.starts_with("postgresql:")
+}
 
 /// The pool of one backend.
 #[derive(Clone, Debug)]
@@ -76,8 +132,13 @@ pub struct Db {
 impl Db {
     /// Builds the pool without connecting (a database that is down at start is waited for,
     /// not fatal); only a malformed URL fails here.
-    pub fn new(config: &Config) -> Result<Self, Error> {
-        let url = config.database_url.as_str();
+    pub fn new(config: &DbSettings) -> Result<Self, Error> {
+        let url = config.url.as_str();
+        if !config.replica_urls.is_empty() && !is_postgres_url(url) {
+            return Err(Error::Startup(
+                "read replicas need a PostgreSQL DATABASE_URL".into(),
+            ));
+        }
         let bounds = (config.min_connections, config.max_connections);
         let primary = if is_postgres_url(url) {
             postgres_server(config, url, "DATABASE_URL", bounds)?
@@ -307,15 +368,6 @@ impl Db {
                 Err(Error::from_sqlx(e).while_database_down(!healthy))
             }
         }
-    }
-
-    /// Bounds one statement's future by the query timeout; timed as `unnamed` (prefer
-    /// [`Db::bounded_as`]).
-    pub async fn bounded<T>(
-        &self,
-        query: impl Future<Output = Result<T, sqlx::Error>>,
-    ) -> Result<Result<T, sqlx::Error>, tokio::time::error::Elapsed> {
-        self.bounded_as("unnamed", query).await
     }
 
     /// Bounds one statement's future by the query timeout and times it under `name` (the
@@ -555,7 +607,7 @@ impl<DB: Database> Drop for Lease<DB> {
 /// Pool settings shared by both backends, with the hooks that count connections and
 /// find dead ones.
 fn pool_options<DB: Database>(
-    config: &Config,
+    config: &DbSettings,
     (min, max): (u32, u32),
     stats: &Arc<PoolStats>,
 ) -> PoolOptions<DB> {
@@ -604,7 +656,7 @@ fn ping_if_idle<DB: Database>(
 /// A PostgreSQL server's pool (built lazily), its figures and, with batching on, its
 /// ObterNivel batcher. `setting` names the URL's origin in errors.
 fn postgres_server(
-    config: &Config,
+    config: &DbSettings,
     url: &str,
     setting: &str,
     bounds: (u32, u32),

@@ -66,6 +66,20 @@ macro_rules! on_conn {
     };
 }
 
+/// The unique key on `usuarios.usuario`, as migrations/postgres names it.
+const USUARIO_KEY: &str = "usuarios_usuario_key";
+
+/// Whether an insert failed because the username is taken: PostgreSQL names the constraint;
+/// SQLite reports no constraint names, only the column (`UNIQUE constraint failed:
+/// usuarios.usuario`), so there the only unique key of the table decides.
+fn is_usuario_taken(e: &dyn sqlx::error::DatabaseError) -> bool {
+    e.is_unique_violation()
+        && match e.constraint() {
+            Some(name) => name == USUARIO_KEY,
+            None => e.message().contains("usuarios.usuario"),
+        }
+}
+
 /// What a login needs of a user.
 #[derive(Debug)]
 pub struct Credentials {
@@ -152,7 +166,7 @@ impl Db {
             .fetch_one(conn)
         });
         match inserted {
-            Err(Error::Database(sqlx::Error::Database(e))) if e.is_unique_violation() => Err(
+            Err(Error::Database(sqlx::Error::Database(e))) if is_usuario_taken(&*e) => Err(
                 Error::AlreadyExists(format!("usuario '{usuario}' already exists")),
             ),
             other => other,

@@ -18,7 +18,7 @@ use tokio_util::sync::CancellationToken;
 use crate::{
     db::Db,
     ops::metrics::{CONTENT_TYPE, Metrics},
-    service::ReadyFlag,
+    ready::ReadyFlag,
 };
 
 /// What the handlers read.

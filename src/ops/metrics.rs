@@ -14,23 +14,18 @@ use prometheus_client::{
         counter::{ConstCounter, Counter},
         family::Family,
         gauge::ConstGauge,
-        histogram::Histogram,
         info::Info,
     },
     registry::{Registry, Unit},
 };
 
-use crate::{db::Db, service::ReadyFlag};
-
-/// Latency buckets in seconds, 0.5 ms to 10 s: cached lookups sit at the bottom, argon2
-/// logins around tens of milliseconds, timeouts at the top.
-const LATENCY_BUCKETS: [f64; 15] = [
-    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 7.5, 10.0,
-];
-
-fn latency_histogram() -> Histogram {
-    Histogram::new(LATENCY_BUCKETS)
-}
+use crate::{
+    db::{
+        Db,
+        metrics::{HistogramFamily, latency_histogram},
+    },
+    ready::ReadyFlag,
+};
 
 /// The labels of one RPC outcome (the names of go-grpc-prometheus, so that existing
 /// dashboards work).
@@ -47,14 +42,6 @@ pub struct MethodLabels {
     pub grpc_service: String,
     pub grpc_method: String,
 }
-
-/// The labels of one named query.
-#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct QueryLabels {
-    pub query: &'static str,
-}
-
-type HistogramFamily<L> = Family<L, Histogram, fn() -> Histogram>;
 
 /// What the RPC middleware records.
 #[derive(Debug, Clone)]
@@ -98,34 +85,6 @@ impl RpcMetrics {
     }
 }
 
-/// What the database layer records: query latency by name and the wait for a connection.
-#[derive(Debug, Clone)]
-pub struct DbMetrics {
-    query_duration: HistogramFamily<QueryLabels>,
-    acquire_wait: Histogram,
-}
-
-impl Default for DbMetrics {
-    fn default() -> Self {
-        DbMetrics {
-            query_duration: Family::new_with_constructor(latency_histogram),
-            acquire_wait: latency_histogram(),
-        }
-    }
-}
-
-impl DbMetrics {
-    pub fn observe_query(&self, query: &'static str, took: Duration) {
-        self.query_duration
-            .get_or_create(&QueryLabels { query })
-            .observe(took.as_secs_f64());
-    }
-
-    pub fn observe_acquire_wait(&self, took: Duration) {
-        self.acquire_wait.observe(took.as_secs_f64());
-    }
-}
-
 /// The registry of one server.
 #[derive(Debug)]
 pub struct Metrics {
@@ -149,19 +108,7 @@ impl Metrics {
             Unit::Seconds,
             rpc.handling.clone(),
         );
-        let db_metrics = db.metrics();
-        registry.register_with_unit(
-            "produto_db_query_duration",
-            "Time a named SQL statement took (acquire wait excluded)",
-            Unit::Seconds,
-            db_metrics.query_duration.clone(),
-        );
-        registry.register_with_unit(
-            "produto_db_pool_acquire_wait",
-            "Time spent waiting for a pool connection",
-            Unit::Seconds,
-            db_metrics.acquire_wait.clone(),
-        );
+        db.metrics().register(&mut registry);
         registry.register(
             "produto_build",
             "Version and git commit of the running binary",

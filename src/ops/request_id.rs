@@ -2,7 +2,6 @@
 //! generated (a random UUID) otherwise; the middleware puts it on the call's span, so every
 //! log line of the call carries it, and returns it in the response metadata.
 
-use password_hash::rand_core::{OsRng, RngCore};
 use tonic::codegen::http::{HeaderMap, HeaderValue};
 
 /// The metadata key, in requests and responses.
@@ -29,19 +28,7 @@ fn is_acceptable(id: &[u8]) -> bool {
 
 /// A random (version 4) UUID.
 pub fn generate() -> HeaderValue {
-    let mut b = [0u8; 16];
-    OsRng.fill_bytes(&mut b);
-    b[6] = (b[6] & 0x0f) | 0x40;
-    b[8] = (b[8] & 0x3f) | 0x80;
-    let hex: String = b.iter().map(|x| format!("{x:02x}")).collect();
-    let id = format!(
-        "{}-{}-{}-{}-{}",
-        &hex[0..8],
-        &hex[8..12],
-        &hex[12..16],
-        &hex[16..20],
-        &hex[20..32]
-    );
+    let id = uuid::Uuid::new_v4().hyphenated().to_string();
     HeaderValue::from_str(&id).expect("hex digits and dashes are a valid header value")
 }
 

@@ -5,27 +5,14 @@
 //! Only transitions are reported, because tonic-health repeats a status set twice to Watch
 //! clients. The same readiness is shared, as a [`ReadyFlag`], with the admin HTTP port.
 
-use std::sync::{
-    Arc,
-    atomic::{AtomicBool, Ordering::Relaxed},
-};
-
 use tonic_health::{ServingStatus, server::HealthReporter};
+
+use crate::ready::ReadyFlag;
 
 /// The health service names this server registers.
 pub const READINESS_SERVICES: [&str; 2] = ["", "produto.v1.ProdutoService"];
 pub const LIVENESS: &str = "liveness";
 pub const POOL_SERVICE: &str = "produto.v1.PoolService";
-
-/// What readiness last reported, for readers other than the gRPC health service.
-#[derive(Debug, Clone, Default)]
-pub struct ReadyFlag(Arc<AtomicBool>);
-
-impl ReadyFlag {
-    pub fn get(&self) -> bool {
-        self.0.load(Relaxed)
-    }
-}
 
 /// Owns the health reporter and remembers what it last reported.
 pub struct Readiness {
@@ -38,7 +25,7 @@ impl Readiness {
     /// Registers every name, readiness NOT_SERVING (tonic-health starts `""` at SERVING);
     /// `flag` follows readiness from then on.
     pub async fn new(reporter: HealthReporter, flag: ReadyFlag) -> Self {
-        flag.0.store(false, Relaxed);
+        flag.set(false);
         for name in READINESS_SERVICES {
             reporter
                 .set_service_status(name, ServingStatus::NotServing)
@@ -62,7 +49,7 @@ impl Readiness {
             return;
         }
         self.ready = ready;
-        self.flag.0.store(ready, Relaxed);
+        self.flag.set(ready);
         tracing::info!(ready, "readiness changed");
         let status = if ready {
             ServingStatus::Serving
@@ -77,7 +64,7 @@ impl Readiness {
     /// Shutdown: every name turns NOT_SERVING, then is removed, which ends open Watch
     /// streams (they receive NOT_SERVING first) so they do not hold the drain open.
     pub async fn shut_down(mut self) {
-        self.flag.0.store(false, Relaxed);
+        self.flag.set(false);
         for name in READINESS_SERVICES
             .into_iter()
             .chain([LIVENESS, POOL_SERVICE])

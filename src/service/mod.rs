@@ -5,6 +5,6 @@ pub mod health;
 pub mod pool;
 pub mod produto;
 
-pub use health::{Readiness, ReadyFlag};
+pub use health::Readiness;
 pub use pool::PoolSvc;
 pub use produto::ProdutoSvc;

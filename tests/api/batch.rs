@@ -14,7 +14,7 @@ use crate::helpers::{Backend, TestApp, TestDb, spawn_with, test_config};
 async fn spawn_batched(backend: Backend) -> TestApp {
     let database = TestDb::create(backend).await;
     let mut config = test_config(&database.url);
-    config.batch_nivel = true;
+    config.db.batch_nivel = true;
     let app = spawn_with(config, database).await;
     app.wait_for_readiness(ServingStatus::Serving).await;
     app

@@ -12,7 +12,7 @@ use std::{
 mod db_url;
 
 use produto::{
-    Application, Config,
+    Application, Settings,
     db::Db,
     pb::{pool_service_client::PoolServiceClient, produto_service_client::ProdutoServiceClient},
 };
@@ -124,16 +124,17 @@ fn rand_suffix() -> u32 {
 }
 
 /// A test configuration: port 0, fast probes, cheap argon2 so tests stay quick (the admin
-/// HTTP port is off, as in `Config::with_database`; tests of it turn it on at port 0).
-pub fn test_config(database_url: &str) -> Config {
-    let mut config = Config::with_database(database_url);
+/// HTTP port is off, as in `Settings::new`; tests of it turn it on at port 0). Built by hand:
+/// tests never parse the process environment.
+pub fn test_config(database_url: &str) -> Settings {
+    let mut config = Settings::new(database_url);
     config.addr = "127.0.0.1:0".parse().unwrap();
     config.admin_token = Some(ADMIN_TOKEN.into());
     config.probe_interval = Duration::from_millis(100);
-    config.acquire_timeout = Duration::from_secs(2);
+    config.db.acquire_timeout = Duration::from_secs(2);
+    config.hashing.queue_timeout = Duration::from_secs(2);
     config.drain_timeout = Duration::from_secs(3);
-    config.argon2_m_kib = 1024;
-    config.argon2_t = 1;
+    config.hashing = config.hashing.with_costs(1024, 1, 1).unwrap();
     config
 }
 
@@ -178,7 +179,7 @@ pub async fn spawn_on(addr: SocketAddr, database: TestDb) -> TestApp {
 }
 
 /// Starts a server with a given configuration, without waiting for readiness.
-pub async fn spawn_with(config: Config, database: TestDb) -> TestApp {
+pub async fn spawn_with(config: Settings, database: TestDb) -> TestApp {
     let app = Application::build(config).await.expect("build the app");
     let addr = app.local_addr();
     let admin_addr = app.admin_addr();

@@ -269,9 +269,8 @@ async fn a_short_deadline_gets_deadline_exceeded_and_frees_the_connection(backen
     let mut config = test_config(&database.url);
     // A costly argon2 (128 MiB, 16 passes: 2 GiB of memory traffic, most of a second even
     // on a fast idle core) on one hashing thread: every login takes longer than the deadline.
-    config.argon2_m_kib = 128 * 1024;
-    config.argon2_t = 16;
-    config.hash_concurrency = 1;
+    config.hashing = config.hashing.with_costs(128 * 1024, 16, 1).unwrap();
+    config.hashing.concurrency = 1;
     config.admin_addr = Some("127.0.0.1:0".parse().unwrap());
     let app = spawn_with(config, database).await;
     app.wait_for_readiness(ServingStatus::Serving).await;
@@ -389,7 +388,7 @@ async fn outdated_hashes_are_upgraded_on_login(backend: Backend) {
     drop(app);
 
     let mut config = test_config(&database.url);
-    config.argon2_t = 2;
+    config.hashing = config.hashing.with_costs(1024, 2, 1).unwrap();
     let app = spawn_with(config, database).await;
     app.wait_for_readiness(ServingStatus::Serving).await;
     assert_eq!(
@@ -629,7 +628,7 @@ async fn the_first_admin_is_made_with_the_adicionar_usuario_command() {
     assert!(String::from_utf8_lossy(&again.stderr).contains("already exists"));
 
     let mut config = test_config(&database.url);
-    config.argon2_m_kib = 1024;
+    config.hashing = config.hashing.with_costs(1024, 1, 1).unwrap();
     let app = spawn_with(config, database).await;
     app.wait_for_readiness(ServingStatus::Serving).await;
     assert_eq!(

@@ -283,7 +283,7 @@ async fn migrate_applies_the_migrations_and_exits() {
         "{}",
         String::from_utf8_lossy(&output.stderr)
     );
-    let db = produto::db::Db::new(&Config::with_database(format!(
+    let db = produto::db::Db::new(&produto::db::DbSettings::new(format!(
         "sqlite:{}",
         dir.path().join("produto.db").display()
     )))
@@ -574,7 +574,7 @@ async fn throttled_logins_are_counted_in_the_metrics() {
     let database = TestDb::create(Backend::Sqlite).await;
     let mut config = test_config(&database.url);
     config.admin_addr = Some("127.0.0.1:0".parse().unwrap());
-    config.login_max_failures = 2;
+    config.throttle.max_failures = 2;
     let app = spawn_with(config, database).await;
     app.wait_for_readiness(ServingStatus::Serving).await;
     let before = scrape(&app).await;

@@ -13,6 +13,7 @@ use tonic_health::pb::health_check_response::ServingStatus;
 use crate::helpers::{Backend, TestDb, admin, spawn_with, test_config};
 use produto::{
     Application,
+    config::TlsSettings,
     pb::{
         AdicionarUsuarioRequest, ObterNivelRequest, VerificarLoginRequest,
         produto_service_client::ProdutoServiceClient,
@@ -23,8 +24,8 @@ use produto::{
 async fn repeated_failures_lock_a_username_across_instances_until_the_window_passes() {
     let database = TestDb::create(Backend::Postgres).await;
     let mut config = test_config(&database.url);
-    config.login_max_failures = 3;
-    config.login_window = Duration::from_secs(2);
+    config.throttle.max_failures = 3;
+    config.throttle.window = Duration::from_secs(2);
     let a = spawn_with(config.clone(), database).await;
     a.wait_for_readiness(ServingStatus::Serving).await;
     // A second instance on the same database shares the count. (Its own TestDb is an
@@ -111,11 +112,11 @@ impl TlsServer {
     async fn start(pki: &Pki, mutual: bool) -> TlsServer {
         let database = TestDb::create(Backend::Sqlite).await;
         let mut config = test_config(&database.url);
-        config.tls_cert = Some(pki.file("server.pem", &pki.server_cert));
-        config.tls_key = Some(pki.file("server.key", &pki.server_key));
-        if mutual {
-            config.tls_client_ca = Some(pki.file("ca.pem", &pki.ca));
-        }
+        config.tls = Some(TlsSettings {
+            cert: pki.file("server.pem", &pki.server_cert),
+            key: pki.file("server.key", &pki.server_key),
+            client_ca: mutual.then(|| pki.file("ca.pem", &pki.ca)),
+        });
         let app = Application::build(config).await.unwrap();
         let addr = app.local_addr();
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();

@@ -31,7 +31,7 @@ use cluster::PgCluster;
 use helpers::{Backend, TestApp, TestDb, admin, spawn_with, test_config};
 use process::ServerProcess;
 use produto::{
-    Config,
+    Settings,
     pb::{
         AdicionarUsuarioRequest, ObterNivelRequest, produto_service_client::ProdutoServiceClient,
     },
@@ -45,17 +45,18 @@ use tonic_types::StatusExt;
 static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
 /// Tight bounds, so that the tests can assert on them.
-fn fault_config(url: &str) -> Config {
+fn fault_config(url: &str) -> Settings {
     let mut config = test_config(url);
-    config.acquire_timeout = Duration::from_secs(1);
-    config.query_timeout = Duration::from_secs(1);
+    config.db.acquire_timeout = Duration::from_secs(1);
+    config.hashing.queue_timeout = Duration::from_secs(1);
+    config.db.query_timeout = Duration::from_secs(1);
     config.probe_interval = Duration::from_millis(100);
     config
 }
 
 /// An app against `url`; the placeholder TestDb only owns a temp dir (the database under
 /// test is the cluster's or the proxy's).
-async fn app_on(config: Config) -> TestApp {
+async fn app_on(config: Settings) -> TestApp {
     let app = spawn_with(config, TestDb::create(Backend::Sqlite).await).await;
     app.wait_for_readiness(ServingStatus::Serving).await;
     app
@@ -237,7 +238,7 @@ async fn crash_and_restart_under_write_load_loses_no_acknowledged_write() {
 }
 
 /// An app on the shared PostgreSQL, through a proxy, with one user `maria` (level 7).
-async fn app_behind_proxy(configure: impl FnOnce(&mut Config)) -> (TestApp, Proxy, TestDb) {
+async fn app_behind_proxy(configure: impl FnOnce(&mut Settings)) -> (TestApp, Proxy, TestDb) {
     let database = TestDb::create(Backend::Postgres).await;
     let proxy = Proxy::start("127.0.0.1:5432".parse().unwrap()).await;
     let url = database
@@ -388,8 +389,8 @@ async fn an_exhausted_pool_sheds_the_excess_with_unavailable_and_leaks_nothing()
     // Unbatched: one statement per call, so 500 callers need 500 connection turns. (Batched,
     // the same crowd shares a few statements and nobody waits: all 500 answered OK here.)
     let (app, proxy, _db) = app_behind_proxy(|c| {
-        c.max_connections = 20;
-        c.batch_nivel = false;
+        c.db.max_connections = 20;
+        c.db.batch_nivel = false;
     })
     .await;
     warm_pool(&app, 40).await;

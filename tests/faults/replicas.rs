@@ -11,7 +11,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use produto::{Config, pb::produto_service_client::ProdutoServiceClient};
+use produto::{Settings, pb::produto_service_client::ProdutoServiceClient};
 use tonic::{Code, transport::Endpoint};
 
 use super::{
@@ -39,14 +39,14 @@ async fn primary_and_standby() -> (Arc<PgCluster>, Arc<PgCluster>) {
     .unwrap()
 }
 
-fn replica_config(primary: &PgCluster, standby: &PgCluster) -> Config {
+fn replica_config(primary: &PgCluster, standby: &PgCluster) -> Settings {
     let mut config = fault_config(&primary.url());
-    config.replica_urls = vec![standby.url()];
+    config.db.replica_urls = vec![standby.url()];
     config
 }
 
 /// A ready app whose standby has replayed the migrations and takes reads.
-async fn app_with_standby(config: Config, primary: &PgCluster, standby: &PgCluster) -> TestApp {
+async fn app_with_standby(config: Settings, primary: &PgCluster, standby: &PgCluster) -> TestApp {
     let app = app_on(config).await;
     cluster::wait_for_replay(&primary.url(), &standby.url()).await;
     wait_until(&app, "the standby takes reads", |app| {
@@ -197,7 +197,7 @@ async fn a_user_just_added_is_never_reported_missing() {
     let _serial = SERIAL.lock().await;
     let (primary, standby) = primary_and_standby().await;
     let mut config = replica_config(&primary, &standby);
-    config.replica_max_lag = Duration::from_secs(3600);
+    config.db.replica_max_lag = Duration::from_secs(3600);
     let app = app_with_standby(config, &primary, &standby).await;
     cluster::pause_replay(&standby.url()).await;
     let on_standby = reads_on(&app, STANDBY);
@@ -321,7 +321,7 @@ async fn the_primary_fails_reads_go_on_and_a_promoted_standby_takes_the_writes()
             .unwrap();
     }
     let mut config = replica_config(&primary, &standby);
-    config.login_max_failures = 5;
+    config.throttle.max_failures = 5;
     let app = app_with_standby(config, &primary, &standby).await;
     add_users(&app, "p", 10).await;
     cluster::wait_for_replay(&primary.url(), &standby.url()).await;
@@ -408,7 +408,7 @@ async fn a_replica_past_the_lag_bound_gets_no_reads_until_it_catches_up() {
     let _serial = SERIAL.lock().await;
     let (primary, standby) = primary_and_standby().await;
     let mut config = replica_config(&primary, &standby);
-    config.replica_max_lag = Duration::from_millis(500);
+    config.db.replica_max_lag = Duration::from_millis(500);
     let app = app_with_standby(config, &primary, &standby).await;
     add_users(&app, "l", 10).await;
     cluster::wait_for_replay(&primary.url(), &standby.url()).await;
