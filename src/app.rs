@@ -134,11 +134,12 @@ impl Application {
         let reflection_v1 = reflection().build_v1().map_err(reflection_error)?;
         let reflection_v1alpha = reflection().build_v1alpha().map_err(reflection_error)?;
 
+        let throttle = config.throttle;
         let produto = ProdutoSvc::new(
             db.clone(),
             hasher,
             AdminToken::new(config.admin_token.as_deref()),
-            config.throttle,
+            throttle,
         );
         let stop_tasks = CancellationToken::new();
         let stop_serving = CancellationToken::new();
@@ -150,6 +151,7 @@ impl Application {
             !config.no_migrate,
             stop_tasks.clone(),
         ));
+        tasks.spawn(throttle.purge_until_stopped(db.clone(), stop_tasks.clone()));
         // The admin port outlives the drain (metrics of the drain can still be scraped) and
         // stops before the pool closes, or when this future is dropped.
         let stop_admin = CancellationToken::new();

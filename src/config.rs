@@ -8,7 +8,7 @@ use crate::{
     db::{DbSettings, is_postgres_url},
     password::HashSettings,
     telemetry::LogFormat,
-    throttle::LoginThrottle,
+    throttle::{self, LoginThrottle, TrustEndUser},
 };
 
 /// An address that may be switched off with an empty value. An alias, so that clap's derive
@@ -110,10 +110,26 @@ pub struct Config {
     #[arg(long, env = "PRODUTO_TLS_CLIENT_CA", requires = "tls_cert")]
     pub tls_client_ca: Option<PathBuf>,
 
-    /// Failed logins allowed per username within PRODUTO_LOGIN_WINDOW before further attempts
-    /// are refused unchecked (0: no throttling).
+    /// Login attempts allowed per username and caller (end user or IP address) within
+    /// PRODUTO_LOGIN_WINDOW; past it, that caller's attempts on that username are refused
+    /// unchecked (0: no throttling). A success clears the caller's count.
     #[arg(long, env = "PRODUTO_LOGIN_MAX_FAILURES", default_value_t = 5)]
     pub login_max_failures: u32,
+
+    /// Login attempts allowed per username from all callers together within
+    /// PRODUTO_LOGIN_WINDOW: bounds a guessing attack spread over many callers (0: no ceiling).
+    #[arg(
+        long,
+        env = "PRODUTO_LOGIN_MAX_FAILURES_PER_USER",
+        default_value_t = 50
+    )]
+    pub login_max_failures_per_user: u32,
+
+    /// Whose `produto-end-user` metadata names the caller for throttling: `authenticated`
+    /// callers only (a client certificate), `always` (every caller is a trusted service), or
+    /// `never` (the peer's IP address always).
+    #[arg(long, env = "PRODUTO_LOGIN_TRUST_END_USER", value_enum, default_value_t = TrustEndUser::Authenticated)]
+    pub login_trust_end_user: TrustEndUser,
 
     /// The window failed logins are counted in (e.g. `15m`).
     #[arg(long, env = "PRODUTO_LOGIN_WINDOW", default_value = "15m", value_parser = humantime::parse_duration)]
@@ -254,6 +270,17 @@ impl Config {
                     .into(),
             );
         }
+        if self.login_max_failures_per_user != 0
+            && self.login_max_failures_per_user < self.login_max_failures
+        {
+            return Err(format!(
+                "PRODUTO_LOGIN_MAX_FAILURES_PER_USER ({}) is smaller than PRODUTO_LOGIN_MAX_FAILURES ({})",
+                self.login_max_failures_per_user, self.login_max_failures
+            ));
+        }
+        if self.login_max_failures != 0 && self.login_window.is_zero() {
+            return Err("PRODUTO_LOGIN_WINDOW must be greater than zero".into());
+        }
         if self.tls_cert.is_some() != self.tls_key.is_some() {
             return Err("PRODUTO_TLS_CERT and PRODUTO_TLS_KEY must be set together".into());
         }
@@ -327,7 +354,10 @@ impl Config {
             },
             throttle: LoginThrottle {
                 max_failures: self.login_max_failures,
+                max_failures_per_user: self.login_max_failures_per_user,
                 window: self.login_window,
+                trust_end_user: self.login_trust_end_user,
+                authenticated: throttle::has_client_certificate,
             },
             probe_interval: self.probe_interval,
             drain_timeout: self.drain_timeout,
@@ -409,7 +439,10 @@ impl Settings {
             tls: None,
             throttle: LoginThrottle {
                 max_failures: 5,
+                max_failures_per_user: 50,
                 window: Duration::from_secs(15 * 60),
+                trust_end_user: TrustEndUser::Authenticated,
+                authenticated: throttle::has_client_certificate,
             },
             probe_interval: Duration::from_secs(2),
             drain_timeout: Duration::from_secs(10),

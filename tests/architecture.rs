@@ -14,8 +14,16 @@ use std::{
 /// The layers, bottom first. A module may use its own layer and those below it, never above.
 /// A module missing from this table fails the test, so a new one gets a place on purpose.
 const LAYERS: &[&[&str]] = &[
-    // Generated code, errors, validated domain types, the readiness flag.
-    &["pb", "error", "domain", "telemetry", "ready"],
+    // Generated code, the clients' service config, errors, validated domain types, the
+    // readiness flag.
+    &[
+        "pb",
+        "service_config",
+        "error",
+        "domain",
+        "telemetry",
+        "ready",
+    ],
     // Storage, hashing, the throttle's arithmetic, caller authentication.
     &["db", "password", "throttle", "auth"],
     // Settings: the flags, and the small settings each component takes.

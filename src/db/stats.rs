@@ -18,6 +18,7 @@ pub struct PoolStats {
     pub(crate) probe_latency_us: AtomicU64,
     pub(crate) probe_unix_ms: AtomicI64,
     pub(crate) logins_throttled: AtomicU64,
+    pub(crate) password_verifications: AtomicU64,
     /// When a connection was last found dead, in ms since `epoch` (0: never): connections
     /// idle since then are suspect and pinged before reuse.
     pub(crate) last_loss_ms: AtomicU64,
@@ -63,6 +64,12 @@ impl PoolStats {
         self.logins_throttled.fetch_add(1, Relaxed);
     }
 
+    /// Counts a password checked against a user's stored hash (the dummy hash is not
+    /// counted): what brute-force throttling bounds.
+    pub fn record_password_verification(&self) {
+        self.password_verifications.fetch_add(1, Relaxed);
+    }
+
     pub(crate) fn record_wait(&self, ms: u64) {
         self.acquires.fetch_add(1, Relaxed);
         self.acquire_wait_ms_max.fetch_max(ms, Relaxed);
@@ -93,6 +100,8 @@ pub struct PoolSnapshot {
     pub backend: &'static str,
     /// Logins refused by brute-force throttling since start.
     pub logins_throttled_total: u64,
+    /// Passwords checked against a user's stored hash since start.
+    pub password_verifications_total: u64,
 }
 
 impl PoolStats {
@@ -122,6 +131,7 @@ impl PoolStats {
             last_probe_unix_ms: self.probe_unix_ms.load(Relaxed),
             backend,
             logins_throttled_total: self.logins_throttled.load(Relaxed),
+            password_verifications_total: self.password_verifications.load(Relaxed),
         }
     }
 }

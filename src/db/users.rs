@@ -187,64 +187,90 @@ impl Db {
     }
 }
 
-/// Failed-login bookkeeping for brute-force throttling. Times are Unix milliseconds from
-/// the service's clock, passed in so that the SQL is the same on both backends.
+/// Login-attempt bookkeeping for brute-force throttling (see [`crate::throttle`]). Times
+/// are Unix milliseconds from the service's clock, passed in so that the SQL is the same on
+/// both backends; a row whose window began at or before `window_start_ms` counts as empty.
 impl Db {
-    /// The failures recorded for `usuario` in the window that began after
-    /// `window_start_ms`: `None` when nothing is recorded at all.
-    pub async fn login_failures(
+    /// Counts one attempt on `(usuario, identidade)`, opening a new window when the last
+    /// one has passed, and returns the count including it. One atomic upsert, so that
+    /// attempts begun at the same time on any instance each get a different count.
+    pub async fn claim_login_attempt(
         &self,
         usuario: &Usuario,
-        window_start_ms: i64,
-    ) -> Result<Option<u32>, Error> {
-        // On the primary: the count must include the failures just recorded there.
-        let primary = self.servers().route(Access::Primary);
-        let row: Option<(i32, i64)> = on_conn!(read: self, primary, "login_failures", |conn| {
-            sqlx::query_as("SELECT falhas, janela_inicio_ms FROM login_falhas WHERE usuario = $1")
-                .bind(usuario.as_str())
-                .fetch_optional(conn)
-        })?;
-        Ok(row.map(|(falhas, since)| {
-            if since > window_start_ms {
-                u32::try_from(falhas).unwrap_or(0)
-            } else {
-                0
-            }
-        }))
-    }
-
-    /// Counts one failed login, opening a new window when the last one has passed. One
-    /// atomic upsert, so concurrent failures from several instances all count.
-    pub async fn record_login_failure(
-        &self,
-        usuario: &Usuario,
+        identidade: &str,
         now_ms: i64,
         window_start_ms: i64,
-    ) -> Result<(), Error> {
-        on_conn!(self, "record_login_failure", |conn| {
-            sqlx::query(
-                "INSERT INTO login_falhas (usuario, falhas, janela_inicio_ms) VALUES ($1, 1, $2)
-                 ON CONFLICT (usuario) DO UPDATE SET
-                   falhas = CASE WHEN login_falhas.janela_inicio_ms <= $3 THEN 1
-                                 ELSE login_falhas.falhas + 1 END,
-                   janela_inicio_ms = CASE WHEN login_falhas.janela_inicio_ms <= $3 THEN $2
-                                           ELSE login_falhas.janela_inicio_ms END",
+    ) -> Result<u32, Error> {
+        let n: i32 = on_conn!(self, "claim_login_attempt", |conn| {
+            sqlx::query_scalar(
+                "INSERT INTO login_tentativas (usuario, identidade, tentativas, janela_inicio_ms)
+                 VALUES ($1, $2, 1, $3)
+                 ON CONFLICT (usuario, identidade) DO UPDATE SET
+                   tentativas = CASE WHEN login_tentativas.janela_inicio_ms <= $4 THEN 1
+                                     ELSE login_tentativas.tentativas + 1 END,
+                   janela_inicio_ms = CASE WHEN login_tentativas.janela_inicio_ms <= $4 THEN $3
+                                           ELSE login_tentativas.janela_inicio_ms END
+                 RETURNING tentativas",
             )
             .bind(usuario.as_str())
+            .bind(identidade)
             .bind(now_ms)
             .bind(window_start_ms)
+            .fetch_one(conn)
+        })?;
+        Ok(u32::try_from(n).unwrap_or(0))
+    }
+
+    /// Gives back one attempt on `(usuario, identidade)` (never below zero).
+    pub async fn refund_login_attempt(
+        &self,
+        usuario: &Usuario,
+        identidade: &str,
+    ) -> Result<(), Error> {
+        on_conn!(self, "refund_login_attempt", |conn| {
+            sqlx::query(
+                "UPDATE login_tentativas
+                 SET tentativas = CASE WHEN tentativas > 0 THEN tentativas - 1 ELSE 0 END
+                 WHERE usuario = $1 AND identidade = $2",
+            )
+            .bind(usuario.as_str())
+            .bind(identidade)
             .execute(conn)
             .map(|r| r.map(|_| ()))
         })
     }
 
-    /// Forgets a user's failures after a successful login.
-    pub async fn clear_login_failures(&self, usuario: &Usuario) -> Result<(), Error> {
-        on_conn!(self, "clear_login_failures", |conn| {
-            sqlx::query("DELETE FROM login_falhas WHERE usuario = $1")
+    /// Forgets the attempts on `(usuario, identidade)`.
+    pub async fn clear_login_attempts(
+        &self,
+        usuario: &Usuario,
+        identidade: &str,
+    ) -> Result<(), Error> {
+        on_conn!(self, "clear_login_attempts", |conn| {
+            sqlx::query("DELETE FROM login_tentativas WHERE usuario = $1 AND identidade = $2")
                 .bind(usuario.as_str())
+                .bind(identidade)
                 .execute(conn)
                 .map(|r| r.map(|_| ()))
+        })
+    }
+
+    /// Deletes up to `limit` rows whose window has passed; returns how many it deleted.
+    pub async fn purge_login_attempts(
+        &self,
+        window_start_ms: i64,
+        limit: i64,
+    ) -> Result<u64, Error> {
+        on_conn!(self, "purge_login_attempts", |conn| {
+            sqlx::query(
+                "DELETE FROM login_tentativas WHERE (usuario, identidade) IN (
+                   SELECT usuario, identidade FROM login_tentativas
+                   WHERE janela_inicio_ms <= $1 LIMIT $2)",
+            )
+            .bind(window_start_ms)
+            .bind(limit)
+            .execute(conn)
+            .map(|r| r.map(|r| r.rows_affected()))
         })
     }
 }

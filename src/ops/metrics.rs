@@ -209,7 +209,7 @@ impl Collector for PoolCollector {
                 metric.metric_type(),
             )?)?;
         }
-        let counters: [(&str, &str, u64); 6] = [
+        let counters: [(&str, &str, u64); 7] = [
             (
                 "produto_db_pool_acquires",
                 "Connection acquire attempts",
@@ -239,6 +239,11 @@ impl Collector for PoolCollector {
                 "produto_logins_throttled",
                 "Logins refused unchecked by brute-force throttling",
                 s.logins_throttled_total,
+            ),
+            (
+                "produto_password_verifications",
+                "Passwords checked against a user's stored hash (the dummy hash not counted)",
+                s.password_verifications_total,
             ),
         ];
         for (name, help, value) in counters {

@@ -9,7 +9,7 @@ use crate::{
     domain::{Nivel, Senha, Usuario},
     password::{Hasher, Verified},
     pb::{self, produto_service_server::ProdutoService},
-    throttle::{LoginThrottle, Standing},
+    throttle::{Attempt, LoginThrottle},
 };
 
 /// The handlers: parse at the edge, then call the database and the hasher.
@@ -55,31 +55,48 @@ impl ProdutoService for ProdutoSvc {
         &self,
         request: Request<pb::VerificarLoginRequest>,
     ) -> Result<Response<pb::VerificarLoginResponse>, Status> {
-        let peer = request.remote_addr();
+        let caller = self.throttle.caller(&request);
         let req = request.into_inner();
         let usuario = Usuario::parse(req.usuario)?;
         let senha = Senha::parse_login(req.senha)?;
 
-        // With replicas, a primary that cannot be reached does not stop logins: they go on
-        // unthrottled (see `throttle_unreachable`), read from a replica.
-        let mut throttled = true;
-        let standing = match self.throttle.standing(&self.db, &usuario).await {
-            Ok(standing) => standing,
-            Err(e) if self.throttle_unreachable(&e) => {
-                throttled = false;
-                Standing::Clean
-            }
+        // The attempt counts from here, before the password is looked at. With replicas, a
+        // primary that cannot be reached does not stop logins: they go on unthrottled (see
+        // `throttle_unreachable`), the credentials read from a replica.
+        let attempt = match self.throttle.begin(&self.db, &usuario, &caller).await {
+            Ok(attempt) => attempt,
+            Err(e) if self.throttle_unreachable(&e) => Attempt::Unthrottled,
             Err(e) => return Err(e.into()),
         };
-        let locked = standing == Standing::Locked;
+        let pending = self.throttle.pending(&self.db, &usuario, &caller, attempt);
         let credentials = self.db.credentials(&usuario).await?;
-        // An unknown user, or a locked-out one, is verified against the dummy hash: the
+        // An unknown user, or a refused attempt, is verified against the dummy hash: the
         // same work and the same answer as a wrong password.
         let (stored, id, nivel) = match credentials {
-            Some(c) if !locked => (Some(c.senha_hash), c.id, c.nivel),
+            Some(c) if !attempt.is_refused() => (Some(c.senha_hash), c.id, c.nivel),
             _ => (None, 0, 0),
         };
-        let valido = match self.hasher.verify(senha, stored).await? {
+        if stored.is_some() {
+            self.db.stats().record_password_verification();
+        }
+        let verified = self.hasher.verify(senha, stored).await;
+        // From here the outcome reaches the caller: the attempt stays counted.
+        pending.settle();
+        let verified = match verified {
+            Ok(verified) => verified,
+            Err(e) => {
+                // Not checked: the attempt is given back (the error is what the caller sees).
+                if let Err(refund) = self
+                    .throttle
+                    .not_checked(&self.db, &usuario, &caller, attempt)
+                    .await
+                {
+                    tracing::warn!(error = %refund, "could not refund an unchecked login attempt");
+                }
+                return Err(e.into());
+            }
+        };
+        let valido = match verified {
             Verified::No => false,
             Verified::Yes => true,
             Verified::YesRehashed(fresh) => {
@@ -91,19 +108,25 @@ impl ProdutoService for ProdutoSvc {
                 true
             }
         };
-        if throttled {
+        if valido {
             match self
                 .throttle
-                .record(&self.db, &usuario, standing, valido)
+                .succeeded(&self.db, &usuario, &caller, attempt)
                 .await
             {
                 Err(e) if !self.throttle_unreachable(&e) => return Err(e.into()),
                 _ => {}
             }
         }
-        if locked {
+        if attempt.is_refused() {
             self.db.stats().record_login_throttled();
-            tracing::warn!(%usuario, peer = ?peer, "login refused: too many failed attempts");
+            tracing::warn!(
+                %usuario,
+                identity = %caller.identity,
+                peer = ?caller.peer,
+                limit = if attempt == Attempt::RefusedCaller { "caller" } else { "username" },
+                "login refused: too many attempts"
+            );
         }
         Ok(Response::new(pb::VerificarLoginResponse {
             valido,

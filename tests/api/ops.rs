@@ -127,19 +127,22 @@ async fn metrics_count_calls_queries_and_pool_use() {
         3.0
     );
 
-    // Statements: an insert; per login a throttle lookup and a credential lookup, and for
-    // the failed one a recorded failure; three level lookups. Nine in all, one acquire each.
+    // Statements: an insert; per login two throttle slots claimed (the caller's and the
+    // username's) and a credential lookup, and for the successful one the caller's count
+    // cleared and the username's refunded; three level lookups. Twelve in all, one acquire
+    // each.
     let queries = "produto_db_query_duration_seconds_count";
     assert_eq!(moved(queries, &[("query", "insert_user")]), 1.0);
-    assert_eq!(moved(queries, &[("query", "login_failures")]), 2.0);
+    assert_eq!(moved(queries, &[("query", "claim_login_attempt")]), 4.0);
     assert_eq!(moved(queries, &[("query", "credentials")]), 2.0);
-    assert_eq!(moved(queries, &[("query", "record_login_failure")]), 1.0);
+    assert_eq!(moved(queries, &[("query", "clear_login_attempts")]), 1.0);
+    assert_eq!(moved(queries, &[("query", "refund_login_attempt")]), 1.0);
     assert_eq!(moved(queries, &[("query", "nivel")]), 3.0);
     assert_eq!(moved(queries, &[("query", "unnamed")]), 0.0);
-    assert_eq!(moved("produto_db_pool_acquires_total", &[]), 9.0);
+    assert_eq!(moved("produto_db_pool_acquires_total", &[]), 12.0);
     assert_eq!(
         moved("produto_db_pool_acquire_wait_seconds_count", &[]),
-        9.0
+        12.0
     );
     assert_eq!(moved("produto_db_pool_acquire_timeouts_total", &[]), 0.0);
 
@@ -577,12 +580,14 @@ async fn throttled_logins_are_counted_in_the_metrics() {
     config.throttle.max_failures = 2;
     let app = spawn_with(config, database).await;
     app.wait_for_readiness(ServingStatus::Serving).await;
+    app.add_user("maria", "senha-forte-1", 1).await.unwrap();
     let before = scrape(&app).await;
     for _ in 0..5 {
         assert_eq!(app.login("maria", "errada").await.unwrap(), (false, 0));
     }
     let after = scrape(&app).await;
-    let name = "produto_logins_throttled_total";
-    // Two failures are allowed; the next three are refused unchecked.
-    assert_eq!(sample(&after, name, &[]) - sample(&before, name, &[]), 3.0);
+    let delta = |name| sample(&after, name, &[]) - sample(&before, name, &[]);
+    // Two attempts are allowed (and verified); the next three are refused unchecked.
+    assert_eq!(delta("produto_logins_throttled_total"), 3.0);
+    assert_eq!(delta("produto_password_verifications_total"), 2.0);
 }

@@ -21,7 +21,8 @@ use produto::{
 };
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn repeated_failures_lock_a_username_across_instances_until_the_window_passes() {
+async fn repeated_failures_lock_a_caller_out_of_a_username_across_instances_until_the_window_passes()
+ {
     let database = TestDb::create(Backend::Postgres).await;
     let mut config = test_config(&database.url);
     config.throttle.max_failures = 3;
