@@ -137,7 +137,9 @@ impl Readers {
 async fn reads_are_served_by_the_replica() {
     let _serial = SERIAL.lock().await;
     let (primary, standby) = primary_and_standby().await;
-    let app = app_with_standby(replica_config(&primary, &standby), &primary, &standby).await;
+    let mut config = replica_config(&primary, &standby);
+    config.admin_addr = Some("127.0.0.1:0".parse().unwrap());
+    let app = app_with_standby(config, &primary, &standby).await;
     add_users(&app, "r", 10).await;
     cluster::wait_for_replay(&primary.url(), &standby.url()).await;
 
@@ -179,6 +181,21 @@ async fn reads_are_served_by_the_replica() {
     assert!(replica.replay_lag_ms >= 0, "{replica:?}");
     assert!(replica.reads_total >= 110, "{replica:?}");
     assert_eq!(status.max_connections, status.pools[0].max_connections);
+    // So do /metrics and /health.
+    let admin = app.admin_addr.unwrap();
+    let (code, metrics) = super::http::http_get(admin, "/metrics").await;
+    assert_eq!(code, 200);
+    let series = format!(
+        "produto_db_server_reads_total{{pool=\"127.0.0.1:{}/postgres\",role=\"replica\"}} {}",
+        standby.port, replica.reads_total
+    );
+    assert!(metrics.contains(&series), "{series} not in:\n{metrics}");
+    assert!(metrics.contains("produto_db_server_readable{"), "{metrics}");
+    let (code, health) = super::http::http_get(admin, "/health").await;
+    assert_eq!(code, 200);
+    let health: serde_json::Value = serde_json::from_str(&health).unwrap();
+    assert_eq!(health["servers"][1]["role"], "replica", "{health}");
+    assert_eq!(health["servers"][1]["readable"], true, "{health}");
     // An unknown user is still NOT_FOUND (confirmed on the primary).
     assert_eq!(
         app.nivel("nobody").await.unwrap_err().code(),
