@@ -13,7 +13,7 @@ use tonic::transport::{Certificate, Identity, Server, ServerTlsConfig, server::T
 
 use crate::{
     Error,
-    auth::AdminToken,
+    auth::{AdminToken, CallerAuth},
     config::{Settings, TlsSettings},
     db::{Db, ProbeConnection},
     middleware::RpcLayer,
@@ -43,6 +43,7 @@ pub struct Application {
     db: Db,
     hasher: Hasher,
     tls: Option<ServerTlsConfig>,
+    callers: Arc<CallerAuth>,
 }
 
 impl Application {
@@ -55,6 +56,7 @@ impl Application {
         let db = Db::new(&config.db)?;
         let hasher = Hasher::new(&config.hashing)?;
         let tls = config.tls.as_ref().map(tls_config).transpose()?;
+        let callers = Arc::new(caller_auth(&config)?);
         let listener = TcpListener::bind(config.addr)
             .await
             .map_err(|e| Error::Startup(format!("cannot listen on {}: {e}", config.addr)))?;
@@ -83,6 +85,7 @@ impl Application {
             db,
             hasher,
             tls,
+            callers,
         })
     }
 
@@ -94,6 +97,11 @@ impl Application {
     /// The admin HTTP port's address, if it is on.
     pub fn admin_addr(&self) -> Option<SocketAddr> {
         self.admin.as_ref().map(|(_, addr)| *addr)
+    }
+
+    /// Caller authentication as configured (its `Debug` shows the caller names, never tokens).
+    pub fn callers(&self) -> &CallerAuth {
+        &self.callers
     }
 
     /// The shared pool, for tests and tools that want to look at it.
@@ -114,6 +122,7 @@ impl Application {
             db,
             hasher,
             tls,
+            callers,
             ..
         } = self;
 
@@ -149,6 +158,7 @@ impl Application {
             readiness,
             config.probe_interval,
             !config.no_migrate,
+            config.shutdown_delay,
             stop_tasks.clone(),
         ));
         tasks.spawn(throttle.purge_until_stopped(db.clone(), stop_tasks.clone()));
@@ -189,6 +199,7 @@ impl Application {
                 metrics.rpc(),
                 config.limits.max_concurrent_calls,
                 MAX_REQUEST_BYTES,
+                callers,
             ))
             .add_service(health_server)
             .add_service(reflection_v1)
@@ -236,6 +247,20 @@ impl Application {
         tracing::info!("stopped");
         Ok(())
     }
+}
+
+/// Caller authentication as configured: the tokens file read and checked.
+fn caller_auth(config: &Settings) -> Result<CallerAuth, Error> {
+    let tokens = match &config.caller_tokens_file {
+        None => None,
+        Some(path) => Some(std::fs::read_to_string(path).map_err(|e| {
+            Error::Startup(format!(
+                "PRODUTO_CALLER_TOKENS_FILE: cannot read {}: {e}",
+                path.display()
+            ))
+        })?),
+    };
+    CallerAuth::new(config.caller_auth, tokens.as_deref()).map_err(Error::Startup)
 }
 
 /// Reads the TLS files.
@@ -294,12 +319,14 @@ pub async fn add_user(
 
 /// The background task: applies migrations (or, with `apply_migrations` false, waits until
 /// someone else has applied them), retrying while the database is unreachable; then probes
-/// the database every `interval` and reports readiness, until stopped.
+/// the database every `interval` and reports readiness, until stopped; then reports
+/// NOT_SERVING for `shutdown_delay` before the listener may close.
 async fn supervise(
     db: Db,
     mut readiness: Readiness,
     interval: Duration,
     apply_migrations: bool,
+    shutdown_delay: Duration,
     stop: CancellationToken,
 ) {
     let mut backoff = Duration::from_millis(100);
@@ -313,7 +340,8 @@ async fn supervise(
         };
         tokio::select! {
             () = stop.cancelled() => {
-                readiness.shut_down().await;
+                // Never ready: nobody is sending, no delay needed.
+                readiness.shut_down(Duration::ZERO).await;
                 return;
             }
             result = attempt => match result {
@@ -351,5 +379,5 @@ async fn supervise(
             () = tokio::time::sleep(interval) => {}
         }
     }
-    readiness.shut_down().await;
+    readiness.shut_down(shutdown_delay).await;
 }

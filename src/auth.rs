@@ -1,4 +1,6 @@
-//! The admin token that guards AdicionarUsuario.
+//! Who may call: caller authentication (a bearer token per calling service, or its client
+//! certificate) for every RPC but health and reflection, and the admin token that guards
+//! AdicionarUsuario.
 
 use std::sync::Arc;
 
@@ -6,6 +8,9 @@ use subtle::ConstantTimeEq;
 use tonic::metadata::MetadataMap;
 
 use crate::{Error, error::Reason};
+
+/// The metadata key of the admin token beside a caller token.
+pub const ADMIN_TOKEN_KEY: &str = "produto-admin-token";
 
 /// The configured admin token, if any. Its `Debug` never shows it.
 #[derive(Clone, Default)]
@@ -16,8 +21,12 @@ impl AdminToken {
         AdminToken(token.map(|t| Arc::from(t.as_bytes())))
     }
 
-    /// Checks `authorization: Bearer <token>` in constant time (for tokens of the right
-    /// length; a length mismatch is rejected at once, which reveals only the length).
+    /// Checks the admin token in constant time (for tokens of the right length; a length
+    /// mismatch is rejected at once, which reveals only the length). It is read from
+    /// `produto-admin-token: <token>`, or else from `authorization: Bearer <token>`: with
+    /// caller authentication by token, `authorization` carries the caller's token, so the
+    /// admin token travels in its own key; clients of a server without caller tokens keep
+    /// sending it in `authorization`.
     pub fn check(&self, metadata: &MetadataMap) -> Result<(), Error> {
         let Some(expected) = &self.0 else {
             return Err(Error::PermissionDenied(
@@ -26,12 +35,18 @@ impl AdminToken {
             ));
         };
         let given = metadata
-            .get("authorization")
+            .get(ADMIN_TOKEN_KEY)
             .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.strip_prefix("Bearer "))
+            .or_else(|| {
+                metadata
+                    .get("authorization")
+                    .and_then(|v| v.to_str().ok())
+                    .and_then(|v| v.strip_prefix("Bearer "))
+            })
             .ok_or(Error::Unauthenticated(
                 Reason::AdminTokenMissing,
-                "missing admin token: send metadata 'authorization: Bearer <token>'",
+                "missing admin token: send metadata 'produto-admin-token: <token>' (or \
+                 'authorization: Bearer <token>' when the server takes no caller tokens)",
             ))?;
         if bool::from(given.as_bytes().ct_eq(expected)) {
             Ok(())
@@ -92,6 +107,73 @@ mod tests {
     }
 
     #[test]
+    fn the_admin_token_may_come_in_its_own_key_beside_a_caller_token() {
+        let token = AdminToken::new(Some("s3cret-token-value"));
+        let mut md = with_auth("Bearer caller-token-0123456789");
+        assert_eq!(code(&token, &md), Some(Code::Unauthenticated));
+        md.insert(ADMIN_TOKEN_KEY, "s3cret-token-value".parse().unwrap());
+        assert_eq!(code(&token, &md), None);
+        md.insert(ADMIN_TOKEN_KEY, "s3cret-token-valuX".parse().unwrap());
+        assert_eq!(code(&token, &md), Some(Code::Unauthenticated));
+    }
+
+    #[test]
+    fn caller_tokens_name_their_caller_and_are_never_shown() {
+        let file =
+            "# name token\nbilling  billing-token-0123456789\n\nbot bot-token-0123456789ab\n";
+        let auth = CallerAuth::new(true, Some(file)).unwrap();
+        let headers = |v: &str| {
+            let mut h = tonic::codegen::http::HeaderMap::new();
+            h.insert("authorization", v.parse().unwrap());
+            h
+        };
+        let caller = auth
+            .identify(&headers("Bearer billing-token-0123456789"), None)
+            .unwrap()
+            .unwrap();
+        assert_eq!((&*caller.name, caller.via), ("billing", Via::Token));
+        assert_eq!(&*auth.label(Some(&caller)), "billing");
+        assert_eq!(&*auth.label(None), ANONYMOUS);
+        for bad in [
+            "Bearer billing-token-0123456780",
+            "Bearer ",
+            "billing-token-0123456789",
+        ] {
+            let err = auth.identify(&headers(bad), None).unwrap_err();
+            assert_eq!(err.code(), Code::Unauthenticated, "{bad}");
+        }
+        let err = auth
+            .identify(&tonic::codegen::http::HeaderMap::new(), None)
+            .unwrap_err();
+        assert!(
+            err.message().contains("authorization: Bearer"),
+            "{}",
+            err.message()
+        );
+        assert!(!format!("{auth:?}").contains("token-0123"), "{auth:?}");
+        // Off: no identity is fine, and an unknown bearer (an admin token) is ignored.
+        let off = CallerAuth::new(false, Some(file)).unwrap();
+        assert_eq!(
+            off.identify(&headers("Bearer admin-xyz"), None).unwrap(),
+            None
+        );
+    }
+
+    #[test]
+    fn bad_token_files_are_refused_naming_the_line() {
+        for bad in [
+            "billing",
+            "billing short",
+            "anonymous token-0123456789abcdef",
+            "a b/c token-0123456789abcdef",
+            "a token-0123456789abcdef\nb token-0123456789abcdef",
+        ] {
+            let err = CallerAuth::new(true, Some(bad)).unwrap_err();
+            assert!(err.contains("line"), "{bad}: {err}");
+        }
+    }
+
+    #[test]
     fn no_configured_token_means_permission_denied() {
         let token = AdminToken::new(None);
         assert_eq!(
@@ -104,4 +186,188 @@ mod tests {
     fn the_token_never_shows_in_debug_output() {
         assert!(!format!("{:?}", AdminToken::new(Some("s3cret"))).contains("s3cret"));
     }
+}
+
+/// Who is calling: a service named by its bearer token or its client certificate.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Caller {
+    pub name: Arc<str>,
+    pub via: Via,
+}
+
+/// How a caller proved its name.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Via {
+    /// `authorization: Bearer <token>`, a token of `PRODUTO_CALLER_TOKENS_FILE`.
+    Token,
+    /// A client certificate signed by `PRODUTO_TLS_CLIENT_CA` (its first DNS name).
+    Certificate,
+}
+
+/// The authenticated caller of a request, when there is one: set by the RPC middleware in
+/// the request's extensions before any handler runs. `None` when the call carried no
+/// identity (possible only with caller authentication off).
+pub fn caller<T>(request: &tonic::Request<T>) -> Option<&Caller> {
+    request.extensions().get::<Caller>()
+}
+
+/// Most distinct certificate names given their own metric label; later ones are counted
+/// as `unknown` (token names are bounded by the tokens file already).
+const MAX_CERT_LABELS: usize = 64;
+
+/// The metric label of a call without an identity.
+pub const ANONYMOUS: &str = "anonymous";
+/// The metric label of a certificate caller past [`MAX_CERT_LABELS`].
+pub const UNKNOWN: &str = "unknown";
+
+/// Caller authentication: the configured tokens, and whether an identity is required.
+#[derive(Default)]
+pub struct CallerAuth {
+    required: bool,
+    /// `(name, token)`, from the tokens file.
+    tokens: Vec<(Arc<str>, Box<[u8]>)>,
+    /// Certificate names seen so far that have a label of their own.
+    cert_labels: std::sync::Mutex<std::collections::HashSet<Arc<str>>>,
+}
+
+impl std::fmt::Debug for CallerAuth {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let names: Vec<&str> = self.tokens.iter().map(|(n, _)| &**n).collect();
+        f.debug_struct("CallerAuth")
+            .field("required", &self.required)
+            .field("token_callers", &names)
+            .finish_non_exhaustive()
+    }
+}
+
+impl CallerAuth {
+    /// `required`: refuse calls without an identity. `tokens_file`: the text of
+    /// `PRODUTO_CALLER_TOKENS_FILE`, one `name token` per line (`#` comments and blank lines
+    /// ignored).
+    pub fn new(required: bool, tokens_file: Option<&str>) -> Result<Self, String> {
+        let mut tokens: Vec<(Arc<str>, Box<[u8]>)> = Vec::new();
+        for (i, line) in tokens_file.unwrap_or_default().lines().enumerate() {
+            let line = line.trim();
+            if line.is_empty() || line.starts_with('#') {
+                continue;
+            }
+            let at = || format!("PRODUTO_CALLER_TOKENS_FILE line {}", i + 1);
+            let (name, token) = line
+                .split_once(char::is_whitespace)
+                .map(|(n, t)| (n, t.trim()))
+                .ok_or_else(|| format!("{}: expected `name token`", at()))?;
+            let valid_name = name.len() <= 64
+                && name
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b));
+            if !valid_name || name == ANONYMOUS || name == UNKNOWN {
+                return Err(format!(
+                    "{}: a caller name is 1-64 of [A-Za-z0-9._-], not `anonymous` or `unknown`",
+                    at()
+                ));
+            }
+            if token.len() < 16 || token.contains(char::is_whitespace) {
+                return Err(format!(
+                    "{}: the token must be at least 16 characters, without spaces",
+                    at()
+                ));
+            }
+            if tokens
+                .iter()
+                .any(|(n, t)| &**n == name || **t == *token.as_bytes())
+            {
+                return Err(format!("{}: caller name or token repeated", at()));
+            }
+            tokens.push((name.into(), token.as_bytes().into()));
+        }
+        Ok(CallerAuth {
+            required,
+            tokens,
+            cert_labels: Default::default(),
+        })
+    }
+
+    pub fn required(&self) -> bool {
+        self.required
+    }
+
+    /// The caller of a request: its client certificate first, then its bearer token. With
+    /// authentication required, a call without either is UNAUTHENTICATED (its message says
+    /// how to present one); a bearer token that matches no caller is UNAUTHENTICATED too
+    /// when required, and ignored when not (it may be the admin token of an older client).
+    pub fn identify(
+        &self,
+        headers: &tonic::codegen::http::HeaderMap,
+        peer_certs: Option<&[tonic::transport::CertificateDer<'_>]>,
+    ) -> Result<Option<Caller>, tonic::Status> {
+        if let Some(name) = peer_certs
+            .and_then(|c| c.first())
+            .and_then(certificate_name)
+        {
+            return Ok(Some(Caller {
+                name: name.into(),
+                via: Via::Certificate,
+            }));
+        }
+        let bearer = headers
+            .get("authorization")
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "));
+        if let Some(given) = bearer {
+            // Every token is compared, in constant time, so that the time taken does not
+            // say which one (or how much of one) matched.
+            let mut found = None;
+            for (name, token) in &self.tokens {
+                if bool::from(given.as_bytes().ct_eq(token)) {
+                    found = Some(name.clone());
+                }
+            }
+            if let Some(name) = found {
+                return Ok(Some(Caller {
+                    name,
+                    via: Via::Token,
+                }));
+            }
+            if self.required {
+                return Err(tonic::Status::unauthenticated(
+                    "unknown caller token: send `authorization: Bearer <token>` with a token \
+                     of PRODUTO_CALLER_TOKENS_FILE (the admin token goes in `produto-admin-token`)",
+                ));
+            }
+        }
+        if self.required {
+            return Err(tonic::Status::unauthenticated(
+                "caller authentication required: send `authorization: Bearer <caller token>` \
+                 or connect with a client certificate (health and reflection need neither)",
+            ));
+        }
+        Ok(None)
+    }
+
+    /// The metric label of a caller: bounded by the tokens file and [`MAX_CERT_LABELS`].
+    pub fn label(&self, caller: Option<&Caller>) -> Arc<str> {
+        let Some(caller) = caller else {
+            return ANONYMOUS.into();
+        };
+        if caller.via == Via::Token {
+            return caller.name.clone();
+        }
+        let mut seen = self
+            .cert_labels
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if seen.contains(&caller.name) || seen.len() < MAX_CERT_LABELS {
+            seen.insert(caller.name.clone());
+            caller.name.clone()
+        } else {
+            UNKNOWN.into()
+        }
+    }
+}
+
+/// A certificate's caller name: its first DNS subject alternative name (the certificate
+/// was already verified against the CA by the TLS handshake; this only reads it).
+fn certificate_name(der: &tonic::transport::CertificateDer<'_>) -> Option<String> {
+    let cert = webpki::EndEntityCert::try_from(der).ok()?;
+    cert.valid_dns_names().next().map(str::to_owned)
 }

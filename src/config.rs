@@ -77,6 +77,12 @@ pub struct Config {
     #[arg(long, env = "PRODUTO_PROBE_INTERVAL", default_value = "2s", value_parser = humantime::parse_duration)]
     pub probe_interval: Duration,
 
+    /// On shutdown, how long readiness reports NOT_SERVING while the port still serves, before
+    /// the listener closes: balancers and probes that poll (not only Kubernetes, which also
+    /// has the preStop pause) stop sending first. `0s`: close at once.
+    #[arg(long, env = "PRODUTO_SHUTDOWN_DELAY", default_value = "5s", value_parser = humantime::parse_duration)]
+    pub shutdown_delay: Duration,
+
     /// Longest time graceful shutdown waits for in-flight calls before closing connections.
     #[arg(long, env = "PRODUTO_DRAIN_TIMEOUT", default_value = "10s", value_parser = humantime::parse_duration)]
     pub drain_timeout: Duration,
@@ -97,6 +103,17 @@ pub struct Config {
     /// Bearer token that AdicionarUsuario requires. Unset: AdicionarUsuario is refused.
     #[arg(long, env = "PRODUTO_ADMIN_TOKEN", hide_env_values = true)]
     pub admin_token: Option<Secret>,
+
+    /// Require every RPC but health and reflection to name its caller: a token of
+    /// PRODUTO_CALLER_TOKENS_FILE in `authorization: Bearer <token>`, or a client certificate
+    /// (PRODUTO_TLS_CLIENT_CA). Calls without one get UNAUTHENTICATED. Off: callers that do
+    /// present an identity are still named in logs and metrics.
+    #[arg(long, env = "PRODUTO_CALLER_AUTH", default_value_t = false, action = clap::ArgAction::Set)]
+    pub caller_auth: bool,
+
+    /// File of caller tokens (a mounted Secret): one `name token` per line, `#` comments.
+    #[arg(long, env = "PRODUTO_CALLER_TOKENS_FILE")]
+    pub caller_tokens_file: Option<PathBuf>,
 
     /// PEM certificate chain for TLS on the gRPC port (with PRODUTO_TLS_KEY). Unset: plaintext.
     #[arg(long, env = "PRODUTO_TLS_CERT", requires = "tls_key")]
@@ -287,6 +304,12 @@ impl Config {
         if self.tls_client_ca.is_some() && self.tls_cert.is_none() {
             return Err("PRODUTO_TLS_CLIENT_CA needs PRODUTO_TLS_CERT and PRODUTO_TLS_KEY".into());
         }
+        if self.caller_auth && self.caller_tokens_file.is_none() && self.tls_client_ca.is_none() {
+            return Err(
+                "PRODUTO_CALLER_AUTH needs PRODUTO_CALLER_TOKENS_FILE or PRODUTO_TLS_CLIENT_CA"
+                    .into(),
+            );
+        }
         if self.admin_token.as_deref().is_some_and(str::is_empty) {
             return Err("PRODUTO_ADMIN_TOKEN is set but empty; unset it or give a token".into());
         }
@@ -357,10 +380,13 @@ impl Config {
                 max_failures_per_user: self.login_max_failures_per_user,
                 window: self.login_window,
                 trust_end_user: self.login_trust_end_user,
-                authenticated: throttle::has_client_certificate,
+                authenticated: throttle::is_authenticated,
             },
             probe_interval: self.probe_interval,
             drain_timeout: self.drain_timeout,
+            shutdown_delay: self.shutdown_delay,
+            caller_auth: self.caller_auth,
+            caller_tokens_file: self.caller_tokens_file,
             no_migrate: self.no_migrate,
             log_format: self.log_format,
         })
@@ -417,6 +443,12 @@ pub struct Settings {
     pub probe_interval: Duration,
     /// Longest wait for in-flight calls at shutdown.
     pub drain_timeout: Duration,
+    /// How long readiness reports NOT_SERVING, the port still serving, before the drain.
+    pub shutdown_delay: Duration,
+    /// Require every RPC but health and reflection to name its caller.
+    pub caller_auth: bool,
+    /// Caller tokens, one `name token` per line.
+    pub caller_tokens_file: Option<PathBuf>,
     /// Wait for someone else to migrate instead of migrating.
     pub no_migrate: bool,
     pub log_format: LogFormat,
@@ -442,10 +474,13 @@ impl Settings {
                 max_failures_per_user: 50,
                 window: Duration::from_secs(15 * 60),
                 trust_end_user: TrustEndUser::Authenticated,
-                authenticated: throttle::has_client_certificate,
+                authenticated: throttle::is_authenticated,
             },
             probe_interval: Duration::from_secs(2),
             drain_timeout: Duration::from_secs(10),
+            shutdown_delay: Duration::from_secs(5),
+            caller_auth: false,
+            caller_tokens_file: None,
             no_migrate: false,
             log_format: LogFormat::Text,
         }

@@ -52,6 +52,7 @@ async fn main() -> ExitCode {
         addr = %app.local_addr(),
         admin_addr = app.admin_addr().map(|a| a.to_string()),
         backend = app.db().backend_name(),
+        callers = ?app.callers(),
         version = env!("CARGO_PKG_VERSION"),
         git_commit = env!("PRODUTO_GIT_COMMIT"),
         "listening"

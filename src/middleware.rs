@@ -4,7 +4,9 @@
 //! dropping the handler's future so its connection goes back to the pool; tonic's codes for
 //! undecodable or oversized requests turned into the caller's errors; and a global limit on
 //! calls in progress, past which calls are shed with RESOURCE_EXHAUSTED (health checks are
-//! exempt, so that load never makes Kubernetes restart a busy pod).
+//! exempt, so that load never makes Kubernetes restart a busy pod); and caller
+//! authentication (see [`crate::auth`]): the caller named in the span, the metrics and the
+//! request's extensions, and a call without a required identity refused as UNAUTHENTICATED.
 
 use std::{
     sync::Arc,
@@ -17,13 +19,14 @@ use tonic::{
     Code, Status,
     body::Body,
     codegen::http::{HeaderMap, Request, Response},
-    transport::server::TcpConnectInfo,
+    transport::server::{TcpConnectInfo, TlsConnectInfo},
 };
 use tower::{Layer, Service};
 use tracing::Instrument;
 
 use crate::{
     Error,
+    auth::CallerAuth,
     ops::{metrics::RpcMetrics, request_id},
 };
 
@@ -42,18 +45,25 @@ pub struct RpcLayer {
     in_flight: Arc<tokio::sync::Semaphore>,
     max_in_flight: usize,
     max_request_bytes: usize,
+    callers: Arc<CallerAuth>,
 }
 
 impl RpcLayer {
     /// Records into `metrics`, and lets at most `max_in_flight` calls run at once across all
-    /// connections. `max_request_bytes` is the decoding limit the services were given, named
-    /// in the message of a request refused for its size.
-    pub fn new(metrics: RpcMetrics, max_in_flight: usize, max_request_bytes: usize) -> Self {
+    /// connections, identifying callers with `callers`. `max_request_bytes` is the decoding
+    /// limit the services were given, named in the message of a request refused for its size.
+    pub fn new(
+        metrics: RpcMetrics,
+        max_in_flight: usize,
+        max_request_bytes: usize,
+        callers: Arc<CallerAuth>,
+    ) -> Self {
         RpcLayer {
             metrics,
             in_flight: Arc::new(tokio::sync::Semaphore::new(max_in_flight)),
             max_in_flight,
             max_request_bytes,
+            callers,
         }
     }
 }
@@ -67,6 +77,7 @@ impl<S> Layer<S> for RpcLayer {
             in_flight: self.in_flight.clone(),
             max_in_flight: self.max_in_flight,
             max_request_bytes: self.max_request_bytes,
+            callers: self.callers.clone(),
         }
     }
 }
@@ -79,6 +90,7 @@ pub struct Rpc<S> {
     in_flight: Arc<tokio::sync::Semaphore>,
     max_in_flight: usize,
     max_request_bytes: usize,
+    callers: Arc<CallerAuth>,
 }
 
 impl<S> Service<Request<Body>> for Rpc<S>
@@ -95,7 +107,7 @@ where
         self.inner.poll_ready(cx)
     }
 
-    fn call(&mut self, req: Request<Body>) -> Self::Future {
+    fn call(&mut self, mut req: Request<Body>) -> Self::Future {
         // The clone that was driven to readiness is the one to call.
         let clone = self.inner.clone();
         let mut inner = std::mem::replace(&mut self.inner, clone);
@@ -109,15 +121,36 @@ where
             .unwrap_or_default();
         let deadline = grpc_timeout(req.headers());
         let request_id = request_id::from_headers(req.headers());
+        // Health and reflection answer anyone: probes and grpcurl carry no identity.
+        let exempt = method.starts_with("/grpc.health.v1.Health/")
+            || method.starts_with("/grpc.reflection.");
+        let certs = req
+            .extensions()
+            .get::<TlsConnectInfo<TcpConnectInfo>>()
+            .and_then(TlsConnectInfo::peer_certs);
+        let identity = match self
+            .callers
+            .identify(req.headers(), certs.as_deref().map(Vec::as_slice))
+        {
+            Err(_) if exempt => Ok(None),
+            other => other,
+        };
+        let caller = identity.as_ref().ok().cloned().flatten();
+        let caller_label = self.callers.label(caller.as_ref());
         let span = tracing::info_span!(
             "rpc",
             %method,
             %peer,
+            caller = caller.as_ref().map_or(crate::auth::ANONYMOUS, |c| &*c.name),
             request_id = request_id.to_str().unwrap_or_default()
         );
+        if let Some(caller) = caller {
+            req.extensions_mut().insert(caller);
+        }
         let metrics = self.metrics.clone();
-        // Health checks are never shed; the rest take a slot or are turned away.
-        let permit = if method.starts_with("/grpc.health.v1.Health/") {
+        // Health checks are never shed, refused calls take no slot; the rest take a slot or
+        // are turned away.
+        let permit = if method.starts_with("/grpc.health.v1.Health/") || identity.is_err() {
             Ok(None)
         } else {
             self.in_flight.clone().try_acquire_owned().map(Some)
@@ -128,12 +161,16 @@ where
         Box::pin(
             async move {
                 let started = Instant::now();
-                let mut result = match permit {
-                    Err(_) => {
+                let mut result = match (identity, permit) {
+                    (Err(status), _) => {
+                        tracing::warn!("call refused: no caller identity");
+                        Ok(status.into_http())
+                    }
+                    (Ok(_), Err(_)) => {
                         tracing::warn!(max_in_flight, "call shed: too many calls in progress");
                         Ok(Status::from(Error::ServerBusy { max_in_flight }).into_http())
                     }
-                    Ok(_permit) => {
+                    (Ok(_), Ok(_permit)) => {
                         let call = inner.call(req);
                         match deadline {
                             None => call.await,
@@ -154,7 +191,7 @@ where
                 if let Ok(response) = &mut result {
                     recode_request_errors(response.headers_mut(), max_request_bytes);
                     let code = response_code(response.headers());
-                    metrics.record(&method, code, latency);
+                    metrics.record(&method, &caller_label, code, latency);
                     response
                         .headers_mut()
                         .insert(request_id::HEADER, request_id);

@@ -58,6 +58,50 @@ pub struct Hasher {
     queue_timeout: Duration,
     /// A real hash of a random password, verified when the user does not exist.
     dummy_hash: Arc<str>,
+    /// The most a stored hash may ask for (see [`CostBound`]).
+    bound: CostBound,
+}
+
+/// The most argon2 work a stored hash may ask for: four times the configured cost, and never
+/// less than 64 MiB, 16 passes and 16 lanes, so that hashes made before the cost was lowered
+/// still verify (and are rehashed). A stored hash is data: a row that says m=4 GiB must not
+/// make a hashing thread allocate 4 GiB (and keep it, see `reused_memory`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct CostBound {
+    pub m_kib: u32,
+    pub t: u32,
+    pub p: u32,
+}
+
+impl CostBound {
+    fn over(configured: &Params) -> Self {
+        CostBound {
+            m_kib: configured.m_cost().saturating_mul(4).max(64 * 1024),
+            t: configured.t_cost().saturating_mul(4).max(16),
+            p: configured.p_cost().saturating_mul(4).max(16),
+        }
+    }
+
+    /// Refuses a stored hash asking for more than the bound, before any work is done.
+    fn check(&self, stored: &str) -> Result<(), Error> {
+        let parsed = PasswordHash::new(stored)
+            .map_err(|e| Error::Internal(format!("stored hash is malformed: {e}")))?;
+        let params = Params::try_from(&parsed)
+            .map_err(|e| Error::Internal(format!("stored hash has bad parameters: {e}")))?;
+        if params.m_cost() > self.m_kib || params.t_cost() > self.t || params.p_cost() > self.p {
+            return Err(Error::Internal(format!(
+                "stored hash refused: it asks for m={} KiB, t={}, p={}, above the bound \
+                 m={} KiB, t={}, p={}; reset this user's password",
+                params.m_cost(),
+                params.t_cost(),
+                params.p_cost(),
+                self.m_kib,
+                self.t,
+                self.p
+            )));
+        }
+        Ok(())
+    }
 }
 
 /// The outcome of checking a password against a stored hash.
@@ -73,6 +117,7 @@ pub enum Verified {
 
 impl Hasher {
     pub fn new(settings: &HashSettings) -> Result<Self, Error> {
+        let bound = CostBound::over(&settings.params);
         let argon2 = Argon2::new(Algorithm::Argon2id, Version::V0x13, settings.params.clone());
         let concurrency = match settings.concurrency {
             0 => std::thread::available_parallelism().map_or(2, |n| n.get()),
@@ -89,6 +134,7 @@ impl Hasher {
             threads: HashThreads::start(concurrency)?,
             queue_timeout: settings.queue_timeout,
             dummy_hash: dummy_hash.into(),
+            bound,
         })
     }
 
@@ -105,8 +151,13 @@ impl Hasher {
     }
 
     /// Verifies a password against a stored PHC string, or against the dummy hash when
-    /// `stored` is `None`, so that an unknown user costs what a wrong password costs.
+    /// `stored` is `None`, so that an unknown user costs what a wrong password costs. A stored
+    /// hash asking for more work than the [`CostBound`] is refused at once (INTERNAL, and a
+    /// log line for the operator): the user cannot log in until the password is reset.
     pub async fn verify(&self, senha: Senha, stored: Option<String>) -> Result<Verified, Error> {
+        if let Some(stored) = &stored {
+            self.bound.check(stored)?;
+        }
         let argon2 = self.argon2.clone();
         let known = stored.is_some();
         let stored = stored.unwrap_or_else(|| self.dummy_hash.to_string());
@@ -367,6 +418,28 @@ mod tests {
         .unwrap();
         assert!(reused_memory::verify(&other, b"x"));
         assert!(!reused_memory::verify(&other, b"y"));
+    }
+
+    #[tokio::test]
+    async fn a_stored_hash_asking_for_4_gib_is_refused_at_once() {
+        let hasher = Hasher::new(&cheap_settings()).unwrap();
+        // A real PHC string whose parameters were edited to m=4 GiB.
+        let real = hasher
+            .hash(Senha::parse_new("correct horse".into()).unwrap())
+            .await
+            .unwrap();
+        let planted = real.replace("m=1024,", "m=4194304,");
+        assert_ne!(planted, real);
+        let started = std::time::Instant::now();
+        let good = Senha::parse_login("correct horse".into()).unwrap();
+        let err = hasher.verify(good, Some(planted)).await.unwrap_err();
+        assert!(err.to_string().contains("m=4194304 KiB"), "{err}");
+        assert_eq!(tonic::Status::from(err).code(), tonic::Code::Internal);
+        assert!(started.elapsed() < std::time::Duration::from_secs(1));
+        // Within the bound (a cost raised or lowered since) still verifies.
+        let old = real.replace("m=1024,", "m=2048,");
+        let good = Senha::parse_login("correct horse".into()).unwrap();
+        assert_eq!(hasher.verify(good, Some(old)).await.unwrap(), Verified::No);
     }
 
     #[tokio::test]

@@ -36,8 +36,16 @@ const PURGE_EVERY_MAX: Duration = Duration::from_secs(60);
 /// transport puts the client certificate, and an authentication layer can put its verdict).
 pub type AuthenticatedCaller = fn(&MetadataMap, &Extensions) -> bool;
 
-/// The default [`AuthenticatedCaller`]: the call came over mutual TLS with a client
-/// certificate that the server verified against PRODUTO_TLS_CLIENT_CA.
+/// The default [`AuthenticatedCaller`]: the caller authentication in [`crate::auth`] named
+/// the caller (a token of PRODUTO_CALLER_TOKENS_FILE, or a client certificate), or the call
+/// came over mutual TLS with a certificate the server verified.
+pub fn is_authenticated(metadata: &MetadataMap, extensions: &Extensions) -> bool {
+    extensions.get::<crate::auth::Caller>().is_some()
+        || has_client_certificate(metadata, extensions)
+}
+
+/// The call came over mutual TLS with a client certificate that the server verified
+/// against PRODUTO_TLS_CLIENT_CA.
 pub fn has_client_certificate(_: &MetadataMap, extensions: &Extensions) -> bool {
     use tonic::transport::server::{TcpConnectInfo, TlsConnectInfo};
     extensions

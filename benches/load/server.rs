@@ -85,6 +85,7 @@ impl Server {
             .env("PRODUTO_ADMIN_TOKEN", ADMIN_TOKEN)
             // Two servers run side by side: neither needs the admin HTTP port.
             .env("PRODUTO_ADMIN_ADDR", "")
+            .env("PRODUTO_SHUTDOWN_DELAY", "0s")
             .env("RUST_LOG", "warn")
             .stdin(Stdio::null())
             .stdout(Stdio::null());

@@ -12,6 +12,7 @@ use std::{
 };
 
 use futures_util::FutureExt;
+use std::panic::AssertUnwindSafe;
 use tokio::sync::oneshot;
 
 use super::{Backend, Db};
@@ -87,7 +88,7 @@ impl NivelBatcher {
             };
             // Another leader may have taken our lookup already: then there is nothing to send.
             if !lane.batch.is_empty() {
-                let result = query(db, server, &lane.batch).await;
+                let result = query_caught(db, server, &lane.batch).await;
                 answer(std::mem::take(&mut lane.batch), result);
             }
             // Dropping the lane hands it on: to a spawned task if lookups queued meanwhile.
@@ -99,25 +100,24 @@ impl NivelBatcher {
 
     /// The oldest queued lookups, up to a batch: a lookup never waits behind later ones.
     fn take_batch(&self) -> Vec<Waiter> {
-        let mut state = self.lock();
-        let take = state.pending.len().min(MAX_BATCH);
-        state.pending.drain(..take).collect()
+        take_live(&mut self.lock().pending)
     }
 
     /// A spawned lane: takes everything queued, sends it as one query, answers each caller,
-    /// and repeats until nothing is queued.
+    /// and repeats until nothing is queued. The lane is released under the same lock that
+    /// finds the queue empty; a query that panics fails its batch and the lane goes on.
     async fn run_lane(self: Arc<Self>, db: Db, server: usize) {
         loop {
             let batch = {
                 let mut state = self.lock();
-                if state.pending.is_empty() {
+                let batch = take_live(&mut state.pending);
+                if batch.is_empty() {
                     state.running -= 1;
                     return;
                 }
-                let take = state.pending.len().min(MAX_BATCH);
-                state.pending.drain(..take).collect::<Vec<_>>()
+                batch
             };
-            let result = query(&db, server, &batch).await;
+            let result = query_caught(&db, server, &batch).await;
             answer(batch, result);
         }
     }
@@ -167,11 +167,41 @@ impl Drop for Lane {
     }
 }
 
+/// Takes the oldest queued lookups, up to a batch, leaving out the callers that have gone
+/// (deadline, disconnect): nobody is waiting for their answer.
+fn take_live(pending: &mut Vec<Waiter>) -> Vec<Waiter> {
+    pending.retain(|w| !w.reply.is_closed());
+    let take = pending.len().min(MAX_BATCH);
+    pending.drain(..take).collect()
+}
+
+/// [`query`], with a panic turned into an error for the batch: a panic must neither take the
+/// lane with it (`running` would never come down, and after `lanes` of them every lookup
+/// would queue forever) nor leave the batch's callers without an answer.
+async fn query_caught(
+    db: &Db,
+    server: usize,
+    batch: &[Waiter],
+) -> Result<HashMap<String, i32>, Error> {
+    AssertUnwindSafe(query(db, server, batch))
+        .catch_unwind()
+        .await
+        .unwrap_or_else(|_| Err(Error::Internal("nivel batch query panicked".into())))
+}
+
+/// The name whose lookup panics, in the crate's own tests only: the injected failure.
+#[cfg(test)]
+const PANIC_FOR: &str = "injected-panic";
+
 /// The levels of the batch's users, by name (absent users are simply not in the map), from
 /// server `server`. A read: retried once as every read is (see `on_conn!` in users.rs), on
 /// another connection when this one turns out to be dead, on the primary when a replica
 /// failed.
 async fn query(db: &Db, server: usize, batch: &[Waiter]) -> Result<HashMap<String, i32>, Error> {
+    #[cfg(test)]
+    if batch.iter().any(|w| w.usuario.as_str() == PANIC_FOR) {
+        panic!("injected failure in a nivel batch");
+    }
     let mut server = server;
     let mut attempt = 1;
     loop {
@@ -257,5 +287,119 @@ fn answer(batch: Vec<Waiter>, result: Result<HashMap<String, i32>, Error>) {
                 let _ = waiter.reply.send(Err(copy));
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+    use crate::db::DbSettings;
+
+    fn waiter(name: &str) -> (Waiter, oneshot::Receiver<Result<Option<i32>, Error>>) {
+        let (reply, rx) = oneshot::channel();
+        let usuario = Usuario::parse(name.into()).unwrap();
+        (Waiter { usuario, reply }, rx)
+    }
+
+    #[test]
+    fn callers_that_have_gone_are_not_carried_in_the_next_batch() {
+        let batcher = NivelBatcher::new(1);
+        let (gone, gone_rx) = waiter("gone");
+        let (here, _here_rx) = waiter("here");
+        batcher.lock().pending.extend([gone, here]);
+        drop(gone_rx);
+        let batch = batcher.take_batch();
+        let names: Vec<&str> = batch.iter().map(|w| w.usuario.as_str()).collect();
+        assert_eq!(names, ["here"]);
+    }
+
+    /// A fresh PostgreSQL database for one test (dropped at the end), with one user.
+    struct PgDb {
+        admin: String,
+        name: String,
+    }
+
+    impl PgDb {
+        async fn create() -> (PgDb, Db) {
+            use sqlx::{Connection, Executor};
+            let admin = std::env::var("PRODUTO_TEST_DATABASE_URL")
+                .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into());
+            let name = format!("produto_unit_batch_{}", std::process::id());
+            let mut conn = sqlx::PgConnection::connect(&admin).await.unwrap();
+            conn.execute(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
+                .await
+                .unwrap();
+            let (base, _) = admin.rsplit_once('/').unwrap();
+            let mut config = DbSettings::new(format!("{base}/{name}"));
+            config.batch_nivel_lanes = 1;
+            let db = Db::new(&config).unwrap();
+            db.migrate().await.unwrap();
+            let usuario = Usuario::parse("maria".into()).unwrap();
+            let nivel = crate::domain::Nivel::parse(7).unwrap();
+            db.insert_user(&usuario, "not-a-hash", nivel).await.unwrap();
+            (PgDb { admin, name }, db)
+        }
+    }
+
+    /// The database is dropped even when the test fails.
+    impl Drop for PgDb {
+        fn drop(&mut self) {
+            use sqlx::{Connection, Executor};
+            let (admin, name) = (self.admin.clone(), self.name.clone());
+            let _ = std::thread::spawn(move || {
+                let rt = tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                    .unwrap();
+                rt.block_on(async {
+                    let mut conn = sqlx::PgConnection::connect(&admin).await.unwrap();
+                    let drop = format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)");
+                    let _ = conn.execute(sqlx::AssertSqlSafe(drop)).await;
+                });
+            })
+            .join();
+        }
+    }
+
+    #[tokio::test]
+    async fn a_panicking_batch_fails_its_callers_and_leaks_no_lane() {
+        let (pg, db) = PgDb::create().await;
+        let batcher = db.nivel_batch().unwrap().clone();
+        let maria = Usuario::parse("maria".into()).unwrap();
+        let poison = Usuario::parse(PANIC_FOR.into()).unwrap();
+
+        // A panic in a lane led by its caller.
+        let err = batcher.nivel(&db, 0, &poison).await.unwrap_err();
+        assert!(matches!(err, Error::Internal(_)), "{err:?}");
+        // A panic in a spawned lane: the poison lookup queued behind the only lane, which
+        // then hands on to a spawned task.
+        let (queued, rx) = waiter(PANIC_FOR);
+        {
+            let mut state = batcher.lock();
+            state.pending.push(queued);
+            state.running += 1;
+        }
+        drop(Lane {
+            batcher: batcher.clone(),
+            db: db.clone(),
+            server: 0,
+            batch: Vec::new(),
+        });
+        let answer = tokio::time::timeout(Duration::from_secs(10), rx)
+            .await
+            .expect("the queued caller is answered")
+            .expect("with an error, not a dropped reply");
+        assert!(matches!(answer, Err(Error::Internal(_))), "{answer:?}");
+
+        // With one lane only, a leaked lane would leave this lookup queued forever.
+        let nivel = tokio::time::timeout(Duration::from_secs(10), batcher.nivel(&db, 0, &maria))
+            .await
+            .expect("the lane is free again");
+        assert_eq!(nivel.unwrap(), Some(7));
+        assert_eq!(batcher.lock().running, 0);
+        db.close(Duration::from_secs(5)).await;
+        drop(pg);
     }
 }

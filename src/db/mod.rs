@@ -49,6 +49,15 @@ static SQLITE_MIGRATOR: Migrator = sqlx::migrate!("./migrations/sqlite");
 const PING_IF_IDLE_FOR: Duration = Duration::from_secs(2);
 /// Bound on that ping and on each probe: a half-open connection must not stall a caller.
 const PING_TIMEOUT: Duration = Duration::from_secs(1);
+/// The query timeout is enforced by PostgreSQL itself (`statement_timeout`, see
+/// [`bound_pg_session`]); our own timer waits this much longer (half the query timeout, at
+/// most a second), so that when the database is reachable the server's bound fires first:
+/// the statement really stops, and the connection comes back clean instead of being
+/// discarded while its backend keeps running. Our timer only fires when the server cannot
+/// answer at all (a cut or stalled network).
+fn client_grace(query_timeout: Duration) -> Duration {
+    (query_timeout / 2).min(Duration::from_secs(1))
+}
 /// While the probe says the database is down, callers wait at most this long for a
 /// connection, so an outage answers UNAVAILABLE fast instead of after the full timeout.
 const UNHEALTHY_ACQUIRE_TIMEOUT: Duration = Duration::from_millis(250);
@@ -154,9 +163,14 @@ impl Db {
                 .synchronous(SqliteSynchronous::Normal)
                 .busy_timeout(config.query_timeout);
             let stats = Arc::new(PoolStats::default());
-            let backend =
-                Backend::Sqlite(pool_options(config, bounds, &stats).connect_lazy_with(options));
-            Server::new(backend, url.to_owned(), bounds, stats, None)
+            let opened = stats.clone();
+            let pool = pool_options::<Sqlite>(config, bounds, &stats)
+                .after_connect(move |_conn, _meta| {
+                    opened.opened.fetch_add(1, Relaxed);
+                    Box::pin(async { Ok(()) })
+                })
+                .connect_lazy_with(options);
+            Server::new(Backend::Sqlite(pool), url.to_owned(), bounds, stats, None)
         } else {
             return Err(Error::Startup(
                 "DATABASE_URL must start with postgres://, postgresql:// or sqlite:".into(),
@@ -383,7 +397,16 @@ impl Db {
             name,
             started: Instant::now(),
         };
-        tokio::time::timeout(self.query_timeout, query).await
+        tokio::time::timeout(self.statement_bound(), query).await
+    }
+
+    /// How long our side waits for one statement: on PostgreSQL a little longer than the
+    /// server's own bound (see [`client_grace`]); SQLite runs in process, so exactly it.
+    fn statement_bound(&self) -> Duration {
+        match self.backend() {
+            Backend::Postgres(_) => self.query_timeout + client_grace(self.query_timeout),
+            Backend::Sqlite(_) => self.query_timeout,
+        }
     }
 
     /// Classifies a bounded statement's outcome on server `index`; a connection that timed
@@ -405,6 +428,12 @@ impl Db {
                     "the database server is read-only (a failover is under way)".into(),
                 ))
             }
+            // PostgreSQL ended the statement at the query timeout: the connection is fine
+            // and goes back to the pool; the caller may retry later.
+            Ok(Err(e)) if is_server_timeout(&e) => Err(Error::Unavailable(format!(
+                "query did not finish within {:?} (ended by the database)",
+                self.query_timeout
+            ))),
             Ok(Err(e)) if is_connection_error(&e) => {
                 lease.discard();
                 Err(Error::Unavailable(e.to_string()).while_database_down(down))
@@ -457,28 +486,38 @@ async fn probe_server(server: &Server, slot: &mut ProbeSlot) -> Option<Reading> 
     }
     let reading = match (&server.backend, slot) {
         (Backend::Postgres(pool), ProbeSlot::Postgres(conn)) => {
-            probe_on(pool, conn, |c| {
-                Box::pin(async move {
-                    let (in_recovery, lag_ms): (bool, Option<f64>) =
-                        sqlx::query_as(replicas::PG_PROBE_SQL).fetch_one(c).await?;
-                    Ok(Reading {
-                        in_recovery,
-                        lag: lag_ms.map(|ms| Duration::from_secs_f64(ms.max(0.0) / 1000.0)),
+            probe_on(
+                pool,
+                conn,
+                |c| bound_pg_session(c, PING_TIMEOUT),
+                |c| {
+                    Box::pin(async move {
+                        let (in_recovery, lag_ms): (bool, Option<f64>) =
+                            sqlx::query_as(replicas::PG_PROBE_SQL).fetch_one(c).await?;
+                        Ok(Reading {
+                            in_recovery,
+                            lag: lag_ms.map(|ms| Duration::from_secs_f64(ms.max(0.0) / 1000.0)),
+                        })
                     })
-                })
-            })
+                },
+            )
             .await
         }
         (Backend::Sqlite(pool), ProbeSlot::Sqlite(conn)) => {
-            probe_on(pool, conn, |c| {
-                Box::pin(async move {
-                    c.execute("SELECT 1").await?;
-                    Ok(Reading {
-                        in_recovery: false,
-                        lag: Some(Duration::ZERO),
+            probe_on(
+                pool,
+                conn,
+                |_| Box::pin(async { Ok(()) }),
+                |c| {
+                    Box::pin(async move {
+                        c.execute("SELECT 1").await?;
+                        Ok(Reading {
+                            in_recovery: false,
+                            lag: Some(Duration::ZERO),
+                        })
                     })
-                })
-            })
+                },
+            )
             .await
         }
         _ => None,
@@ -547,11 +586,17 @@ enum ProbeSlot {
 async fn probe_on<DB: Database>(
     pool: &Pool<DB>,
     slot: &mut Option<DB::Connection>,
+    setup: impl for<'c> FnOnce(&'c mut DB::Connection) -> BoxFuture<'c, Result<(), sqlx::Error>>,
     ask: impl for<'c> FnOnce(&'c mut DB::Connection) -> BoxFuture<'c, Result<Reading, sqlx::Error>>,
 ) -> Option<Reading> {
     if slot.is_none() {
         let options = pool.connect_options();
-        match tokio::time::timeout(PING_TIMEOUT, DB::Connection::connect_with(&options)).await {
+        let connect = async {
+            let mut conn = DB::Connection::connect_with(&options).await?;
+            setup(&mut conn).await?;
+            Ok::<_, sqlx::Error>(conn)
+        };
+        match tokio::time::timeout(PING_TIMEOUT, connect).await {
             Ok(Ok(conn)) => *slot = Some(conn),
             Ok(Err(e)) => {
                 tracing::debug!(error = %e, "probe could not connect");
@@ -604,14 +649,46 @@ impl<DB: Database> Drop for Lease<DB> {
     }
 }
 
-/// Pool settings shared by both backends, with the hooks that count connections and
-/// find dead ones.
+/// Bounds every statement of a PostgreSQL session on the server itself, so that a statement
+/// our side has given up on does not keep running (and holding a backend) after its
+/// connection is gone: `statement_timeout` at the query timeout, `lock_timeout` likewise
+/// (a lock wait says so in its own SQLSTATE), and `idle_in_transaction_session_timeout` at
+/// twice it (a transaction left open ends its session instead of holding its locks).
+/// `SET` statements after connecting rather than the startup `options` parameter, which
+/// PgBouncer refuses.
+fn bound_pg_session(
+    conn: &mut sqlx::PgConnection,
+    query_timeout: Duration,
+) -> BoxFuture<'_, Result<(), sqlx::Error>> {
+    let ms = query_timeout.as_millis().max(1);
+    let idle_ms = ms.saturating_mul(2);
+    // Only integers are formatted into the statement.
+    let sql = format!(
+        "SET statement_timeout = {ms}; SET lock_timeout = {ms}; \
+         SET idle_in_transaction_session_timeout = {idle_ms}"
+    );
+    Box::pin(async move {
+        sqlx::raw_sql(sqlx::AssertSqlSafe(sql))
+            .execute(conn)
+            .await
+            .map(|_| ())
+    })
+}
+
+/// A statement the database ended on its own bound: `query_canceled` (57014, which
+/// `statement_timeout` raises) or `lock_not_available` (55P03, `lock_timeout`).
+fn is_server_timeout(e: &sqlx::Error) -> bool {
+    matches!(e, sqlx::Error::Database(db)
+        if matches!(db.code().as_deref(), Some("57014" | "55P03")))
+}
+
+/// Pool settings shared by both backends, with the hook that finds dead connections (each
+/// backend adds its own `after_connect`, which counts the connection and sets it up).
 fn pool_options<DB: Database>(
     config: &DbSettings,
     (min, max): (u32, u32),
     stats: &Arc<PoolStats>,
 ) -> PoolOptions<DB> {
-    let opened = stats.clone();
     let lost = stats.clone();
     PoolOptions::<DB>::new()
         .min_connections(min)
@@ -622,10 +699,6 @@ fn pool_options<DB: Database>(
         // Pinging on every acquire costs a round trip per query; ping only connections that
         // sat idle long enough to have been cut (see before_acquire).
         .test_before_acquire(false)
-        .after_connect(move |_conn, _meta| {
-            opened.opened.fetch_add(1, Relaxed);
-            Box::pin(async { Ok(()) })
-        })
         .before_acquire(move |conn, meta| ping_if_idle::<DB>(conn, meta, lost.clone()))
 }
 
@@ -669,7 +742,14 @@ fn postgres_server(
     let batch = config
         .batch_nivel
         .then(|| Arc::new(NivelBatcher::new(config.batch_nivel_lanes)));
-    let backend =
-        Backend::Postgres(pool_options(config, bounds, &stats).connect_lazy_with(options));
+    let query_timeout = config.query_timeout;
+    let opened = stats.clone();
+    let pool = pool_options::<Postgres>(config, bounds, &stats)
+        .after_connect(move |conn, _meta| {
+            opened.opened.fetch_add(1, Relaxed);
+            Box::pin(bound_pg_session(conn, query_timeout))
+        })
+        .connect_lazy_with(options);
+    let backend = Backend::Postgres(pool);
     Ok(Server::new(backend, address, bounds, stats, batch))
 }

@@ -31,22 +31,32 @@ use crate::{
 /// dashboards work).
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct RpcLabels {
-    pub grpc_service: String,
-    pub grpc_method: String,
+    pub grpc_service: &'static str,
+    pub grpc_method: &'static str,
     pub grpc_code: &'static str,
 }
 
 /// The labels of one RPC method.
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct MethodLabels {
-    pub grpc_service: String,
-    pub grpc_method: String,
+    pub grpc_service: &'static str,
+    pub grpc_method: &'static str,
+}
+
+/// The labels of the calls of one caller (see [`crate::auth::CallerAuth::label`]: the
+/// configured names, `anonymous` and `unknown`).
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct CallerLabels {
+    pub caller: String,
+    pub grpc_method: &'static str,
+    pub grpc_code: &'static str,
 }
 
 /// What the RPC middleware records.
 #[derive(Debug, Clone)]
 pub struct RpcMetrics {
     handled: Family<RpcLabels, Counter>,
+    callers: Family<CallerLabels, Counter>,
     handling: HistogramFamily<MethodLabels>,
 }
 
@@ -54,23 +64,29 @@ impl Default for RpcMetrics {
     fn default() -> Self {
         RpcMetrics {
             handled: Family::default(),
+            callers: Family::default(),
             handling: Family::new_with_constructor(latency_histogram),
         }
     }
 }
 
 impl RpcMetrics {
-    /// One finished call. `path` is the HTTP/2 path `/package.Service/Method`; a method the
-    /// server does not have (UNIMPLEMENTED) is recorded as `unknown`, so that callers cannot
-    /// create series at will.
-    pub fn record(&self, path: &str, code: tonic::Code, latency: Duration) {
-        let (service, method) = match path.trim_start_matches('/').split_once('/') {
-            Some((service, method)) if code != tonic::Code::Unimplemented => (service, method),
-            _ => ("unknown", "unknown"),
-        };
+    /// One finished call. `path` is the HTTP/2 path `/package.Service/Method`; a path the
+    /// server does not serve is recorded as `unknown`, whatever its code (a call shed, timed
+    /// out or refused before routing has one too), so that callers cannot create series at
+    /// will.
+    pub fn record(&self, path: &str, caller: &str, code: tonic::Code, latency: Duration) {
+        let (service, method) = known_method(path).unwrap_or(("unknown", "unknown"));
+        self.callers
+            .get_or_create(&CallerLabels {
+                caller: caller.to_owned(),
+                grpc_method: method,
+                grpc_code: code_name(code),
+            })
+            .inc();
         let method = MethodLabels {
-            grpc_service: service.to_owned(),
-            grpc_method: method.to_owned(),
+            grpc_service: service,
+            grpc_method: method,
         };
         self.handling
             .get_or_create(&method)
@@ -83,6 +99,34 @@ impl RpcMetrics {
             })
             .inc();
     }
+}
+
+/// Every RPC the server serves, as `(service, method)`: the only label values besides
+/// `unknown`. A test checks it against the services' descriptors.
+pub const KNOWN_METHODS: [(&str, &str); 8] = [
+    ("produto.v1.ProdutoService", "VerificarLogin"),
+    ("produto.v1.ProdutoService", "ObterNivel"),
+    ("produto.v1.ProdutoService", "AdicionarUsuario"),
+    ("produto.v1.PoolService", "PoolStatus"),
+    ("grpc.health.v1.Health", "Check"),
+    ("grpc.health.v1.Health", "Watch"),
+    (
+        "grpc.reflection.v1.ServerReflection",
+        "ServerReflectionInfo",
+    ),
+    (
+        "grpc.reflection.v1alpha.ServerReflection",
+        "ServerReflectionInfo",
+    ),
+];
+
+/// The `(service, method)` of a path the server serves, as static strings.
+pub fn known_method(path: &str) -> Option<(&'static str, &'static str)> {
+    let (service, method) = path.strip_prefix('/')?.split_once('/')?;
+    KNOWN_METHODS
+        .iter()
+        .find(|(s, m)| *s == service && *m == method)
+        .copied()
 }
 
 /// The registry of one server.
@@ -101,6 +145,11 @@ impl Metrics {
             "grpc_server_handled",
             "RPCs completed, by method and gRPC status code",
             rpc.handled.clone(),
+        );
+        registry.register(
+            "produto_rpc_caller",
+            "RPCs completed, by caller (a configured name, `anonymous` or `unknown`), method and code",
+            rpc.callers.clone(),
         );
         registry.register_with_unit(
             "grpc_server_handling",
@@ -301,5 +350,66 @@ pub fn code_name(code: tonic::Code) -> &'static str {
         Unavailable => "Unavailable",
         DataLoss => "DataLoss",
         Unauthenticated => "Unauthenticated",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn paths_the_server_does_not_serve_are_unknown_whatever_their_code() {
+        let rpc = RpcMetrics::default();
+        for (i, code) in [
+            tonic::Code::ResourceExhausted,
+            tonic::Code::DeadlineExceeded,
+        ]
+        .into_iter()
+        .enumerate()
+        {
+            rpc.record(
+                &format!("/x{i}.Svc/M{i}"),
+                "anonymous",
+                code,
+                Duration::ZERO,
+            );
+        }
+        rpc.record(
+            "/produto.v1.ProdutoService/Nope",
+            "anonymous",
+            tonic::Code::Unimplemented,
+            Duration::ZERO,
+        );
+        rpc.record(
+            "/produto.v1.ProdutoService/ObterNivel",
+            "anonymous",
+            tonic::Code::Ok,
+            Duration::ZERO,
+        );
+        let mut registry = Registry::default();
+        registry.register("handled", "", rpc.handled.clone());
+        let mut text = String::new();
+        encode(&mut text, &registry).unwrap();
+        assert!(!text.contains("x0.Svc") && !text.contains("Nope"), "{text}");
+        assert!(
+            text.contains(
+                r#"grpc_service="unknown",grpc_method="unknown",grpc_code="ResourceExhausted""#
+            ),
+            "{text}"
+        );
+        assert!(text.contains(r#"grpc_method="ObterNivel""#), "{text}");
+    }
+
+    #[test]
+    fn the_known_methods_are_every_rpc_of_our_proto() {
+        let proto = include_str!("../../proto/produto/v1/produto.proto");
+        let ours: Vec<_> = KNOWN_METHODS
+            .iter()
+            .filter(|(s, _)| s.starts_with("produto."))
+            .collect();
+        assert_eq!(proto.matches("  rpc ").count(), ours.len(), "{proto}");
+        for (_, method) in ours {
+            assert!(proto.contains(&format!("rpc {method}(")), "{method}");
+        }
     }
 }

@@ -61,9 +61,10 @@ impl Readiness {
         }
     }
 
-    /// Shutdown: every name turns NOT_SERVING, then is removed, which ends open Watch
-    /// streams (they receive NOT_SERVING first) so they do not hold the drain open.
-    pub async fn shut_down(mut self) {
+    /// Shutdown: every name turns NOT_SERVING, stays so for `delay` (the port still serves),
+    /// then is removed, which ends open Watch streams (they received NOT_SERVING first) so
+    /// they do not hold the drain open.
+    pub async fn shut_down(mut self, delay: std::time::Duration) {
         self.flag.set(false);
         for name in READINESS_SERVICES
             .into_iter()
@@ -72,6 +73,12 @@ impl Readiness {
             self.reporter
                 .set_service_status(name, ServingStatus::NotServing)
                 .await;
+        }
+        // Still serving, already NOT_SERVING: whoever polls readiness (a balancer, a probe
+        // that is not Kubernetes') has this long to stop sending before the port closes.
+        if !delay.is_zero() {
+            tracing::info!(?delay, "not ready; serving on until the listener closes");
+            tokio::time::sleep(delay).await;
         }
         for name in READINESS_SERVICES
             .into_iter()

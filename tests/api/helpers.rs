@@ -135,6 +135,7 @@ pub fn test_config(database_url: &str) -> Settings {
     config.hashing.queue_timeout = Duration::from_secs(2);
     config.drain_timeout = Duration::from_secs(3);
     config.hashing = config.hashing.with_costs(1024, 1, 1).unwrap();
+    config.shutdown_delay = Duration::ZERO;
     config
 }
 
@@ -302,6 +303,13 @@ impl TestApp {
             self.addr,
             std::mem::replace(&mut self.database, placeholder),
         )
+    }
+
+    /// Sends the shutdown signal without waiting for the server to stop.
+    pub fn begin_stop(&mut self) {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
     }
 
     /// Sends the shutdown signal and waits for the server to stop; returns how long it took.

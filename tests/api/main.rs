@@ -654,3 +654,41 @@ async fn the_first_admin_is_made_with_the_adicionar_usuario_command() {
         (true, 2)
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shutdown_serves_on_for_the_delay_after_readiness_turns_off() {
+    use produto::pb::produto_service_client::ProdutoServiceClient;
+    let database = TestDb::create(Backend::Sqlite).await;
+    let mut config = test_config(&database.url);
+    config.shutdown_delay = Duration::from_secs(2);
+    let mut app = spawn_with(config, database).await;
+    app.wait_for_readiness(ServingStatus::Serving).await;
+    app.add_user("maria", "senha-forte-1", 4).await.unwrap();
+
+    let asked = Instant::now();
+    app.begin_stop();
+    app.wait_for_readiness(ServingStatus::NotServing).await;
+    // A new connection, as a balancer that has not noticed yet would open, is still served.
+    let channel = tonic::transport::Endpoint::from_shared(format!("http://{}", app.addr))
+        .unwrap()
+        .connect()
+        .await
+        .expect("the port stays open during the delay");
+    let nivel = ProdutoServiceClient::new(channel)
+        .obter_nivel(ObterNivelRequest {
+            usuario: "maria".into(),
+        })
+        .await
+        .expect("calls are served during the delay")
+        .into_inner()
+        .nivel;
+    assert_eq!(nivel, 4);
+    app.stop().await;
+    assert!(
+        asked.elapsed() >= Duration::from_secs(2),
+        "{:?}",
+        asked.elapsed()
+    );
+    let err = app.nivel("maria").await.unwrap_err();
+    assert_eq!(err.code(), Code::Unavailable, "{err:?}");
+}

@@ -27,7 +27,7 @@ use crate::{
 };
 
 /// A server with the admin port on 127.0.0.1:0, ready.
-async fn spawn_with_admin(url: &str, database: TestDb) -> TestApp {
+pub(crate) async fn spawn_with_admin(url: &str, database: TestDb) -> TestApp {
     let mut config = test_config(url);
     config.admin_addr = Some("127.0.0.1:0".parse().unwrap());
     let app = spawn_with(config, database).await;
@@ -36,7 +36,7 @@ async fn spawn_with_admin(url: &str, database: TestDb) -> TestApp {
 }
 
 /// Every sample of a scrape, keyed by `name{labels}` as exposed.
-async fn scrape(app: &TestApp) -> HashMap<String, f64> {
+pub(crate) async fn scrape(app: &TestApp) -> HashMap<String, f64> {
     let (status, body) = http_get(app.admin_addr.unwrap(), "/metrics").await;
     assert_eq!(status, 200);
     assert!(body.ends_with("# EOF\n"), "OpenMetrics ends with # EOF");
@@ -50,7 +50,7 @@ async fn scrape(app: &TestApp) -> HashMap<String, f64> {
 }
 
 /// The value of the one series named `name` that has every label in `labels` (0 if none).
-fn sample(scrape: &HashMap<String, f64>, name: &str, labels: &[(&str, &str)]) -> f64 {
+pub(crate) fn sample(scrape: &HashMap<String, f64>, name: &str, labels: &[(&str, &str)]) -> f64 {
     let matching: Vec<f64> = scrape
         .iter()
         .filter(|(series, _)| {
@@ -266,6 +266,7 @@ fn server_command(dir: &Path) -> tokio::process::Command {
             "DATABASE_URL",
             format!("sqlite:{}", dir.join("produto.db").display()),
         )
+        .env("PRODUTO_SHUTDOWN_DELAY", "0s")
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
@@ -410,6 +411,8 @@ async fn json_logs_parse_and_carry_the_request_id() {
         "/produto.v1.ProdutoService/AdicionarUsuario"
     );
     assert_eq!(rpc["code"], "Ok");
+    // Caller authentication is off and the call named no caller.
+    assert_eq!(rpc["span"]["caller"], "anonymous");
     assert!(rpc["latency_ms"].as_f64().unwrap() > 0.0);
     assert!(
         rpc["span"]["peer"]
@@ -506,10 +509,24 @@ fn the_kubernetes_manifests_match_the_server() {
         .as_u64()
         .unwrap();
     let grace = pod["terminationGracePeriodSeconds"].as_u64().unwrap();
+    let env_value = |name: &str| {
+        container["env"]
+            .as_sequence()
+            .unwrap()
+            .iter()
+            .find(|v| v["name"] == name)
+            .and_then(|v| v["value"].as_str())
+            .unwrap_or_else(|| panic!("{name} not set"))
+            .to_owned()
+    };
+    let delay = humantime::parse_duration(&env_value("PRODUTO_SHUTDOWN_DELAY")).unwrap();
+    let drain = humantime::parse_duration(&env_value("PRODUTO_DRAIN_TIMEOUT")).unwrap();
     assert!(
-        grace > pause + defaults.drain_timeout.as_secs() + 5,
+        grace > pause + delay.as_secs() + drain.as_secs() + 5,
         "grace {grace}s"
     );
+    // Callers must name themselves in the cluster.
+    assert_eq!(env_value("PRODUTO_CALLER_AUTH"), "true");
     for what in ["requests", "limits"] {
         assert!(container["resources"][what]["memory"].is_string(), "{what}");
     }
@@ -538,7 +555,11 @@ fn the_kubernetes_manifests_match_the_server() {
         secret["metadata"]["name"]
     );
     let mount = container["volumeMounts"][0]["mountPath"].as_str().unwrap();
-    for var in ["DATABASE_URL_FILE", "PRODUTO_ADMIN_TOKEN_FILE"] {
+    for var in [
+        "DATABASE_URL_FILE",
+        "PRODUTO_ADMIN_TOKEN_FILE",
+        "PRODUTO_CALLER_TOKENS_FILE",
+    ] {
         let path = container["env"]
             .as_sequence()
             .unwrap()
@@ -590,4 +611,101 @@ async fn throttled_logins_are_counted_in_the_metrics() {
     // Two attempts are allowed (and verified); the next three are refused unchecked.
     assert_eq!(delta("produto_logins_throttled_total"), 3.0);
     assert_eq!(delta("produto_password_verifications_total"), 2.0);
+}
+
+/// One call of `path` (any path: the server may not serve it) with an ObterNivel request;
+/// its gRPC code.
+pub(crate) async fn call_path(
+    channel: tonic::transport::Channel,
+    path: &str,
+    metadata: &[(&'static str, &str)],
+) -> Code {
+    let mut grpc = tonic::client::Grpc::new(channel);
+    if grpc.ready().await.is_err() {
+        return Code::Unavailable;
+    }
+    let mut request = Request::new(ObterNivelRequest {
+        usuario: "maria".into(),
+    });
+    for (key, value) in metadata {
+        request.metadata_mut().insert(*key, value.parse().unwrap());
+    }
+    let answer = grpc
+        .unary::<_, ObterNivelResponse, _>(
+            request,
+            path.parse().unwrap(),
+            tonic_prost::ProstCodec::default(),
+        )
+        .await;
+    answer.map_or_else(|s| s.code(), |_| Code::Ok)
+}
+
+/// The `grpc_method` label values of a scrape's RPC series.
+pub(crate) fn rpc_method_labels(
+    scrape: &HashMap<String, f64>,
+) -> std::collections::BTreeSet<String> {
+    scrape
+        .keys()
+        .filter(|s| s.starts_with("grpc_server_") || s.starts_with("produto_rpc_caller"))
+        .filter_map(|s| s.split("grpc_method=\"").nth(1)?.split('"').next())
+        .map(str::to_owned)
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn random_paths_cannot_grow_the_metrics_whatever_their_code() {
+    let database = TestDb::create(Backend::Sqlite).await;
+    let mut config = test_config(&database.url);
+    config.admin_addr = Some("127.0.0.1:0".parse().unwrap());
+    // One call at a time, and logins slow enough to hold that slot while the paths are
+    // tried: some random calls are shed (RESOURCE_EXHAUSTED) before any routing.
+    config.limits.max_concurrent_calls = 1;
+    config.hashing = config.hashing.clone().with_costs(32 * 1024, 4, 1).unwrap();
+    let app = spawn_with(config, database).await;
+    app.wait_for_readiness(ServingStatus::Serving).await;
+
+    let mut codes = std::collections::BTreeMap::<String, u32>::new();
+    for round in 0..20 {
+        let login = {
+            let app_client = app.produto.clone();
+            tokio::spawn(async move {
+                let mut client = app_client;
+                client
+                    .verificar_login(produto::pb::VerificarLoginRequest {
+                        usuario: "ninguem".into(),
+                        senha: "x".into(),
+                    })
+                    .await
+            })
+        };
+        for i in 0..20 {
+            let path = format!("/r{round}.S{i}/M{}", round * 20 + i);
+            let code = call_path(app.channel.clone(), &path, &[]).await;
+            *codes.entry(format!("{code:?}")).or_default() += 1;
+        }
+        let _ = login.await;
+        if codes.contains_key("ResourceExhausted") && round >= 4 {
+            break;
+        }
+    }
+    assert!(
+        codes.contains_key("ResourceExhausted"),
+        "no call was shed: {codes:?}"
+    );
+    let scrape = scrape(&app).await;
+    let methods = rpc_method_labels(&scrape);
+    let allowed: Vec<&str> = produto::ops::metrics::KNOWN_METHODS
+        .iter()
+        .map(|(_, m)| *m)
+        .chain(["unknown"])
+        .collect();
+    assert!(
+        methods.iter().all(|m| allowed.contains(&m.as_str())),
+        "{methods:?} (codes {codes:?})"
+    );
+    let series = scrape
+        .keys()
+        .filter(|s| s.starts_with("grpc_server_handled_total"))
+        .count();
+    assert!(series <= 8, "{series} series after {codes:?}");
 }

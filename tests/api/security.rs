@@ -104,6 +104,7 @@ impl Pki {
 /// A server with TLS on (and client certificates required when `mutual`).
 struct TlsServer {
     addr: std::net::SocketAddr,
+    admin_addr: std::net::SocketAddr,
     stop: tokio::sync::oneshot::Sender<()>,
     task: tokio::task::JoinHandle<Result<(), produto::Error>>,
     _database: TestDb,
@@ -111,15 +112,27 @@ struct TlsServer {
 
 impl TlsServer {
     async fn start(pki: &Pki, mutual: bool) -> TlsServer {
+        Self::start_with(pki, mutual, |_| {}).await
+    }
+
+    /// As `start`, with the admin port on and the configuration adjusted by `configure`.
+    async fn start_with(
+        pki: &Pki,
+        mutual: bool,
+        configure: impl FnOnce(&mut produto::config::Settings),
+    ) -> TlsServer {
         let database = TestDb::create(Backend::Sqlite).await;
         let mut config = test_config(&database.url);
+        config.admin_addr = Some("127.0.0.1:0".parse().unwrap());
         config.tls = Some(TlsSettings {
             cert: pki.file("server.pem", &pki.server_cert),
             key: pki.file("server.key", &pki.server_key),
             client_ca: mutual.then(|| pki.file("ca.pem", &pki.ca)),
         });
+        configure(&mut config);
         let app = Application::build(config).await.unwrap();
         let addr = app.local_addr();
+        let admin_addr = app.admin_addr().unwrap();
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
         let task = tokio::spawn(app.run_until_stopped(async {
             let _ = stopped.await;
@@ -128,6 +141,7 @@ impl TlsServer {
         tokio::time::sleep(Duration::from_millis(500)).await;
         TlsServer {
             addr,
+            admin_addr,
             stop,
             task,
             _database: database,
@@ -364,4 +378,156 @@ async fn invalid_utf8_in_a_string_field_is_invalid_argument() {
         "{}",
         err.message()
     );
+}
+
+const BILLING_TOKEN: &str = "billing-token-0123456789";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_caller_authentication_only_named_callers_are_served_and_counted() {
+    use crate::ops::{call_path, rpc_method_labels, sample, scrape};
+    use produto::auth::ADMIN_TOKEN_KEY;
+    let database = TestDb::create(Backend::Postgres).await;
+    let dir = tempfile::tempdir().unwrap();
+    let tokens = dir.path().join("caller-tokens");
+    std::fs::write(&tokens, format!("# name token\nbilling {BILLING_TOKEN}\n")).unwrap();
+    let mut config = test_config(&database.url);
+    config.caller_auth = true;
+    config.caller_tokens_file = Some(tokens);
+    config.admin_addr = Some("127.0.0.1:0".parse().unwrap());
+    let app = spawn_with(config, database).await;
+    // Health answers without an identity.
+    app.wait_for_readiness(ServingStatus::Serving).await;
+
+    let as_billing = |mut request: Request<ObterNivelRequest>| {
+        let value = format!("Bearer {BILLING_TOKEN}").parse().unwrap();
+        request.metadata_mut().insert("authorization", value);
+        request
+    };
+    let nivel_of = |usuario: &str| ObterNivelRequest {
+        usuario: usuario.into(),
+    };
+    let mut client = app.produto.clone();
+
+    // No identity, a wrong token, or only the admin token: UNAUTHENTICATED, saying how.
+    let err = app.nivel("maria").await.unwrap_err();
+    assert_eq!(err.code(), Code::Unauthenticated, "{err:?}");
+    assert!(
+        err.message().contains("authorization: Bearer"),
+        "{}",
+        err.message()
+    );
+    let mut wrong = Request::new(nivel_of("maria"));
+    wrong.metadata_mut().insert(
+        "authorization",
+        "Bearer billing-token-0123456780".parse().unwrap(),
+    );
+    let err = client.obter_nivel(wrong).await.unwrap_err();
+    assert_eq!(err.code(), Code::Unauthenticated, "{err:?}");
+    let err = app.add_user("maria", "senha-forte-1", 3).await.unwrap_err();
+    assert_eq!(err.code(), Code::Unauthenticated, "{err:?}");
+
+    // The caller token in `authorization`, the admin token beside it in its own key.
+    let mut add = Request::new(AdicionarUsuarioRequest {
+        usuario: "maria".into(),
+        senha: "senha-forte-1".into(),
+        nivel: 3,
+    });
+    add.metadata_mut().insert(
+        "authorization",
+        format!("Bearer {BILLING_TOKEN}").parse().unwrap(),
+    );
+    add.metadata_mut().insert(
+        ADMIN_TOKEN_KEY,
+        crate::helpers::ADMIN_TOKEN.parse().unwrap(),
+    );
+    client.adicionar_usuario(add).await.unwrap();
+    let nivel = client.obter_nivel(as_billing(Request::new(nivel_of("maria"))));
+    assert_eq!(nivel.await.unwrap().into_inner().nivel, 3);
+
+    // Strangers sending to random paths are refused and counted under `unknown`.
+    for i in 0..30 {
+        let code = call_path(app.channel.clone(), &format!("/x{i}.Svc/M{i}"), &[]).await;
+        assert_eq!(code, Code::Unauthenticated);
+    }
+    let metrics = scrape(&app).await;
+    let caller = "produto_rpc_caller_total";
+    let count = |labels: &[(&str, &str)]| sample(&metrics, caller, labels);
+    assert_eq!(
+        count(&[
+            ("caller", "billing"),
+            ("grpc_method", "ObterNivel"),
+            ("grpc_code", "OK")
+        ]),
+        1.0
+    );
+    assert_eq!(
+        count(&[
+            ("caller", "billing"),
+            ("grpc_method", "AdicionarUsuario"),
+            ("grpc_code", "OK")
+        ]),
+        1.0
+    );
+    assert_eq!(
+        count(&[
+            ("caller", "anonymous"),
+            ("grpc_method", "unknown"),
+            ("grpc_code", "Unauthenticated")
+        ]),
+        30.0
+    );
+    let methods = rpc_method_labels(&metrics);
+    assert!(!methods.iter().any(|m| m.starts_with('M')), "{methods:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_caller_authentication_a_client_certificate_names_the_caller() {
+    let pki = Pki::new();
+    let server = TlsServer::start_with(&pki, true, |c| c.caller_auth = true).await;
+    let trusting = ClientTlsConfig::new()
+        .ca_certificate(Certificate::from_pem(&pki.ca))
+        .domain_name("localhost");
+    let with_cert = trusting.identity(Identity::from_pem(&pki.client_cert, &pki.client_key));
+    // Served (the user is absent), not UNAUTHENTICATED: the certificate is the identity.
+    let answer = nivel(tls_client(server.addr, with_cert).await, "ninguem").await;
+    assert_eq!(answer, Err("NotFound: usuario 'ninguem' not found".into()));
+    let (_, body) = crate::http::http_get(server.admin_addr, "/metrics").await;
+    assert!(
+        body.contains(r#"produto_rpc_caller_total{caller="produto-bot",grpc_method="ObterNivel",grpc_code="NotFound"} 1"#),
+        "{body}"
+    );
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stored_hash_asking_for_4_gib_is_refused_fast_without_the_allocation() {
+    use sqlx::Connection;
+    let app = crate::helpers::spawn_app(Backend::Postgres).await;
+    app.add_user("maria", "senha-forte-1", 3).await.unwrap();
+    app.add_user("joao", "senha-forte-2", 1).await.unwrap();
+    // A row tampered with (or restored from somewhere odd): its hash asks for m=4 GiB.
+    let mut conn = sqlx::PgConnection::connect(&app.database.url)
+        .await
+        .unwrap();
+    let hash: String =
+        sqlx::query_scalar("SELECT senha_hash FROM usuarios WHERE usuario = 'maria'")
+            .fetch_one(&mut conn)
+            .await
+            .unwrap();
+    let planted = hash.replacen("m=1024,", "m=4194304,", 1);
+    assert_ne!(planted, hash);
+    sqlx::query("UPDATE usuarios SET senha_hash = $1 WHERE usuario = 'maria'")
+        .bind(&planted)
+        .execute(&mut conn)
+        .await
+        .unwrap();
+
+    let started = std::time::Instant::now();
+    let err = app.login("maria", "senha-forte-1").await.unwrap_err();
+    let took = started.elapsed();
+    assert_eq!(err.code(), Code::Internal, "{err:?}");
+    assert_eq!(err.message(), "internal error");
+    assert!(took < Duration::from_secs(2), "took {took:?}");
+    // Nothing else is affected.
+    assert_eq!(app.login("joao", "senha-forte-2").await.unwrap(), (true, 1));
 }

@@ -438,9 +438,11 @@ async fn an_exhausted_pool_sheds_the_excess_with_unavailable_and_leaks_nothing()
         tally.count(Code::Ok) > 0 && tally.count(Code::Unavailable) > 0,
         "{tally:?}"
     );
-    // The acquire timeout (1 s) plus one slow statement and the machine's noise.
+    // The acquire timeout (1 s) plus one slow statement (our side waits for the query timeout,
+    // 1 s, and half of it more, so that PostgreSQL's statement_timeout fires first) and the
+    // machine's noise.
     assert!(
-        tally.slowest < Duration::from_millis(2500),
+        tally.slowest < Duration::from_millis(3000),
         "a caller hung: {tally:?}"
     );
     assert!(max_waiting.load(Ordering::SeqCst) > 0);
@@ -594,4 +596,125 @@ async fn sigterm_under_load() {
     let stored = stored_usernames(&database.url).await;
     let lost: Vec<_> = acked.iter().filter(|u| !stored.contains(*u)).collect();
     assert!(lost.is_empty(), "acknowledged writes lost: {lost:?}");
+}
+
+/// Callers that look `maria` up in a loop until stopped, each call with a 10 s deadline (far
+/// longer than the query timeout, so that it is the server's bound that ends a stalled call).
+fn lookups_in_a_loop(
+    callers: usize,
+    client: &ProdutoServiceClient<Channel>,
+    stop: &Arc<AtomicBool>,
+) -> tokio::task::JoinSet<Tally> {
+    let mut tasks = tokio::task::JoinSet::new();
+    for _ in 0..callers {
+        let (mut client, stop) = (client.clone(), stop.clone());
+        tasks.spawn(async move {
+            let mut tally = Tally::default();
+            while !stop.load(Ordering::SeqCst) {
+                let mut request = Request::new(ObterNivelRequest {
+                    usuario: "maria".into(),
+                });
+                request.set_timeout(Duration::from_secs(10));
+                let started = Instant::now();
+                let result = client.obter_nivel(request).await;
+                tally.add(code_of(&result), started.elapsed());
+                if result.is_err() {
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                }
+            }
+            tally
+        });
+    }
+    tasks
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_table_lock_longer_than_the_query_timeout_never_takes_more_backends_than_the_pool() {
+    use sqlx::{Connection, Executor};
+    let _serial = SERIAL.lock().await;
+    const MAX: u32 = 10;
+    let cluster = PgCluster::start();
+    let mut config = fault_config(&cluster.url());
+    config.db.max_connections = MAX;
+    let app = app_on(config).await;
+    app.add_user("maria", "senha-forte-1", 7).await.unwrap();
+
+    // Backends of the service on its database, sampled every 20 ms throughout.
+    let most_backends = Arc::new(AtomicU32::new(0));
+    let sampling = Arc::new(AtomicBool::new(true));
+    let mut watcher = sqlx::PgConnection::connect(&cluster.url()).await.unwrap();
+    let sampler = {
+        let (most, sampling) = (most_backends.clone(), sampling.clone());
+        tokio::spawn(async move {
+            while sampling.load(Ordering::SeqCst) {
+                let n: i64 = sqlx::query_scalar(
+                    "SELECT count(*) FROM pg_stat_activity
+                     WHERE datname = current_database() AND application_name = 'produto'",
+                )
+                .fetch_one(&mut watcher)
+                .await
+                .unwrap();
+                most.fetch_max(u32::try_from(n).unwrap(), Ordering::SeqCst);
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        })
+    };
+
+    let stop = Arc::new(AtomicBool::new(false));
+    let lookups = lookups_in_a_loop(32, &app.produto, &stop);
+    let writers = Writers::start(8, &app.produto);
+    tokio::time::sleep(Duration::from_millis(500)).await;
+
+    // The lock, held for five query timeouts by a transaction on a connection of its own.
+    let mut locker = sqlx::PgConnection::connect(&cluster.url()).await.unwrap();
+    locker.execute("BEGIN").await.unwrap();
+    locker
+        .execute("LOCK TABLE usuarios IN ACCESS EXCLUSIVE MODE")
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    let during_lock = most_backends.load(Ordering::SeqCst);
+    locker.execute("COMMIT").await.unwrap();
+    let released = Instant::now();
+
+    // Service resumes once the lock is gone.
+    let resumed = loop {
+        match app.nivel("maria").await {
+            Ok(7) => break released.elapsed(),
+            other => assert!(
+                released.elapsed() < Duration::from_secs(10),
+                "service did not resume after the lock: {other:?}"
+            ),
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    stop.store(true, Ordering::SeqCst);
+    let mut tally = Tally::default();
+    for t in lookups.join_all().await {
+        for (code, n) in t.codes {
+            *tally.codes.entry(code).or_default() += n;
+        }
+        tally.slowest = tally.slowest.max(t.slowest);
+    }
+    let (writes, _) = writers.finish().await;
+    sampling.store(false, Ordering::SeqCst);
+    sampler.await.unwrap();
+    let most = most_backends.load(Ordering::SeqCst);
+    eprintln!(
+        "table lock: most backends {most} (during the lock {during_lock}), pool max {MAX} + probe; \
+         resumed {resumed:?} after release; lookups {tally:?}; writes {writes:?}"
+    );
+    assert!(
+        most <= MAX + 1,
+        "{most} backends on the database with a pool of {MAX} (+1 probe)"
+    );
+    assert!(tally.only(&[Code::Ok, Code::Unavailable]), "{tally:?}");
+    assert!(writes.only(&[Code::Ok, Code::Unavailable]), "{writes:?}");
+    assert!(
+        tally.count(Code::Unavailable) > 0,
+        "the lock was felt: {tally:?}"
+    );
+    // The query timeout (1 s) and its margin bound every stalled call, well inside 10 s.
+    assert!(tally.slowest < Duration::from_secs(4), "{tally:?}");
 }

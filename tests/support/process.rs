@@ -23,6 +23,8 @@ impl ServerProcess {
             .env_clear()
             .env("PRODUTO_ADDR", format!("127.0.0.1:{port}"))
             .env("PRODUTO_ADMIN_ADDR", "")
+            // Stop at once on SIGTERM: these tests time the drain, not the delay before it.
+            .env("PRODUTO_SHUTDOWN_DELAY", "0s")
             .envs(env.iter().copied())
             .kill_on_drop(true)
             .spawn()
