@@ -14,14 +14,14 @@
 //! | | [`domain`] | validated request values: `Usuario`, `Senha`, `Nivel` |
 //! | | [`telemetry`], [`ready`] | log setup; the readiness flag health and ops share |
 //! | | [`service_config`] | the clients' retry policy (`proto/produto/v1/service_config.json`) |
-//! | storage, hashing | [`db`] | the pool ([`db::DbSettings`]), every SQL query (`db/users.rs`), the ObterNivel batcher, pool figures and histograms, the connection budget (`db/budget.rs`) |
+//! | storage, hashing | [`db`] | the pools ([`db::DbSettings`]): the primary and read replicas with their routing (`db/replicas.rs`), every SQL query (`db/users.rs`), the ObterNivel batcher, pool figures and histograms, the connection budget (`db/budget.rs`) |
 //! | | [`password`] | argon2id on dedicated threads ([`password::HashSettings`]) |
-//! | | [`throttle`], [`auth`] | brute-force throttling of logins; the admin token check |
+//! | | [`throttle`], [`auth`] | brute-force throttling of logins; caller authentication (tokens, certificates) and the admin token check |
 //! | | [`client`] | the balancing, retrying client for other Rust services (generated code and service config only) |
 //! | settings | [`config`] | the flags (clap), turned into each component's settings in one place: [`Config::into_settings`] |
 //! | serving | [`service`] | the RPC handlers: `service/produto.rs` (ProdutoService), `service/pool.rs`, `service/health.rs` |
 //! | | [`middleware`], [`ops`] | per-call span, deadline, load shedding; metrics, admin HTTP port, request ids |
-//! | | [`bot`] | the chat bot's commands, replies and gRPC client |
+//! | | [`bot`] | the chat bot: commands, replies, its gRPC client, the stdin and Telegram transports (`bot/telegram/`), its admin page |
 //! | top | [`app`] | wiring: build (bind ports), serve, shut down; `migrate` and `adicionar-usuario` |
 
 pub mod app;
