@@ -153,6 +153,18 @@ fn client_settings(config: &BotConfig) -> Result<ClientSettings, Error> {
     Ok(settings)
 }
 
+/// `call`, or DEADLINE_EXCEEDED once `bound` has passed.
+async fn within<T>(
+    bound: Duration,
+    call: impl Future<Output = Result<T, Status>>,
+) -> Result<T, Status> {
+    tokio::time::timeout(bound, call).await.unwrap_or_else(|_| {
+        Err(Status::deadline_exceeded(
+            "no answer from the service in time",
+        ))
+    })
+}
+
 /// TLS settings for an `https://` server: the CA to trust (or the system's web roots) and,
 /// for mutual TLS, the bot's own certificate.
 fn client_tls(config: &BotConfig) -> Result<ClientTlsConfig, Error> {
@@ -458,13 +470,7 @@ impl Bot {
         let client = &self.client;
         let add = async {
             client.ensure_instances(self.timeout).await?;
-            let attempt = client.adicionar_usuario(request);
-            match tokio::time::timeout(self.timeout, attempt).await {
-                Ok(result) => result,
-                Err(_) => Err(Status::deadline_exceeded(
-                    "no answer from the service in time",
-                )),
-            }
+            within(self.timeout, client.adicionar_usuario(request)).await
         };
         match self.call("AdicionarUsuario", add).await {
             Ok(r) => {
@@ -520,14 +526,7 @@ impl Bot {
         let timeout = self.timeout;
         let retried = self.client.retried_within((service, method), timeout, || {
             let call = attempt();
-            async move {
-                match tokio::time::timeout(timeout, call).await {
-                    Ok(result) => result,
-                    Err(_) => Err(Status::deadline_exceeded(
-                        "no answer from the service in time",
-                    )),
-                }
-            }
+            within(timeout, call)
         });
         self.call(method, retried).await
     }
@@ -539,14 +538,8 @@ impl Bot {
         call: impl Future<Output = Result<Response<T>, Status>>,
     ) -> Result<T, Status> {
         let started = Instant::now();
-        let result = tokio::time::timeout(self.backstop, call).await;
+        let result = within(self.backstop, call).await;
         self.metrics.service_call(method, started.elapsed());
-        let result = match result {
-            Ok(result) => result,
-            Err(_) => Err(Status::deadline_exceeded(
-                "no answer from the service in time",
-            )),
-        };
         result
             .map(Response::into_inner)
             .inspect_err(|status| match status.code() {
