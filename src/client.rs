@@ -205,11 +205,7 @@ impl BalancedClient {
         let deadline = Instant::now() + within;
         let bound = within.min(Duration::from_secs(1));
         self.ensure_instances(bound).await?;
-        let Some(policy) = self
-            .retry
-            .as_ref()
-            .or_else(|| service_config().retry_policy(method.0, method.1))
-        else {
+        let Some(policy) = self.policy(method) else {
             return call().await.map_err(transport_failure_is_unavailable);
         };
         let mut first = true;
@@ -232,6 +228,14 @@ impl BalancedClient {
         .await
     }
 
+    /// The retry policy of `service`/`method`: the settings' override, else the service
+    /// config's (None: never retried).
+    fn policy(&self, method: (&str, &str)) -> Option<&RetryPolicy> {
+        self.retry
+            .as_ref()
+            .or_else(|| service_config().retry_policy(method.0, method.1))
+    }
+
     /// Attempts repeated after a retryable failure so far (a figure for metrics and tests).
     pub fn retries(&self) -> u64 {
         self.retries.load(Relaxed)
@@ -244,11 +248,7 @@ impl BalancedClient {
         F: FnMut() -> Fut,
         Fut: Future<Output = Result<T, Status>>,
     {
-        let Some(policy) = self
-            .retry
-            .as_ref()
-            .or_else(|| service_config().retry_policy(method.0, method.1))
-        else {
+        let Some(policy) = self.policy(method) else {
             return call().await.map_err(transport_failure_is_unavailable);
         };
         let mut first = true;
