@@ -5,7 +5,7 @@ use std::{net::SocketAddr, path::PathBuf, time::Duration};
 use clap::{Parser, Subcommand};
 
 use crate::{
-    db::DbSettings,
+    db::{DbSettings, is_postgres_url},
     password::HashSettings,
     telemetry::LogFormat,
     throttle::{self, LoginThrottle, TrustEndUser},
@@ -192,6 +192,39 @@ pub struct Config {
     #[arg(long, env = "PRODUTO_PGBOUNCER_TRANSACTION_POOLING", default_value_t = false, action = clap::ArgAction::Set)]
     pub pgbouncer_transaction_pooling: bool,
 
+    /// Streaming standbys to serve reads from, comma-separated `postgres://` URLs (PostgreSQL
+    /// only). Unset: every query goes to DATABASE_URL, as without replicas. A listed server
+    /// found out of recovery (promoted) becomes the primary.
+    #[arg(
+        long,
+        env = "PRODUTO_REPLICA_URLS",
+        value_delimiter = ',',
+        hide_env_values = true
+    )]
+    pub replica_urls: Vec<String>,
+
+    /// File holding the replica URLs (a mounted Secret), separated by commas or newlines;
+    /// replaces PRODUTO_REPLICA_URLS.
+    #[arg(
+        long,
+        env = "PRODUTO_REPLICA_URLS_FILE",
+        conflicts_with = "replica_urls"
+    )]
+    pub replica_urls_file: Option<PathBuf>,
+
+    /// A replica whose replay lag exceeds this gets no reads until it catches up; also the
+    /// longest a change made on the primary outside produto may be read stale.
+    #[arg(long, env = "PRODUTO_REPLICA_MAX_LAG", default_value = "1s", value_parser = humantime::parse_duration)]
+    pub replica_max_lag: Duration,
+
+    /// Connections each replica's pool keeps open (default: PRODUTO_MIN_CONNECTIONS).
+    #[arg(long, env = "PRODUTO_REPLICA_MIN_CONNECTIONS")]
+    pub replica_min_connections: Option<u32>,
+
+    /// Most connections each replica's pool opens (default: PRODUTO_MAX_CONNECTIONS).
+    #[arg(long, env = "PRODUTO_REPLICA_MAX_CONNECTIONS")]
+    pub replica_max_connections: Option<u32>,
+
     /// Log format: `text` or `json`. Levels come from RUST_LOG (default `info`).
     #[arg(long, env = "PRODUTO_LOG_FORMAT", default_value = "text")]
     pub log_format: crate::telemetry::LogFormat,
@@ -217,6 +250,14 @@ impl Config {
     pub fn read_secret_files(&mut self) -> Result<(), String> {
         if let Some(path) = self.database_url_file.take() {
             self.database_url = read_secret(&path, "DATABASE_URL_FILE")?;
+        }
+        if let Some(path) = self.replica_urls_file.take() {
+            self.replica_urls = read_secret(&path, "PRODUTO_REPLICA_URLS_FILE")?
+                .split([',', '\n'])
+                .map(str::trim)
+                .filter(|u| !u.is_empty())
+                .map(str::to_owned)
+                .collect();
         }
         if let Some(path) = self.admin_token_file.take() {
             self.admin_token = Some(read_secret(&path, "PRODUTO_ADMIN_TOKEN_FILE")?.into());
@@ -244,6 +285,7 @@ impl Config {
                 return Err(format!("{name} must be greater than zero"));
             }
         }
+        self.validate_replicas()?;
         if self.batch_nivel_lanes == 0 {
             return Err("PRODUTO_BATCH_NIVEL_LANES must be at least 1".into());
         }
@@ -288,6 +330,41 @@ impl Config {
             return Err("PRODUTO_ADMIN_TOKEN is set but empty; unset it or give a token".into());
         }
         self.hash_settings()?;
+        Ok(())
+    }
+
+    /// The replica settings: PostgreSQL only, each URL a PostgreSQL one, pool bounds sane.
+    fn validate_replicas(&self) -> Result<(), String> {
+        if self.replica_urls.is_empty() {
+            return Ok(());
+        }
+        if !is_postgres_url(&self.database_url) {
+            return Err(
+                "PRODUTO_REPLICA_URLS is set but DATABASE_URL is not PostgreSQL: read replicas \
+                 need PostgreSQL streaming replication; unset PRODUTO_REPLICA_URLS or use a \
+                 postgres:// DATABASE_URL"
+                    .into(),
+            );
+        }
+        if let Some(n) = (1..)
+            .zip(&self.replica_urls)
+            .find_map(|(n, url)| (!is_postgres_url(url)).then_some(n))
+        {
+            return Err(format!(
+                "PRODUTO_REPLICA_URLS: entry {n} is not a postgres:// or postgresql:// URL"
+            ));
+        }
+        let min = self.replica_min_connections.unwrap_or(self.min_connections);
+        let max = self.replica_max_connections.unwrap_or(self.max_connections);
+        if max == 0 || min > max {
+            return Err(format!(
+                "replica pool bounds: PRODUTO_REPLICA_MIN_CONNECTIONS ({min}) must be at most \
+                 PRODUTO_REPLICA_MAX_CONNECTIONS ({max}), which must be at least 1"
+            ));
+        }
+        if self.replica_max_lag.is_zero() {
+            return Err("PRODUTO_REPLICA_MAX_LAG must be greater than zero".into());
+        }
         Ok(())
     }
 
@@ -345,6 +422,10 @@ impl Config {
             batch_nivel: self.batch_nivel,
             batch_nivel_lanes: self.batch_nivel_lanes,
             pgbouncer_transaction_pooling: self.pgbouncer_transaction_pooling,
+            replica_urls: self.replica_urls.clone(),
+            replica_max_lag: self.replica_max_lag,
+            replica_min_connections: self.replica_min_connections,
+            replica_max_connections: self.replica_max_connections,
         }
     }
 
@@ -525,6 +606,38 @@ mod tests {
             Config::parse_from(["produto-server", "--admin-token-file", "/nonexistent/token"]);
         let err = config.read_secret_files().unwrap_err();
         assert!(err.starts_with("PRODUTO_ADMIN_TOKEN_FILE"), "{err}");
+    }
+
+    #[test]
+    fn replicas_are_refused_with_sqlite_and_read_from_a_file() {
+        let config = Config::parse_from([
+            "produto-server",
+            "--replica-urls",
+            "postgres://r1/p,postgres://r2/p",
+        ]);
+        assert_eq!(config.replica_urls.len(), 2);
+        let err = config.validate().unwrap_err();
+        assert!(err.contains("DATABASE_URL is not PostgreSQL"), "{err}");
+
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("replicas");
+        std::fs::write(&file, "postgres://r1/p\npostgresql://r2/p,\n").unwrap();
+        let mut config = Config::parse_from([
+            "produto-server".as_ref(),
+            "--database-url".as_ref(),
+            "postgres://primary/p".as_ref(),
+            "--replica-urls-file".as_ref(),
+            file.as_os_str(),
+        ]);
+        config.read_secret_files().unwrap();
+        assert_eq!(
+            config.replica_urls,
+            ["postgres://r1/p", "postgresql://r2/p"]
+        );
+        config.validate().unwrap();
+        config.replica_urls.push("mysql://r3/p".into());
+        let err = config.validate().unwrap_err();
+        assert!(err.contains("entry 3"), "{err}");
     }
 
     #[test]

@@ -4,6 +4,10 @@
 //! unreachable" alert goes pending.
 
 #[path = "faults/cluster.rs"]
+#[allow(
+    dead_code,
+    reason = "a plain cluster is enough here, not the replication helpers"
+)]
 mod cluster;
 #[path = "api/helpers.rs"]
 #[allow(dead_code, reason = "this binary uses part of the shared helpers")]

@@ -6,6 +6,10 @@
 //!     cargo test --release --test soak -- --ignored --nocapture
 
 #[path = "faults/cluster.rs"]
+#[allow(
+    dead_code,
+    reason = "the soak needs a plain cluster, not the replication helpers"
+)]
 mod cluster;
 #[path = "support/process.rs"]
 mod process;

@@ -60,7 +60,12 @@ impl NivelBatcher {
     ///
     /// With a lane free, the caller leads a query itself (a lone caller runs exactly one
     /// query, on its own task); with every lane busy, it queues for the next query.
-    pub async fn nivel(self: &Arc<Self>, db: &Db, usuario: &Usuario) -> Result<Option<i32>, Error> {
+    pub async fn nivel(
+        self: &Arc<Self>,
+        db: &Db,
+        server: usize,
+        usuario: &Usuario,
+    ) -> Result<Option<i32>, Error> {
         let (reply, answer_rx) = oneshot::channel();
         let lead = {
             let mut state = self.lock();
@@ -78,11 +83,12 @@ impl NivelBatcher {
             let mut lane = Lane {
                 batcher: self.clone(),
                 db: db.clone(),
+                server,
                 batch: self.take_batch(),
             };
             // Another leader may have taken our lookup already: then there is nothing to send.
             if !lane.batch.is_empty() {
-                let result = query_caught(db, &lane.batch).await;
+                let result = query_caught(db, server, &lane.batch).await;
                 answer(std::mem::take(&mut lane.batch), result);
             }
             // Dropping the lane hands it on: to a spawned task if lookups queued meanwhile.
@@ -100,7 +106,7 @@ impl NivelBatcher {
     /// A spawned lane: takes everything queued, sends it as one query, answers each caller,
     /// and repeats until nothing is queued. The lane is released under the same lock that
     /// finds the queue empty; a query that panics fails its batch and the lane goes on.
-    async fn run_lane(self: Arc<Self>, db: Db) {
+    async fn run_lane(self: Arc<Self>, db: Db, server: usize) {
         loop {
             let batch = {
                 let mut state = self.lock();
@@ -111,7 +117,7 @@ impl NivelBatcher {
                 }
                 batch
             };
-            let result = query_caught(&db, &batch).await;
+            let result = query_caught(&db, server, &batch).await;
             answer(batch, result);
         }
     }
@@ -129,6 +135,8 @@ impl NivelBatcher {
 struct Lane {
     batcher: Arc<NivelBatcher>,
     db: Db,
+    /// The server this batcher's queries go to.
+    server: usize,
     batch: Vec<Waiter>,
 }
 
@@ -150,7 +158,7 @@ impl Drop for Lane {
         if hand_on {
             match tokio::runtime::Handle::try_current() {
                 Ok(runtime) => {
-                    runtime.spawn(self.batcher.clone().run_lane(self.db.clone()));
+                    runtime.spawn(self.batcher.clone().run_lane(self.db.clone(), self.server));
                 }
                 // The runtime is going away: the queued callers go with it.
                 Err(_) => self.batcher.lock().running -= 1,
@@ -170,8 +178,12 @@ fn take_live(pending: &mut Vec<Waiter>) -> Vec<Waiter> {
 /// [`query`], with a panic turned into an error for the batch: a panic must neither take the
 /// lane with it (`running` would never come down, and after `lanes` of them every lookup
 /// would queue forever) nor leave the batch's callers without an answer.
-async fn query_caught(db: &Db, batch: &[Waiter]) -> Result<HashMap<String, i32>, Error> {
-    AssertUnwindSafe(query(db, batch))
+async fn query_caught(
+    db: &Db,
+    server: usize,
+    batch: &[Waiter],
+) -> Result<HashMap<String, i32>, Error> {
+    AssertUnwindSafe(query(db, server, batch))
         .catch_unwind()
         .await
         .unwrap_or_else(|_| Err(Error::Internal("nivel batch query panicked".into())))
@@ -181,13 +193,11 @@ async fn query_caught(db: &Db, batch: &[Waiter]) -> Result<HashMap<String, i32>,
 #[cfg(test)]
 const PANIC_FOR: &str = "injected-panic";
 
-/// The levels of the batch's users, by name (absent users are simply not in the map).
-/// A read: when the connection turns out to be dead it is retried once on another, as
-/// every read is (see `on_conn!` in users.rs).
-async fn query(db: &Db, batch: &[Waiter]) -> Result<HashMap<String, i32>, Error> {
-    let Backend::Postgres(pool) = db.backend() else {
-        return Err(Error::Internal("nivel batching needs PostgreSQL".into()));
-    };
+/// The levels of the batch's users, by name (absent users are simply not in the map), from
+/// server `server`. A read: retried once as every read is (see `on_conn!` in users.rs), on
+/// another connection when this one turns out to be dead, on the primary when a replica
+/// failed.
+async fn query(db: &Db, server: usize, batch: &[Waiter]) -> Result<HashMap<String, i32>, Error> {
     #[cfg(test)]
     if batch.iter().any(|w| w.usuario.as_str() == PANIC_FOR) {
         panic!("injected failure in a nivel batch");
@@ -198,9 +208,23 @@ async fn query(db: &Db, batch: &[Waiter]) -> Result<HashMap<String, i32>, Error>
         "nivel_batch"
     };
     let named = db.named_statements();
+    let mut server = server;
     let mut attempt = 1;
     loop {
-        let mut lease = db.acquire(pool).await?;
+        db.servers().get(server).count_read();
+        let Backend::Postgres(pool) = &db.servers().get(server).backend else {
+            return Err(Error::Internal("nivel batching needs PostgreSQL".into()));
+        };
+        let on_replica = server != db.servers().primary_index();
+        let mut lease = match db.acquire(server, pool).await {
+            Ok(lease) => lease,
+            Err(Error::Unavailable(_) | Error::DatabaseDown(_)) if on_replica && attempt < 2 => {
+                attempt += 1;
+                server = db.servers().primary_index();
+                continue;
+            }
+            Err(e) => return Err(e),
+        };
         let outcome = db
             .bounded_as(name, async {
                 if db.in_transaction() {
@@ -218,13 +242,16 @@ async fn query(db: &Db, batch: &[Waiter]) -> Result<HashMap<String, i32>, Error>
                 }
             })
             .await;
-        let retry =
-            attempt < 2 && matches!(&outcome, Ok(Err(e)) if crate::error::is_connection_error(e));
-        let result = db.classify(&mut lease, outcome);
-        if !retry {
+        let lost = matches!(&outcome, Ok(Err(e)) if crate::error::is_connection_error(e));
+        let result = db.classify(server, &mut lease, outcome);
+        let failed = matches!(&result, Err(Error::Unavailable(_) | Error::DatabaseDown(_)));
+        if !(attempt < 2 && (lost || (on_replica && failed))) {
             return result;
         }
         attempt += 1;
+        if on_replica {
+            server = db.servers().primary_index();
+        }
     }
 }
 
@@ -365,7 +392,7 @@ mod tests {
         let poison = Usuario::parse(PANIC_FOR.into()).unwrap();
 
         // A panic in a lane led by its caller.
-        let err = batcher.nivel(&db, &poison).await.unwrap_err();
+        let err = batcher.nivel(&db, 0, &poison).await.unwrap_err();
         assert!(matches!(err, Error::Internal(_)), "{err:?}");
         // A panic in a spawned lane: the poison lookup queued behind the only lane, which
         // then hands on to a spawned task.
@@ -378,6 +405,7 @@ mod tests {
         drop(Lane {
             batcher: batcher.clone(),
             db: db.clone(),
+            server: 0,
             batch: Vec::new(),
         });
         let answer = tokio::time::timeout(Duration::from_secs(10), rx)
@@ -387,7 +415,7 @@ mod tests {
         assert!(matches!(answer, Err(Error::Internal(_))), "{answer:?}");
 
         // With one lane only, a leaked lane would leave this lookup queued forever.
-        let nivel = tokio::time::timeout(Duration::from_secs(10), batcher.nivel(&db, &maria))
+        let nivel = tokio::time::timeout(Duration::from_secs(10), batcher.nivel(&db, 0, &maria))
             .await
             .expect("the lane is free again");
         assert_eq!(nivel.unwrap(), Some(7));

@@ -48,15 +48,18 @@ impl Db {
     /// Reads PostgreSQL's connection figures and records them (for [`Db::budget`] and the
     /// metrics); `None` on SQLite, which has no connection limit.
     pub async fn check_budget(&self) -> Result<Option<Budget>, Error> {
-        let Backend::Postgres(pool) = &self.backend else {
+        // The primary's: replicas are other servers, each with its own limit.
+        let index = self.servers().primary_index();
+        let server = self.servers().get(index);
+        let Backend::Postgres(pool) = &server.backend else {
             return Ok(None);
         };
-        let mut lease = self.acquire(pool).await?;
+        let mut lease = self.acquire(index, pool).await?;
         let own = pool.size();
         let outcome = self
             .bounded_as("connection_budget", lease.fetch_one(FIGURES))
             .await;
-        let row = self.classify(&mut lease, outcome)?;
+        let row = self.classify(index, &mut lease, outcome)?;
         let figure = |i: usize| -> Result<u32, Error> {
             let value: i32 = row.try_get(i).map_err(Error::Database)?;
             Ok(u32::try_from(value).unwrap_or(0))
@@ -65,24 +68,26 @@ impl Db {
             max_connections: figure(0)?,
             reserved: figure(1)?,
             in_use_by_others: figure(2)?.saturating_sub(own),
-            needed: self.max_connections.saturating_add(1),
+            needed: server.max_connections.saturating_add(1),
         };
-        self.stats.budget_max.store(budget.max_connections, Relaxed);
-        self.stats
+        self.stats()
+            .budget_max
+            .store(budget.max_connections, Relaxed);
+        self.stats()
             .budget_available
             .store(budget.available(), Relaxed);
-        self.stats.budget_needed.store(budget.needed, Relaxed);
+        self.stats().budget_needed.store(budget.needed, Relaxed);
         Ok(Some(budget))
     }
 
     /// The figures of the last [`Db::check_budget`], if it ran.
     pub fn budget(&self) -> Option<(u32, u32, u32)> {
-        let max = self.stats.budget_max.load(Relaxed);
+        let max = self.stats().budget_max.load(Relaxed);
         (max > 0).then(|| {
             (
                 max,
-                self.stats.budget_available.load(Relaxed),
-                self.stats.budget_needed.load(Relaxed),
+                self.stats().budget_available.load(Relaxed),
+                self.stats().budget_needed.load(Relaxed),
             )
         })
     }

@@ -1,6 +1,7 @@
-//! The one shared connection pool: building it for PostgreSQL or SQLite, migrations,
-//! the counted and bounded acquire, the timed and named statements (latency histogram and
-//! slow-query log), and the background probe that drives readiness.
+//! The shared connection pools (the primary's, and one per read replica, see [`replicas`]):
+//! building them for PostgreSQL or SQLite, migrations, the counted and bounded acquire, the
+//! timed and named statements (latency histogram and slow-query log), and the background
+//! probe of every server that drives readiness and routing.
 //!
 //! The two backends are native sqlx pools behind one enum, so that each gets its own
 //! driver's full speed (and PostgreSQL its arrays); the queries in [`users`] are written once.
@@ -8,6 +9,7 @@
 pub mod batch;
 pub mod budget;
 pub mod metrics;
+pub mod replicas;
 mod stats;
 pub mod users;
 
@@ -31,10 +33,12 @@ use sqlx::{
 };
 
 pub use batch::NivelBatcher;
+pub use replicas::{Access, Role, Server, Servers};
 pub use stats::{PoolSnapshot, PoolStats};
 
 use crate::{Error, error::is_connection_error};
 use metrics::DbMetrics;
+use replicas::Reading;
 use stats::GaugeGuard;
 
 static PG_MIGRATOR: Migrator = sqlx::migrate!("./migrations/postgres");
@@ -80,6 +84,14 @@ pub struct DbSettings {
     pub batch_nivel_lanes: usize,
     /// The URL points at PgBouncer in transaction pooling: see [`Db::named_statements`].
     pub pgbouncer_transaction_pooling: bool,
+    /// Streaming standbys to read from (`postgres://` URLs); empty: none, every query on
+    /// `url`. See [`replicas`].
+    pub replica_urls: Vec<String>,
+    /// A replica whose replay lag is past this gets no reads.
+    pub replica_max_lag: Duration,
+    /// Each replica pool's bounds; `None`: the primary's.
+    pub replica_min_connections: Option<u32>,
+    pub replica_max_connections: Option<u32>,
 }
 
 impl DbSettings {
@@ -97,8 +109,17 @@ impl DbSettings {
             batch_nivel: true,
             batch_nivel_lanes: 2,
             pgbouncer_transaction_pooling: false,
+            replica_urls: Vec::new(),
+            replica_max_lag: Duration::from_secs(1),
+            replica_min_connections: None,
+            replica_max_connections: None,
         }
     }
+}
+
+/// Whether a database URL is a PostgreSQL one.
+pub fn is_postgres_url(url: &str) -> bool {
+    url.starts_with("postgres:") || url.starts_with("postgresql:")
 }
 
 /// The pool of one backend.
@@ -108,21 +129,17 @@ pub enum Backend {
     Sqlite(Pool<Sqlite>),
 }
 
-/// The shared database handle: the pool, its figures, and the bounds every wait obeys.
+/// The shared database handle: the servers with their pools and figures, and the bounds
+/// every wait obeys.
 #[derive(Clone, Debug)]
 pub struct Db {
-    backend: Backend,
-    stats: Arc<PoolStats>,
+    servers: Arc<Servers>,
     migrated: Arc<AtomicBool>,
     metrics: DbMetrics,
     acquire_timeout: Duration,
     query_timeout: Duration,
     /// Statements slower than this are logged.
     slow_query: Duration,
-    min_connections: u32,
-    max_connections: u32,
-    /// Set when ObterNivel lookups are batched (PostgreSQL with `PRODUTO_BATCH_NIVEL`).
-    nivel_batch: Option<Arc<NivelBatcher>>,
     /// PostgreSQL behind PgBouncer in transaction pooling
     /// (`PRODUTO_PGBOUNCER_TRANSACTION_POOLING`): see [`Db::named_statements`].
     transaction_pooling: bool,
@@ -132,41 +149,15 @@ impl Db {
     /// Builds the pool without connecting (a database that is down at start is waited for,
     /// not fatal); only a malformed URL fails here.
     pub fn new(config: &DbSettings) -> Result<Self, Error> {
-        let stats = Arc::new(PoolStats::default());
         let url = config.url.as_str();
-        let mut nivel_batch = None;
-        let mut transaction_pooling = false;
-        let backend = if url.starts_with("postgres:") || url.starts_with("postgresql:") {
-            let options = PgConnectOptions::from_str(url)
-                .map_err(|e| {
-                    Error::Startup(format!("DATABASE_URL is not a valid PostgreSQL URL: {e}"))
-                })?
-                .application_name("produto")
-                // sqlx sends `extra_float_digits` at startup by default; PgBouncer refuses
-                // every connection that carries a parameter it does not know unless told to
-                // ignore it. No column here is a float, and PostgreSQL 12+ sends floats
-                // exactly anyway: do not send it.
-                .extra_float_digits(None);
-            // Transaction pooling hands each transaction any server connection: a statement
-            // named on one is missing (or taken) on the next, so nothing is cached.
-            let options = if config.pgbouncer_transaction_pooling {
-                options.statement_cache_capacity(0)
-            } else {
-                options
-            };
-            transaction_pooling = config.pgbouncer_transaction_pooling;
-            if config.batch_nivel {
-                nivel_batch = Some(Arc::new(NivelBatcher::new(config.batch_nivel_lanes)));
-            }
-            let query_timeout = config.query_timeout;
-            let opened = stats.clone();
-            let pool = pool_options::<Postgres>(config, &stats)
-                .after_connect(move |conn, _meta| {
-                    opened.opened.fetch_add(1, Relaxed);
-                    Box::pin(bound_pg_session(conn, query_timeout))
-                })
-                .connect_lazy_with(options);
-            Backend::Postgres(pool)
+        if !config.replica_urls.is_empty() && !is_postgres_url(url) {
+            return Err(Error::Startup(
+                "read replicas need a PostgreSQL DATABASE_URL".into(),
+            ));
+        }
+        let bounds = (config.min_connections, config.max_connections);
+        let primary = if is_postgres_url(url) {
+            postgres_server(config, url, "DATABASE_URL", bounds)?
         } else if url.starts_with("sqlite:") {
             let options = SqliteConnectOptions::from_str(url)
                 .map_err(|e| {
@@ -178,42 +169,56 @@ impl Db {
                 .journal_mode(SqliteJournalMode::Wal)
                 .synchronous(SqliteSynchronous::Normal)
                 .busy_timeout(config.query_timeout);
-            // No server to bound: a statement runs in this process, and an abandoned one
-            // ends with its connection (busy_timeout above bounds the wait for the lock).
+            let stats = Arc::new(PoolStats::default());
             let opened = stats.clone();
-            let pool = pool_options::<Sqlite>(config, &stats)
+            let pool = pool_options::<Sqlite>(config, bounds, &stats)
                 .after_connect(move |_conn, _meta| {
                     opened.opened.fetch_add(1, Relaxed);
                     Box::pin(async { Ok(()) })
                 })
                 .connect_lazy_with(options);
-            Backend::Sqlite(pool)
+            Server::new(Backend::Sqlite(pool), url.to_owned(), bounds, stats, None)
         } else {
             return Err(Error::Startup(
                 "DATABASE_URL must start with postgres://, postgresql:// or sqlite:".into(),
             ));
         };
+        let mut servers = vec![primary];
+        let replica_bounds = (
+            config
+                .replica_min_connections
+                .unwrap_or(config.min_connections),
+            config
+                .replica_max_connections
+                .unwrap_or(config.max_connections),
+        );
+        for (n, url) in (1..).zip(&config.replica_urls) {
+            let name = format!("PRODUTO_REPLICA_URLS entry {n}");
+            servers.push(postgres_server(config, url, &name, replica_bounds)?);
+        }
         Ok(Db {
-            backend,
-            stats,
+            servers: Arc::new(Servers::new(servers, config.replica_max_lag)),
             migrated: Arc::new(AtomicBool::new(false)),
             metrics: DbMetrics::default(),
             acquire_timeout: config.acquire_timeout,
             query_timeout: config.query_timeout,
             slow_query: config.slow_query_threshold,
-            min_connections: config.min_connections,
-            max_connections: config.max_connections,
-            nivel_batch,
-            transaction_pooling,
+            transaction_pooling: config.pgbouncer_transaction_pooling && is_postgres_url(url),
         })
     }
 
+    /// The servers: the primary and the replicas, with their pools and what the probe saw.
+    pub fn servers(&self) -> &Servers {
+        &self.servers
+    }
+
+    /// The primary's pool.
     pub fn backend(&self) -> &Backend {
-        &self.backend
+        &self.servers.primary().backend
     }
 
     pub fn backend_name(&self) -> &'static str {
-        match self.backend {
+        match self.backend() {
             Backend::Postgres(_) => "postgres",
             Backend::Sqlite(_) => "sqlite",
         }
@@ -233,13 +238,15 @@ impl Db {
         self.transaction_pooling
     }
 
-    /// The ObterNivel batcher, when lookups are batched.
+    /// The primary's ObterNivel batcher, when lookups are batched.
     pub fn nivel_batch(&self) -> Option<&Arc<NivelBatcher>> {
-        self.nivel_batch.as_ref()
+        self.servers.primary().nivel_batch.as_ref()
     }
 
+    /// The figures of `DATABASE_URL`'s pool, which also hold the service-wide counters
+    /// (throttled logins).
     pub fn stats(&self) -> &PoolStats {
-        &self.stats
+        &self.servers.get(0).stats
     }
 
     /// The query and acquire-wait histograms, for the metrics registry.
@@ -250,7 +257,7 @@ impl Db {
     /// Applies the embedded migrations. On PostgreSQL sqlx holds an advisory lock while it
     /// migrates, so several instances starting at once are safe; SQLite locks the file.
     pub async fn migrate(&self) -> Result<(), sqlx::migrate::MigrateError> {
-        match &self.backend {
+        match self.backend() {
             Backend::Postgres(pool) => PG_MIGRATOR.run(pool).await?,
             Backend::Sqlite(pool) => SQLITE_MIGRATOR.run(pool).await?,
         }
@@ -271,7 +278,7 @@ impl Db {
         const APPLIED: &str = "SELECT version FROM _sqlx_migrations WHERE success";
         // Inside a transaction: the one statement must survive transaction pooling.
         let named = self.named_statements();
-        let (applied, migrator) = match &self.backend {
+        let (applied, migrator) = match self.backend() {
             Backend::Postgres(pool) => (
                 async {
                     let mut tx = pool.begin().await?;
@@ -303,44 +310,78 @@ impl Db {
         Ok(())
     }
 
-    /// Live figures of the pool, from memory.
+    /// Live figures of the primary's pool, from memory (the throttled-login count is the
+    /// service's, whichever server is the primary).
     pub fn snapshot(&self) -> PoolSnapshot {
-        let (size, idle, closed) = match &self.backend {
-            Backend::Postgres(p) => (p.size(), p.num_idle(), p.is_closed()),
-            Backend::Sqlite(p) => (p.size(), p.num_idle(), p.is_closed()),
+        let mut snapshot = self.server_snapshot(self.servers.primary_index());
+        snapshot.logins_throttled_total = self.stats().logins_throttled.load(Relaxed);
+        snapshot
+    }
+
+    /// Live figures of server `index`'s pool, from memory.
+    pub fn server_snapshot(&self, index: usize) -> PoolSnapshot {
+        let server = self.servers.get(index);
+        let (size, idle, closed, backend) = match &server.backend {
+            Backend::Postgres(p) => (p.size(), p.num_idle(), p.is_closed(), "postgres"),
+            Backend::Sqlite(p) => (p.size(), p.num_idle(), p.is_closed(), "sqlite"),
         };
         let idle = u32::try_from(idle).unwrap_or(u32::MAX);
-        self.stats.snapshot(
+        server.stats.snapshot(
             closed,
-            (self.min_connections, self.max_connections),
+            (server.min_connections, server.max_connections),
             (size, idle),
-            self.backend_name(),
+            backend,
         )
     }
 
-    /// Closes the pool: waits (bounded) for checked-out connections to come back, then
+    /// Every server as PoolStatus, `/metrics` and `/health` show it: `DATABASE_URL` first,
+    /// then the replicas in their configured order.
+    pub fn server_views(&self) -> Vec<ServerView> {
+        let servers = self.servers();
+        (0..servers.all().len())
+            .map(|index| {
+                let server = servers.get(index);
+                ServerView {
+                    role: servers.role(index),
+                    address: server.address.clone(),
+                    readable: servers.readable(index),
+                    lag: server.lag(),
+                    reads_total: server.reads(),
+                    pool: self.server_snapshot(index),
+                }
+            })
+            .collect()
+    }
+
+    /// Closes the pools: waits (bounded) for checked-out connections to come back, then
     /// closes every connection.
     pub async fn close(&self, within: Duration) {
-        let closing = async {
-            match &self.backend {
+        let closing = futures_util::future::join_all(self.servers.all().iter().map(|s| async {
+            match &s.backend {
                 Backend::Postgres(p) => p.close().await,
                 Backend::Sqlite(p) => p.close().await,
             }
-        };
+        }));
         if tokio::time::timeout(within, closing).await.is_err() {
             tracing::warn!(?within, "pool did not close in time; connections dropped");
         }
     }
 
-    /// Takes a connection, counting the wait, bounded by the acquire timeout (shorter while
-    /// the probe says the database is down). The lease gives it back when dropped.
-    pub async fn acquire<DB: Database>(&self, pool: &Pool<DB>) -> Result<Lease<DB>, Error> {
+    /// Takes a connection from server `index`'s pool, counting the wait, bounded by the
+    /// acquire timeout (shorter while the probe says the server is down). The lease gives it
+    /// back when dropped.
+    pub async fn acquire<DB: Database>(
+        &self,
+        index: usize,
+        pool: &Pool<DB>,
+    ) -> Result<Lease<DB>, Error> {
+        let stats = &self.servers.get(index).stats;
         if !self.is_migrated() {
             return Err(Error::Unavailable(
                 "schema not migrated yet (starting up)".into(),
             ));
         }
-        let healthy = self.stats.healthy();
+        let healthy = stats.healthy();
         let bound = if healthy {
             self.acquire_timeout
         } else {
@@ -348,30 +389,29 @@ impl Db {
         };
         let started = Instant::now();
         let result = {
-            let _waiting = GaugeGuard::raise(&self.stats.waiting);
+            let _waiting = GaugeGuard::raise(&stats.waiting);
             tokio::time::timeout(bound, pool.acquire()).await
         };
         let waited = started.elapsed();
         self.metrics.observe_acquire_wait(waited);
-        self.stats
-            .record_wait(u64::try_from(waited.as_millis()).unwrap_or(u64::MAX));
+        stats.record_wait(u64::try_from(waited.as_millis()).unwrap_or(u64::MAX));
         match result {
             Ok(Ok(conn)) => {
-                self.stats.used.fetch_add(1, Relaxed);
+                stats.used.fetch_add(1, Relaxed);
                 Ok(Lease {
                     conn,
-                    stats: self.stats.clone(),
+                    stats: stats.clone(),
                 })
             }
             Err(_) | Ok(Err(sqlx::Error::PoolTimedOut)) => {
-                self.stats.acquire_timeouts.fetch_add(1, Relaxed);
+                stats.acquire_timeouts.fetch_add(1, Relaxed);
                 Err(
                     Error::Unavailable(format!("no database connection within {bound:?}"))
                         .while_database_down(!healthy),
                 )
             }
             Ok(Err(e)) => {
-                self.stats.acquire_errors.fetch_add(1, Relaxed);
+                stats.acquire_errors.fetch_add(1, Relaxed);
                 Err(Error::from_sqlx(e).while_database_down(!healthy))
             }
         }
@@ -396,21 +436,31 @@ impl Db {
     /// How long our side waits for one statement: on PostgreSQL a little longer than the
     /// server's own bound (see [`client_grace`]); SQLite runs in process, so exactly it.
     fn statement_bound(&self) -> Duration {
-        match self.backend {
+        match self.backend() {
             Backend::Postgres(_) => self.query_timeout + client_grace(self.query_timeout),
             Backend::Sqlite(_) => self.query_timeout,
         }
     }
 
-    /// Classifies a bounded statement's outcome; a connection that timed out or broke is
-    /// closed instead of going back to the pool.
+    /// Classifies a bounded statement's outcome on server `index`; a connection that timed
+    /// out or broke is closed instead of going back to the pool, and so is one that refused
+    /// a write as read-only (its server is no longer the primary, see [`replicas`]).
     pub fn classify<DB: Database, T>(
         &self,
+        index: usize,
         lease: &mut Lease<DB>,
         outcome: Result<Result<T, sqlx::Error>, tokio::time::error::Elapsed>,
     ) -> Result<T, Error> {
+        let down = !self.servers.get(index).stats.healthy();
         match outcome {
             Ok(Ok(value)) => Ok(value),
+            Ok(Err(e)) if replicas::is_read_only_error(&e) => {
+                lease.discard();
+                self.servers.demote(index);
+                Err(Error::Unavailable(
+                    "the database server is read-only (a failover is under way)".into(),
+                ))
+            }
             // PostgreSQL ended the statement at the query timeout: the connection is fine
             // and goes back to the pool; the caller may retry later.
             Ok(Err(e)) if is_server_timeout(&e) => Err(Error::Unavailable(format!(
@@ -419,7 +469,7 @@ impl Db {
             ))),
             Ok(Err(e)) if is_connection_error(&e) => {
                 lease.discard();
-                Err(Error::Unavailable(e.to_string()).while_database_down(!self.stats.healthy()))
+                Err(Error::Unavailable(e.to_string()).while_database_down(down))
             }
             Ok(Err(e)) => Err(Error::Database(e)),
             Err(_) => {
@@ -428,36 +478,106 @@ impl Db {
                     "query did not finish within {:?}",
                     self.query_timeout
                 ))
-                .while_database_down(!self.stats.healthy()))
+                .while_database_down(down))
             }
         }
     }
 
-    /// One probe: a round trip on the probe's own connection (opened if needed), bounded.
-    /// Kept apart from the pool so that a saturated pool is not mistaken for a dead database.
-    pub async fn probe(&self, slot: &mut ProbeConnection) -> bool {
-        let started = Instant::now();
-        let ok = match (&self.backend, slot) {
-            (Backend::Postgres(pool), ProbeConnection::Postgres(conn)) => {
-                probe_on(pool, conn, |c| bound_pg_session(c, PING_TIMEOUT)).await
-            }
-            (Backend::Sqlite(pool), ProbeConnection::Sqlite(conn)) => {
-                probe_on(pool, conn, |_| Box::pin(async { Ok(()) })).await
-            }
-            (_, slot) => {
-                *slot = ProbeConnection::for_backend(&self.backend);
-                return Box::pin(self.probe(slot)).await;
-            }
-        };
-        let latency = u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX);
-        let now_ms = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX));
-        self.stats.probe_latency_us.store(latency, Relaxed);
-        self.stats.probe_unix_ms.store(now_ms, Relaxed);
-        self.stats.healthy.store(ok, Relaxed);
-        ok
+    /// One probe of every server, at once, each on its own connection (opened if needed)
+    /// and bounded; then the primary is elected (see [`replicas`]). Kept apart from the pools
+    /// so that a saturated pool is not mistaken for a dead database. True when the service
+    /// can serve its RPCs: some server is reachable.
+    pub async fn probe(&self, slots: &mut ProbeConnection) -> bool {
+        let servers = self.servers.all();
+        slots.0.resize_with(servers.len(), || ProbeSlot::Unset);
+        let readings = futures_util::future::join_all(
+            servers
+                .iter()
+                .zip(slots.0.iter_mut())
+                .map(|(server, slot)| probe_server(server, slot)),
+        )
+        .await;
+        for (index, reading) in readings.into_iter().enumerate() {
+            self.servers.record_probe(index, reading);
+        }
+        self.servers.elect_primary();
+        servers.iter().any(Server::reachable)
     }
+}
+
+/// Probes one server and records its latency and time; `None` when it is unreachable.
+async fn probe_server(server: &Server, slot: &mut ProbeSlot) -> Option<Reading> {
+    let started = Instant::now();
+    if !matches!(
+        (&server.backend, &*slot),
+        (Backend::Postgres(_), ProbeSlot::Postgres(_)) | (Backend::Sqlite(_), ProbeSlot::Sqlite(_))
+    ) {
+        *slot = match server.backend {
+            Backend::Postgres(_) => ProbeSlot::Postgres(None),
+            Backend::Sqlite(_) => ProbeSlot::Sqlite(None),
+        };
+    }
+    let reading = match (&server.backend, slot) {
+        (Backend::Postgres(pool), ProbeSlot::Postgres(conn)) => {
+            probe_on(
+                pool,
+                conn,
+                |c| bound_pg_session(c, PING_TIMEOUT),
+                |c| {
+                    Box::pin(async move {
+                        let (in_recovery, lag_ms): (bool, Option<f64>) =
+                            sqlx::query_as(replicas::PG_PROBE_SQL).fetch_one(c).await?;
+                        Ok(Reading {
+                            in_recovery,
+                            lag: lag_ms.map(|ms| Duration::from_secs_f64(ms.max(0.0) / 1000.0)),
+                        })
+                    })
+                },
+            )
+            .await
+        }
+        (Backend::Sqlite(pool), ProbeSlot::Sqlite(conn)) => {
+            probe_on(
+                pool,
+                conn,
+                |_| Box::pin(async { Ok(()) }),
+                |c| {
+                    Box::pin(async move {
+                        c.execute("SELECT 1").await?;
+                        Ok(Reading {
+                            in_recovery: false,
+                            lag: Some(Duration::ZERO),
+                        })
+                    })
+                },
+            )
+            .await
+        }
+        _ => None,
+    };
+    let latency = u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX);
+    let now_ms = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX));
+    server.stats.probe_latency_us.store(latency, Relaxed);
+    server.stats.probe_unix_ms.store(now_ms, Relaxed);
+    reading
+}
+
+/// One server's state, for the operator.
+#[derive(Debug, Clone)]
+pub struct ServerView {
+    pub role: Role,
+    /// `host:port/database`, without credentials.
+    pub address: String,
+    /// Whether reads go to it now (a replica that is reachable, in recovery and fresh).
+    pub readable: bool,
+    /// Replay lag at the last probe (`None`: unknown or unreachable; 0 on a primary).
+    pub lag: Option<Duration>,
+    /// Reads routed to it since start.
+    pub reads_total: u64,
+    /// Its pool's figures (`healthy`: reachable at the last probe).
+    pub pool: PoolSnapshot,
 }
 
 /// Records one statement's duration when dropped, whether it finished or was abandoned.
@@ -483,32 +603,25 @@ impl Drop for QueryTimer<'_> {
     }
 }
 
-/// The probe's own connection, kept between probes and reopened after a failure.
+/// The probe's own connections, one per server, kept between probes and reopened after a
+/// failure.
 #[derive(Debug, Default)]
-pub enum ProbeConnection {
+pub struct ProbeConnection(Vec<ProbeSlot>);
+
+#[derive(Debug, Default)]
+enum ProbeSlot {
     #[default]
     Unset,
     Postgres(Option<sqlx::PgConnection>),
     Sqlite(Option<sqlx::SqliteConnection>),
 }
 
-impl ProbeConnection {
-    fn for_backend(backend: &Backend) -> Self {
-        match backend {
-            Backend::Postgres(_) => ProbeConnection::Postgres(None),
-            Backend::Sqlite(_) => ProbeConnection::Sqlite(None),
-        }
-    }
-}
-
 async fn probe_on<DB: Database>(
     pool: &Pool<DB>,
     slot: &mut Option<DB::Connection>,
     setup: impl for<'c> FnOnce(&'c mut DB::Connection) -> BoxFuture<'c, Result<(), sqlx::Error>>,
-) -> bool
-where
-    for<'c> &'c mut DB::Connection: Executor<'c, Database = DB>,
-{
+    ask: impl for<'c> FnOnce(&'c mut DB::Connection) -> BoxFuture<'c, Result<Reading, sqlx::Error>>,
+) -> Option<Reading> {
     if slot.is_none() {
         let options = pool.connect_options();
         let connect = async {
@@ -520,20 +633,18 @@ where
             Ok(Ok(conn)) => *slot = Some(conn),
             Ok(Err(e)) => {
                 tracing::debug!(error = %e, "probe could not connect");
-                return false;
+                return None;
             }
-            Err(_) => return false,
+            Err(_) => return None,
         }
     }
-    let Some(conn) = slot.as_mut() else {
-        return false;
-    };
-    match tokio::time::timeout(PING_TIMEOUT, conn.execute("SELECT 1")).await {
-        Ok(Ok(_)) => true,
+    let conn = slot.as_mut()?;
+    match tokio::time::timeout(PING_TIMEOUT, ask(conn)).await {
+        Ok(Ok(reading)) => Some(reading),
         _ => {
             // Broken or half-open: forget it (dropping closes the socket) and reconnect next time.
             *slot = None;
-            false
+            None
         }
     }
 }
@@ -606,11 +717,15 @@ fn is_server_timeout(e: &sqlx::Error) -> bool {
 
 /// Pool settings shared by both backends, with the hook that finds dead connections (each
 /// backend adds its own `after_connect`, which counts the connection and sets it up).
-fn pool_options<DB: Database>(config: &DbSettings, stats: &Arc<PoolStats>) -> PoolOptions<DB> {
+fn pool_options<DB: Database>(
+    config: &DbSettings,
+    (min, max): (u32, u32),
+    stats: &Arc<PoolStats>,
+) -> PoolOptions<DB> {
     let lost = stats.clone();
     PoolOptions::<DB>::new()
-        .min_connections(config.min_connections)
-        .max_connections(config.max_connections)
+        .min_connections(min)
+        .max_connections(max)
         .acquire_timeout(config.acquire_timeout)
         .idle_timeout(config.idle_timeout)
         .max_lifetime(config.max_lifetime)
@@ -642,4 +757,43 @@ fn ping_if_idle<DB: Database>(
             }
         }
     })
+}
+
+/// A PostgreSQL server's pool (built lazily), its figures and, with batching on, its
+/// ObterNivel batcher. `setting` names the URL's origin in errors.
+fn postgres_server(
+    config: &DbSettings,
+    url: &str,
+    setting: &str,
+    bounds: (u32, u32),
+) -> Result<Server, Error> {
+    let options = PgConnectOptions::from_str(url)
+        .map_err(|e| Error::Startup(format!("{setting} is not a valid PostgreSQL URL: {e}")))?
+        .application_name("produto")
+        // sqlx sends `extra_float_digits` at startup by default; PgBouncer refuses every
+        // connection that carries a parameter it does not know unless told to ignore it. No
+        // column here is a float, and PostgreSQL 12+ sends floats exactly anyway: do not send it.
+        .extra_float_digits(None);
+    // Transaction pooling hands each transaction any server connection: a statement named on
+    // one is missing (or taken) on the next, so nothing is cached.
+    let options = if config.pgbouncer_transaction_pooling {
+        options.statement_cache_capacity(0)
+    } else {
+        options
+    };
+    let address = replicas::address_of(&options);
+    let stats = Arc::new(PoolStats::default());
+    let batch = config
+        .batch_nivel
+        .then(|| Arc::new(NivelBatcher::new(config.batch_nivel_lanes)));
+    let query_timeout = config.query_timeout;
+    let opened = stats.clone();
+    let pool = pool_options::<Postgres>(config, bounds, &stats)
+        .after_connect(move |conn, _meta| {
+            opened.opened.fetch_add(1, Relaxed);
+            Box::pin(bound_pg_session(conn, query_timeout))
+        })
+        .connect_lazy_with(options);
+    let backend = Backend::Postgres(pool);
+    Ok(Server::new(backend, address, bounds, stats, batch))
 }

@@ -4,70 +4,84 @@
 
 use futures_util::FutureExt;
 
-use super::{Backend, Db};
+use super::{Access, Backend, Db};
 use crate::{
     Error,
     domain::{Nivel, Usuario},
 };
 
-/// Runs `$query` (a sqlx future over `$conn`) on a leased connection of whichever backend
-/// `$db` has, bounded by the query timeout and timed under `$name` (the `query` label of
-/// the latency histogram and the slow-query log), with the outcome classified into [`Error`].
+/// Runs `$query` (a sqlx future over `$conn`) on a leased connection of a server of `$db`
+/// (the primary, or for `read:` the server index given), bounded by the query timeout and
+/// timed under `$name` (the `query` label of the latency histogram and the slow-query log),
+/// with the outcome classified into [`Error`].
 ///
-/// `read:` marks a statement that is safe to repeat: when the connection turns out to be
-/// dead (cut by the network, or the database restarted) it is retried once on another
-/// connection, which the pool pings first (see `Db::acquire`), so a cut that happened while
-/// the pool was idle costs the caller nothing. Writes are never repeated: the first attempt
-/// may have committed.
+/// `read:` marks a statement that is safe to repeat, so it is retried once: on another
+/// connection of the same server when its connection turns out to be dead (cut by the
+/// network, or the database restarted; the pool pings the next one first, see
+/// `Db::acquire`), so a cut that happened while the pool was idle costs the caller nothing;
+/// and on the primary when it failed on a replica (the replica died since the last probe).
+/// Writes are never repeated: the first attempt may have committed.
 macro_rules! on_conn {
-    (read: $db:expr, $name:literal, |$conn:ident| $query:expr) => {
-        on_conn!(@backends 2, $db, $name, |$conn| $query)
+    (read: $db:expr, $server:expr, $name:literal, |$conn:ident| $query:expr) => {
+        on_conn!(@run true, $db, $server, $name, |$conn| $query)
     };
     ($db:expr, $name:literal, |$conn:ident| $query:expr) => {
-        on_conn!(@backends 1, $db, $name, |$conn| $query)
+        on_conn!(@run false, $db, $db.servers().route(Access::Primary), $name, |$conn| $query)
     };
-    (@backends $attempts:expr, $db:expr, $name:literal, |$conn:ident| $query:expr) => {
-        match $db.backend() {
-            Backend::Postgres(pool) => on_conn!(@pool $attempts, $db, $name, pool, |$conn| $query),
-            Backend::Sqlite(pool) => on_conn!(@pool $attempts, $db, $name, pool, |$conn| $query),
-        }
-    };
-    (@pool $attempts:expr, $db:expr, $name:literal, $pool:ident, |$conn:ident| $query:expr) => {{
+    (@run $read:expr, $db:expr, $server:expr, $name:literal, |$conn:ident| $query:expr) => {{
+        let mut server: usize = $server;
         let mut attempt = 1;
         loop {
-            let mut lease = $db.acquire($pool).await?;
-            let outcome = if $db.in_transaction() {
-                // Transaction pooling: BEGIN pins one server connection for the statement's
-                // parse and execution (see `Db::named_statements`).
-                $db.bounded_as($name, async {
-                    let mut tx = sqlx::Connection::begin(&mut *lease).await?;
-                    let value = {
-                        let $conn = &mut *tx;
-                        $query.await
-                    };
-                    match value {
-                        Ok(value) => tx.commit().await.map(|()| value),
-                        Err(e) => {
-                            let _ = tx.rollback().await;
-                            Err(e)
-                        }
-                    }
-                })
-                .await
-            } else {
-                let $conn = &mut *lease;
-                $db.bounded_as($name, $query).await
+            if $read {
+                $db.servers().get(server).count_read();
+            }
+            let (result, lost) = match &$db.servers().get(server).backend {
+                Backend::Postgres(pool) => on_conn!(@once $db, server, $name, pool, |$conn| $query),
+                Backend::Sqlite(pool) => on_conn!(@once $db, server, $name, pool, |$conn| $query),
             };
-            let retry = attempt < $attempts
-                && matches!(&outcome, Ok(Err(e)) if crate::error::is_connection_error(e));
-            let result = $db.classify(&mut lease, outcome);
-            if !retry {
+            let on_replica = server != $db.servers().primary_index();
+            let failed = matches!(&result, Err(Error::Unavailable(_) | Error::DatabaseDown(_)));
+            if !($read && attempt < 2 && (lost || (on_replica && failed))) {
                 break result;
             }
             attempt += 1;
-            tracing::debug!(query = $name, "connection lost during a read; retrying on another connection");
+            if on_replica {
+                server = $db.servers().primary_index();
+            }
+            tracing::debug!(query = $name, "read failed on its connection or replica; retrying once");
         }
     }};
+    (@once $db:expr, $server:ident, $name:literal, $pool:ident, |$conn:ident| $query:expr) => {
+        match $db.acquire($server, $pool).await {
+            Err(e) => (Err(e), false),
+            Ok(mut lease) => {
+                let outcome = if $db.in_transaction() {
+                    // Transaction pooling: BEGIN pins one server connection for the
+                    // statement's parse and execution (see `Db::named_statements`).
+                    $db.bounded_as($name, async {
+                        let mut tx = sqlx::Connection::begin(&mut *lease).await?;
+                        let value = {
+                            let $conn = &mut *tx;
+                            $query.await
+                        };
+                        match value {
+                            Ok(value) => tx.commit().await.map(|()| value),
+                            Err(e) => {
+                                let _ = tx.rollback().await;
+                                Err(e)
+                            }
+                        }
+                    })
+                    .await
+                } else {
+                    let $conn = &mut *lease;
+                    $db.bounded_as($name, $query).await
+                };
+                let lost = matches!(&outcome, Ok(Err(e)) if crate::error::is_connection_error(e));
+                ($db.classify($server, &mut lease, outcome), lost)
+            }
+        }
+    };
 }
 
 /// The unique key on `usuarios.usuario`, as migrations/postgres names it.
@@ -93,14 +107,44 @@ pub struct Credentials {
 }
 
 impl Db {
+    /// Runs a lookup on the server reads are routed to; a miss there, when it is a replica,
+    /// is asked again of the primary, since a user added moments ago may not have reached
+    /// the replica yet. While the primary cannot answer (down at the last probe, or
+    /// UNAVAILABLE now), the replica's miss stands.
+    async fn read_confirmed<T, F, Fut>(&self, lookup: F) -> Result<Option<T>, Error>
+    where
+        F: Fn(usize) -> Fut,
+        Fut: Future<Output = Result<Option<T>, Error>>,
+    {
+        let server = self.servers().route(Access::Read);
+        let found = lookup(server).await?;
+        let primary = self.servers().primary_index();
+        // A primary the probe found down is not asked: the answer would be UNAVAILABLE,
+        // after a wait.
+        if found.is_some() || server == primary || !self.servers().primary().reachable() {
+            return Ok(found);
+        }
+        match lookup(primary).await {
+            Err(Error::Unavailable(e) | Error::DatabaseDown(e)) => {
+                tracing::debug!(error = %e, "cannot confirm a replica's miss on the primary");
+                Ok(None)
+            }
+            other => other,
+        }
+    }
+
     /// The stored hash and level of a user, if the user exists.
     pub async fn credentials(&self, usuario: &Usuario) -> Result<Option<Credentials>, Error> {
-        let row: Option<(i64, String, i32)> = on_conn!(read: self, "credentials", |conn| {
-            sqlx::query_as("SELECT id, senha_hash, nivel FROM usuarios WHERE usuario = $1")
-                .bind(usuario.as_str())
-                .persistent(self.named_statements())
-                .fetch_optional(conn)
-        })?;
+        let row: Option<(i64, String, i32)> = self
+            .read_confirmed(|server| async move {
+                on_conn!(read: self, server, "credentials", |conn| {
+                    sqlx::query_as("SELECT id, senha_hash, nivel FROM usuarios WHERE usuario = $1")
+                        .bind(usuario.as_str())
+                        .persistent(self.named_statements())
+                        .fetch_optional(conn)
+                })
+            })
+            .await?;
         Ok(row.map(|(id, senha_hash, nivel)| Credentials {
             id,
             senha_hash,
@@ -111,15 +155,18 @@ impl Db {
     /// A user's level, if the user exists: batched with concurrent lookups when the batcher
     /// is on (see [`super::batch`]), one query of its own otherwise.
     pub async fn nivel(&self, usuario: &Usuario) -> Result<Option<i32>, Error> {
-        if let Some(batch) = self.nivel_batch() {
-            return batch.nivel(self, usuario).await;
-        }
-        on_conn!(read: self, "nivel", |conn| {
-            sqlx::query_scalar("SELECT nivel FROM usuarios WHERE usuario = $1")
-                .bind(usuario.as_str())
-                .persistent(self.named_statements())
-                .fetch_optional(conn)
+        self.read_confirmed(|server| async move {
+            if let Some(batch) = &self.servers().get(server).nivel_batch {
+                return batch.nivel(self, server, usuario).await;
+            }
+            on_conn!(read: self, server, "nivel", |conn| {
+                sqlx::query_scalar("SELECT nivel FROM usuarios WHERE usuario = $1")
+                    .bind(usuario.as_str())
+                    .persistent(self.named_statements())
+                    .fetch_optional(conn)
+            })
         })
+        .await
     }
 
     /// Creates a user and returns its id; ALREADY_EXISTS when the name is taken.

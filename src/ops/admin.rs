@@ -82,6 +82,18 @@ async fn health(State(admin): State<Admin>) -> Response {
                 "requests_waiting": s.requests_waiting,
             },
         },
+        "servers": admin.db.server_views().iter().map(|v| json!({
+            "role": v.role.as_str(),
+            "address": v.address,
+            "healthy": v.pool.healthy,
+            "readable": v.readable,
+            "replay_lag_ms": v.lag.map(|l| l.as_secs_f64() * 1000.0),
+            "reads_total": v.reads_total,
+            "pool_size": v.pool.pool_size,
+            "used_connections": v.pool.used_connections,
+            "idle_connections": v.pool.idle_connections,
+            "requests_waiting": v.pool.requests_waiting,
+        })).collect::<Vec<_>>(),
     });
     (
         status(ready),

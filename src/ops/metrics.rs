@@ -170,6 +170,9 @@ impl Metrics {
             db: db.clone(),
             ready,
         }));
+        registry.register_collector(Box::new(super::pool_metrics::ServersCollector {
+            db: db.clone(),
+        }));
         Metrics { registry, rpc }
     }
 

@@ -3,4 +3,5 @@
 
 pub mod admin;
 pub mod metrics;
+pub mod pool_metrics;
 pub mod request_id;

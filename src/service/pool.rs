@@ -24,7 +24,31 @@ impl PoolService for PoolSvc {
         &self,
         _request: Request<pb::PoolStatusRequest>,
     ) -> Result<Response<pb::PoolStatusResponse>, Status> {
-        Ok(Response::new(self.db.snapshot().into()))
+        let mut response: pb::PoolStatusResponse = self.db.snapshot().into();
+        response.pools = self
+            .db
+            .server_views()
+            .into_iter()
+            .map(|v| pb::ServerPool {
+                role: v.role.as_str().to_owned(),
+                address: v.address,
+                healthy: v.pool.healthy,
+                readable: v.readable,
+                replay_lag_ms: v
+                    .lag
+                    .map_or(-1, |l| i64::try_from(l.as_millis()).unwrap_or(i64::MAX)),
+                pool_size: v.pool.pool_size,
+                idle_connections: v.pool.idle_connections,
+                used_connections: v.pool.used_connections,
+                requests_waiting: v.pool.requests_waiting,
+                acquires_total: v.pool.acquires_total,
+                acquire_timeouts_total: v.pool.acquire_timeouts_total,
+                reads_total: v.reads_total,
+                min_connections: v.pool.min_connections,
+                max_connections: v.pool.max_connections,
+            })
+            .collect();
+        Ok(Response::new(response))
     }
 }
 
@@ -49,6 +73,7 @@ impl From<PoolSnapshot> for pb::PoolStatusResponse {
             last_probe_unix_ms: s.last_probe_unix_ms,
             backend: s.backend.to_owned(),
             logins_throttled_total: s.logins_throttled_total,
+            pools: Vec::new(),
         }
     }
 }

@@ -32,6 +32,23 @@ impl ProdutoSvc {
     }
 }
 
+impl ProdutoSvc {
+    /// Whether a failure of the throttling table is the primary being unreachable while
+    /// replicas can still serve logins. Then the login goes on unthrottled (fails open), and
+    /// says so in the log: a primary outage must not become an outage of every login, which
+    /// is what the replicas are for, and what an attacker gains is bounded by the hashing
+    /// rate (`PRODUTO_HASH_CONCURRENCY` argon2 verifications at a time) for the length of the
+    /// outage. Without replicas nothing changes: the login fails UNAVAILABLE as before.
+    fn throttle_unreachable(&self, e: &Error) -> bool {
+        let unreachable = matches!(e, Error::Unavailable(_) | Error::DatabaseDown(_))
+            && self.db.servers().has_replicas();
+        if unreachable {
+            tracing::warn!(error = %e, "throttling table unreachable: login checked unthrottled");
+        }
+        unreachable
+    }
+}
+
 #[tonic::async_trait]
 impl ProdutoService for ProdutoSvc {
     async fn verificar_login(
@@ -43,8 +60,14 @@ impl ProdutoService for ProdutoSvc {
         let usuario = Usuario::parse(req.usuario)?;
         let senha = Senha::parse_login(req.senha)?;
 
-        // The attempt counts from here, before the password is looked at.
-        let attempt = self.throttle.begin(&self.db, &usuario, &caller).await?;
+        // The attempt counts from here, before the password is looked at. With replicas, a
+        // primary that cannot be reached does not stop logins: they go on unthrottled (see
+        // `throttle_unreachable`), the credentials read from a replica.
+        let attempt = match self.throttle.begin(&self.db, &usuario, &caller).await {
+            Ok(attempt) => attempt,
+            Err(e) if self.throttle_unreachable(&e) => Attempt::Unthrottled,
+            Err(e) => return Err(e.into()),
+        };
         let pending = self.throttle.pending(&self.db, &usuario, &caller, attempt);
         let credentials = self.db.credentials(&usuario).await?;
         // An unknown user, or a refused attempt, is verified against the dummy hash: the
@@ -86,9 +109,14 @@ impl ProdutoService for ProdutoSvc {
             }
         };
         if valido {
-            self.throttle
+            match self
+                .throttle
                 .succeeded(&self.db, &usuario, &caller, attempt)
-                .await?;
+                .await
+            {
+                Err(e) if !self.throttle_unreachable(&e) => return Err(e.into()),
+                _ => {}
+            }
         }
         if attempt.is_refused() {
             self.db.stats().record_login_throttled();

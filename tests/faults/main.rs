@@ -11,11 +11,14 @@ mod cluster;
 #[path = "../api/helpers.rs"]
 #[allow(dead_code, reason = "this binary uses part of the shared helpers")]
 mod helpers;
+#[path = "../support/http.rs"]
+mod http;
 #[path = "../support/process.rs"]
 mod process;
 #[path = "../api/proxy.rs"]
 #[allow(dead_code, reason = "not every test uses every fault")]
 mod proxy;
+mod replicas;
 
 use std::{
     collections::BTreeMap,

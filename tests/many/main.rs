@@ -5,6 +5,10 @@ mod bouncer;
 mod budget;
 mod client;
 #[path = "../faults/cluster.rs"]
+#[allow(
+    dead_code,
+    reason = "a plain cluster is enough here, not the replication helpers"
+)]
 mod cluster;
 mod cost;
 #[path = "../api/helpers.rs"]
