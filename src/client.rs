@@ -14,10 +14,10 @@ use std::{
         Arc, Mutex,
         atomic::{AtomicU64, Ordering::Relaxed},
     },
-    time::Duration,
+    time::{Duration, Instant},
 };
 
-use tokio::sync::mpsc::Sender;
+use tokio::sync::{Notify, mpsc::Sender, watch};
 use tokio_util::task::AbortOnDropHandle;
 use tonic::{
     Code, Request, Response, Status,
@@ -30,7 +30,7 @@ use crate::pb::{
     PoolStatusRequest, PoolStatusResponse, VerificarLoginRequest, VerificarLoginResponse,
     pool_service_client::PoolServiceClient, produto_service_client::ProdutoServiceClient,
 };
-use crate::service_config::{RetryPolicy, call_with_retries, service_config};
+use crate::service_config::{RetryPolicy, call_with_retries_while, service_config};
 
 const PRODUTO: &str = "produto.v1.ProdutoService";
 
@@ -88,6 +88,11 @@ pub struct BalancedClient {
     /// Attempts repeated after a retryable failure, over the client's life.
     retries: Arc<AtomicU64>,
     addresses: Arc<Mutex<BTreeSet<SocketAddr>>>,
+    targets: Arc<str>,
+    /// Wakes the resolver for a refresh now.
+    refresh: Arc<Notify>,
+    /// Counts the resolver's refreshes, to wait for the one asked for.
+    refreshed: watch::Receiver<u64>,
     _resolver: Arc<AbortOnDropHandle<()>>,
 }
 
@@ -96,11 +101,10 @@ impl BalancedClient {
     /// so a typo fails fast), then keeps resolving in the background.
     pub async fn connect(settings: ClientSettings) -> Result<Self, String> {
         let (channel, changes) = Channel::balance_channel::<SocketAddr>(64);
-        let addresses = Arc::new(Mutex::new(BTreeSet::new()));
         let mut resolver = Resolver {
             settings: settings.clone(),
             changes,
-            addresses: addresses.clone(),
+            addresses: Arc::default(),
         };
         resolver.refresh().await?;
         if resolver.current().is_empty() {
@@ -109,21 +113,127 @@ impl BalancedClient {
                 settings.targets.join(", ")
             ));
         }
+        Ok(Self::spawn(channel, resolver, false))
+    }
+
+    /// Starts without waiting for any instance (for a process that must come up while the
+    /// service is down, as the bot): the resolver task resolves at once and adds the
+    /// instances as they answer. Calls made while none is known fail fast with UNAVAILABLE
+    /// (see [`BalancedClient::ensure_instances`]). Must run inside a Tokio runtime.
+    pub fn start(settings: ClientSettings) -> Self {
+        let (channel, changes) = Channel::balance_channel::<SocketAddr>(64);
+        let resolver = Resolver {
+            settings,
+            changes,
+            addresses: Arc::default(),
+        };
+        Self::spawn(channel, resolver, true)
+    }
+
+    fn spawn(channel: Channel, mut resolver: Resolver, refresh_first: bool) -> Self {
+        let refresh = Arc::new(Notify::new());
+        let (refreshed_tx, refreshed) = watch::channel(0u64);
+        let settings = resolver.settings.clone();
+        let addresses = resolver.addresses.clone();
+        let wake = refresh.clone();
         let task = tokio::spawn(async move {
+            let mut first = refresh_first;
             loop {
-                tokio::time::sleep(resolver.settings.resolve_every).await;
+                if !std::mem::take(&mut first) {
+                    tokio::select! {
+                        _ = tokio::time::sleep(resolver.settings.resolve_every) => {}
+                        _ = wake.notified() => {}
+                    }
+                }
                 if let Err(e) = resolver.refresh().await {
                     tracing::warn!(error = %e, "resolving the produto instances failed; keeping the last addresses");
                 }
+                refreshed_tx.send_modify(|n| *n += 1);
             }
         });
-        Ok(BalancedClient {
+        BalancedClient {
             channel,
             retry: settings.retry,
             retries: Arc::default(),
             addresses,
+            targets: settings.targets.join(", ").into(),
+            refresh,
+            refreshed,
             _resolver: Arc::new(AbortOnDropHandle::new(task)),
-        })
+        }
+    }
+
+    /// Asks the resolver to refresh now and waits (up to `bound`) for it to finish.
+    pub async fn refresh_now(&self, bound: Duration) {
+        let mut refreshed = self.refreshed.clone();
+        refreshed.mark_unchanged();
+        self.refresh.notify_one();
+        let _ = tokio::time::timeout(bound, refreshed.changed()).await;
+    }
+
+    /// Ok when an instance is known; otherwise refreshes once (up to `bound`) and fails
+    /// with UNAVAILABLE if still none answers, so that a call never waits on an empty
+    /// balancer.
+    pub async fn ensure_instances(&self, bound: Duration) -> Result<(), Status> {
+        if self.current().is_empty() {
+            self.refresh_now(bound).await;
+        }
+        if self.current().is_empty() {
+            return Err(Status::unavailable(format!(
+                "no produto instance answers at {}",
+                self.targets
+            )));
+        }
+        Ok(())
+    }
+
+    /// An idempotent call of `service`/`method` (`call` builds a fresh request each time),
+    /// retried under its policy but never past `within` from now, nor once no instance
+    /// answers: a failed attempt makes the resolver check the instances at once, so that
+    /// a stopped one is dropped before the next attempt. For a caller with its own
+    /// deadline, such as the bot.
+    pub async fn retried_within<T, F, Fut>(
+        &self,
+        method: (&str, &str),
+        within: Duration,
+        mut call: F,
+    ) -> Result<T, Status>
+    where
+        F: FnMut() -> Fut,
+        Fut: Future<Output = Result<T, Status>>,
+    {
+        let deadline = Instant::now() + within;
+        let bound = within.min(Duration::from_secs(1));
+        self.ensure_instances(bound).await?;
+        let Some(policy) = self.policy(method) else {
+            return call().await.map_err(transport_failure_is_unavailable);
+        };
+        let mut first = true;
+        call_with_retries_while(
+            policy,
+            |wait| Instant::now() + wait < deadline,
+            || {
+                let retry = !std::mem::take(&mut first);
+                let attempt = call();
+                async move {
+                    if retry {
+                        self.retries.fetch_add(1, Relaxed);
+                        self.refresh_now(bound).await;
+                        self.ensure_instances(bound).await?;
+                    }
+                    attempt.await.map_err(transport_failure_is_unavailable)
+                }
+            },
+        )
+        .await
+    }
+
+    /// The retry policy of `service`/`method`: the settings' override, else the service
+    /// config's (None: never retried).
+    fn policy(&self, method: (&str, &str)) -> Option<&RetryPolicy> {
+        self.retry
+            .as_ref()
+            .or_else(|| service_config().retry_policy(method.0, method.1))
     }
 
     /// Attempts repeated after a retryable failure so far (a figure for metrics and tests).
@@ -138,21 +248,21 @@ impl BalancedClient {
         F: FnMut() -> Fut,
         Fut: Future<Output = Result<T, Status>>,
     {
-        let Some(policy) = self
-            .retry
-            .as_ref()
-            .or_else(|| service_config().retry_policy(method.0, method.1))
-        else {
+        let Some(policy) = self.policy(method) else {
             return call().await.map_err(transport_failure_is_unavailable);
         };
         let mut first = true;
-        call_with_retries(policy, || {
-            if !std::mem::take(&mut first) {
-                self.retries.fetch_add(1, Relaxed);
-            }
-            let attempt = call();
-            async move { attempt.await.map_err(transport_failure_is_unavailable) }
-        })
+        call_with_retries_while(
+            policy,
+            |_| true,
+            || {
+                if !std::mem::take(&mut first) {
+                    self.retries.fetch_add(1, Relaxed);
+                }
+                let attempt = call();
+                async move { attempt.await.map_err(transport_failure_is_unavailable) }
+            },
+        )
         .await
     }
 

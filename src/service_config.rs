@@ -92,7 +92,22 @@ impl RetryPolicy {
 /// `max_attempts` attempts. Between attempts it waits the server's `RetryInfo` delay when
 /// the status carries one (capped at `max_backoff`), else a random time up to the policy's
 /// backoff. `call` must be idempotent: build a fresh request inside it.
-pub async fn call_with_retries<T, F, Fut>(policy: &RetryPolicy, mut call: F) -> Result<T, Status>
+pub async fn call_with_retries<T, F, Fut>(policy: &RetryPolicy, call: F) -> Result<T, Status>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Result<T, Status>>,
+{
+    call_with_retries_while(policy, |_| true, call).await
+}
+
+/// [`call_with_retries`], asking `retry_after(wait)` before each wait whether to go on (a
+/// caller with a deadline, or one that knows no server is left, says no and gets the last
+/// status at once).
+pub async fn call_with_retries_while<T, F, Fut>(
+    policy: &RetryPolicy,
+    mut retry_after: impl FnMut(Duration) -> bool,
+    mut call: F,
+) -> Result<T, Status>
 where
     F: FnMut() -> Fut,
     Fut: Future<Output = Result<T, Status>>,
@@ -106,6 +121,9 @@ where
                     Some(server) => server.min(policy.max_backoff),
                     None => policy.max_backoff_after(attempt).mul_f64(jitter()),
                 };
+                if !retry_after(wait) {
+                    return Err(status);
+                }
                 tracing::debug!(attempt, code = ?status.code(), ?wait, "retrying");
                 tokio::time::sleep(wait).await;
                 attempt += 1;

@@ -1,5 +1,5 @@
 //! [`Bot`]: runs a chat's command against the service and words the reply, keeping who each
-//! chat is logged in as. One lazily connecting channel serves every chat.
+//! chat is logged in as. One balancing client ([`BalancedClient`]) serves every chat.
 
 use std::{
     collections::HashMap,
@@ -10,8 +10,9 @@ use std::{
 
 use tonic::{
     Code, Request, Response, Status,
+    codegen::http::Uri,
     metadata::{Ascii, MetadataValue},
-    transport::{Certificate, Channel, ClientTlsConfig, Endpoint, Identity},
+    transport::{Certificate, Channel, ClientTlsConfig, Identity},
 };
 use tonic_health::pb::{
     HealthCheckRequest, health_check_response::ServingStatus, health_client::HealthClient,
@@ -25,6 +26,7 @@ use super::{
 };
 use crate::{
     Error,
+    client::{BalancedClient, ClientSettings},
     pb::{
         self, pool_service_client::PoolServiceClient, produto_service_client::ProdutoServiceClient,
     },
@@ -85,11 +87,14 @@ struct Caller {
 
 /// The chat handler. Cheap to share (`&Bot` from any task); clients are cloned per call.
 pub struct Bot {
+    /// Spreads the calls over every instance the server's name resolves to, and retries
+    /// the idempotent ones as the service config says.
+    client: BalancedClient,
     produto: ProdutoServiceClient<Channel>,
     pool: PoolServiceClient<Channel>,
     health: HealthClient<Channel>,
     /// Each call's deadline: sent as `grpc-timeout` so the service gives up too, and
-    /// enforced by the channel.
+    /// enforced on each attempt; retries stop when it has passed.
     timeout: Duration,
     /// Bound on a whole call, connecting included: whatever the network does, a command
     /// gets its reply.
@@ -100,6 +105,10 @@ pub struct Bot {
     sessions: Mutex<HashMap<ChatId, Session>>,
     metrics: Arc<BotMetrics>,
 }
+
+const PRODUTO: &str = "produto.v1.ProdutoService";
+const POOL: &str = "produto.v1.PoolService";
+const HEALTH: &str = "grpc.health.v1.Health";
 
 /// The metadata key that names the chat user a call is made for.
 pub const END_USER_HEADER: &str = "produto-end-user";
@@ -118,6 +127,42 @@ fn service_error(status: &Status) -> (String, Outcome) {
         _ => Outcome::Failed,
     };
     (reply::service_error(status), outcome)
+}
+
+/// The balancing client's settings for `PRODUTO_SERVER`: its `host:port`, resolved to
+/// every address it has, and TLS checked against the host's name for `https://`.
+fn client_settings(config: &BotConfig) -> Result<ClientSettings, Error> {
+    let invalid = |why: &str| Error::Startup(format!("PRODUTO_SERVER {:?}: {why}", config.server));
+    let uri: Uri = config
+        .server
+        .parse()
+        .map_err(|e| invalid(&format!("{e}")))?;
+    let tls = match uri.scheme_str() {
+        Some("http") => false,
+        Some("https") => true,
+        _ => return Err(invalid("expected http:// or https://")),
+    };
+    let host = uri.host().ok_or_else(|| invalid("no host"))?;
+    let port = uri.port_u16().unwrap_or(if tls { 443 } else { 80 });
+    let mut settings = ClientSettings::new([format!("{host}:{port}")]);
+    settings.connect_timeout = config.connect_timeout;
+    if tls {
+        let domain = host.trim_start_matches('[').trim_end_matches(']');
+        settings.tls = Some(client_tls(config)?.domain_name(domain));
+    }
+    Ok(settings)
+}
+
+/// `call`, or DEADLINE_EXCEEDED once `bound` has passed.
+async fn within<T>(
+    bound: Duration,
+    call: impl Future<Output = Result<T, Status>>,
+) -> Result<T, Status> {
+    tokio::time::timeout(bound, call).await.unwrap_or_else(|_| {
+        Err(Status::deadline_exceeded(
+            "no answer from the service in time",
+        ))
+    })
 }
 
 /// TLS settings for an `https://` server: the CA to trust (or the system's web roots) and,
@@ -143,16 +188,8 @@ impl Bot {
     /// the bot, and each call (re)connects when needed. Must run inside a Tokio runtime.
     pub fn build(config: &BotConfig) -> Result<Bot, Error> {
         config.validate().map_err(Error::Startup)?;
-        let mut endpoint = Endpoint::from_shared(config.server.clone())
-            .map_err(|e| Error::Startup(format!("PRODUTO_SERVER {:?}: {e}", config.server)))?
-            .connect_timeout(config.connect_timeout)
-            .timeout(config.timeout);
-        if config.server.starts_with("https://") {
-            endpoint = endpoint
-                .tls_config(client_tls(config)?)
-                .map_err(|e| Error::Startup(format!("TLS: {e}")))?;
-        }
-        let channel = endpoint.connect_lazy();
+        let client = BalancedClient::start(client_settings(config)?);
+        let channel = client.channel();
         let admin_token = match config.admin_token.as_deref() {
             None => None,
             Some(token) => {
@@ -165,6 +202,7 @@ impl Bot {
             }
         };
         Ok(Bot {
+            client,
             produto: ProdutoServiceClient::new(channel.clone()),
             pool: PoolServiceClient::new(channel.clone()),
             health: HealthClient::new(channel),
@@ -254,6 +292,11 @@ impl Bot {
         (Some(name), reply, outcome)
     }
 
+    /// Call attempts repeated after an UNAVAILABLE so far.
+    pub fn retries(&self) -> u64 {
+        self.client.retries()
+    }
+
     /// The bot's metrics, for a transport to count into and an admin page to expose.
     pub fn metrics(&self) -> &Arc<BotMetrics> {
         &self.metrics
@@ -294,23 +337,26 @@ impl Bot {
         &self,
         end_user: Option<&MetadataValue<Ascii>>,
     ) -> (ServiceHealth, Result<pb::PoolStatusResponse, Status>) {
-        let mut pool = self.pool.clone();
-        let request = self.request(pb::PoolStatusRequest {}, end_user);
-        tokio::join!(
-            self.readiness_for(end_user),
-            self.call("PoolStatus", pool.pool_status(request))
-        )
+        let pool = self.idempotent(POOL, "PoolStatus", || {
+            let mut pool = self.pool.clone();
+            let request = self.request(pb::PoolStatusRequest {}, end_user);
+            async move { pool.pool_status(request).await }
+        });
+        tokio::join!(self.readiness_for(end_user), pool)
     }
 
     async fn readiness_for(&self, end_user: Option<&MetadataValue<Ascii>>) -> ServiceHealth {
-        let mut health = self.health.clone();
-        let request = self.request(
-            HealthCheckRequest {
-                service: String::new(),
-            },
-            end_user,
-        );
-        match self.call("Check", health.check(request)).await {
+        let check = self.idempotent(HEALTH, "Check", || {
+            let mut health = self.health.clone();
+            let request = self.request(
+                HealthCheckRequest {
+                    service: String::new(),
+                },
+                end_user,
+            );
+            async move { health.check(request).await }
+        });
+        match check.await {
             Ok(r) if r.status == ServingStatus::Serving as i32 => ServiceHealth::Ready,
             Ok(_) => ServiceHealth::NotReady,
             // A server that has not registered `""` (yet) is not ready either.
@@ -320,18 +366,19 @@ impl Bot {
     }
 
     async fn login(&self, caller: &Caller, usuario: String, senha: Secret) -> (String, Outcome) {
-        let mut client = self.produto.clone();
-        let request = self.request(
-            pb::VerificarLoginRequest {
-                usuario: usuario.clone(),
-                senha: senha.into_string(),
-            },
-            caller.end_user.as_ref(),
-        );
-        match self
-            .call("VerificarLogin", client.verificar_login(request))
-            .await
-        {
+        let senha = senha.into_string();
+        let login = self.idempotent(PRODUTO, "VerificarLogin", || {
+            let mut client = self.produto.clone();
+            let request = self.request(
+                pb::VerificarLoginRequest {
+                    usuario: usuario.clone(),
+                    senha: senha.clone(),
+                },
+                caller.end_user.as_ref(),
+            );
+            async move { client.verificar_login(request).await }
+        });
+        match login.await {
             Ok(r) if r.valido => {
                 let admin = self.is_admin(r.nivel);
                 let text = reply::logged_in(&usuario, r.nivel, admin);
@@ -361,14 +408,17 @@ impl Bot {
             return (reply, Outcome::Refused);
         }
         let target = usuario.unwrap_or_else(|| session.usuario.clone());
-        let mut client = self.produto.clone();
-        let request = self.request(
-            pb::ObterNivelRequest {
-                usuario: target.clone(),
-            },
-            caller.end_user.as_ref(),
-        );
-        match self.call("ObterNivel", client.obter_nivel(request)).await {
+        let nivel = self.idempotent(PRODUTO, "ObterNivel", || {
+            let mut client = self.produto.clone();
+            let request = self.request(
+                pb::ObterNivelRequest {
+                    usuario: target.clone(),
+                },
+                caller.end_user.as_ref(),
+            );
+            async move { client.obter_nivel(request).await }
+        });
+        match nivel.await {
             Ok(r) if own => {
                 // Keep the session's level fresh, unless the chat logged in as someone
                 // else in the meantime.
@@ -416,11 +466,13 @@ impl Bot {
         request
             .metadata_mut()
             .insert("authorization", token.clone());
-        let mut client = self.produto.clone();
-        match self
-            .call("AdicionarUsuario", client.adicionar_usuario(request))
-            .await
-        {
+        // Sent once, never retried: an attempt that timed out may have created the user.
+        let client = &self.client;
+        let add = async {
+            client.ensure_instances(self.timeout).await?;
+            within(self.timeout, client.adicionar_usuario(request)).await
+        };
+        match self.call("AdicionarUsuario", add).await {
             Ok(r) => {
                 tracing::info!(by = %session.usuario, %usuario, nivel, id = r.id, "user added");
                 (reply::added(&usuario, nivel, r.id), Outcome::Ok)
@@ -458,6 +510,27 @@ impl Bot {
         request
     }
 
+    /// An idempotent call (`attempt` builds a fresh request each time) through the balancing
+    /// client: each attempt bounded by the per-call timeout, retries (on UNAVAILABLE, as the
+    /// service config says) only while that timeout has not passed since the first.
+    async fn idempotent<T, F, Fut>(
+        &self,
+        service: &str,
+        method: &'static str,
+        mut attempt: F,
+    ) -> Result<T, Status>
+    where
+        F: FnMut() -> Fut,
+        Fut: Future<Output = Result<Response<T>, Status>>,
+    {
+        let timeout = self.timeout;
+        let retried = self.client.retried_within((service, method), timeout, || {
+            let call = attempt();
+            within(timeout, call)
+        });
+        self.call(method, retried).await
+    }
+
     /// Awaits a call within the backstop, logging failures that are not the user's doing.
     async fn call<T>(
         &self,
@@ -465,14 +538,8 @@ impl Bot {
         call: impl Future<Output = Result<Response<T>, Status>>,
     ) -> Result<T, Status> {
         let started = Instant::now();
-        let result = tokio::time::timeout(self.backstop, call).await;
+        let result = within(self.backstop, call).await;
         self.metrics.service_call(method, started.elapsed());
-        let result = match result {
-            Ok(result) => result,
-            Err(_) => Err(Status::deadline_exceeded(
-                "no answer from the service in time",
-            )),
-        };
         result
             .map(Response::into_inner)
             .inspect_err(|status| match status.code() {

@@ -320,6 +320,33 @@ async fn the_bot_says_unavailable_while_the_service_is_down_and_recovers_when_it
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_idempotent_call_is_retried_until_the_service_answers_again() {
+    let app = app_with_users().await;
+    // A front that accepts connections but cuts them, as an instance going through a
+    // restart behind its address does: the bot's calls meet UNAVAILABLE.
+    let front = Proxy::start(app.addr).await;
+    let mut config = config_for(front.addr);
+    config.timeout = Duration::from_secs(10);
+    let bot = Bot::build(&config).unwrap();
+    let reply = bot.handle(CHAT, "/login admin senha-do-admin").await;
+    assert!(reply.starts_with("Olá, admin!"), "{reply}");
+    assert_eq!(bot.retries(), 0);
+
+    front.down();
+    let back_up = async {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while bot.retries() == 0 {
+            assert!(Instant::now() < deadline, "the call was never retried");
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        front.up();
+    };
+    let (reply, ()) = tokio::join!(bot.handle(CHAT, "/nivel"), back_up);
+    assert_eq!(reply, "Seu nível é 2 (administrador).");
+    assert!(bot.retries() >= 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_service_whose_database_is_down_is_reported_as_not_ready() {
     let database = TestDb::create(Backend::Postgres).await;
     let proxy = Proxy::start("127.0.0.1:5432".parse().unwrap()).await;
