@@ -12,7 +12,7 @@
 //! | bottom | [`pb`] | the code generated from `proto/produto/v1/produto.proto` |
 //! | | [`error`] | the one [`Error`] and its mapping to gRPC status codes |
 //! | | [`domain`] | validated request values: `Usuario`, `Senha`, `Nivel` |
-//! | | [`telemetry`], [`ready`] | log setup; the readiness flag health and ops share |
+//! | | [`telemetry`], [`ready`], [`signal`] | log setup; the readiness flag health and ops share; the shutdown signal |
 //! | | [`service_config`] | the clients' retry policy (`proto/produto/v1/service_config.json`) |
 //! | storage, hashing | [`db`] | the pools ([`db::DbSettings`]): the primary and read replicas with their routing (`db/replicas.rs`), every SQL query (`db/users.rs`), the ObterNivel batcher, pool figures and histograms, the connection budget (`db/budget.rs`) |
 //! | | [`password`] | argon2id on dedicated threads ([`password::HashSettings`]) |
@@ -38,6 +38,7 @@ pub mod password;
 pub mod ready;
 pub mod service;
 pub mod service_config;
+pub mod signal;
 pub mod telemetry;
 pub mod throttle;
 

@@ -23,6 +23,7 @@ const LAYERS: &[&[&str]] = &[
         "telemetry",
         "ready",
         "service_config",
+        "signal",
     ],
     // Storage, hashing, the throttle's arithmetic, caller authentication, the balancing
     // client (over the generated code and the service config only).

@@ -22,7 +22,7 @@ async fn main() -> ExitCode {
     tokio::spawn({
         let stop = stop.clone();
         async move {
-            shutdown_signal().await;
+            produto::signal::shutdown().await;
             tracing::info!("shutdown signal received; finishing the update in hand");
             stop.cancel();
         }
@@ -37,30 +37,5 @@ async fn main() -> ExitCode {
             eprintln!("produto-bot: {e}");
             ExitCode::FAILURE
         }
-    }
-}
-
-/// Completes on SIGTERM (what Kubernetes sends) or Ctrl-C.
-async fn shutdown_signal() {
-    let ctrl_c = async {
-        if let Err(e) = tokio::signal::ctrl_c().await {
-            tracing::error!(error = %e, "cannot listen for Ctrl-C");
-            std::future::pending::<()>().await;
-        }
-    };
-    let terminate = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut term) => {
-                term.recv().await;
-            }
-            Err(e) => {
-                tracing::error!(error = %e, "cannot listen for SIGTERM");
-                std::future::pending::<()>().await;
-            }
-        }
-    };
-    tokio::select! {
-        () = ctrl_c => {}
-        () = terminate => {}
     }
 }
