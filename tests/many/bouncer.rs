@@ -14,7 +14,7 @@ use crate::{
     Tally,
     cluster::PgCluster,
     helpers::{Backend, TestApp, TestDb, postgres_admin_url, spawn_with, test_config},
-    pgbouncer::{BouncerSettings, PgBouncer, PoolMode},
+    pgbouncer::{self, BouncerSettings, PgBouncer, PoolMode},
 };
 
 /// The test PostgreSQL's port (PgBouncer connects to it on 127.0.0.1).
@@ -127,12 +127,18 @@ async fn main_paths_work(app: &TestApp) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn session_pooling_serves_the_main_paths() {
+    if !pgbouncer::installed() {
+        return;
+    }
     let (app, _bouncer) = app_through(PoolMode::Session, false, false).await;
     main_paths_work(&app).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn transaction_pooling_with_the_setting_serves_the_main_paths() {
+    if !pgbouncer::installed() {
+        return;
+    }
     let (app, bouncer) = app_through(PoolMode::Transaction, true, true).await;
     main_paths_work(&app).await;
     let log = bouncer.log();
@@ -143,6 +149,9 @@ async fn transaction_pooling_with_the_setting_serves_the_main_paths() {
 /// connections PgBouncer shares: part of a mixed load fails with INTERNAL.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn transaction_pooling_without_the_setting_fails_part_of_a_mixed_load() {
+    if !pgbouncer::installed() {
+        return;
+    }
     let (app, _bouncer) = app_through(PoolMode::Transaction, false, true).await;
     let mut tally = Tally::default();
     for i in 0..4 {
@@ -174,6 +183,9 @@ async fn transaction_pooling_without_the_setting_fails_part_of_a_mixed_load() {
 /// query timeout, PoolStatus says unhealthy; all recover when PostgreSQL is back.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pgbouncer_up_with_postgres_down_is_unavailable_and_recovers() {
+    if !pgbouncer::installed() {
+        return;
+    }
     let cluster = PgCluster::start();
     migrate_directly(&cluster.url()).await;
     let bouncer = PgBouncer::start(cluster.port, &BouncerSettings::default());
@@ -234,6 +246,9 @@ async fn pgbouncer_up_with_postgres_down_is_unavailable_and_recovers() {
 /// refused by PgBouncer unless it is told to ignore that one.
 #[tokio::test]
 async fn pgbouncer_refuses_sqlx_default_startup_parameters() {
+    if !pgbouncer::installed() {
+        return;
+    }
     use sqlx::{ConnectOptions, Connection};
     let bouncer = PgBouncer::start(upstream_port(), &BouncerSettings::default());
     let url = bouncer.url("postgres");

@@ -10,7 +10,7 @@ use tonic_health::pb::health_check_response::ServingStatus;
 use crate::{
     bouncer::{database_name, migrate_directly, upstream_port},
     helpers::{Backend, TestDb, spawn_with, test_config},
-    pgbouncer::{BouncerSettings, PgBouncer, PoolMode},
+    pgbouncer::{self, BouncerSettings, PgBouncer, PoolMode},
 };
 
 const CALLS: usize = 2000;
@@ -39,6 +39,9 @@ async fn lookups(url: &str, transaction_pooling: bool) -> (Duration, Duration) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "a measurement: run it with --ignored --nocapture"]
 async fn pgbouncer_cost_per_request() {
+    if !pgbouncer::installed() {
+        return;
+    }
     let database = TestDb::create(Backend::Postgres).await;
     migrate_directly(&database.url).await;
     {

@@ -135,6 +135,19 @@ impl Drop for PgBouncer {
     }
 }
 
+/// Whether PgBouncer can be run here; says SKIPPED when not, so a machine without it passes
+/// (`.ci/run` installs it, so CI always runs these tests).
+pub fn installed() -> bool {
+    let found = std::process::Command::new(pgbouncer_bin())
+        .arg("--version")
+        .output()
+        .is_ok_and(|out| out.status.success());
+    if !found {
+        eprintln!("SKIPPED: pgbouncer is not installed (apt-get install pgbouncer)");
+    }
+    found
+}
+
 /// `pgbouncer` from PATH, or /usr/sbin/pgbouncer (Debian's place, not on a user's PATH).
 fn pgbouncer_bin() -> String {
     if let Ok(bin) = std::env::var("PRODUTO_TEST_PGBOUNCER") {
