@@ -80,3 +80,139 @@ async fn pgbouncer_cost_per_request() {
         );
     }
 }
+
+/// user + system CPU time of a process so far (from /proc/<pid>/stat).
+fn cpu_time(pid: u32) -> Duration {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+    // The fields after the command name (which is in parentheses and may hold spaces).
+    let fields: Vec<&str> = stat.rsplit_once(") ").unwrap().1.split(' ').collect();
+    let ticks: u64 = fields[11].parse::<u64>().unwrap() + fields[12].parse::<u64>().unwrap();
+    // SAFETY: sysconf only reads a system constant.
+    let per_second = u64::try_from(unsafe { libc::sysconf(libc::_SC_CLK_TCK) }).unwrap_or(100);
+    Duration::from_micros(ticks * 1_000_000 / per_second)
+}
+
+/// One `produto-server` against two on the same database, through the balancing client: the
+/// share of calls each instance took, the servers' CPU per call, and that nothing is lost.
+/// Both share this machine's cores, so this shows the cost of a second instance, not a
+/// speed-up. Ignored by default:
+/// `cargo test --test many -- --ignored --nocapture one_instance_against_two`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "a measurement: run it with --ignored --nocapture"]
+async fn one_instance_against_two() {
+    use futures_util::future::join_all;
+    use produto::{
+        client::{BalancedClient, ClientSettings},
+        pb::{ObterNivelRequest, PoolStatusRequest, pool_service_client::PoolServiceClient},
+    };
+
+    use crate::{Tally, helpers::ADMIN_TOKEN, process::ServerProcess};
+
+    const CALLERS: usize = 16;
+    const CALLS_PER_CALLER: usize = 1500;
+    let database = TestDb::create(Backend::Postgres).await;
+    let env = [
+        ("DATABASE_URL", database.url.as_str()),
+        ("PRODUTO_ADMIN_TOKEN", ADMIN_TOKEN),
+        ("PRODUTO_ARGON2_M_KIB", "1024"),
+        ("PRODUTO_ARGON2_T", "1"),
+        ("PRODUTO_MAX_CONNECTIONS", "10"),
+        ("RUST_LOG", "warn"),
+    ];
+    let first = ServerProcess::spawn(&env).await;
+    let second = ServerProcess::spawn(&env).await;
+    let ready = |server: &ServerProcess| {
+        let channel = server.channel.clone();
+        async move {
+            let deadline = Instant::now() + Duration::from_secs(30);
+            loop {
+                let answer =
+                    produto::pb::produto_service_client::ProdutoServiceClient::new(channel.clone())
+                        .adicionar_usuario(crate::helpers::admin(
+                            produto::pb::AdicionarUsuarioRequest {
+                                usuario: "ana".into(),
+                                senha: "senha-da-ana-1".into(),
+                                nivel: 2,
+                            },
+                        ))
+                        .await;
+                match answer {
+                    Ok(_) => return,
+                    Err(e) if e.code() == tonic::Code::AlreadyExists => return,
+                    Err(e) => assert!(Instant::now() < deadline, "never ready: {e:?}"),
+                }
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+    };
+    ready(&first).await;
+    ready(&second).await;
+    let acquires = |server: &ServerProcess| {
+        let channel = server.channel.clone();
+        async move {
+            PoolServiceClient::new(channel)
+                .pool_status(PoolStatusRequest {})
+                .await
+                .unwrap()
+                .into_inner()
+                .acquires_total
+        }
+    };
+    let both = [&first, &second];
+    for instances in [1, 2] {
+        let servers = &both[..instances];
+        let client = BalancedClient::connect(ClientSettings::new(
+            servers.iter().map(|s| s.addr.to_string()),
+        ))
+        .await
+        .unwrap();
+        for _ in 0..200 {
+            let _ = client
+                .obter_nivel(ObterNivelRequest {
+                    usuario: "ana".into(),
+                })
+                .await;
+        }
+        let acquired: Vec<u64> = join_all(both.iter().map(|s| acquires(s))).await;
+        let cpu: Vec<Duration> = both.iter().map(|s| cpu_time(s.pid())).collect();
+        let started = Instant::now();
+        let tallies = join_all((0..CALLERS).map(|_| {
+            let client = client.clone();
+            async move {
+                let mut tally = Tally::default();
+                for _ in 0..CALLS_PER_CALLER {
+                    let result = client
+                        .obter_nivel(ObterNivelRequest {
+                            usuario: "ana".into(),
+                        })
+                        .await;
+                    tally.add(&result);
+                }
+                tally
+            }
+        }))
+        .await;
+        let took = started.elapsed();
+        let mut tally = Tally::default();
+        for t in tallies {
+            tally.merge(t);
+        }
+        let ok = tally.count(tonic::Code::Ok);
+        let spent: Duration = both
+            .iter()
+            .zip(&cpu)
+            .map(|(s, before)| cpu_time(s.pid()) - *before)
+            .sum();
+        let after: Vec<u64> = join_all(both.iter().map(|s| acquires(s))).await;
+        let shares: Vec<u64> = after.iter().zip(&acquired).map(|(a, b)| a - b).collect();
+        eprintln!(
+            "{instances} instance(s): {ok} OK of {} calls in {:.2} s ({:.0}/s), codes {tally:?}; \
+             servers' CPU {:.1} µs per call; lookups per instance {shares:?}",
+            tally.total(),
+            took.as_secs_f64(),
+            f64::from(ok) / took.as_secs_f64(),
+            spent.as_secs_f64() * 1e6 / f64::from(ok.max(1)),
+        );
+        assert_eq!(ok, tally.total(), "nothing lost");
+    }
+}
