@@ -121,7 +121,8 @@ async fn one_instance_against_two() {
     ];
     let first = ServerProcess::spawn(&env).await;
     let second = ServerProcess::spawn(&env).await;
-    let ready = |server: &ServerProcess| {
+    // Each instance is ready once it answers AdicionarUsuario (the first adds the user).
+    let add_ana_when_ready = |server: &ServerProcess| {
         let channel = server.channel.clone();
         async move {
             let deadline = Instant::now() + Duration::from_secs(30);
@@ -145,8 +146,8 @@ async fn one_instance_against_two() {
             }
         }
     };
-    ready(&first).await;
-    ready(&second).await;
+    add_ana_when_ready(&first).await;
+    add_ana_when_ready(&second).await;
     let acquires = |server: &ServerProcess| {
         let channel = server.channel.clone();
         async move {
