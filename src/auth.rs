@@ -139,12 +139,13 @@ mod tests {
             "Bearer ",
             "billing-token-0123456789",
         ] {
-            let err = auth.identify(&headers(bad), None).unwrap_err();
+            let err = tonic::Status::from(auth.identify(&headers(bad), None).unwrap_err());
             assert_eq!(err.code(), Code::Unauthenticated, "{bad}");
         }
-        let err = auth
-            .identify(&tonic::codegen::http::HeaderMap::new(), None)
-            .unwrap_err();
+        let err = tonic::Status::from(
+            auth.identify(&tonic::codegen::http::HeaderMap::new(), None)
+                .unwrap_err(),
+        );
         assert!(
             err.message().contains("authorization: Bearer"),
             "{}",
@@ -299,7 +300,7 @@ impl CallerAuth {
         &self,
         headers: &tonic::codegen::http::HeaderMap,
         peer_certs: Option<&[tonic::transport::CertificateDer<'_>]>,
-    ) -> Result<Option<Caller>, tonic::Status> {
+    ) -> Result<Option<Caller>, Error> {
         if let Some(name) = peer_certs
             .and_then(|c| c.first())
             .and_then(certificate_name)
@@ -329,14 +330,16 @@ impl CallerAuth {
                 }));
             }
             if self.required {
-                return Err(tonic::Status::unauthenticated(
+                return Err(Error::Unauthenticated(
+                    Reason::CallerTokenInvalid,
                     "unknown caller token: send `authorization: Bearer <token>` with a token \
                      of PRODUTO_CALLER_TOKENS_FILE (the admin token goes in `produto-admin-token`)",
                 ));
             }
         }
         if self.required {
-            return Err(tonic::Status::unauthenticated(
+            return Err(Error::Unauthenticated(
+                Reason::CallerMissing,
                 "caller authentication required: send `authorization: Bearer <caller token>` \
                  or connect with a client certificate (health and reflection need neither)",
             ));

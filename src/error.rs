@@ -38,6 +38,10 @@ pub enum Reason {
     AdminTokenInvalid,
     /// PERMISSION_DENIED: the server has no admin token, so AdicionarUsuario is off.
     AdminDisabled,
+    /// UNAUTHENTICATED: caller authentication is on and the call named no caller.
+    CallerMissing,
+    /// UNAUTHENTICATED: the caller token matches no caller.
+    CallerTokenInvalid,
     /// UNAVAILABLE: no database connection in time, or the database went away.
     DatabaseUnavailable,
     /// UNAVAILABLE: the password-hashing queue is full.
@@ -65,6 +69,8 @@ impl Reason {
             Reason::AdminTokenMissing => "ADMIN_TOKEN_MISSING",
             Reason::AdminTokenInvalid => "ADMIN_TOKEN_INVALID",
             Reason::AdminDisabled => "ADMIN_DISABLED",
+            Reason::CallerMissing => "CALLER_MISSING",
+            Reason::CallerTokenInvalid => "CALLER_TOKEN_INVALID",
             Reason::DatabaseUnavailable => "DATABASE_UNAVAILABLE",
             Reason::Overloaded => "OVERLOADED",
             Reason::ServerBusy => "SERVER_BUSY",

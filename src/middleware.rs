@@ -162,9 +162,9 @@ where
             async move {
                 let started = Instant::now();
                 let mut result = match (identity, permit) {
-                    (Err(status), _) => {
+                    (Err(refused), _) => {
                         tracing::warn!("call refused: no caller identity");
-                        Ok(status.into_http())
+                        Ok(Status::from(refused).into_http())
                     }
                     (Ok(_), Err(_)) => {
                         tracing::warn!(max_in_flight, "call shed: too many calls in progress");
