@@ -137,8 +137,12 @@ impl TlsServer {
         let task = tokio::spawn(app.run_until_stopped(async {
             let _ = stopped.await;
         }));
-        // Let the probe mark the server ready.
-        tokio::time::sleep(Duration::from_millis(500)).await;
+        // Wait (generously: the machine may be busy) until the probe marks the server ready.
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        while crate::http::http_get(admin_addr, "/readyz").await.0 != 200 {
+            assert!(std::time::Instant::now() < deadline, "never ready");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
         TlsServer {
             addr,
             admin_addr,
@@ -423,7 +427,17 @@ async fn with_caller_authentication_only_named_callers_are_served_and_counted() 
     );
     let err = client.obter_nivel(wrong).await.unwrap_err();
     assert_eq!(err.code(), Code::Unauthenticated, "{err:?}");
+    let reason = |err: &tonic::Status| {
+        tonic_types::StatusExt::get_error_details(err)
+            .error_info()
+            .map(|info| info.reason.clone())
+    };
+    assert_eq!(reason(&err).as_deref(), Some("CALLER_TOKEN_INVALID"));
+    let err = app.nivel("maria").await.unwrap_err();
+    assert_eq!(reason(&err).as_deref(), Some("CALLER_MISSING"));
+    // The admin token alone, in `authorization`, is no caller token.
     let err = app.add_user("maria", "senha-forte-1", 3).await.unwrap_err();
+    assert_eq!(reason(&err).as_deref(), Some("CALLER_TOKEN_INVALID"));
     assert_eq!(err.code(), Code::Unauthenticated, "{err:?}");
 
     // The caller token in `authorization`, the admin token beside it in its own key.
