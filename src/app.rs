@@ -9,12 +9,16 @@ use tokio_util::{
     sync::CancellationToken,
     task::{AbortOnDropHandle, TaskTracker},
 };
-use tonic::transport::{Certificate, Identity, Server, ServerTlsConfig, server::TcpIncoming};
+use tonic::{
+    service::Routes,
+    transport::{Certificate, Identity, Server, ServerTlsConfig, server::TcpIncoming},
+};
+use tonic_health::pb::health_server::{Health, HealthServer};
 
 use crate::{
     Error,
     auth::{AdminToken, CallerAuth},
-    config::{Settings, TlsSettings},
+    config::{Limits, Settings, TlsSettings},
     db::{Db, ProbeConnection},
     middleware::RpcLayer,
     ops::{admin, metrics::Metrics},
@@ -47,7 +51,7 @@ pub struct Application {
 }
 
 impl Application {
-    /// Checks the configuration, builds the (lazy) pool and binds the listener. Nothing here
+    /// Checks the configuration, builds the (lazy) pool and binds the listeners. Nothing here
     /// waits for the database: a database that is down at start only delays readiness.
     pub async fn build(config: Settings) -> Result<Self, Error> {
         if config.admin_token.as_ref().is_some_and(|t| t.len() < 16) {
@@ -56,26 +60,15 @@ impl Application {
         let db = Db::new(&config.db)?;
         let hasher = Hasher::new(&config.hashing)?;
         let tls = config.tls.as_ref().map(tls_config).transpose()?;
-        let callers = Arc::new(caller_auth(&config)?);
-        let listener = TcpListener::bind(config.addr)
-            .await
-            .map_err(|e| Error::Startup(format!("cannot listen on {}: {e}", config.addr)))?;
-        let local_addr = listener
-            .local_addr()
-            .map_err(|e| Error::Startup(format!("cannot read the bound address: {e}")))?;
+        let callers =
+            CallerAuth::from_file(config.caller_auth, config.caller_tokens_file.as_deref())
+                .map_err(Error::Startup)?;
+        let (listener, local_addr) = bind(config.addr, "").await?;
         // Small request/response messages: Nagle's delay would dominate their latency.
         let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
         let admin = match config.admin_addr {
             None => None,
-            Some(addr) => {
-                let listener = TcpListener::bind(addr).await.map_err(|e| {
-                    Error::Startup(format!("cannot listen on {addr} (admin port): {e}"))
-                })?;
-                let bound = listener
-                    .local_addr()
-                    .map_err(|e| Error::Startup(format!("cannot read the bound address: {e}")))?;
-                Some((listener, bound))
-            }
+            Some(addr) => Some(bind(addr, " (admin port)").await?),
         };
         Ok(Application {
             config,
@@ -85,7 +78,7 @@ impl Application {
             db,
             hasher,
             tls,
-            callers,
+            callers: Arc::new(callers),
         })
     }
 
@@ -110,7 +103,8 @@ impl Application {
     }
 
     /// Serves until `shutdown` completes, then shuts down gracefully. Returns once the pool
-    /// is closed, within the drain timeout plus the pool's close bound.
+    /// is closed, within `shutdown_delay` plus the drain timeout, the admin port's and the
+    /// pool's close bounds.
     pub async fn run_until_stopped(
         self,
         shutdown: impl Future<Output = ()> + Send,
@@ -130,137 +124,214 @@ impl Application {
         let ready = ReadyFlag::default();
         let readiness = Readiness::new(reporter, ready.clone()).await;
         let metrics = Arc::new(Metrics::new(&db, ready.clone()));
-        // Our services and the health service's, so grpcurl can describe both, and
-        // google.rpc's error details, so it can decode those of our errors; v1alpha too,
-        // for clients (older grpcurl, grpcio) that only speak it.
-        let reflection = || {
-            tonic_reflection::server::Builder::configure()
-                .register_encoded_file_descriptor_set(crate::pb::FILE_DESCRIPTOR_SET)
-                .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
-                .register_encoded_file_descriptor_set(tonic_types::pb::FILE_DESCRIPTOR_SET)
-        };
-        let reflection_error = |e| Error::Startup(format!("reflection: {e}"));
-        let reflection_v1 = reflection().build_v1().map_err(reflection_error)?;
-        let reflection_v1alpha = reflection().build_v1alpha().map_err(reflection_error)?;
 
-        let throttle = config.throttle;
-        let produto = ProdutoSvc::new(
-            db.clone(),
-            hasher,
-            AdminToken::new(config.admin_token.as_deref()),
-            throttle,
+        // Everything that can fail comes before anything is spawned.
+        let routes = grpc_routes(health_server, &config, &db, hasher)?;
+        let layer = RpcLayer::new(
+            metrics.rpc(),
+            config.limits.max_concurrent_calls,
+            MAX_REQUEST_BYTES,
+            callers,
         );
-        let stop_tasks = CancellationToken::new();
         let stop_serving = CancellationToken::new();
-        let tasks = TaskTracker::new();
-        tasks.spawn(supervise(
-            db.clone(),
-            readiness,
-            config.probe_interval,
-            !config.no_migrate,
-            config.shutdown_delay,
-            stop_tasks.clone(),
-        ));
-        tasks.spawn(throttle.purge_until_stopped(db.clone(), stop_tasks.clone()));
-        // The admin port outlives the drain (metrics of the drain can still be scraped) and
-        // stops before the pool closes, or when this future is dropped.
-        let stop_admin = CancellationToken::new();
-        let admin_task = admin.map(|(listener, _)| {
-            let router = admin::router(db.clone(), ready.clone(), metrics.clone());
-            AbortOnDropHandle::new(tokio::spawn(admin::serve(
-                listener,
-                router,
-                stop_admin.clone(),
-            )))
-        });
-        let stop_admin = async || {
-            stop_admin.cancel();
-            if let Some(task) = admin_task
-                && tokio::time::timeout(ADMIN_STOP_TIMEOUT, task)
-                    .await
-                    .is_err()
-            {
-                tracing::warn!("admin port did not stop in time");
-            }
-        };
-
-        let mut builder = Server::builder()
-            .max_concurrent_streams(config.limits.max_streams_per_connection)
-            // Dead peers are noticed and their connections closed, not kept forever.
-            .http2_keepalive_interval(Some(Duration::from_secs(30)))
-            .http2_keepalive_timeout(Some(Duration::from_secs(10)));
-        if let Some(tls) = tls {
-            builder = builder
-                .tls_config(tls)
-                .map_err(|e| Error::Startup(format!("TLS: {e}")))?;
-        }
-        let server = builder
-            .layer(RpcLayer::new(
-                metrics.rpc(),
-                config.limits.max_concurrent_calls,
-                MAX_REQUEST_BYTES,
-                callers,
-            ))
-            .add_service(health_server)
-            .add_service(reflection_v1)
-            .add_service(reflection_v1alpha)
-            .add_service(
-                ProdutoServiceServer::new(produto).max_decoding_message_size(MAX_REQUEST_BYTES),
-            )
-            .add_service(
-                PoolServiceServer::new(PoolSvc::new(db.clone()))
-                    .max_decoding_message_size(MAX_REQUEST_BYTES),
-            )
-            .serve_with_incoming_shutdown(incoming, stop_serving.clone().cancelled_owned());
+        let server = serve_grpc(incoming, tls, config.limits, layer, routes, &stop_serving)?;
         tokio::pin!(server);
 
-        let begin_shutdown = async {
-            shutdown.await;
-            tracing::info!("shutdown requested: readiness off, draining");
-            // The supervisor turns every health status NOT_SERVING and ends Watch streams
-            // before the server stops accepting, so probes see NOT_SERVING, not a refusal.
-            stop_tasks.cancel();
-            tasks.close();
-            tasks.wait().await;
-            stop_serving.cancel();
-        };
-        tokio::select! {
-            result = &mut server => {
-                stop_tasks.cancel();
-                stop_admin().await;
-                db.close(POOL_CLOSE_TIMEOUT).await;
-                return result.map_err(|e| Error::Startup(format!("server failed: {e}")));
-            }
-            () = begin_shutdown => {}
-        }
+        let stop_tasks = CancellationToken::new();
+        let tasks = start_background(&config, &db, readiness, &stop_tasks);
+        let admin = admin.map(|(listener, _)| {
+            AdminPort::serve(listener, admin::router(db.clone(), ready, metrics.clone()))
+        });
 
-        match tokio::time::timeout(config.drain_timeout, server).await {
-            Ok(Ok(())) => tracing::info!("in-flight calls drained"),
-            Ok(Err(e)) => tracing::error!(error = %e, "server error while draining"),
-            Err(_) => tracing::warn!(
-                drain_timeout = ?config.drain_timeout,
-                "drain timed out; closing the remaining connections"
-            ),
+        let failed_early = tokio::select! {
+            result = &mut server => Some(result),
+            () = begin_shutdown(shutdown, &stop_tasks, &tasks, &stop_serving) => None,
+        };
+        let result = match failed_early {
+            // The server ended on its own, before any shutdown was asked.
+            Some(result) => {
+                stop_tasks.cancel();
+                result.map_err(|e| Error::Startup(format!("server failed: {e}")))
+            }
+            None => {
+                drain(server, config.drain_timeout).await;
+                Ok(())
+            }
+        };
+        close(admin, &db).await;
+        if result.is_ok() {
+            tracing::info!("stopped");
         }
-        stop_admin().await;
-        db.close(POOL_CLOSE_TIMEOUT).await;
-        tracing::info!("stopped");
-        Ok(())
+        result
     }
 }
 
-/// Caller authentication as configured: the tokens file read and checked.
-fn caller_auth(config: &Settings) -> Result<CallerAuth, Error> {
-    let tokens = match &config.caller_tokens_file {
-        None => None,
-        Some(path) => Some(std::fs::read_to_string(path).map_err(|e| {
-            Error::Startup(format!(
-                "PRODUTO_CALLER_TOKENS_FILE: cannot read {}: {e}",
-                path.display()
-            ))
-        })?),
+/// Binds `addr` (`what` names the port in the error) and reads back the address bound.
+async fn bind(addr: SocketAddr, what: &str) -> Result<(TcpListener, SocketAddr), Error> {
+    let listener = TcpListener::bind(addr)
+        .await
+        .map_err(|e| Error::Startup(format!("cannot listen on {addr}{what}: {e}")))?;
+    let bound = listener
+        .local_addr()
+        .map_err(|e| Error::Startup(format!("cannot read the bound address: {e}")))?;
+    Ok((listener, bound))
+}
+
+/// The background tasks, until `stop`: the supervisor (migrations, the readiness probe, the
+/// NOT_SERVING delay at shutdown) and the throttle's purge of expired rows.
+fn start_background(
+    config: &Settings,
+    db: &Db,
+    readiness: Readiness,
+    stop: &CancellationToken,
+) -> TaskTracker {
+    let tasks = TaskTracker::new();
+    tasks.spawn(supervise(
+        db.clone(),
+        readiness,
+        config.probe_interval,
+        !config.no_migrate,
+        config.shutdown_delay,
+        stop.clone(),
+    ));
+    tasks.spawn(
+        config
+            .throttle
+            .purge_until_stopped(db.clone(), stop.clone()),
+    );
+    tasks
+}
+
+/// The admin HTTP port while it serves. It outlives the drain (the drain's metrics can still
+/// be scraped) and stops before the pool closes, or is aborted when dropped.
+struct AdminPort {
+    stop: CancellationToken,
+    task: AbortOnDropHandle<()>,
+}
+
+impl AdminPort {
+    fn serve(listener: TcpListener, router: axum::Router) -> Self {
+        let stop = CancellationToken::new();
+        let task = tokio::spawn(admin::serve(listener, router, stop.clone()));
+        AdminPort {
+            stop,
+            task: AbortOnDropHandle::new(task),
+        }
+    }
+
+    /// Stops it, waiting at most [`ADMIN_STOP_TIMEOUT`] for a scrape in flight.
+    async fn stop(self) {
+        self.stop.cancel();
+        if tokio::time::timeout(ADMIN_STOP_TIMEOUT, self.task)
+            .await
+            .is_err()
+        {
+            tracing::warn!("admin port did not stop in time");
+        }
+    }
+}
+
+/// Every gRPC service: health; reflection of our services, the health service's and
+/// google.rpc's error details (so that grpcurl can describe the services and decode our
+/// errors' details), in v1 and in v1alpha for clients (older grpcurl, grpcio) that only speak
+/// it; ProdutoService and PoolService, each refusing requests over [`MAX_REQUEST_BYTES`].
+fn grpc_routes(
+    health: HealthServer<impl Health>,
+    config: &Settings,
+    db: &Db,
+    hasher: Hasher,
+) -> Result<Routes, Error> {
+    let reflection = || {
+        tonic_reflection::server::Builder::configure()
+            .register_encoded_file_descriptor_set(crate::pb::FILE_DESCRIPTOR_SET)
+            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+            .register_encoded_file_descriptor_set(tonic_types::pb::FILE_DESCRIPTOR_SET)
     };
-    CallerAuth::new(config.caller_auth, tokens.as_deref()).map_err(Error::Startup)
+    let reflection_error = |e| Error::Startup(format!("reflection: {e}"));
+    let produto = ProdutoSvc::new(
+        db.clone(),
+        hasher,
+        AdminToken::new(config.admin_token.as_deref()),
+        config.throttle,
+    );
+    Ok(Routes::new(health)
+        .add_service(reflection().build_v1().map_err(reflection_error)?)
+        .add_service(reflection().build_v1alpha().map_err(reflection_error)?)
+        .add_service(
+            ProdutoServiceServer::new(produto).max_decoding_message_size(MAX_REQUEST_BYTES),
+        )
+        .add_service(
+            PoolServiceServer::new(PoolSvc::new(db.clone()))
+                .max_decoding_message_size(MAX_REQUEST_BYTES),
+        ))
+}
+
+/// The gRPC server over `incoming`, every call through `layer`, until `stop` is cancelled
+/// (then it stops accepting and finishes the calls in flight).
+fn serve_grpc(
+    incoming: TcpIncoming,
+    tls: Option<ServerTlsConfig>,
+    limits: Limits,
+    layer: RpcLayer,
+    routes: Routes,
+    stop: &CancellationToken,
+) -> Result<impl Future<Output = Result<(), tonic::transport::Error>>, Error> {
+    let mut builder = Server::builder()
+        .max_concurrent_streams(limits.max_streams_per_connection)
+        // Dead peers are noticed and their connections closed, not kept forever.
+        .http2_keepalive_interval(Some(Duration::from_secs(30)))
+        .http2_keepalive_timeout(Some(Duration::from_secs(10)));
+    if let Some(tls) = tls {
+        builder = builder
+            .tls_config(tls)
+            .map_err(|e| Error::Startup(format!("TLS: {e}")))?;
+    }
+    Ok(builder
+        .layer(layer)
+        .add_routes(routes)
+        .serve_with_incoming_shutdown(incoming, stop.clone().cancelled_owned()))
+}
+
+/// Waits for `shutdown`, then has the supervisor turn every health status NOT_SERVING, end
+/// the Watch streams and wait `shutdown_delay` before the server stops accepting, so that
+/// probes see NOT_SERVING, not a refusal. Bounded by the shutdown delay once asked.
+async fn begin_shutdown(
+    shutdown: impl Future<Output = ()>,
+    stop_tasks: &CancellationToken,
+    tasks: &TaskTracker,
+    stop_serving: &CancellationToken,
+) {
+    shutdown.await;
+    tracing::info!("shutdown requested: readiness off, draining");
+    stop_tasks.cancel();
+    tasks.close();
+    tasks.wait().await;
+    stop_serving.cancel();
+}
+
+/// Lets the calls in flight finish, for at most `timeout`; the connections left are closed
+/// when `server` is dropped.
+async fn drain(
+    server: impl Future<Output = Result<(), tonic::transport::Error>>,
+    timeout: Duration,
+) {
+    match tokio::time::timeout(timeout, server).await {
+        Ok(Ok(())) => tracing::info!("in-flight calls drained"),
+        Ok(Err(e)) => tracing::error!(error = %e, "server error while draining"),
+        Err(_) => tracing::warn!(
+            drain_timeout = ?timeout,
+            "drain timed out; closing the remaining connections"
+        ),
+    }
+}
+
+/// Stops the admin port, then closes the pools: within [`ADMIN_STOP_TIMEOUT`] plus
+/// [`POOL_CLOSE_TIMEOUT`].
+async fn close(admin: Option<AdminPort>, db: &Db) {
+    if let Some(admin) = admin {
+        admin.stop().await;
+    }
+    db.close(POOL_CLOSE_TIMEOUT).await;
 }
 
 /// Reads the TLS files.

@@ -2,7 +2,7 @@
 //! certificate) for every RPC but health and reflection, and the admin token that guards
 //! AdicionarUsuario.
 
-use std::sync::Arc;
+use std::{path::Path, sync::Arc};
 
 use subtle::ConstantTimeEq;
 use tonic::metadata::MetadataMap;
@@ -242,6 +242,20 @@ impl std::fmt::Debug for CallerAuth {
 }
 
 impl CallerAuth {
+    /// [`CallerAuth::new`] over the tokens file at `path`, read once at start.
+    pub fn from_file(required: bool, path: Option<&Path>) -> Result<Self, String> {
+        let tokens = match path {
+            None => None,
+            Some(path) => Some(std::fs::read_to_string(path).map_err(|e| {
+                format!(
+                    "PRODUTO_CALLER_TOKENS_FILE: cannot read {}: {e}",
+                    path.display()
+                )
+            })?),
+        };
+        CallerAuth::new(required, tokens.as_deref())
+    }
+
     /// `required`: refuse calls without an identity. `tokens_file`: the text of
     /// `PRODUTO_CALLER_TOKENS_FILE`, one `name token` per line (`#` comments and blank lines
     /// ignored).

@@ -5,7 +5,9 @@
 //!
 //! # Map
 //!
-//! Dependencies point down this list, never up (`tests/architecture.rs` checks it):
+//! Dependencies point down this table, never up; a module may also use one of its own layer
+//! (`domain` uses `error`, `throttle` uses `auth`, `middleware` uses `ops`, `bot` uses
+//! `client`). `tests/architecture.rs` checks both, and that there is no import circle:
 //!
 //! | layer | module | what lives there |
 //! | --- | --- | --- |
@@ -20,7 +22,7 @@
 //! | | [`client`] | the balancing, retrying client for other Rust services (generated code and service config only) |
 //! | settings | [`config`] | the flags (clap), turned into each component's settings in one place: [`Config::into_settings`] |
 //! | serving | [`service`] | the RPC handlers: `service/produto.rs` (ProdutoService), `service/pool.rs`, `service/health.rs` |
-//! | | [`middleware`], [`ops`] | per-call span, deadline, load shedding; metrics, admin HTTP port, request ids |
+//! | | [`middleware`], [`ops`] | per call: span, metrics, caller identification, deadline, size limit, load shedding; the metrics registry, the admin HTTP port, request ids |
 //! | | [`bot`] | the chat bot: commands, replies, its gRPC client, the stdin and Telegram transports (`bot/telegram/`), its admin page |
 //! | top | [`app`] | wiring: build (bind ports), serve, shut down; `migrate` and `adicionar-usuario` |
 

@@ -331,6 +331,12 @@ type Job = Box<dyn FnOnce() + Send>;
 /// block cached in the arena of the thread that freed it. The blocking pool spreads hashes
 /// over many threads, hence many arenas: the benchmark saw the server's RSS reach ~470 MiB
 /// after a burst of logins. With a fixed set of threads the cache is one block per thread.
+///
+/// A plain `mpsc` queue behind a `Mutex` rather than a rayon pool: the bounds live in front of
+/// it, in [`Hasher::run_blocking`] (the semaphore keeps at most one job per thread queued or
+/// running, waiting for it has the queue timeout, and a job whose caller has gone is skipped),
+/// so the queue itself needs none, and the lock is contended only between jobs of tens of
+/// milliseconds. rayon would add a dependency and work stealing for nothing here.
 #[derive(Clone)]
 struct HashThreads {
     queue: mpsc::Sender<Job>,

@@ -270,13 +270,7 @@ impl Collector for PoolCollector {
             ]
         });
         for (name, help, value) in gauges.into_iter().chain(budget.into_iter().flatten()) {
-            let metric = ConstGauge::new(value);
-            metric.encode(encoder.encode_descriptor(
-                name,
-                &format!("{help}."),
-                None,
-                metric.metric_type(),
-            )?)?;
+            encode_one(&mut encoder, name, help, None, ConstGauge::new(value))?;
         }
         let counters: [(&str, &str, u64); 7] = [
             (
@@ -316,13 +310,7 @@ impl Collector for PoolCollector {
             ),
         ];
         for (name, help, value) in counters {
-            let metric = ConstCounter::new(value);
-            metric.encode(encoder.encode_descriptor(
-                name,
-                &format!("{help}."),
-                None,
-                metric.metric_type(),
-            )?)?;
+            encode_one(&mut encoder, name, help, None, ConstCounter::new(value))?;
         }
         let seconds = [
             (
@@ -337,16 +325,32 @@ impl Collector for PoolCollector {
             ),
         ];
         for (name, help, value) in seconds {
-            let metric = ConstGauge::new(value);
-            metric.encode(encoder.encode_descriptor(
+            encode_one(
+                &mut encoder,
                 name,
-                &format!("{help}."),
+                help,
                 Some(&Unit::Seconds),
-                metric.metric_type(),
-            )?)?;
+                ConstGauge::new(value),
+            )?;
         }
         Ok(())
     }
+}
+
+/// Encodes one metric read at scrape time, its help text ending in a full stop.
+fn encode_one(
+    encoder: &mut DescriptorEncoder,
+    name: &str,
+    help: &str,
+    unit: Option<&Unit>,
+    metric: impl EncodeMetric,
+) -> Result<(), fmt::Error> {
+    metric.encode(encoder.encode_descriptor(
+        name,
+        &format!("{help}."),
+        unit,
+        metric.metric_type(),
+    )?)
 }
 
 /// The canonical name of a gRPC code, as other implementations label it.

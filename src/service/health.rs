@@ -5,14 +5,26 @@
 //! Only transitions are reported, because tonic-health repeats a status set twice to Watch
 //! clients. The same readiness is shared, as a [`ReadyFlag`], with the admin HTTP port.
 
+use tonic::server::NamedService;
 use tonic_health::{ServingStatus, server::HealthReporter};
 
-use crate::ready::ReadyFlag;
+use crate::{
+    pb::{pool_service_server::PoolServiceServer, produto_service_server::ProdutoServiceServer},
+    ready::ReadyFlag,
+    service::{PoolSvc, ProdutoSvc},
+};
 
-/// The health service names this server registers.
-pub const READINESS_SERVICES: [&str; 2] = ["", "produto.v1.ProdutoService"];
+/// The services as served: their health names come from their generated `NamedService`.
+type Produto = ProdutoServiceServer<ProdutoSvc>;
+type Pool = PoolServiceServer<PoolSvc>;
+
+/// The whole server's status (the gRPC health protocol's empty name).
+const OVERALL: &str = "";
+/// The health names that follow readiness.
+pub const READINESS_SERVICES: [&str; 2] = [OVERALL, Produto::NAME];
+/// The name for a liveness probe: SERVING while the process runs.
 pub const LIVENESS: &str = "liveness";
-pub const POOL_SERVICE: &str = "produto.v1.PoolService";
+pub const POOL_SERVICE: &str = Pool::NAME;
 
 /// Owns the health reporter and remembers what it last reported.
 pub struct Readiness {
@@ -26,21 +38,18 @@ impl Readiness {
     /// `flag` follows readiness from then on.
     pub async fn new(reporter: HealthReporter, flag: ReadyFlag) -> Self {
         flag.set(false);
-        for name in READINESS_SERVICES {
-            reporter
-                .set_service_status(name, ServingStatus::NotServing)
-                .await;
-        }
-        for name in [LIVENESS, POOL_SERVICE] {
-            reporter
-                .set_service_status(name, ServingStatus::Serving)
-                .await;
-        }
-        Readiness {
+        let readiness = Readiness {
             reporter,
             ready: false,
             flag,
-        }
+        };
+        readiness.report(false).await;
+        readiness
+            .reporter
+            .set_service_status(LIVENESS, ServingStatus::Serving)
+            .await;
+        readiness.reporter.set_serving::<Pool>().await;
+        readiness
     }
 
     /// Reports readiness if it changed.
@@ -51,13 +60,21 @@ impl Readiness {
         self.ready = ready;
         self.flag.set(ready);
         tracing::info!(ready, "readiness changed");
+        self.report(ready).await;
+    }
+
+    /// Sets the names that follow readiness.
+    async fn report(&self, ready: bool) {
         let status = if ready {
             ServingStatus::Serving
         } else {
             ServingStatus::NotServing
         };
-        for name in READINESS_SERVICES {
-            self.reporter.set_service_status(name, status).await;
+        self.reporter.set_service_status(OVERALL, status).await;
+        if ready {
+            self.reporter.set_serving::<Produto>().await;
+        } else {
+            self.reporter.set_not_serving::<Produto>().await;
         }
     }
 
@@ -66,20 +83,18 @@ impl Readiness {
     /// they do not hold the drain open.
     pub async fn shut_down(mut self, delay: std::time::Duration) {
         self.flag.set(false);
-        for name in READINESS_SERVICES
-            .into_iter()
-            .chain([LIVENESS, POOL_SERVICE])
-        {
-            self.reporter
-                .set_service_status(name, ServingStatus::NotServing)
-                .await;
-        }
+        self.report(false).await;
+        self.reporter
+            .set_service_status(LIVENESS, ServingStatus::NotServing)
+            .await;
+        self.reporter.set_not_serving::<Pool>().await;
         // Still serving, already NOT_SERVING: whoever polls readiness (a balancer, a probe
         // that is not Kubernetes') has this long to stop sending before the port closes.
         if !delay.is_zero() {
             tracing::info!(?delay, "not ready; serving on until the listener closes");
             tokio::time::sleep(delay).await;
         }
+        // tonic-health clears by name only.
         for name in READINESS_SERVICES
             .into_iter()
             .chain([LIVENESS, POOL_SERVICE])

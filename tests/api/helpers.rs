@@ -41,6 +41,12 @@ pub fn postgres_admin_url() -> String {
 }
 
 /// A database that exists for one test only.
+///
+/// Not `#[sqlx::test]`, though it too makes a database per test: it hands the test a pool or
+/// connect options, where the server under test takes a URL and builds its own pools; it runs
+/// the test on a current-thread runtime (ours run server and client side by side on
+/// `multi_thread`); it picks the backend by the argument's type (ours run one body on both);
+/// and by default it applies the migrations itself, which the server must do on its own.
 pub struct TestDb {
     pub url: String,
     pg_name: Option<String>,
