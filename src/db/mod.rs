@@ -34,7 +34,7 @@ use sqlx::{
 };
 
 pub use batch::NivelBatcher;
-pub use query::Conn;
+pub use query::{Conn, Statement};
 pub use replicas::{Access, Role, Server, Servers};
 pub use stats::{PoolSnapshot, PoolStats};
 

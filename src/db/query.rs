@@ -59,12 +59,21 @@ macro_rules! per_backend {
 }
 pub(crate) use per_backend;
 
-/// Gives a statement closure the signature [`Db::run`] takes, so that it can be built apart
-/// from the call (a closure bound by `let` alone would not get it).
-pub(crate) fn statement<'a, T, F>(statement: F) -> F
-where
-    F: for<'c> FnMut(Conn<'c, 'a>) -> BoxFuture<'c, Result<T, sqlx::Error>>,
+/// One statement: given a leased connection, the future that runs it there. Called again
+/// for a retried read.
+pub trait Statement<'a, T>:
+    for<'c> FnMut(Conn<'c, 'a>) -> BoxFuture<'c, Result<T, sqlx::Error>>
 {
+}
+
+impl<'a, T, F> Statement<'a, T> for F where
+    F: for<'c> FnMut(Conn<'c, 'a>) -> BoxFuture<'c, Result<T, sqlx::Error>>
+{
+}
+
+/// Gives a statement closure its signature, so that it can be built apart from the call
+/// (a closure bound by `let` alone would not get it).
+pub(crate) fn statement<'a, T, F: Statement<'a, T>>(statement: F) -> F {
     statement
 }
 
@@ -87,7 +96,7 @@ impl Db {
         &self,
         access: Access,
         name: &'static str,
-        statement: impl for<'c> FnMut(Conn<'c, 'a>) -> BoxFuture<'c, Result<T, sqlx::Error>>,
+        statement: impl Statement<'a, T>,
     ) -> Result<T, Error> {
         let server = self.servers().route(access);
         self.run_on(server, access, name, statement).await
@@ -108,7 +117,7 @@ impl Db {
         mut server: usize,
         access: Access,
         name: &'static str,
-        mut statement: impl for<'c> FnMut(Conn<'c, 'a>) -> BoxFuture<'c, Result<T, sqlx::Error>>,
+        mut statement: impl Statement<'a, T>,
     ) -> Result<T, Error> {
         let read = access == Access::Read;
         let mut attempt = 1;
@@ -162,7 +171,7 @@ impl Db {
         pool: &Pool<DB>,
         conn: impl for<'c> Fn(&'c mut DB::Connection) -> Conn<'c, 'a>,
         name: &'static str,
-        statement: &mut impl for<'c> FnMut(Conn<'c, 'a>) -> BoxFuture<'c, Result<T, sqlx::Error>>,
+        statement: &mut impl Statement<'a, T>,
     ) -> (Result<T, Error>, bool) {
         let mut lease = match self.acquire(server, pool).await {
             Ok(lease) => lease,
