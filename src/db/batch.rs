@@ -15,7 +15,7 @@ use futures_util::FutureExt;
 use std::panic::AssertUnwindSafe;
 use tokio::sync::oneshot;
 
-use super::{Backend, Db};
+use super::{Access, Db};
 use crate::{Error, domain::Usuario};
 
 /// Most names sent in one query; a larger crowd is served by the next query of the lane.
@@ -194,9 +194,7 @@ async fn query_caught(
 const PANIC_FOR: &str = "injected-panic";
 
 /// The levels of the batch's users, by name (absent users are simply not in the map), from
-/// server `server`. A read: retried once as every read is (see `on_conn!` in users.rs), on
-/// another connection when this one turns out to be dead, on the primary when a replica
-/// failed.
+/// server `server`: a read, retried once as every read is (see [`Db::run_on`]).
 async fn query(db: &Db, server: usize, batch: &[Waiter]) -> Result<HashMap<String, i32>, Error> {
     #[cfg(test)]
     if batch.iter().any(|w| w.usuario.as_str() == PANIC_FOR) {
@@ -208,51 +206,10 @@ async fn query(db: &Db, server: usize, batch: &[Waiter]) -> Result<HashMap<Strin
         "nivel_batch"
     };
     let named = db.named_statements();
-    let mut server = server;
-    let mut attempt = 1;
-    loop {
-        db.servers().get(server).count_read();
-        let Backend::Postgres(pool) = &db.servers().get(server).backend else {
-            return Err(Error::Internal("nivel batching needs PostgreSQL".into()));
-        };
-        let on_replica = server != db.servers().primary_index();
-        let mut lease = match db.acquire(server, pool).await {
-            Ok(lease) => lease,
-            Err(Error::Unavailable(_) | Error::DatabaseDown(_)) if on_replica && attempt < 2 => {
-                attempt += 1;
-                server = db.servers().primary_index();
-                continue;
-            }
-            Err(e) => return Err(e),
-        };
-        let outcome = db
-            .bounded_as(name, async {
-                if db.in_transaction() {
-                    // Transaction pooling: see `Db::named_statements`.
-                    let mut tx = sqlx::Connection::begin(&mut *lease).await?;
-                    match lookup(&mut tx, batch, named).await {
-                        Ok(levels) => tx.commit().await.map(|()| levels),
-                        Err(e) => {
-                            let _ = tx.rollback().await;
-                            Err(e)
-                        }
-                    }
-                } else {
-                    lookup(&mut lease, batch, named).await
-                }
-            })
-            .await;
-        let lost = matches!(&outcome, Ok(Err(e)) if crate::error::is_connection_error(e));
-        let result = db.classify(server, &mut lease, outcome);
-        let failed = matches!(&result, Err(Error::Unavailable(_) | Error::DatabaseDown(_)));
-        if !(attempt < 2 && (lost || (on_replica && failed))) {
-            return result;
-        }
-        attempt += 1;
-        if on_replica {
-            server = db.servers().primary_index();
-        }
-    }
+    db.run_on(server, Access::Read, name, |conn| {
+        Box::pin(async move { lookup(conn.postgres()?, batch, named).await })
+    })
+    .await
 }
 
 /// One lookup query for the batch on `conn`.

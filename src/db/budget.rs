@@ -7,7 +7,7 @@ use std::sync::atomic::Ordering::Relaxed;
 
 use sqlx::{Executor, Row};
 
-use super::{Backend, Db};
+use super::{Access, Backend, Db};
 use crate::Error;
 
 /// PostgreSQL's figures against this instance's need, read once at start.
@@ -49,17 +49,19 @@ impl Db {
     /// metrics); `None` on SQLite, which has no connection limit.
     pub async fn check_budget(&self) -> Result<Option<Budget>, Error> {
         // The primary's: replicas are other servers, each with its own limit.
-        let index = self.servers().primary_index();
-        let server = self.servers().get(index);
+        let server = self.servers().primary();
         let Backend::Postgres(pool) = &server.backend else {
             return Ok(None);
         };
-        let mut lease = self.acquire(index, pool).await?;
-        let own = pool.size();
-        let outcome = self
-            .bounded_as("connection_budget", lease.fetch_one(FIGURES))
-            .await;
-        let row = self.classify(index, &mut lease, outcome)?;
+        let (row, own) = self
+            .run(Access::Primary, "connection_budget", |conn| {
+                Box::pin(async move {
+                    // Taken while this connection is out, so that it counts as ours.
+                    let own = pool.size();
+                    Ok((conn.postgres()?.fetch_one(FIGURES).await?, own))
+                })
+            })
+            .await?;
         let figure = |i: usize| -> Result<u32, Error> {
             let value: i32 = row.try_get(i).map_err(Error::Database)?;
             Ok(u32::try_from(value).unwrap_or(0))

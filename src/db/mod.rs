@@ -1,20 +1,21 @@
 //! The shared connection pools (the primary's, and one per read replica, see [`replicas`]):
-//! building them for PostgreSQL or SQLite, migrations, the counted and bounded acquire, the
-//! timed and named statements (latency histogram and slow-query log), and the background
-//! probe of every server that drives readiness and routing.
+//! building them for PostgreSQL or SQLite, migrations, pool figures, and the background
+//! probe of every server that drives readiness and routing. Every statement runs through
+//! [`Db::run`] (`db/query.rs`): acquire, time, classify, retry a read once.
 //!
 //! The two backends are native sqlx pools behind one enum, so that each gets its own
-//! driver's full speed (and PostgreSQL its arrays); the queries in [`users`] are written once.
+//! driver's full speed (and PostgreSQL its arrays); the queries in [`users`] are written once
+//! (see [`Conn`]).
 
 pub mod batch;
 pub mod budget;
 pub mod metrics;
+mod query;
 pub mod replicas;
 mod stats;
 pub mod users;
 
 use std::{
-    ops::{Deref, DerefMut},
     str::FromStr,
     sync::{
         Arc,
@@ -27,19 +28,19 @@ use futures_util::future::BoxFuture;
 use sqlx::{
     Connection, Database, Executor, Pool,
     migrate::Migrator,
-    pool::{PoolConnection, PoolConnectionMetadata, PoolOptions},
+    pool::{PoolConnectionMetadata, PoolOptions},
     postgres::{PgConnectOptions, Postgres},
     sqlite::{Sqlite, SqliteConnectOptions, SqliteJournalMode, SqliteSynchronous},
 };
 
 pub use batch::NivelBatcher;
+pub use query::{Conn, Statement};
 pub use replicas::{Access, Role, Server, Servers};
 pub use stats::{PoolSnapshot, PoolStats};
 
-use crate::{Error, error::is_connection_error};
+use crate::Error;
 use metrics::DbMetrics;
 use replicas::Reading;
-use stats::GaugeGuard;
 
 static PG_MIGRATOR: Migrator = sqlx::migrate!("./migrations/postgres");
 static SQLITE_MIGRATOR: Migrator = sqlx::migrate!("./migrations/sqlite");
@@ -50,18 +51,6 @@ static SQLITE_MIGRATOR: Migrator = sqlx::migrate!("./migrations/sqlite");
 const PING_IF_IDLE_FOR: Duration = Duration::from_secs(2);
 /// Bound on that ping and on each probe: a half-open connection must not stall a caller.
 const PING_TIMEOUT: Duration = Duration::from_secs(1);
-/// The query timeout is enforced by PostgreSQL itself (`statement_timeout`, see
-/// [`bound_pg_session`]); our own timer waits this much longer (half the query timeout, at
-/// most a second), so that when the database is reachable the server's bound fires first:
-/// the statement really stops, and the connection comes back clean instead of being
-/// discarded while its backend keeps running. Our timer only fires when the server cannot
-/// answer at all (a cut or stalled network).
-fn client_grace(query_timeout: Duration) -> Duration {
-    (query_timeout / 2).min(Duration::from_secs(1))
-}
-/// While the probe says the database is down, callers wait at most this long for a
-/// connection, so an outage answers UNAVAILABLE fast instead of after the full timeout.
-const UNHEALTHY_ACQUIRE_TIMEOUT: Duration = Duration::from_millis(250);
 
 /// What the pool needs to know: where the database is, the pool's size and bounds.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -367,122 +356,6 @@ impl Db {
         }
     }
 
-    /// Takes a connection from server `index`'s pool, counting the wait, bounded by the
-    /// acquire timeout (shorter while the probe says the server is down). The lease gives it
-    /// back when dropped.
-    pub async fn acquire<DB: Database>(
-        &self,
-        index: usize,
-        pool: &Pool<DB>,
-    ) -> Result<Lease<DB>, Error> {
-        let stats = &self.servers.get(index).stats;
-        if !self.is_migrated() {
-            return Err(Error::Unavailable(
-                "schema not migrated yet (starting up)".into(),
-            ));
-        }
-        let healthy = stats.healthy();
-        let bound = if healthy {
-            self.acquire_timeout
-        } else {
-            self.acquire_timeout.min(UNHEALTHY_ACQUIRE_TIMEOUT)
-        };
-        let started = Instant::now();
-        let result = {
-            let _waiting = GaugeGuard::raise(&stats.waiting);
-            tokio::time::timeout(bound, pool.acquire()).await
-        };
-        let waited = started.elapsed();
-        self.metrics.observe_acquire_wait(waited);
-        stats.record_wait(u64::try_from(waited.as_millis()).unwrap_or(u64::MAX));
-        match result {
-            Ok(Ok(conn)) => {
-                stats.used.fetch_add(1, Relaxed);
-                Ok(Lease {
-                    conn,
-                    stats: stats.clone(),
-                })
-            }
-            Err(_) | Ok(Err(sqlx::Error::PoolTimedOut)) => {
-                stats.acquire_timeouts.fetch_add(1, Relaxed);
-                Err(
-                    Error::Unavailable(format!("no database connection within {bound:?}"))
-                        .while_database_down(!healthy),
-                )
-            }
-            Ok(Err(e)) => {
-                stats.acquire_errors.fetch_add(1, Relaxed);
-                Err(Error::from_sqlx(e).while_database_down(!healthy))
-            }
-        }
-    }
-
-    /// Bounds one statement's future by the query timeout and times it under `name` (the
-    /// latency histogram, and a log line when slower than the slow-query threshold). A
-    /// statement abandoned by its caller (deadline) is timed too, up to the abandonment.
-    pub async fn bounded_as<T>(
-        &self,
-        name: &'static str,
-        query: impl Future<Output = Result<T, sqlx::Error>>,
-    ) -> Result<Result<T, sqlx::Error>, tokio::time::error::Elapsed> {
-        let _timer = QueryTimer {
-            db: self,
-            name,
-            started: Instant::now(),
-        };
-        tokio::time::timeout(self.statement_bound(), query).await
-    }
-
-    /// How long our side waits for one statement: on PostgreSQL a little longer than the
-    /// server's own bound (see [`client_grace`]); SQLite runs in process, so exactly it.
-    fn statement_bound(&self) -> Duration {
-        match self.backend() {
-            Backend::Postgres(_) => self.query_timeout + client_grace(self.query_timeout),
-            Backend::Sqlite(_) => self.query_timeout,
-        }
-    }
-
-    /// Classifies a bounded statement's outcome on server `index`; a connection that timed
-    /// out or broke is closed instead of going back to the pool, and so is one that refused
-    /// a write as read-only (its server is no longer the primary, see [`replicas`]).
-    pub fn classify<DB: Database, T>(
-        &self,
-        index: usize,
-        lease: &mut Lease<DB>,
-        outcome: Result<Result<T, sqlx::Error>, tokio::time::error::Elapsed>,
-    ) -> Result<T, Error> {
-        let down = !self.servers.get(index).stats.healthy();
-        match outcome {
-            Ok(Ok(value)) => Ok(value),
-            Ok(Err(e)) if replicas::is_read_only_error(&e) => {
-                lease.discard();
-                self.servers.demote(index);
-                Err(Error::Unavailable(
-                    "the database server is read-only (a failover is under way)".into(),
-                ))
-            }
-            // PostgreSQL ended the statement at the query timeout: the connection is fine
-            // and goes back to the pool; the caller may retry later.
-            Ok(Err(e)) if is_server_timeout(&e) => Err(Error::Unavailable(format!(
-                "query did not finish within {:?} (ended by the database)",
-                self.query_timeout
-            ))),
-            Ok(Err(e)) if is_connection_error(&e) => {
-                lease.discard();
-                Err(Error::Unavailable(e.to_string()).while_database_down(down))
-            }
-            Ok(Err(e)) => Err(Error::Database(e)),
-            Err(_) => {
-                lease.discard();
-                Err(Error::Unavailable(format!(
-                    "query did not finish within {:?}",
-                    self.query_timeout
-                ))
-                .while_database_down(down))
-            }
-        }
-    }
-
     /// One probe of every server, at once, each on its own connection (opened if needed)
     /// and bounded; then the primary is elected (see [`replicas`]). Kept apart from the pools
     /// so that a saturated pool is not mistaken for a dead database. True when the service
@@ -580,29 +453,6 @@ pub struct ServerView {
     pub pool: PoolSnapshot,
 }
 
-/// Records one statement's duration when dropped, whether it finished or was abandoned.
-struct QueryTimer<'a> {
-    db: &'a Db,
-    name: &'static str,
-    started: Instant,
-}
-
-impl Drop for QueryTimer<'_> {
-    fn drop(&mut self) {
-        let took = self.started.elapsed();
-        self.db.metrics.observe_query(self.name, took);
-        if took >= self.db.slow_query {
-            // The name only: parameters may be passwords or hashes.
-            tracing::warn!(
-                query = self.name,
-                duration_ms = took.as_secs_f64() * 1000.0,
-                threshold_ms = self.db.slow_query.as_secs_f64() * 1000.0,
-                "slow query"
-            );
-        }
-    }
-}
-
 /// The probe's own connections, one per server, kept between probes and reopened after a
 /// failure.
 #[derive(Debug, Default)]
@@ -649,39 +499,6 @@ async fn probe_on<DB: Database>(
     }
 }
 
-/// A checked-out connection, counted in `used_connections` until dropped.
-pub struct Lease<DB: Database> {
-    conn: PoolConnection<DB>,
-    stats: Arc<PoolStats>,
-}
-
-impl<DB: Database> Lease<DB> {
-    /// Closes the connection instead of returning it: it broke or is mid-statement.
-    fn discard(&mut self) {
-        self.stats.record_lost();
-        self.conn.close_on_drop();
-    }
-}
-
-impl<DB: Database> Deref for Lease<DB> {
-    type Target = DB::Connection;
-    fn deref(&self) -> &Self::Target {
-        &self.conn
-    }
-}
-
-impl<DB: Database> DerefMut for Lease<DB> {
-    fn deref_mut(&mut self) -> &mut Self::Target {
-        &mut self.conn
-    }
-}
-
-impl<DB: Database> Drop for Lease<DB> {
-    fn drop(&mut self) {
-        self.stats.used.fetch_sub(1, Relaxed);
-    }
-}
-
 /// Bounds every statement of a PostgreSQL session on the server itself, so that a statement
 /// our side has given up on does not keep running (and holding a backend) after its
 /// connection is gone: `statement_timeout` at the query timeout, `lock_timeout` likewise
@@ -706,13 +523,6 @@ fn bound_pg_session(
             .await
             .map(|_| ())
     })
-}
-
-/// A statement the database ended on its own bound: `query_canceled` (57014, which
-/// `statement_timeout` raises) or `lock_not_available` (55P03, `lock_timeout`).
-fn is_server_timeout(e: &sqlx::Error) -> bool {
-    matches!(e, sqlx::Error::Database(db)
-        if matches!(db.code().as_deref(), Some("57014" | "55P03")))
 }
 
 /// Pool settings shared by both backends, with the hook that finds dead connections (each
