@@ -16,7 +16,7 @@
 //! | | [`domain`] | validated request values: `Usuario`, `Senha`, `Nivel` |
 //! | | [`telemetry`], [`ready`], [`signal`] | log setup; the readiness flag health and ops share; the shutdown signal |
 //! | | [`service_config`] | the clients' retry policy (`proto/produto/v1/service_config.json`) |
-//! | storage, hashing | [`db`] | the pools ([`db::DbSettings`]): the primary and read replicas with their routing (`db/replicas.rs`), every SQL query (`db/users.rs`), the ObterNivel batcher, pool figures and histograms, the connection budget (`db/budget.rs`) |
+//! | storage, hashing | [`db`] | the pools ([`db::DbSettings`]): the primary and read replicas with their routing (`db/replicas.rs`), the one query path every statement takes (`db/query.rs`: acquire, time, classify, retry a read once), every SQL query (`db/users.rs`), the ObterNivel batcher, pool figures and histograms, the connection budget (`db/budget.rs`) |
 //! | | [`password`] | argon2id on dedicated threads ([`password::HashSettings`]) |
 //! | | [`throttle`], [`auth`] | brute-force throttling of logins; caller authentication (tokens, certificates) and the admin token check |
 //! | | [`client`] | the balancing, retrying client for other Rust services (generated code and service config only) |

@@ -1,7 +1,7 @@
 //! Dependencies between the crate's top-level modules point one way.
 //!
 //! Reads `src/**/*.rs`, collects every `crate::<module>` reference (including the names inside
-//! `use crate::{...}` groups, and the crate-root re-exports `crate::Error`, `crate::Config`,
+//! `use crate::{...}` groups, and the crate-root re-exports `crate::Error`, `crate::Config`, `crate::Settings`,
 //! `crate::Application`) per top-level module, and fails on an import circle or on a module
 //! reaching up past its layer in [`LAYERS`]. Comments are skipped: a doc link is no dependency.
 
@@ -40,6 +40,7 @@ const LAYERS: &[&[&str]] = &[
 const REEXPORTS: &[(&str, &str)] = &[
     ("Error", "error"),
     ("Config", "config"),
+    ("Settings", "config"),
     ("Application", "app"),
 ];
 
