@@ -20,15 +20,15 @@ use crate::{
     server::ADMIN_TOKEN,
 };
 
-/// Users seeded in the table.
-pub const USERS: u64 = 10_000;
+/// Users seeded in the table: `user0` … `user{USERS - 1}` (set by the seeding).
+pub static USERS: AtomicU64 = AtomicU64::new(10_000);
 /// Every seeded user's password.
 pub const PASSWORD: &str = "senha-bench-1";
 /// The statement ObterNivel runs, issued by the bench itself in scenarios 2 and 3.
-const NIVEL_SQL: &str = "SELECT nivel FROM usuarios WHERE usuario = $1";
+pub const NIVEL_SQL: &str = "SELECT nivel FROM usuarios WHERE usuario = $1";
 
 fn user(rng: &mut XorShift) -> String {
-    format!("user{}", rng.below(USERS))
+    format!("user{}", rng.below(USERS.load(Relaxed).max(1)))
 }
 
 fn code(status: &tonic::Status) -> String {
@@ -54,6 +54,26 @@ pub fn grpc_nivel(channels: &[Channel], i: usize) -> Call {
         let usuario = user(&mut rng);
         Box::pin(async move {
             match client.obter_nivel(ObterNivelRequest { usuario }).await {
+                Ok(_) => Ok(()),
+                Err(s) => Err(code(&s)),
+            }
+        })
+    })
+}
+
+/// Caller `i` of grpc.health.v1.Health/Check for the whole server (service "").
+pub fn grpc_check(channels: &[Channel], i: usize) -> Call {
+    use tonic_health::pb::{HealthCheckRequest, health_client::HealthClient};
+    let client = HealthClient::new(channels[i % channels.len()].clone());
+    Box::new(move || {
+        let mut client = client.clone();
+        Box::pin(async move {
+            match client
+                .check(HealthCheckRequest {
+                    service: String::new(),
+                })
+                .await
+            {
                 Ok(_) => Ok(()),
                 Err(s) => Err(code(&s)),
             }

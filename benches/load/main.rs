@@ -1,18 +1,28 @@
 //! produto's load generator: `cargo bench --bench load -- --duration 5s`.
 //!
 //! Creates a fresh PostgreSQL database, starts the release `produto-server` twice on it
-//! (ObterNivel batching off and on), seeds 10 000 users, runs the issue's scenarios in one
-//! process, prints a table and the targets, writes JSON, then stops the servers and drops
-//! the database. BENCHMARKS.md explains the scenarios and records a run.
+//! (ObterNivel batching off and on) and, for scenarios 7-8, the two floors (this executable
+//! re-run with `--serve-floor`), seeds the users, runs the scenarios in one process, prints a
+//! table and the targets, writes JSON, then stops the servers and drops the database.
+//! BENCHMARKS.md explains the scenarios and records a run.
 
 mod calls;
+mod cost;
 #[path = "../../tests/support/db_url.rs"]
 mod db_url;
+mod external;
+mod floor;
 mod report;
 mod runner;
 mod server;
 
-use std::{collections::BTreeMap, path::PathBuf, time::Duration};
+use std::{
+    collections::BTreeMap,
+    net::SocketAddr,
+    path::PathBuf,
+    sync::atomic::Ordering::Relaxed,
+    time::{Duration, Instant},
+};
 
 use clap::Parser;
 use report::{Row, Target};
@@ -57,9 +67,25 @@ struct Args {
     #[arg(long, default_value_t = 32)]
     mixed_callers: usize,
 
-    /// Scenarios to run (1-6); the servers start whatever is chosen.
-    #[arg(long, value_delimiter = ',', default_value = "1,2,3,4,5,6")]
+    /// Scenarios to run (1-8); the servers start whatever is chosen. 8 runs only with more
+    /// than one `--users` size.
+    #[arg(long, value_delimiter = ',', default_value = "1,2,3,4,5,6,7,8")]
     scenarios: Vec<u8>,
+
+    /// Table sizes: every scenario runs on the first (smallest); scenario 8 repeats
+    /// ObterNivel at each, growing the table in between (10 000 000 users: 1-3 minutes of
+    /// seeding and ~2 GB of disk).
+    #[arg(long, value_delimiter = ',', default_value = "10000")]
+    users: Vec<u64>,
+
+    /// Concurrent streams of scenario 7 (h2load: spread over `--connections`).
+    #[arg(long, value_delimiter = ',', default_value = "32,128")]
+    streams: Vec<usize>,
+
+    /// pgbench client counts of scenario 7; the best is the target's reference. Not 128:
+    /// PostgreSQL's max_connections (100) is shared with the servers' pools.
+    #[arg(long, value_delimiter = ',', default_value = "8,16,32")]
+    pgbench_clients: Vec<usize>,
 
     /// A PostgreSQL URL with the right to create databases; the run's database is made there.
     #[arg(
@@ -80,11 +106,53 @@ struct Args {
     /// Passed by `cargo bench`; ignored.
     #[arg(long, hide = true)]
     bench: bool,
+
+    /// Internal: serve a floor instead of benchmarking (the bench starts itself this way).
+    #[arg(long, hide = true, value_enum)]
+    serve_floor: Option<floor::Floor>,
+
+    /// Internal: the floor's address.
+    #[arg(long, hide = true, default_value = "127.0.0.1:0")]
+    floor_addr: SocketAddr,
+
+    /// Internal: the floor's pool size.
+    #[arg(long, hide = true, default_value_t = SERVER_POOL)]
+    floor_pool_size: u32,
 }
 
-#[tokio::main]
-async fn main() -> std::process::ExitCode {
-    let args = Args::parse();
+/// produto-server's default PRODUTO_MAX_CONNECTIONS, and so the floor's pool size.
+const SERVER_POOL: u32 = 20;
+
+fn main() -> std::process::ExitCode {
+    let mut args = Args::parse();
+    if let Some(floor) = args.serve_floor {
+        return match floor::serve(
+            floor,
+            args.floor_addr,
+            &args.database_url,
+            args.floor_pool_size,
+        ) {
+            Ok(()) => std::process::ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("produto-bench floor: {e}");
+                std::process::ExitCode::FAILURE
+            }
+        };
+    }
+    args.users.sort_unstable();
+    args.users.dedup();
+    if args.users.first().is_none_or(|&n| n < 10) {
+        eprintln!("produto-bench: --users needs sizes of at least 10");
+        return std::process::ExitCode::FAILURE;
+    }
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("tokio runtime")
+        .block_on(bench(args))
+}
+
+async fn bench(args: Args) -> std::process::ExitCode {
     let db = match BenchDb::create(&args.database_url).await {
         Ok(db) => db,
         Err(e) => {
@@ -138,7 +206,8 @@ async fn run(args: &Args, db: &BenchDb) -> Result<(), String> {
         .connect(&db.url)
         .await
         .map_err(|e| format!("bench pool: {e}"))?;
-    let hash = seed(&pool).await?;
+    let hash = hash()?;
+    seed(&pool, &hash, 0, args.users[0]).await?;
     let batched = Server::start(
         &args.server_bin,
         "batched",
@@ -157,7 +226,7 @@ async fn run(args: &Args, db: &BenchDb) -> Result<(), String> {
         "startup to SERVING, schema present",
         batched.startup.as_secs_f64() * 1000.0,
         "ms",
-        300.0,
+        200.0,
     ));
     for s in [&plain, &batched] {
         if let Some((rss, hwm)) = s.rss_kib() {
@@ -304,7 +373,7 @@ async fn run(args: &Args, db: &BenchDb) -> Result<(), String> {
             "VerificarLogin / raw argon2 verify rate",
             login.rps() / rate,
             "x",
-            0.8,
+            0.9,
         ));
     }
 
@@ -386,6 +455,23 @@ async fn run(args: &Args, db: &BenchDb) -> Result<(), String> {
         rows.push(Row::from_outcome("6 AdicionarUsuario gRPC", "plain", &o));
     }
 
+    // Last: scenario 8 grows the table, which the others must not see.
+    if wants(7) || (wants(8) && args.users.len() > 1) {
+        floors(
+            args,
+            db,
+            &plain,
+            &plain_ch,
+            &batched,
+            &batched_ch,
+            &hash,
+            &mut rows,
+            &mut targets,
+            &mut notes,
+        )
+        .await?;
+    }
+
     for s in [&plain, &batched] {
         if let Some((_, hwm)) = s.rss_kib() {
             notes.push((
@@ -409,6 +495,96 @@ async fn run(args: &Args, db: &BenchDb) -> Result<(), String> {
     )
     .map_err(|e| format!("cannot write {}: {e}", args.json.display()))?;
     println!("\nJSON: {}", args.json.display());
+    Ok(())
+}
+
+/// Scenarios 7 and 8: the floors are started for them and stopped after.
+#[allow(clippy::too_many_arguments)] // reason: the run's state, handed over once
+async fn floors(
+    args: &Args,
+    db: &BenchDb,
+    plain: &Server,
+    plain_ch: &[tonic::transport::Channel],
+    batched: &Server,
+    batched_ch: &[tonic::transport::Channel],
+    hash: &str,
+    rows: &mut Vec<Row>,
+    targets: &mut Vec<Target>,
+    notes: &mut Vec<(String, String)>,
+) -> Result<(), String> {
+    let constant = Server::start_floor(floor::Floor::Constant, &db.url, SERVER_POOL).await?;
+    let sqlx_floor = Server::start_floor(floor::Floor::Sqlx, &db.url, SERVER_POOL).await?;
+    let constant_ch = constant.channels(args.connections).await?;
+    let sqlx_ch = sqlx_floor.channels(args.connections).await?;
+    if args.scenarios.contains(&7) {
+        let h2load = external::available("h2load", "--version");
+        let pgbench = external::available("pgbench", "--version");
+        for (tool, there, package) in [
+            ("h2load", h2load, "nghttp2-client"),
+            ("pgbench", pgbench, "postgresql-client"),
+        ] {
+            if !there {
+                let message =
+                    format!("not installed: its rows are skipped (Debian package {package})");
+                eprintln!("produto-bench: {tool} {message}");
+                notes.push((tool.into(), message));
+            }
+        }
+        let plan = cost::Plan {
+            servers: vec![
+                (&constant, &constant_ch),
+                (&sqlx_floor, &sqlx_ch),
+                (plain, plain_ch),
+                (batched, batched_ch),
+            ],
+            streams: args.streams.clone(),
+            connections: args.connections,
+            rounds: args.rounds,
+            window: args.duration,
+            pgbench_clients: args.pgbench_clients.clone(),
+            database_url: &db.url,
+            h2load,
+            pgbench,
+        };
+        cost::run(&plan, rows, notes).await?;
+        cost::targets(rows, &plan, targets);
+    }
+    if args.scenarios.contains(&8) && args.users.len() > 1 {
+        let grow = async |size: u64| {
+            let current = calls::USERS.load(Relaxed);
+            if size <= current {
+                return Ok(Duration::ZERO);
+            }
+            let started = Instant::now();
+            let pool = PgPoolOptions::new()
+                .max_connections(1)
+                .connect(&db.url)
+                .await
+                .map_err(|e| format!("seeding pool: {e}"))?;
+            let seeded = seed(&pool, hash, current, size).await;
+            pool.close().await;
+            seeded.map(|()| started.elapsed())
+        };
+        let callers = args.streams.first().copied().unwrap_or(32);
+        cost::scale(
+            &[
+                (&sqlx_floor, &sqlx_ch),
+                (plain, plain_ch),
+                (batched, batched_ch),
+            ],
+            &args.users,
+            callers,
+            args.rounds,
+            args.duration,
+            grow,
+            rows,
+            notes,
+            targets,
+        )
+        .await?;
+    }
+    constant.stop().await;
+    sqlx_floor.stop().await;
     Ok(())
 }
 
@@ -501,7 +677,7 @@ fn ratio_targets(rows: &[Row], args: &Args, targets: &mut Vec<Target>) {
             ));
             targets.push(Target::at_most(
                 format!("ObterNivel p99 batched / plain, {c} callers"),
-                b.p99 as f64 / g.p99.max(1) as f64,
+                b.p99() as f64 / g.p99().max(1) as f64,
                 "x",
                 1.0,
             ));
@@ -509,23 +685,29 @@ fn ratio_targets(rows: &[Row], args: &Args, targets: &mut Vec<Target>) {
     }
 }
 
-/// Creates the 10 000 users straight in the table (hashing them through AdicionarUsuario
-/// would take minutes): one real argon2id hash, with the server's default parameters,
-/// shared by all. Returns that hash.
-async fn seed(pool: &sqlx::PgPool) -> Result<String, String> {
+/// One real argon2id hash of the seeded password, with the server's default parameters,
+/// shared by every seeded user (hashing each through AdicionarUsuario would take minutes).
+fn hash() -> Result<String, String> {
     use argon2::PasswordHasher;
     use password_hash::{SaltString, rand_core::OsRng};
     let salt = SaltString::generate(&mut OsRng);
-    let hash = calls::argon2()
+    Ok(calls::argon2()
         .hash_password(calls::PASSWORD.as_bytes(), &salt)
         .map_err(|e| e.to_string())?
-        .to_string();
+        .to_string())
+}
+
+/// Adds users `user{from}` … `user{to - 1}` straight into the table (level i % 10), then
+/// ANALYZE; the callers pick among `user0` … `user{to - 1}` from then on.
+async fn seed(pool: &sqlx::PgPool, hash: &str, from: u64, to: u64) -> Result<(), String> {
+    let bound = |n: u64| i64::try_from(n).unwrap_or(i64::MAX);
     sqlx::query(
         "INSERT INTO usuarios (usuario, senha_hash, nivel) \
-         SELECT 'user' || i, $1, i % 10 FROM generate_series(0, $2 - 1) AS i",
+         SELECT 'user' || i, $1, i % 10 FROM generate_series($2, $3 - 1) AS i",
     )
-    .bind(&hash)
-    .bind(i64::try_from(calls::USERS).unwrap_or(i64::MAX))
+    .bind(hash)
+    .bind(bound(from))
+    .bind(bound(to))
     .execute(pool)
     .await
     .map_err(|e| format!("seeding users: {e}"))?;
@@ -533,7 +715,8 @@ async fn seed(pool: &sqlx::PgPool) -> Result<String, String> {
         .execute(pool)
         .await
         .map_err(|e| format!("analyze: {e}"))?;
-    Ok(hash)
+    calls::USERS.store(to, Relaxed);
+    Ok(())
 }
 
 fn p99(o: &Outcome) -> f64 {

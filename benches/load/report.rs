@@ -7,29 +7,44 @@ use serde_json::{Value, json};
 
 use crate::runner::Outcome;
 
-/// One scenario at one concurrency.
-#[derive(Debug, Clone)]
-pub struct Row {
-    pub scenario: &'static str,
-    pub variant: String,
-    pub callers: usize,
-    pub ok: u64,
-    pub rps: f64,
-    /// p50, p90, p99, p99.9 and max, in microseconds.
+/// Latency percentiles of a row, in microseconds.
+#[derive(Debug, Clone, Copy)]
+pub struct Latency {
     pub p50: u64,
     pub p90: u64,
     pub p99: u64,
     pub p999: u64,
     pub max: u64,
+}
+
+/// One scenario at one concurrency.
+#[derive(Debug, Clone)]
+pub struct Row {
+    pub scenario: String,
+    pub variant: String,
+    /// Who made the load: `rust` (this bench's callers), `h2load`, `pgbench`, or `-`.
+    pub load: &'static str,
+    /// Callers (closed loop), or concurrent streams for h2load, clients for pgbench.
+    pub callers: usize,
+    pub ok: u64,
+    pub rps: f64,
+    /// None where the load generator reports no percentiles (h2load, pgbench).
+    pub latency: Option<Latency>,
     pub errors: BTreeMap<String, u64>,
     pub server_rss_peak_kib: Option<u64>,
+    /// The server process's user + system CPU over the row, per request answered, in µs.
+    pub cpu_us_per_req: Option<f64>,
     /// ObterNivel calls per pool acquire on the server: the mean batch size.
     pub lookups_per_query: Option<f64>,
 }
 
 impl Row {
-    pub fn from_outcome(scenario: &'static str, variant: impl Into<String>, o: &Outcome) -> Self {
-        Row::new(
+    pub fn from_outcome(
+        scenario: impl Into<String>,
+        variant: impl Into<String>,
+        o: &Outcome,
+    ) -> Self {
+        let mut row = Row::new(
             scenario,
             variant,
             o.callers,
@@ -38,12 +53,15 @@ impl Row {
             &o.latency,
             o.errors.clone(),
             o.server_rss_peak_kib,
-        )
+        );
+        row.load = "rust";
+        row.cpu_us_per_req = o.cpu_us_per_req();
+        row
     }
 
     #[allow(clippy::too_many_arguments)] // reason: a plain constructor of a plain record
     pub fn new(
-        scenario: &'static str,
+        scenario: impl Into<String>,
         variant: impl Into<String>,
         callers: usize,
         ok: u64,
@@ -53,34 +71,69 @@ impl Row {
         server_rss_peak_kib: Option<u64>,
     ) -> Self {
         Row {
-            scenario,
+            scenario: scenario.into(),
             variant: variant.into(),
+            load: "-",
             callers,
             ok,
             rps,
-            p50: h.value_at_quantile(0.50),
-            p90: h.value_at_quantile(0.90),
-            p99: h.value_at_quantile(0.99),
-            p999: h.value_at_quantile(0.999),
-            max: h.max(),
+            latency: Some(Latency {
+                p50: h.value_at_quantile(0.50),
+                p90: h.value_at_quantile(0.90),
+                p99: h.value_at_quantile(0.99),
+                p999: h.value_at_quantile(0.999),
+                max: h.max(),
+            }),
             errors,
             server_rss_peak_kib,
+            cpu_us_per_req: None,
             lookups_per_query: None,
         }
+    }
+
+    /// A row measured by an outside load generator (no latency percentiles).
+    pub fn external(
+        scenario: impl Into<String>,
+        variant: impl Into<String>,
+        load: &'static str,
+        callers: usize,
+        ok: u64,
+        rps: f64,
+    ) -> Self {
+        Row {
+            scenario: scenario.into(),
+            variant: variant.into(),
+            load,
+            callers,
+            ok,
+            rps,
+            latency: None,
+            errors: BTreeMap::new(),
+            server_rss_peak_kib: None,
+            cpu_us_per_req: None,
+            lookups_per_query: None,
+        }
+    }
+
+    /// p99 in µs (0 without percentiles).
+    pub fn p99(&self) -> u64 {
+        self.latency.map_or(0, |l| l.p99)
     }
 
     fn json(&self) -> Value {
         json!({
             "scenario": self.scenario,
             "variant": self.variant,
+            "load": self.load,
             "callers": self.callers,
             "ok": self.ok,
             "rps": round(self.rps),
-            "latency_us": {
-                "p50": self.p50, "p90": self.p90, "p99": self.p99, "p99_9": self.p999, "max": self.max,
-            },
+            "latency_us": self.latency.map(|l| json!({
+                "p50": l.p50, "p90": l.p90, "p99": l.p99, "p99_9": l.p999, "max": l.max,
+            })),
             "errors": self.errors,
             "server_rss_peak_kib": self.server_rss_peak_kib,
+            "server_cpu_us_per_request": self.cpu_us_per_req.map(round),
             "lookups_per_query": self.lookups_per_query.map(round),
         })
     }
@@ -151,9 +204,10 @@ fn ms(us: u64) -> String {
 pub fn print_table(rows: &[Row], targets: &[Target], notes: &[(String, String)]) {
     println!();
     println!(
-        "{:<26} {:<11} {:>7} {:>10} {:>8} {:>8} {:>8} {:>8} {:>8} {:>7} {:>6}  errors",
+        "{:<30} {:<14} {:<7} {:>7} {:>10} {:>8} {:>8} {:>8} {:>8} {:>8} {:>7} {:>7} {:>6}  errors",
         "scenario",
         "variant",
+        "load",
         "callers",
         "req/s",
         "p50 ms",
@@ -162,6 +216,7 @@ pub fn print_table(rows: &[Row], targets: &[Target], notes: &[(String, String)])
         "p99.9ms",
         "max ms",
         "RSS MiB",
+        "CPU µs",
         "batch"
     );
     for r in rows {
@@ -180,18 +235,24 @@ pub fn print_table(rows: &[Row], targets: &[Target], notes: &[(String, String)])
         let batch = r
             .lookups_per_query
             .map_or("-".to_string(), |b| format!("{b:.1}"));
+        let cpu = r
+            .cpu_us_per_req
+            .map_or("-".to_string(), |c| format!("{c:.1}"));
+        let l = |f: fn(&Latency) -> u64| r.latency.as_ref().map_or("-".to_string(), |l| ms(f(l)));
         println!(
-            "{:<26} {:<11} {:>7} {:>10.0} {:>8} {:>8} {:>8} {:>8} {:>8} {:>7} {:>6}  {}",
+            "{:<30} {:<14} {:<7} {:>7} {:>10.0} {:>8} {:>8} {:>8} {:>8} {:>8} {:>7} {:>7} {:>6}  {}",
             r.scenario,
             r.variant,
+            r.load,
             r.callers,
             r.rps,
-            ms(r.p50),
-            ms(r.p90),
-            ms(r.p99),
-            ms(r.p999),
-            ms(r.max),
+            l(|l| l.p50),
+            l(|l| l.p90),
+            l(|l| l.p99),
+            l(|l| l.p999),
+            l(|l| l.max),
             rss,
+            cpu,
             batch,
             errors
         );
@@ -201,10 +262,10 @@ pub fn print_table(rows: &[Row], targets: &[Target], notes: &[(String, String)])
         println!("{k}: {v}");
     }
     println!();
-    println!("{:<64} {:>12} {:>10}  met", "target", "measured", "goal");
+    println!("{:<80} {:>12} {:>10}  met", "target", "measured", "goal");
     for t in targets {
         println!(
-            "{:<64} {:>10.2}{:<2} {:>10}  {}",
+            "{:<80} {:>10.2}{:<2} {:>10}  {}",
             t.name,
             t.measured,
             t.unit,

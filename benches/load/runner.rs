@@ -1,6 +1,7 @@
 //! The closed-loop load runner: N callers, each issuing its next call as soon as the last one
 //! answered, for a warm-up and then a measured window; latencies go into HDR histograms and
-//! failures are counted by code. The server's RSS is sampled while the load runs.
+//! failures are counted by code. The server's RSS is sampled while the load runs, and its CPU
+//! time read at the start and the end of the measured window.
 
 use std::{
     collections::BTreeMap,
@@ -11,7 +12,7 @@ use std::{
 
 use hdrhistogram::Histogram;
 
-use crate::server::rss_kib;
+use crate::server::{cpu_ticks, rss_kib, ticks_to_us};
 
 /// One call's future: `Err` carries the failure's code (a gRPC code name or `sqlx:...`).
 pub type CallFuture = Pin<Box<dyn Future<Output = Result<(), String>> + Send>>;
@@ -36,6 +37,12 @@ pub struct Outcome {
     pub window: Duration,
     /// Largest VmRSS of the server seen while the load ran, in KiB.
     pub server_rss_peak_kib: Option<u64>,
+    /// Calls that ended in the window (whatever they started): what the server's CPU time
+    /// over the window paid for.
+    pub served: u64,
+    /// The server's user + system CPU over the window, in clock ticks; None when several
+    /// groups share the server (it cannot be split between them) or /proc is unreadable.
+    pub cpu_ticks: Option<u64>,
 }
 
 impl Outcome {
@@ -51,10 +58,18 @@ impl Outcome {
             .expect("same histogram bounds");
         self.window += other.window;
         self.server_rss_peak_kib = self.server_rss_peak_kib.max(other.server_rss_peak_kib);
+        self.served += other.served;
+        self.cpu_ticks = self.cpu_ticks.zip(other.cpu_ticks).map(|(a, b)| a + b);
     }
 
     pub fn rps(&self) -> f64 {
         self.ok as f64 / self.window.as_secs_f64()
+    }
+
+    /// The server's CPU per call served, in µs.
+    pub fn cpu_us_per_req(&self) -> Option<f64> {
+        let ticks = self.cpu_ticks?;
+        (self.served > 0).then(|| ticks_to_us(ticks) / self.served as f64)
     }
 }
 
@@ -84,6 +99,9 @@ pub async fn run(
     let measure_from = start + warmup;
     let end = measure_from + window;
     let sampler = server_pid.map(|pid| tokio::spawn(sample_rss(pid, end)));
+    let cpu = server_pid
+        .filter(|_| groups.len() == 1)
+        .map(|pid| tokio::spawn(sample_cpu(pid, measure_from, end)));
 
     let mut tasks = Vec::new();
     for (g, mut group) in groups.into_iter().enumerate() {
@@ -96,6 +114,7 @@ pub async fn run(
                     let mut latency = histogram();
                     let mut ok = 0u64;
                     let mut total = 0u64;
+                    let mut served = 0u64;
                     let mut errors = BTreeMap::<String, u64>::new();
                     loop {
                         let began = Instant::now();
@@ -105,6 +124,9 @@ pub async fn run(
                         let result = call().await;
                         let done = Instant::now();
                         total += 1;
+                        if done >= measure_from && done <= end {
+                            served += 1;
+                        }
                         if began < measure_from || done > end {
                             continue;
                         }
@@ -117,7 +139,7 @@ pub async fn run(
                             Err(code) => *errors.entry(code).or_default() += 1,
                         }
                     }
-                    (total, ok, errors, latency)
+                    (total, ok, served, errors, latency)
                 }),
             ));
         }
@@ -125,7 +147,7 @@ pub async fn run(
 
     let mut outcomes: Vec<Outcome> = Vec::new();
     for (g, callers, task) in tasks {
-        let (total, ok, errors, latency) = task.await.expect("a caller panicked");
+        let (total, ok, served, errors, latency) = task.await.expect("a caller panicked");
         while outcomes.len() <= g {
             outcomes.push(Outcome {
                 callers,
@@ -135,10 +157,13 @@ pub async fn run(
                 latency: histogram(),
                 window,
                 server_rss_peak_kib: None,
+                served: 0,
+                cpu_ticks: None,
             });
         }
         let outcome = &mut outcomes[g];
         outcome.total += total;
+        outcome.served += served;
         outcome.ok += ok;
         for (code, n) in errors {
             *outcome.errors.entry(code).or_default() += n;
@@ -152,14 +177,27 @@ pub async fn run(
         Some(s) => s.await.ok().flatten(),
         None => None,
     };
+    let ticks = match cpu {
+        Some(c) => c.await.ok().flatten(),
+        None => None,
+    };
     for outcome in &mut outcomes {
         outcome.server_rss_peak_kib = peak;
+        outcome.cpu_ticks = ticks;
     }
     outcomes
 }
 
+/// The CPU ticks `pid` spent between `from` and `to`.
+async fn sample_cpu(pid: u32, from: Instant, to: Instant) -> Option<u64> {
+    tokio::time::sleep_until(from.into()).await;
+    let before = cpu_ticks(pid)?;
+    tokio::time::sleep_until(to.into()).await;
+    Some(cpu_ticks(pid)?.saturating_sub(before))
+}
+
 /// Largest VmRSS of `pid` seen every 20 ms until `end`.
-async fn sample_rss(pid: u32, end: Instant) -> Option<u64> {
+pub async fn sample_rss(pid: u32, end: Instant) -> Option<u64> {
     let mut peak = None;
     while Instant::now() < end {
         if let Some((rss, _)) = rss_kib(pid) {

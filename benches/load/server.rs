@@ -1,6 +1,7 @@
 //! The system under test: a fresh PostgreSQL database made for the run (dropped after), and
-//! the release `produto-server` binary started on it as a child process, timed from spawn
-//! to readiness (health `Check("")` = SERVING). Its memory is read from /proc.
+//! the release `produto-server` binary (or a floor: this bench re-run with `--serve-floor`)
+//! started on it as a child process, timed from spawn to readiness (health `Check("")` =
+//! SERVING). Its memory and CPU time are read from /proc.
 
 use std::{
     net::SocketAddr,
@@ -59,17 +60,19 @@ impl BenchDb {
     }
 }
 
-/// A running `produto-server` child.
+/// A running server child: `produto-server` or a floor.
 pub struct Server {
     child: Child,
     pub addr: SocketAddr,
+    /// produto's admin HTTP port (`/metrics`); floors have none.
+    pub admin_addr: Option<SocketAddr>,
     pub label: &'static str,
     /// Spawn to the first SERVING answer.
     pub startup: Duration,
 }
 
 impl Server {
-    /// Starts the binary with `env` on a free loopback port and waits until it is SERVING.
+    /// Starts `produto-server` with `env` on a free loopback port and waits until it is SERVING.
     pub async fn start(
         bin: &str,
         label: &'static str,
@@ -77,27 +80,61 @@ impl Server {
         env: &[(&str, String)],
     ) -> Result<Self, String> {
         let addr = free_port()?;
-        let started = Instant::now();
+        // The admin port serves /metrics, read before and after the h2load rows to count
+        // the gRPC codes h2load cannot see; nothing scrapes it while a row runs.
+        let admin_addr = free_port()?;
         let mut command = Command::new(bin);
         command
             .env("DATABASE_URL", database_url)
             .env("PRODUTO_ADDR", addr.to_string())
             .env("PRODUTO_ADMIN_TOKEN", ADMIN_TOKEN)
-            // Two servers run side by side: neither needs the admin HTTP port.
-            .env("PRODUTO_ADMIN_ADDR", "")
+            .env("PRODUTO_ADMIN_ADDR", admin_addr.to_string())
             .env("PRODUTO_SHUTDOWN_DELAY", "0s")
-            .env("RUST_LOG", "warn")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null());
+            .env("RUST_LOG", "warn");
         for (k, v) in env {
             command.env(k, v);
         }
+        Server::spawn(command, label, addr, Some(admin_addr)).await
+    }
+
+    /// Starts a floor: this benchmark's own executable with `--serve-floor`.
+    pub async fn start_floor(
+        floor: crate::floor::Floor,
+        database_url: &str,
+        pool_size: u32,
+    ) -> Result<Self, String> {
+        let addr = free_port()?;
+        let exe = std::env::current_exe().map_err(|e| format!("current_exe: {e}"))?;
+        let mut command = Command::new(exe);
+        command.args([
+            "--serve-floor",
+            floor.arg(),
+            "--floor-addr",
+            &addr.to_string(),
+            "--floor-pool-size",
+            &pool_size.to_string(),
+            "--database-url",
+            database_url,
+        ]);
+        Server::spawn(command, floor.label(), addr, None).await
+    }
+
+    async fn spawn(
+        mut command: Command,
+        label: &'static str,
+        addr: SocketAddr,
+        admin_addr: Option<SocketAddr>,
+    ) -> Result<Self, String> {
+        let started = Instant::now();
         let child = command
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
             .spawn()
-            .map_err(|e| format!("cannot start {bin}: {e}"))?;
+            .map_err(|e| format!("cannot start the {label} server: {e}"))?;
         let mut server = Server {
             child,
             addr,
+            admin_addr,
             label,
             startup: Duration::ZERO,
         };
@@ -191,6 +228,64 @@ async fn serving(addr: SocketAddr) -> bool {
 fn free_port() -> Result<SocketAddr, String> {
     let listener = std::net::TcpListener::bind("127.0.0.1:0").map_err(|e| e.to_string())?;
     listener.local_addr().map_err(|e| e.to_string())
+}
+
+/// User + system CPU time of a process so far, in clock ticks, from /proc/<pid>/stat.
+pub fn cpu_ticks(pid: u32) -> Option<u64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The command name (field 2) may hold spaces: count the fields after its last ')'.
+    let rest = stat.get(stat.rfind(')')? + 1..)?;
+    let mut fields = rest.split_whitespace().skip(11); // from field 3 (state) to 14 (utime)
+    let utime: u64 = fields.next()?.parse().ok()?;
+    let stime: u64 = fields.next()?.parse().ok()?;
+    Some(utime + stime)
+}
+
+/// Clock ticks to microseconds.
+pub fn ticks_to_us(ticks: u64) -> f64 {
+    // SAFETY: sysconf reads a constant of the system; no memory is touched.
+    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
+    ticks as f64 * 1e6 / if hz > 0 { hz as f64 } else { 100.0 }
+}
+
+/// produto's `grpc_server_handled_total` for `method`, by code, from its admin port: the
+/// way to see the gRPC status of calls made by h2load, which only sees HTTP 200.
+pub async fn handled_by_code(
+    admin: SocketAddr,
+    method: &str,
+) -> Result<std::collections::BTreeMap<String, u64>, String> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = tokio::net::TcpStream::connect(admin)
+        .await
+        .map_err(|e| format!("admin port: {e}"))?;
+    // HTTP/1.0: the body comes whole, not chunked, and the connection closes after it.
+    stream
+        .write_all(b"GET /metrics HTTP/1.0\r\nHost: bench\r\n\r\n")
+        .await
+        .map_err(|e| e.to_string())?;
+    let mut text = String::new();
+    stream
+        .read_to_string(&mut text)
+        .await
+        .map_err(|e| e.to_string())?;
+    let method_label = format!("grpc_method=\"{method}\"");
+    let mut by_code = std::collections::BTreeMap::new();
+    for line in text.lines() {
+        if !line.starts_with("grpc_server_handled_total{") || !line.contains(&method_label) {
+            continue;
+        }
+        let code = line
+            .split_once("grpc_code=\"")
+            .and_then(|(_, rest)| rest.split_once('"'))
+            .map(|(code, _)| code.to_string());
+        let value = line
+            .rsplit_once(' ')
+            .and_then(|(_, v)| v.parse::<f64>().ok());
+        if let (Some(code), Some(value)) = (code, value) {
+            *by_code.entry(code).or_default() += value as u64;
+        }
+    }
+    Ok(by_code)
 }
 
 /// (VmRSS, VmHWM) of a process in KiB, from /proc/<pid>/status.

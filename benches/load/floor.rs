@@ -1,0 +1,130 @@
+//! The floors: bare tonic servers from the same generated code (`produto::pb`) and the same
+//! runtime and HTTP/2 settings as produto-server, run as child processes of this bench
+//! (`--serve-floor`) so that their CPU is read from /proc like produto's. `constant` answers
+//! ObterNivel from a constant; `sqlx` runs produto's SQL through a plain PgPool of the same
+//! size. Both answer Health/Check through tonic-health. Nothing else: no middleware, no
+//! metrics, no logging. What produto costs above them is what its own layers cost.
+
+use std::{net::SocketAddr, time::Duration};
+
+use produto::pb::{
+    AdicionarUsuarioRequest, AdicionarUsuarioResponse, ObterNivelRequest, ObterNivelResponse,
+    VerificarLoginRequest, VerificarLoginResponse,
+    produto_service_server::{ProdutoService, ProdutoServiceServer},
+};
+use sqlx::{PgPool, postgres::PgPoolOptions};
+use tonic::{
+    Request, Response, Status,
+    transport::{Server, server::TcpIncoming},
+};
+
+/// Which floor to serve.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Floor {
+    /// ObterNivel answers a constant.
+    Constant,
+    /// ObterNivel runs produto's SQL on a plain sqlx PgPool.
+    Sqlx,
+}
+
+impl Floor {
+    pub fn arg(self) -> &'static str {
+        match self {
+            Floor::Constant => "constant",
+            Floor::Sqlx => "sqlx",
+        }
+    }
+
+    pub fn label(self) -> &'static str {
+        match self {
+            Floor::Constant => "floor-constant",
+            Floor::Sqlx => "floor-sqlx",
+        }
+    }
+}
+
+/// The statement produto's ObterNivel runs (src/db/users.rs).
+const NIVEL_SQL: &str = "SELECT nivel FROM usuarios WHERE usuario = $1";
+
+struct FloorService {
+    pool: Option<PgPool>,
+}
+
+#[tonic::async_trait]
+impl ProdutoService for FloorService {
+    async fn obter_nivel(
+        &self,
+        request: Request<ObterNivelRequest>,
+    ) -> Result<Response<ObterNivelResponse>, Status> {
+        let Some(pool) = &self.pool else {
+            return Ok(Response::new(ObterNivelResponse { nivel: 1 }));
+        };
+        match sqlx::query_scalar::<_, i32>(NIVEL_SQL)
+            .bind(request.into_inner().usuario)
+            .fetch_optional(pool)
+            .await
+        {
+            Ok(Some(nivel)) => Ok(Response::new(ObterNivelResponse { nivel })),
+            Ok(None) => Err(Status::not_found("no such user")),
+            Err(e) => Err(Status::unavailable(e.to_string())),
+        }
+    }
+
+    async fn verificar_login(
+        &self,
+        _: Request<VerificarLoginRequest>,
+    ) -> Result<Response<VerificarLoginResponse>, Status> {
+        Err(Status::unimplemented("floor: ObterNivel and Health only"))
+    }
+
+    async fn adicionar_usuario(
+        &self,
+        _: Request<AdicionarUsuarioRequest>,
+    ) -> Result<Response<AdicionarUsuarioResponse>, Status> {
+        Err(Status::unimplemented("floor: ObterNivel and Health only"))
+    }
+}
+
+/// Serves `floor` on `addr` until killed. The runtime is `#[tokio::main]`'s, as in
+/// src/main.rs; the builder settings are src/app.rs's (keep them in step).
+pub fn serve(
+    floor: Floor,
+    addr: SocketAddr,
+    database_url: &str,
+    pool_size: u32,
+) -> Result<(), String> {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| format!("runtime: {e}"))?;
+    runtime.block_on(async {
+        let pool = match floor {
+            Floor::Constant => None,
+            Floor::Sqlx => Some(
+                PgPoolOptions::new()
+                    .max_connections(pool_size)
+                    .min_connections(1)
+                    .connect(database_url)
+                    .await
+                    .map_err(|e| format!("floor pool: {e}"))?,
+            ),
+        };
+        let listener = tokio::net::TcpListener::bind(addr)
+            .await
+            .map_err(|e| format!("bind {addr}: {e}"))?;
+        let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
+        let (_reporter, health) = tonic_health::server::health_reporter();
+        Server::builder()
+            .max_concurrent_streams(256)
+            .http2_keepalive_interval(Some(Duration::from_secs(30)))
+            .http2_keepalive_timeout(Some(Duration::from_secs(10)))
+            .add_service(health)
+            .add_service(
+                ProdutoServiceServer::new(FloorService { pool })
+                    .max_decoding_message_size(produto::app::MAX_REQUEST_BYTES),
+            )
+            .serve_with_incoming(incoming)
+            .await
+            .map_err(|e| format!("floor server: {e}"))
+    })
+}
