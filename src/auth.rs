@@ -363,8 +363,11 @@ impl CallerAuth {
 
     /// The metric label of a caller: bounded by the tokens file and [`MAX_CERT_LABELS`].
     pub fn label(&self, caller: Option<&Caller>) -> Arc<str> {
+        // One shared allocation: most calls are anonymous where authentication is off.
+        static ANONYMOUS_LABEL: std::sync::LazyLock<Arc<str>> =
+            std::sync::LazyLock::new(|| ANONYMOUS.into());
         let Some(caller) = caller else {
-            return ANONYMOUS.into();
+            return ANONYMOUS_LABEL.clone();
         };
         if caller.via == Via::Token {
             return caller.name.clone();

@@ -27,7 +27,10 @@ use tracing::Instrument;
 use crate::{
     Error,
     auth::CallerAuth,
-    ops::{metrics::RpcMetrics, request_id},
+    ops::{
+        metrics::{self, RpcMetrics},
+        request_id,
+    },
 };
 
 /// Answer a little before the caller's deadline (a tenth of it, 5 to 100 ms), so that the
@@ -112,18 +115,13 @@ where
         let clone = self.inner.clone();
         let mut inner = std::mem::replace(&mut self.inner, clone);
 
-        let method = req.uri().path().to_owned();
-        let peer = req
-            .extensions()
-            .get::<TcpConnectInfo>()
-            .and_then(|info| info.remote_addr())
-            .map(|addr| addr.to_string())
-            .unwrap_or_default();
+        let path = req.uri().path();
+        let method = metrics::method_index(path);
         let deadline = grpc_timeout(req.headers());
         let request_id = request_id::from_headers(req.headers());
         // Health and reflection answer anyone: probes and grpcurl carry no identity.
-        let exempt = method.starts_with("/grpc.health.v1.Health/")
-            || method.starts_with("/grpc.reflection.");
+        let health = path.starts_with("/grpc.health.v1.Health/");
+        let exempt = health || path.starts_with("/grpc.reflection.");
         let certs = req
             .extensions()
             .get::<TlsConnectInfo<TcpConnectInfo>>()
@@ -139,18 +137,27 @@ where
         let caller_label = self.callers.label(caller.as_ref());
         let span = tracing::info_span!(
             "rpc",
-            %method,
-            %peer,
+            method = path,
+            peer = tracing::field::Empty,
             caller = caller.as_ref().map_or(crate::auth::ANONYMOUS, |c| &*c.name),
             request_id = request_id.to_str().unwrap_or_default()
         );
+        // The peer's address is formatted only for a span that is recorded.
+        if !span.is_disabled()
+            && let Some(addr) = req
+                .extensions()
+                .get::<TcpConnectInfo>()
+                .and_then(|info| info.remote_addr())
+        {
+            span.record("peer", tracing::field::display(addr));
+        }
         if let Some(caller) = caller {
             req.extensions_mut().insert(caller);
         }
-        let metrics = self.metrics.clone();
+        let rpc_metrics = self.metrics.clone();
         // Health checks are never shed, refused calls take no slot; the rest take a slot or
         // are turned away.
-        let permit = if method.starts_with("/grpc.health.v1.Health/") || identity.is_err() {
+        let permit = if health || identity.is_err() {
             Ok(None)
         } else {
             self.in_flight.clone().try_acquire_owned().map(Some)
@@ -191,10 +198,10 @@ where
                 if let Ok(response) = &mut result {
                     recode_request_errors(response.headers_mut(), max_request_bytes);
                     let code = response_code(response.headers());
-                    metrics.record(&method, &caller_label, code, latency);
+                    rpc_metrics.record_method(method, &caller_label, code, latency);
                     response
                         .headers_mut()
-                        .insert(request_id::HEADER, request_id);
+                        .insert(request_id::header_name(), request_id);
                     if matches!(code, Code::Internal | Code::Unknown | Code::DataLoss) {
                         tracing::error!(code = ?code, latency_ms, "rpc failed");
                     } else {

@@ -5,7 +5,11 @@
 //! [`crate::db::Db`]. Pool gauges and counters are read from [`crate::db::Db::snapshot`]
 //! at scrape time instead of being counted twice.
 
-use std::{fmt, time::Duration};
+use std::{
+    fmt,
+    sync::{Arc, OnceLock, RwLock},
+    time::Duration,
+};
 
 use prometheus_client::{
     collector::Collector,
@@ -14,6 +18,7 @@ use prometheus_client::{
         counter::{ConstCounter, Counter},
         family::Family,
         gauge::ConstGauge,
+        histogram::Histogram,
         info::Info,
     },
     registry::{Registry, Unit},
@@ -58,7 +63,25 @@ pub struct RpcMetrics {
     handled: Family<RpcLabels, Counter>,
     callers: Family<CallerLabels, Counter>,
     handling: HistogramFamily<MethodLabels>,
+    /// The series of each method's common outcomes (by [`method_index`], `unknown` last),
+    /// resolved on its first call: a family lookup hashes the labels and takes a lock, once per
+    /// series per call otherwise. Resolved lazily so that a method never called has no series,
+    /// as before.
+    resolved: Arc<[OnceLock<Resolved>; KNOWN_METHODS.len() + 1]>,
 }
+
+/// One method's handles (each shares its value with the family's series).
+#[derive(Debug)]
+struct Resolved {
+    handling: Histogram,
+    /// Resolved on the first OK call, so that a method that never succeeded has no OK series.
+    handled_ok: OnceLock<Counter>,
+    /// `(caller label, its OK counter)`, for the first [`CALLERS_RESOLVED`] callers seen.
+    callers_ok: RwLock<Vec<(Arc<str>, Counter)>>,
+}
+
+/// Callers per method whose OK counter is kept resolved; the rest are looked up per call.
+const CALLERS_RESOLVED: usize = 16;
 
 impl Default for RpcMetrics {
     fn default() -> Self {
@@ -66,6 +89,7 @@ impl Default for RpcMetrics {
             handled: Family::default(),
             callers: Family::default(),
             handling: Family::new_with_constructor(latency_histogram),
+            resolved: Arc::new(std::array::from_fn(|_| OnceLock::new())),
         }
     }
 }
@@ -75,29 +99,81 @@ impl RpcMetrics {
     /// server does not serve is recorded as `unknown`, whatever its code (a call shed, timed
     /// out or refused before routing has one too), so that callers cannot create series at
     /// will.
-    pub fn record(&self, path: &str, caller: &str, code: tonic::Code, latency: Duration) {
-        let (service, method) = known_method(path).unwrap_or(("unknown", "unknown"));
-        self.callers
-            .get_or_create(&CallerLabels {
-                caller: caller.to_owned(),
-                grpc_method: method,
-                grpc_code: code_name(code),
-            })
-            .inc();
-        let method = MethodLabels {
-            grpc_service: service,
-            grpc_method: method,
+    pub fn record(&self, path: &str, caller: &Arc<str>, code: tonic::Code, latency: Duration) {
+        self.record_method(method_index(path), caller, code, latency);
+    }
+
+    /// [`RpcMetrics::record`] for a path already resolved by [`method_index`].
+    pub fn record_method(
+        &self,
+        method: Option<usize>,
+        caller: &Arc<str>,
+        code: tonic::Code,
+        latency: Duration,
+    ) {
+        let (index, (service, name)) = match method {
+            Some(i) => (i, KNOWN_METHODS[i]),
+            None => (KNOWN_METHODS.len(), ("unknown", "unknown")),
         };
-        self.handling
-            .get_or_create(&method)
-            .observe(latency.as_secs_f64());
-        self.handled
-            .get_or_create(&RpcLabels {
-                grpc_service: method.grpc_service,
-                grpc_method: method.grpc_method,
-                grpc_code: code_name(code),
+        let resolved = self.resolved[index].get_or_init(|| {
+            let labels = MethodLabels {
+                grpc_service: service,
+                grpc_method: name,
+            };
+            Resolved {
+                handling: self.handling.get_or_create_owned(&labels),
+                handled_ok: OnceLock::new(),
+                callers_ok: RwLock::default(),
+            }
+        });
+        resolved.handling.observe(latency.as_secs_f64());
+        if code != tonic::Code::Ok {
+            self.handled
+                .get_or_create(&RpcLabels {
+                    grpc_service: service,
+                    grpc_method: name,
+                    grpc_code: code_name(code),
+                })
+                .inc();
+            self.caller_counter(caller, name, code).inc();
+            return;
+        }
+        resolved
+            .handled_ok
+            .get_or_init(|| {
+                self.handled.get_or_create_owned(&RpcLabels {
+                    grpc_service: service,
+                    grpc_method: name,
+                    grpc_code: code_name(tonic::Code::Ok),
+                })
             })
             .inc();
+        let read = resolved
+            .callers_ok
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Some((_, counter)) = read.iter().find(|(c, _)| **c == **caller) {
+            counter.inc();
+            return;
+        }
+        drop(read);
+        let counter = self.caller_counter(caller, name, code);
+        counter.inc();
+        let mut write = resolved
+            .callers_ok
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if write.len() < CALLERS_RESOLVED && !write.iter().any(|(c, _)| **c == **caller) {
+            write.push((caller.clone(), counter));
+        }
+    }
+
+    fn caller_counter(&self, caller: &str, method: &'static str, code: tonic::Code) -> Counter {
+        self.callers.get_or_create_owned(&CallerLabels {
+            caller: caller.to_owned(),
+            grpc_method: method,
+            grpc_code: code_name(code),
+        })
     }
 }
 
@@ -122,11 +198,15 @@ pub const KNOWN_METHODS: [(&str, &str); 8] = [
 
 /// The `(service, method)` of a path the server serves, as static strings.
 pub fn known_method(path: &str) -> Option<(&'static str, &'static str)> {
+    method_index(path).map(|i| KNOWN_METHODS[i])
+}
+
+/// The index in [`KNOWN_METHODS`] of a path the server serves.
+pub fn method_index(path: &str) -> Option<usize> {
     let (service, method) = path.strip_prefix('/')?.split_once('/')?;
     KNOWN_METHODS
         .iter()
-        .find(|(s, m)| *s == service && *m == method)
-        .copied()
+        .position(|(s, m)| *s == service && *m == method)
 }
 
 /// The registry of one server.
@@ -393,20 +473,20 @@ mod tests {
         {
             rpc.record(
                 &format!("/x{i}.Svc/M{i}"),
-                "anonymous",
+                &"anonymous".into(),
                 code,
                 Duration::ZERO,
             );
         }
         rpc.record(
             "/produto.v1.ProdutoService/Nope",
-            "anonymous",
+            &"anonymous".into(),
             tonic::Code::Unimplemented,
             Duration::ZERO,
         );
         rpc.record(
             "/produto.v1.ProdutoService/ObterNivel",
-            "anonymous",
+            &"anonymous".into(),
             tonic::Code::Ok,
             Duration::ZERO,
         );
@@ -422,6 +502,82 @@ mod tests {
             "{text}"
         );
         assert!(text.contains(r#"grpc_method="ObterNivel""#), "{text}");
+        // A method that never succeeded has no OK series (not even a zero one).
+        assert!(
+            !text.contains(r#"grpc_service="unknown",grpc_method="unknown",grpc_code="OK""#),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn resolved_series_count_with_the_family() {
+        let rpc = RpcMetrics::default();
+        let anonymous: Arc<str> = "anonymous".into();
+        let callers: Vec<Arc<str>> = (0..CALLERS_RESOLVED + 2)
+            .map(|i| format!("c{i}").into())
+            .collect();
+        for _ in 0..3 {
+            rpc.record(
+                "/grpc.health.v1.Health/Check",
+                &anonymous,
+                tonic::Code::Ok,
+                Duration::ZERO,
+            );
+            for caller in &callers {
+                rpc.record(
+                    "/produto.v1.ProdutoService/ObterNivel",
+                    caller,
+                    tonic::Code::Ok,
+                    Duration::ZERO,
+                );
+            }
+        }
+        rpc.record(
+            "/grpc.health.v1.Health/Check",
+            &anonymous,
+            tonic::Code::Unavailable,
+            Duration::ZERO,
+        );
+        let mut registry = Registry::default();
+        registry.register("handled", "", rpc.handled.clone());
+        registry.register("caller", "", rpc.callers.clone());
+        registry.register("handling", "", rpc.handling.clone());
+        let mut text = String::new();
+        encode(&mut text, &registry).unwrap();
+        assert!(
+            text.contains(r#"handled_total{grpc_service="grpc.health.v1.Health",grpc_method="Check",grpc_code="OK"} 3"#),
+            "{text}"
+        );
+        assert!(
+            text.contains(r#"handled_total{grpc_service="grpc.health.v1.Health",grpc_method="Check",grpc_code="Unavailable"} 1"#),
+            "{text}"
+        );
+        assert!(
+            text.contains(r#"handled_total{grpc_service="produto.v1.ProdutoService",grpc_method="ObterNivel",grpc_code="OK"} 54"#),
+            "{text}"
+        );
+        // Callers past the resolved ones are counted too, through the family.
+        for caller in ["c0", "c17"] {
+            let line = format!(
+                r#"caller_total{{caller="{caller}",grpc_method="ObterNivel",grpc_code="OK"}} 3"#
+            );
+            assert!(text.contains(&line), "{line}\n{text}");
+        }
+        assert!(
+            text.contains(
+                r#"caller_total{caller="anonymous",grpc_method="Check",grpc_code="OK"} 3"#
+            ),
+            "{text}"
+        );
+        assert!(
+            text.contains(r#"handling_seconds_count{grpc_service="grpc.health.v1.Health",grpc_method="Check"} 4"#)
+                || text.contains(r#"handling_count{grpc_service="grpc.health.v1.Health",grpc_method="Check"} 4"#),
+            "{text}"
+        );
+        assert!(
+            !text.contains("AdicionarUsuario"),
+            "a method never called has no series: {text}"
+        );
     }
 
     #[test]

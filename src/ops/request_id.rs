@@ -2,10 +2,15 @@
 //! generated (a random UUID) otherwise; the middleware puts it on the call's span, so every
 //! log line of the call carries it, and returns it in the response metadata.
 
-use tonic::codegen::http::{HeaderMap, HeaderValue};
+use tonic::codegen::http::{HeaderMap, HeaderName, HeaderValue};
 
 /// The metadata key, in requests and responses.
 pub const HEADER: &str = "x-request-id";
+
+/// [`HEADER`] as a header name, checked at compile time instead of on every insert.
+pub fn header_name() -> HeaderName {
+    const { HeaderName::from_static(HEADER) }
+}
 /// Longest id accepted from a caller; longer ones are replaced.
 const MAX_LEN: usize = 128;
 
@@ -28,8 +33,9 @@ fn is_acceptable(id: &[u8]) -> bool {
 
 /// A random (version 4) UUID.
 pub fn generate() -> HeaderValue {
-    let id = uuid::Uuid::new_v4().hyphenated().to_string();
-    HeaderValue::from_str(&id).expect("hex digits and dashes are a valid header value")
+    let mut id = [0; uuid::fmt::Hyphenated::LENGTH];
+    let id = uuid::Uuid::new_v4().hyphenated().encode_lower(&mut id);
+    HeaderValue::from_str(id).expect("hex digits and dashes are a valid header value")
 }
 
 #[cfg(test)]
