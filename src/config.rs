@@ -543,7 +543,6 @@ fn read_secret(path: &std::path::Path, name: &str) -> Result<String, String> {
     Ok(text.trim_end_matches(['\n', '\r']).to_owned())
 }
 
-
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -229,7 +229,14 @@ fn the_reference_collector_sees_groups_and_reexports() {
 /// The modules built without the `server` feature: the generated code, the balancing client,
 /// the bot and what they need. lib.rs gates every other module behind `server`, so that
 /// `produto-bot` builds without the server's crates (sqlx, argon2...).
-const THIN: &[&str] = &["pb", "telemetry", "signal", "service_config", "client", "bot"];
+const THIN: &[&str] = &[
+    "pb",
+    "telemetry",
+    "signal",
+    "service_config",
+    "client",
+    "bot",
+];
 
 #[test]
 fn the_bot_side_uses_no_server_module() {
@@ -238,7 +245,9 @@ fn the_bot_side_uses_no_server_module() {
     for module in THIN {
         for used in graph.get(*module).into_iter().flatten() {
             if !THIN.contains(&used.as_str()) {
-                reaching.push(format!("{module} uses {used}, which only the server builds"));
+                reaching.push(format!(
+                    "{module} uses {used}, which only the server builds"
+                ));
             }
         }
     }
@@ -260,7 +269,10 @@ fn lib_rs_gates_exactly_the_server_modules() {
             .and_then(|rest| rest.strip_suffix(';'))
             && gated == THIN.contains(&name)
         {
-            wrong.push(format!("{name}: gated {gated}, thin {}", THIN.contains(&name)));
+            wrong.push(format!(
+                "{name}: gated {gated}, thin {}",
+                THIN.contains(&name)
+            ));
         }
         gated = false;
     }

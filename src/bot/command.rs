@@ -117,9 +117,12 @@ mod tests {
         fn eq(&self, other: &Self) -> bool {
             fn parts(c: &Command) -> (&'static str, Option<&str>, Option<&str>, Option<i32>) {
                 match c {
-                    Command::Login { usuario, senha } => {
-                        ("login", Some(usuario.as_str()), Some(senha.expose_secret()), None)
-                    }
+                    Command::Login { usuario, senha } => (
+                        "login",
+                        Some(usuario.as_str()),
+                        Some(senha.expose_secret()),
+                        None,
+                    ),
                     Command::Nivel { usuario } => ("nivel", usuario.as_deref(), None, None),
                     Command::Adicionar {
                         usuario,
