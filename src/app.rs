@@ -4,6 +4,7 @@
 
 use std::{future::Future, net::SocketAddr, sync::Arc, time::Duration};
 
+use secrecy::ExposeSecret;
 use tokio::net::TcpListener;
 use tokio_util::{
     sync::CancellationToken,
@@ -54,7 +55,11 @@ impl Application {
     /// Checks the configuration, builds the (lazy) pool and binds the listeners. Nothing here
     /// waits for the database: a database that is down at start only delays readiness.
     pub async fn build(config: Settings) -> Result<Self, Error> {
-        if config.admin_token.as_ref().is_some_and(|t| t.len() < 16) {
+        if config
+            .admin_token
+            .as_ref()
+            .is_some_and(|t| t.expose_secret().len() < 16)
+        {
             tracing::warn!("PRODUTO_ADMIN_TOKEN is shorter than 16 bytes: use a long random token");
         }
         let db = Db::new(&config.db)?;
@@ -251,7 +256,7 @@ fn grpc_routes(
     let produto = ProdutoSvc::new(
         db.clone(),
         hasher,
-        AdminToken::new(config.admin_token.as_deref()),
+        AdminToken::new(config.admin_token.as_ref().map(ExposeSecret::expose_secret)),
         config.throttle,
     );
     Ok(Routes::new(health)

@@ -3,6 +3,7 @@
 use std::{net::SocketAddr, path::PathBuf, time::Duration};
 
 use clap::{Parser, Subcommand};
+use secrecy::{ExposeSecret, SecretString};
 
 use crate::{
     db::{DbSettings, is_postgres_url},
@@ -102,7 +103,7 @@ pub struct Config {
 
     /// Bearer token that AdicionarUsuario requires. Unset: AdicionarUsuario is refused.
     #[arg(long, env = "PRODUTO_ADMIN_TOKEN", hide_env_values = true)]
-    pub admin_token: Option<Secret>,
+    pub admin_token: Option<SecretString>,
 
     /// Require every RPC but health and reflection to name its caller: a token of
     /// PRODUTO_CALLER_TOKENS_FILE in `authorization: Bearer <token>`, or a client certificate
@@ -326,7 +327,11 @@ impl Config {
                     .into(),
             );
         }
-        if self.admin_token.as_deref().is_some_and(str::is_empty) {
+        if self
+            .admin_token
+            .as_ref()
+            .is_some_and(|t| t.expose_secret().is_empty())
+        {
             return Err("PRODUTO_ADMIN_TOKEN is set but empty; unset it or give a token".into());
         }
         self.hash_settings()?;
@@ -449,7 +454,7 @@ pub struct Settings {
     /// The admin HTTP port; `None`: off.
     pub admin_addr: Option<SocketAddr>,
     /// The token AdicionarUsuario requires; `None`: AdicionarUsuario is refused.
-    pub admin_token: Option<Secret>,
+    pub admin_token: Option<SecretString>,
     pub db: DbSettings,
     pub hashing: HashSettings,
     pub limits: Limits,
@@ -538,36 +543,6 @@ fn read_secret(path: &std::path::Path, name: &str) -> Result<String, String> {
     Ok(text.trim_end_matches(['\n', '\r']).to_owned())
 }
 
-/// A secret setting (the admin token): usable as a `&str`, shown as `***` by `Debug`, so
-/// that logging a configuration cannot leak it.
-#[derive(Clone, PartialEq, Eq)]
-pub struct Secret(String);
-
-impl From<String> for Secret {
-    fn from(s: String) -> Self {
-        Secret(s)
-    }
-}
-
-impl From<&str> for Secret {
-    fn from(s: &str) -> Self {
-        Secret(s.to_owned())
-    }
-}
-
-impl std::ops::Deref for Secret {
-    type Target = str;
-    fn deref(&self) -> &str {
-        &self.0
-    }
-}
-
-impl std::fmt::Debug for Secret {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("***")
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -596,7 +571,10 @@ mod tests {
         ]);
         config.read_secret_files().unwrap();
         assert_eq!(config.database_url, "postgres://u@db/produto");
-        assert_eq!(config.admin_token.as_deref(), Some("s3cret token"));
+        assert_eq!(
+            config.admin_token.as_ref().map(ExposeSecret::expose_secret),
+            Some("s3cret token")
+        );
         assert!(!format!("{config:?}").contains("s3cret"));
     }
 

@@ -1,6 +1,8 @@
 //! Validated request values. A request is parsed into these once, at the edge; everything
 //! behind the edge trusts them.
 
+use secrecy::{ExposeSecret, SecretString};
+
 use crate::{Error, error::Rule};
 
 /// Longest username, in characters.
@@ -61,8 +63,8 @@ impl std::fmt::Display for Usuario {
 }
 
 /// A password. Its `Debug` never shows it, so it cannot reach a log by accident.
-#[derive(Clone)]
-pub struct Senha(String);
+#[derive(Clone, Debug)]
+pub struct Senha(SecretString);
 
 impl Senha {
     /// A password given at login: 1 to 1024 bytes.
@@ -73,7 +75,7 @@ impl Senha {
     /// A password for a new user: 8 to 1024 bytes, and not one of the most common ones.
     pub fn parse_new(raw: String) -> Result<Self, Error> {
         let senha = Self::parse_with_min(raw, SENHA_MIN_BYTES_NEW)?;
-        if is_common_password(&senha.0) {
+        if is_common_password(senha.0.expose_secret()) {
             return Err(invalid(
                 "senha",
                 Rule::TooCommon,
@@ -103,17 +105,11 @@ impl Senha {
                 format!("senha: must be at most {SENHA_MAX_BYTES} bytes"),
             ));
         }
-        Ok(Senha(raw))
+        Ok(Senha(raw.into()))
     }
 
     pub fn expose(&self) -> &[u8] {
-        self.0.as_bytes()
-    }
-}
-
-impl std::fmt::Debug for Senha {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("Senha(***)")
+        self.0.expose_secret().as_bytes()
     }
 }
 

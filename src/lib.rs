@@ -1,7 +1,8 @@
 //! produto: a gRPC service for user logins and access levels over one shared sqlx pool.
 //!
 //! The library holds everything; `produto-server` and `produto-bot` are thin binaries over it,
-//! and the integration tests start the same [`app::Application`] on a loopback port.
+//! and the integration tests start the same [`app::Application`] on a loopback port. The
+//! `server` feature (default) gates every module the bot does not use (marked *server* below).
 //!
 //! # Map
 //!
@@ -12,36 +13,50 @@
 //! | layer | module | what lives there |
 //! | --- | --- | --- |
 //! | bottom | [`pb`] | the code generated from `proto/produto/v1/produto.proto` |
-//! | | [`error`] | the one [`Error`] and its mapping to gRPC status codes |
-//! | | [`domain`] | validated request values: `Usuario`, `Senha`, `Nivel` |
-//! | | [`telemetry`], [`ready`], [`signal`] | log setup; the readiness flag health and ops share; the shutdown signal |
+//! | | [`error`] | *server*: the one [`Error`] and its mapping to gRPC status codes |
+//! | | [`domain`] | *server*: validated request values: `Usuario`, `Senha`, `Nivel` |
+//! | | [`telemetry`], [`ready`], [`signal`] | log setup; the readiness flag health and ops share (*server*); the shutdown signal |
 //! | | [`service_config`] | the clients' retry policy (`proto/produto/v1/service_config.json`) |
-//! | storage, hashing | [`db`] | the pools ([`db::DbSettings`]): the primary and read replicas with their routing (`db/replicas.rs`), the one query path every statement takes (`db/query.rs`: acquire, time, classify, retry a read once), every SQL query (`db/users.rs`), the ObterNivel batcher, pool figures and histograms, the connection budget (`db/budget.rs`) |
-//! | | [`password`] | argon2id on dedicated threads ([`password::HashSettings`]) |
-//! | | [`throttle`], [`auth`] | brute-force throttling of logins; caller authentication (tokens, certificates) and the admin token check |
+//! | storage, hashing | [`db`] | *server*: the pools ([`db::DbSettings`]): the primary and read replicas with their routing (`db/replicas.rs`), the one query path every statement takes (`db/query.rs`: acquire, time, classify, retry a read once), every SQL query (`db/users.rs`), the ObterNivel batcher, pool figures and histograms, the connection budget (`db/budget.rs`) |
+//! | | [`password`] | *server*: argon2id on dedicated threads ([`password::HashSettings`]) |
+//! | | [`throttle`], [`auth`] | *server*: brute-force throttling of logins; caller authentication (tokens, certificates) and the admin token check |
 //! | | [`client`] | the balancing, retrying client for other Rust services (generated code and service config only) |
-//! | settings | [`config`] | the flags (clap), turned into each component's settings in one place: [`Config::into_settings`] |
-//! | serving | [`service`] | the RPC handlers: `service/produto.rs` (ProdutoService), `service/pool.rs`, `service/health.rs` |
-//! | | [`middleware`], [`ops`] | per call: span, metrics, caller identification, deadline, size limit, load shedding; the metrics registry, the admin HTTP port, request ids |
+//! | settings | [`config`] | *server*: the flags (clap), turned into each component's settings in one place: [`Config::into_settings`] |
+//! | serving | [`service`] | *server*: the RPC handlers: `service/produto.rs` (ProdutoService), `service/pool.rs`, `service/health.rs` |
+//! | | [`middleware`], [`ops`] | *server*: per call: span, metrics, caller identification, deadline, size limit, load shedding; the metrics registry, the admin HTTP port, request ids |
 //! | | [`bot`] | the chat bot: commands, replies, its gRPC client, the stdin and Telegram transports (`bot/telegram/`), its admin page |
-//! | top | [`app`] | wiring: build (bind ports), serve, shut down; `migrate` and `adicionar-usuario` |
+//! | top | [`app`] | *server*: wiring: build (bind ports), serve, shut down; `migrate` and `adicionar-usuario` |
 
+// Without the `server` feature the library is the generated code, the balancing client and
+// the bot, so that `produto-bot` builds without the server's crates (sqlx, argon2...).
+#[cfg(feature = "server")]
 pub mod app;
+#[cfg(feature = "server")]
 pub mod auth;
 pub mod bot;
 pub mod client;
+#[cfg(feature = "server")]
 pub mod config;
+#[cfg(feature = "server")]
 pub mod db;
+#[cfg(feature = "server")]
 pub mod domain;
+#[cfg(feature = "server")]
 pub mod error;
+#[cfg(feature = "server")]
 pub mod middleware;
+#[cfg(feature = "server")]
 pub mod ops;
+#[cfg(feature = "server")]
 pub mod password;
+#[cfg(feature = "server")]
 pub mod ready;
+#[cfg(feature = "server")]
 pub mod service;
 pub mod service_config;
 pub mod signal;
 pub mod telemetry;
+#[cfg(feature = "server")]
 pub mod throttle;
 
 /// Code generated from `proto/produto/v1/produto.proto`.
@@ -54,6 +69,9 @@ pub mod pb {
         tonic::include_file_descriptor_set!("produto_descriptor");
 }
 
+#[cfg(feature = "server")]
 pub use app::Application;
+#[cfg(feature = "server")]
 pub use config::{Config, Settings};
+#[cfg(feature = "server")]
 pub use error::Error;

@@ -322,7 +322,13 @@ mod tests {
         let started = std::time::Instant::now();
         let result = call_with_retries(&fast_policy(), || async {
             if calls.fetch_add(1, Ordering::SeqCst) == 0 {
-                Err(Status::from(crate::Error::DatabaseDown("down".into())))
+                // What the server says while its database is down (`Error::DatabaseDown`),
+                // built here so that this module needs nothing of the server.
+                Err(Status::with_error_details(
+                    Code::Unavailable,
+                    "down",
+                    tonic_types::ErrorDetails::with_retry_info(Some(Duration::from_secs(5))),
+                ))
             } else {
                 Ok(())
             }

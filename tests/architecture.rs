@@ -226,3 +226,56 @@ fn the_reference_collector_sees_groups_and_reexports() {
     let found: Vec<String> = references(text).into_iter().collect();
     assert_eq!(found, ["db", "error", "ops"]);
 }
+
+/// The modules built without the `server` feature: the generated code, the balancing client,
+/// the bot and what they need. lib.rs gates every other module behind `server`, so that
+/// `produto-bot` builds without the server's crates (sqlx, argon2...).
+const THIN: &[&str] = &[
+    "pb",
+    "telemetry",
+    "signal",
+    "service_config",
+    "client",
+    "bot",
+];
+
+#[test]
+fn the_bot_side_uses_no_server_module() {
+    let graph = dependency_graph();
+    let mut reaching = Vec::new();
+    for module in THIN {
+        for used in graph.get(*module).into_iter().flatten() {
+            if !THIN.contains(&used.as_str()) {
+                reaching.push(format!(
+                    "{module} uses {used}, which only the server builds"
+                ));
+            }
+        }
+    }
+    assert!(reaching.is_empty(), "{reaching:#?}");
+}
+
+#[test]
+fn lib_rs_gates_exactly_the_server_modules() {
+    let lib = fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("src/lib.rs")).unwrap();
+    let mut wrong = Vec::new();
+    let mut gated = false;
+    for line in lib.lines().map(str::trim) {
+        if line == r#"#[cfg(feature = "server")]"# {
+            gated = true;
+            continue;
+        }
+        if let Some(name) = line
+            .strip_prefix("pub mod ")
+            .and_then(|rest| rest.strip_suffix(';'))
+            && gated == THIN.contains(&name)
+        {
+            wrong.push(format!(
+                "{name}: gated {gated}, thin {}",
+                THIN.contains(&name)
+            ));
+        }
+        gated = false;
+    }
+    assert!(wrong.is_empty(), "{wrong:#?}");
+}

@@ -1,43 +1,25 @@
 //! Parsing a chat message into a [`Command`]. Words are split on whitespace, so neither a
 //! username nor a password typed in a chat can contain spaces.
 
-/// A password typed in a chat. Its `Debug` never shows it, so it cannot reach a log.
-#[derive(Clone, PartialEq, Eq)]
-pub struct Secret(String);
+use secrecy::SecretString;
 
-impl Secret {
-    pub fn new(raw: impl Into<String>) -> Self {
-        Secret(raw.into())
-    }
-
-    pub fn expose(&self) -> &str {
-        &self.0
-    }
-
-    pub fn into_string(self) -> String {
-        self.0
-    }
-}
-
-impl std::fmt::Debug for Secret {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("Secret(***)")
-    }
-}
-
-/// What a chat asked for.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// What a chat asked for. A password typed in a chat is a [`SecretString`]: its `Debug` never
+/// shows it, so it cannot reach a log.
+#[derive(Debug, Clone)]
 pub enum Command {
     /// `/start`, `/ajuda`, `/help`.
     Ajuda,
     /// `/login <usuario> <senha>`.
-    Login { usuario: String, senha: Secret },
+    Login {
+        usuario: String,
+        senha: SecretString,
+    },
     /// `/nivel` (the chat's own user) or `/nivel <usuario>`.
     Nivel { usuario: Option<String> },
     /// `/adicionar <usuario> <senha> <nivel>`.
     Adicionar {
         usuario: String,
-        senha: Secret,
+        senha: SecretString,
         nivel: i32,
     },
     /// `/status`.
@@ -102,7 +84,7 @@ pub fn parse(message: &str) -> Result<Command, ParseError> {
         ("start" | "ajuda" | "help", _) => Ok(Command::Ajuda),
         ("login", [usuario, senha]) => Ok(Command::Login {
             usuario: (*usuario).to_owned(),
-            senha: Secret::new(*senha),
+            senha: SecretString::from(*senha),
         }),
         ("login", _) => Err(ParseError::Usage(USAGE_LOGIN)),
         ("nivel" | "nível", []) => Ok(Command::Nivel { usuario: None }),
@@ -112,7 +94,7 @@ pub fn parse(message: &str) -> Result<Command, ParseError> {
         ("nivel" | "nível", _) => Err(ParseError::Usage(USAGE_NIVEL)),
         ("adicionar", [usuario, senha, nivel]) => Ok(Command::Adicionar {
             usuario: (*usuario).to_owned(),
-            senha: Secret::new(*senha),
+            senha: SecretString::from(*senha),
             nivel: nivel.parse().map_err(|_| ParseError::BadNivel)?,
         }),
         ("adicionar", _) => Err(ParseError::Usage(USAGE_ADICIONAR)),
@@ -127,6 +109,37 @@ pub fn parse(message: &str) -> Result<Command, ParseError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use secrecy::ExposeSecret;
+
+    // Only the tests compare commands: a secret has no `==` of its own (secrecy leaves that
+    // choice to the caller), so compare what each command holds, the password exposed.
+    impl PartialEq for Command {
+        fn eq(&self, other: &Self) -> bool {
+            fn parts(c: &Command) -> (&'static str, Option<&str>, Option<&str>, Option<i32>) {
+                match c {
+                    Command::Login { usuario, senha } => (
+                        "login",
+                        Some(usuario.as_str()),
+                        Some(senha.expose_secret()),
+                        None,
+                    ),
+                    Command::Nivel { usuario } => ("nivel", usuario.as_deref(), None, None),
+                    Command::Adicionar {
+                        usuario,
+                        senha,
+                        nivel,
+                    } => (
+                        "adicionar",
+                        Some(usuario.as_str()),
+                        Some(senha.expose_secret()),
+                        Some(*nivel),
+                    ),
+                    other => (other.name(), None, None, None),
+                }
+            }
+            parts(self) == parts(other)
+        }
+    }
 
     #[test]
     fn commands_with_their_arguments_are_parsed() {
@@ -137,7 +150,7 @@ mod tests {
             parse("  /login   maria   senha-forte-1  "),
             Ok(Command::Login {
                 usuario: "maria".into(),
-                senha: Secret::new("senha-forte-1"),
+                senha: SecretString::from("senha-forte-1"),
             })
         );
         assert_eq!(parse("/nivel"), Ok(Command::Nivel { usuario: None }));
@@ -151,7 +164,7 @@ mod tests {
             parse("/adicionar bob senha-do-bob -1"),
             Ok(Command::Adicionar {
                 usuario: "bob".into(),
-                senha: Secret::new("senha-do-bob"),
+                senha: SecretString::from("senha-do-bob"),
                 nivel: -1,
             })
         );

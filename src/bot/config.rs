@@ -3,6 +3,7 @@
 use std::{path::PathBuf, time::Duration};
 
 use clap::Parser;
+use secrecy::{ExposeSecret, SecretString};
 
 use crate::telemetry::LogFormat;
 
@@ -41,7 +42,7 @@ pub struct BotConfig {
     /// Token sent to the service as `authorization: Bearer <token>` when an admin uses
     /// /adicionar. Unset: /adicionar is refused.
     #[arg(long, env = "PRODUTO_ADMIN_TOKEN", hide_env_values = true)]
-    pub admin_token: Option<String>,
+    pub admin_token: Option<SecretString>,
 
     /// Lowest level that counts as an admin (/adicionar, /nivel <usuario>).
     #[arg(long, env = "PRODUTO_BOT_ADMIN_NIVEL", default_value_t = 2)]
@@ -80,14 +81,18 @@ impl BotConfig {
                 return Err(format!("{name} must be greater than zero"));
             }
         }
-        if self.admin_token.as_deref() == Some("") {
+        if self
+            .admin_token
+            .as_ref()
+            .is_some_and(|t| t.expose_secret().is_empty())
+        {
             return Err("PRODUTO_ADMIN_TOKEN is set but empty; unset it or give a token".into());
         }
         Ok(())
     }
 }
 
-// By hand, so that the admin token never reaches a log.
+// By hand: the Telegram settings stay out (the token is in them).
 impl std::fmt::Debug for BotConfig {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("BotConfig")
@@ -96,7 +101,7 @@ impl std::fmt::Debug for BotConfig {
             .field("tls_cert", &self.tls_cert)
             .field("connect_timeout", &self.connect_timeout)
             .field("timeout", &self.timeout)
-            .field("admin_token", &self.admin_token.as_ref().map(|_| "***"))
+            .field("admin_token", &self.admin_token)
             .field("admin_nivel", &self.admin_nivel)
             .field("admin_addr", &self.admin_addr)
             .field("log_format", &self.log_format)
@@ -128,7 +133,7 @@ mod tests {
                 .contains("PRODUTO_BOT_TIMEOUT")
         );
         config.timeout = Duration::from_secs(1);
-        config.admin_token = Some(String::new());
+        config.admin_token = Some(String::new().into());
         assert!(config.validate().is_err());
     }
 }

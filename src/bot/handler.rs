@@ -8,6 +8,7 @@ use std::{
     time::{Duration, Instant},
 };
 
+use secrecy::{ExposeSecret, SecretString};
 use tonic::{
     Code, Request, Response, Status,
     codegen::http::Uri,
@@ -19,13 +20,12 @@ use tonic_health::pb::{
 };
 
 use super::{
-    BotConfig, ChatId,
-    command::{self, Command, Secret},
+    BotConfig, ChatId, StartupError,
+    command::{self, Command},
     metrics::{BotMetrics, Outcome},
     reply,
 };
 use crate::{
-    Error,
     client::{BalancedClient, ClientSettings},
     pb::{
         self, pool_service_client::PoolServiceClient, produto_service_client::ProdutoServiceClient,
@@ -131,8 +131,8 @@ fn service_error(status: &Status) -> (String, Outcome) {
 
 /// The balancing client's settings for `PRODUTO_SERVER`: its `host:port`, resolved to
 /// every address it has, and TLS checked against the host's name for `https://`.
-fn client_settings(config: &BotConfig) -> Result<ClientSettings, Error> {
-    let invalid = |why: &str| Error::Startup(format!("PRODUTO_SERVER {:?}: {why}", config.server));
+fn client_settings(config: &BotConfig) -> Result<ClientSettings, StartupError> {
+    let invalid = |why: &str| StartupError(format!("PRODUTO_SERVER {:?}: {why}", config.server));
     let uri: Uri = config
         .server
         .parse()
@@ -167,10 +167,10 @@ async fn within<T>(
 
 /// TLS settings for an `https://` server: the CA to trust (or the system's web roots) and,
 /// for mutual TLS, the bot's own certificate.
-fn client_tls(config: &BotConfig) -> Result<ClientTlsConfig, Error> {
+fn client_tls(config: &BotConfig) -> Result<ClientTlsConfig, StartupError> {
     let read = |path: &std::path::Path| {
         std::fs::read(path)
-            .map_err(|e| Error::Startup(format!("cannot read {}: {e}", path.display())))
+            .map_err(|e| StartupError(format!("cannot read {}: {e}", path.display())))
     };
     let mut tls = ClientTlsConfig::new();
     tls = match &config.tls_ca {
@@ -186,16 +186,16 @@ fn client_tls(config: &BotConfig) -> Result<ClientTlsConfig, Error> {
 impl Bot {
     /// Builds the handler without connecting: a service that is down at start does not stop
     /// the bot, and each call (re)connects when needed. Must run inside a Tokio runtime.
-    pub fn build(config: &BotConfig) -> Result<Bot, Error> {
-        config.validate().map_err(Error::Startup)?;
+    pub fn build(config: &BotConfig) -> Result<Bot, StartupError> {
+        config.validate().map_err(StartupError)?;
         let client = BalancedClient::start(client_settings(config)?);
         let channel = client.channel();
-        let admin_token = match config.admin_token.as_deref() {
+        let admin_token = match config.admin_token.as_ref().map(ExposeSecret::expose_secret) {
             None => None,
             Some(token) => {
                 let mut value: MetadataValue<Ascii> =
                     format!("Bearer {token}").parse().map_err(|_| {
-                        Error::Startup("PRODUTO_ADMIN_TOKEN must be printable ASCII".into())
+                        StartupError("PRODUTO_ADMIN_TOKEN must be printable ASCII".into())
                     })?;
                 value.set_sensitive(true);
                 Some(value)
@@ -365,8 +365,14 @@ impl Bot {
         }
     }
 
-    async fn login(&self, caller: &Caller, usuario: String, senha: Secret) -> (String, Outcome) {
-        let senha = senha.into_string();
+    async fn login(
+        &self,
+        caller: &Caller,
+        usuario: String,
+        senha: SecretString,
+    ) -> (String, Outcome) {
+        // The request message is plain protobuf: the password leaves the wrapper here.
+        let senha = senha.expose_secret().to_owned();
         let login = self.idempotent(PRODUTO, "VerificarLogin", || {
             let mut client = self.produto.clone();
             let request = self.request(
@@ -441,7 +447,7 @@ impl Bot {
         &self,
         caller: &Caller,
         usuario: String,
-        senha: Secret,
+        senha: SecretString,
         nivel: i32,
     ) -> (String, Outcome) {
         // Refused here, before any call, unless an admin is logged in on this chat.
@@ -458,7 +464,7 @@ impl Bot {
         let mut request = self.request(
             pb::AdicionarUsuarioRequest {
                 usuario: usuario.clone(),
-                senha: senha.into_string(),
+                senha: senha.expose_secret().to_owned(),
                 nivel,
             },
             caller.end_user.as_ref(),

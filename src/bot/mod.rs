@@ -15,10 +15,17 @@ pub mod stdio;
 #[cfg(feature = "bot")]
 pub mod telegram;
 
-pub use command::{Command, ParseError, Secret};
+pub use command::{Command, ParseError};
 pub use config::BotConfig;
 pub use handler::{Bot, END_USER_HEADER, Handled, Incoming, ServiceHealth};
 pub use metrics::Outcome;
+
+/// Why the bot cannot start: a setting it cannot use (the server's address, a TLS file, the
+/// admin token), said in one line. The bot's own, so that it needs none of the server's error
+/// (and its storage errors).
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct StartupError(pub String);
 
 /// Identifies a conversation, so that one handler can serve many chats at once. An `i64`
 /// because that is what chat platforms (Telegram, for one) use.
