@@ -228,8 +228,9 @@ fn response_code(headers: &HeaderMap) -> Code {
 /// tonic answers INTERNAL for a request that does not decode (invalid UTF-8 in a string,
 /// truncated fields) and OUT_OF_RANGE for one over the size limit. Both are the caller's
 /// doing: say so with INVALID_ARGUMENT and RESOURCE_EXHAUSTED (gRPC's code for a message
-/// larger than the server accepts), so callers do not retry them or page anyone. The
-/// recoded status replaces tonic's, error details included (see [`Error`]).
+/// larger than the server accepts), so callers do not retry them or page anyone. A request
+/// cut off by a broken connection is CANCELLED, not UNKNOWN. The recoded status replaces
+/// tonic's, error details included (see [`Error`]).
 fn recode_request_errors(headers: &mut HeaderMap, max_request_bytes: usize) {
     let Some(status) = Status::from_header_map(headers) else {
         return;
@@ -246,6 +247,14 @@ fn recode_request_errors(headers: &mut HeaderMap, max_request_bytes: usize) {
             Error::RequestTooLarge {
                 limit_bytes: max_request_bytes,
             }
+        }
+        // The connection broke while the request was being read (h2 gives no reason): the
+        // client went away. gRPC calls that CANCELLED; tonic says UNKNOWN, which would page
+        // someone for every client that disconnects mid-call.
+        Code::Unknown if status.message().starts_with("h2 protocol error") => {
+            let _ = Status::cancelled(format!("the client went away: {}", status.message()))
+                .add_header(headers);
+            return;
         }
         _ => return,
     };

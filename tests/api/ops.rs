@@ -849,3 +849,58 @@ async fn random_paths_cannot_grow_the_metrics_whatever_their_code() {
         .count();
     assert!(series <= 8, "{series} series after {codes:?}");
 }
+
+/// A client whose connection breaks while its request is being read is CANCELLED in the
+/// metrics and logs (tonic says UNKNOWN, an error worth paging for: it is not).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_request_cut_off_by_a_broken_connection_counts_as_cancelled() {
+    let database = TestDb::create(Backend::Sqlite).await;
+    let url = database.url.clone();
+    let app = spawn_with_admin(&url, database).await;
+    let labels = |code| [PRODUTO, ("grpc_method", "ObterNivel"), ("grpc_code", code)];
+
+    let tcp = tokio::net::TcpStream::connect(app.addr).await.unwrap();
+    let (client, mut connection) = h2::client::handshake(tcp).await.unwrap();
+    let mut ping_pong = connection.ping_pong().unwrap();
+    let driver = tokio::spawn(connection);
+    let mut client = client.ready().await.unwrap();
+    let request = http::Request::post(format!(
+        "http://{}/produto.v1.ProdutoService/ObterNivel",
+        app.addr
+    ))
+    .header("content-type", "application/grpc")
+    .header("te", "trailers")
+    .body(())
+    .unwrap();
+    let (_response, mut body) = client.send_request(request, false).unwrap();
+    // A gRPC frame that announces 100 bytes and sends 3 of them.
+    body.send_data(
+        bytes::Bytes::from_static(&[0, 0, 0, 0, 100, 10, 1, b'a']),
+        false,
+    )
+    .unwrap();
+    // The server answers a ping after the frames sent before it: the call has begun.
+    ping_pong.ping(h2::Ping::opaque()).await.unwrap();
+    driver.abort();
+    drop((client, body));
+
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let now = scrape(&app).await;
+        if sample(&now, "grpc_server_handled_total", &labels("Canceled")) == 1.0 {
+            assert_eq!(
+                sample(&now, "grpc_server_handled_total", &labels("Unknown")),
+                0.0
+            );
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no CANCELLED call counted within 30 s: {:?}",
+            now.iter()
+                .filter(|(k, _)| k.contains("ObterNivel") && k.starts_with("grpc_server_handled"))
+                .collect::<Vec<_>>()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
