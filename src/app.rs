@@ -462,7 +462,12 @@ async fn supervise(
         }
     }
 
-    warn_if_over_budget(&db).await;
+    // The budget is only reported, never a condition of readiness: read it beside the first
+    // probe, not before it (each new connection at startup is ~100 ms over TLS, BENCHMARKS.md).
+    let _budget = AbortOnDropHandle::new(tokio::spawn({
+        let db = db.clone();
+        async move { warn_if_over_budget(&db).await }
+    }));
     let mut probe = ProbeConnection::default();
     loop {
         let healthy = tokio::select! {
