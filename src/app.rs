@@ -2,7 +2,12 @@
 //! the graceful shutdown: readiness off, Watch streams ended, in-flight calls drained within
 //! a bound, the admin port stopped, the pool closed.
 
-use std::{future::Future, net::SocketAddr, sync::Arc, time::Duration};
+use std::{
+    future::Future,
+    net::SocketAddr,
+    sync::Arc,
+    time::{Duration, Instant},
+};
 
 use secrecy::ExposeSecret;
 use tokio::net::TcpListener;
@@ -393,7 +398,7 @@ pub async fn add_user(
     result
 }
 
-/// Reads the connection budget once the database answers, and warns when this instance's
+/// Reads the connection budget and warns when this instance's
 /// pool could not reach its maximum (README, "Running many instances").
 async fn warn_if_over_budget(db: &Db) {
     match db.check_budget().await {
@@ -418,6 +423,40 @@ async fn warn_if_over_budget(db: &Db) {
     }
 }
 
+/// Applies migrations (or, with `apply_migrations` false, waits until someone else has
+/// applied them), retrying with a backoff while the database is unreachable. `None` when
+/// stopped first.
+async fn ensure_schema(db: &Db, apply_migrations: bool, stop: &CancellationToken) -> Option<()> {
+    let mut backoff = Duration::from_millis(100);
+    while !db.is_migrated() {
+        let attempt = async {
+            if apply_migrations {
+                db.migrate().await.map_err(|e| e.to_string())
+            } else {
+                db.check_migrated().await
+            }
+        };
+        tokio::select! {
+            () = stop.cancelled() => return None,
+            result = attempt => match result {
+                Ok(()) if apply_migrations => {
+                    tracing::info!(backend = db.backend_name(), "schema migrated");
+                }
+                Ok(()) => tracing::info!(backend = db.backend_name(), "schema found migrated"),
+                Err(e) => {
+                    tracing::error!(error = %e, retry_in = ?backoff, "schema not in place; not ready");
+                    tokio::select! {
+                        () = stop.cancelled() => return None,
+                        () = tokio::time::sleep(backoff) => {}
+                    }
+                    backoff = (backoff * 2).min(MIGRATE_RETRY_MAX);
+                }
+            }
+        }
+    }
+    Some(())
+}
+
 /// The background task: applies migrations (or, with `apply_migrations` false, waits until
 /// someone else has applied them), retrying while the database is unreachable; then probes
 /// the database every `interval` and reports readiness, until stopped; then reports
@@ -430,49 +469,31 @@ async fn supervise(
     shutdown_delay: Duration,
     stop: CancellationToken,
 ) {
-    let mut backoff = Duration::from_millis(100);
-    while !db.is_migrated() {
-        let attempt = async {
-            if apply_migrations {
-                db.migrate().await.map_err(|e| e.to_string())
-            } else {
-                db.check_migrated().await
-            }
-        };
-        tokio::select! {
-            () = stop.cancelled() => {
-                // Never ready: nobody is sending, no delay needed.
-                readiness.shut_down(Duration::ZERO).await;
-                return;
-            }
-            result = attempt => match result {
-                Ok(()) if apply_migrations => {
-                    tracing::info!(backend = db.backend_name(), "schema migrated");
-                }
-                Ok(()) => tracing::info!(backend = db.backend_name(), "schema found migrated"),
-                Err(e) => {
-                    tracing::error!(error = %e, retry_in = ?backoff, "schema not in place; not ready");
-                    tokio::select! {
-                        () = stop.cancelled() => {}
-                        () = tokio::time::sleep(backoff) => {}
-                    }
-                    backoff = (backoff * 2).min(MIGRATE_RETRY_MAX);
-                }
-            }
-        }
-    }
-
-    // The budget is only reported, never a condition of readiness: read it beside the first
-    // probe, not before it (each new connection at startup is ~100 ms over TLS, BENCHMARKS.md).
-    let _budget = AbortOnDropHandle::new(tokio::spawn({
-        let db = db.clone();
-        async move { warn_if_over_budget(&db).await }
-    }));
+    // The probe's first connection is opened while the schema is checked: at startup each
+    // new connection is a TLS handshake (~100 ms on loopback, BENCHMARKS.md). Only a healthy
+    // early reading is used (one taken while the database was still down would hold
+    // readiness back for a probe interval)...
     let mut probe = ProbeConnection::default();
+    let (schema, (early, probed_at)) =
+        tokio::join!(ensure_schema(&db, apply_migrations, &stop), async {
+            (db.probe(&mut probe).await, Instant::now())
+        },);
+    if schema.is_none() {
+        // Never ready: nobody is sending, no delay needed.
+        readiness.shut_down(Duration::ZERO).await;
+        return;
+    }
+    // Before readiness, so that no startup query runs under the first calls; after the
+    // schema, because no query runs before the schema is in place.
+    warn_if_over_budget(&db).await;
+    let mut early = (early && probed_at.elapsed() < interval).then_some(true);
     loop {
-        let healthy = tokio::select! {
-            () = stop.cancelled() => break,
-            healthy = db.probe(&mut probe) => healthy,
+        let healthy = match early.take() {
+            Some(healthy) => healthy,
+            None => tokio::select! {
+                () = stop.cancelled() => break,
+                healthy = db.probe(&mut probe) => healthy,
+            },
         };
         readiness.set(healthy).await;
         if !healthy {
