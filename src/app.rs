@@ -486,15 +486,13 @@ async fn supervise(
     // Before readiness, so that no startup query runs under the first calls; after the
     // schema, because no query runs before the schema is in place.
     warn_if_over_budget(&db).await;
-    let mut early = (early && probed_at.elapsed() < interval).then_some(true);
+    let mut healthy_early = early && probed_at.elapsed() < interval;
     loop {
-        let healthy = match early.take() {
-            Some(healthy) => healthy,
-            None => tokio::select! {
+        let healthy = std::mem::take(&mut healthy_early)
+            || tokio::select! {
                 () = stop.cancelled() => break,
                 healthy = db.probe(&mut probe) => healthy,
-            },
-        };
+            };
         readiness.set(healthy).await;
         if !healthy {
             // Connections idle in the pool may have died with the database: have them
