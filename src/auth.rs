@@ -1,6 +1,7 @@
 //! Who may call: caller authentication (a bearer token per calling service, or its client
 //! certificate) for every RPC but health and reflection, and the admin token that guards
-//! AdicionarUsuario.
+//! the admin operations (AdicionarUsuario, AlterarSenha by an admin, AlterarNivel,
+//! RemoverUsuario, ListarUsuarios).
 
 use std::{path::Path, sync::Arc};
 
@@ -31,7 +32,8 @@ impl AdminToken {
         let Some(expected) = &self.0 else {
             return Err(Error::PermissionDenied(
                 Reason::AdminDisabled,
-                "AdicionarUsuario is disabled: start the server with PRODUTO_ADMIN_TOKEN set",
+                "admin operations (AdicionarUsuario, AlterarNivel, ...) are disabled: start the \
+                 server with PRODUTO_ADMIN_TOKEN set",
             ));
         };
         let given = metadata

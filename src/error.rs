@@ -32,11 +32,14 @@ pub enum Reason {
     WeakPassword,
     /// INVALID_ARGUMENT: any other field breaks its rule (the `BadRequest` says which).
     InvalidField,
-    /// UNAUTHENTICATED: AdicionarUsuario without `authorization: Bearer <token>`.
+    /// UNAUTHENTICATED: AlterarSenha with a wrong senha_atual, for an unknown user, or
+    /// refused by throttling: one reason for the three, so that they cannot be told apart.
+    InvalidCredentials,
+    /// UNAUTHENTICATED: an admin operation without `authorization: Bearer <token>`.
     AdminTokenMissing,
     /// UNAUTHENTICATED: the admin token is wrong.
     AdminTokenInvalid,
-    /// PERMISSION_DENIED: the server has no admin token, so AdicionarUsuario is off.
+    /// PERMISSION_DENIED: the server has no admin token, so the admin operations are off.
     AdminDisabled,
     /// UNAUTHENTICATED: caller authentication is on and the call named no caller.
     CallerMissing,
@@ -66,6 +69,7 @@ impl Reason {
             Reason::UserExists => "USER_EXISTS",
             Reason::WeakPassword => "WEAK_PASSWORD",
             Reason::InvalidField => "INVALID_FIELD",
+            Reason::InvalidCredentials => "INVALID_CREDENTIALS",
             Reason::AdminTokenMissing => "ADMIN_TOKEN_MISSING",
             Reason::AdminTokenInvalid => "ADMIN_TOKEN_INVALID",
             Reason::AdminDisabled => "ADMIN_DISABLED",
@@ -92,6 +96,8 @@ pub enum Rule {
     TooShort,
     TooCommon,
     Negative,
+    /// A page token this server did not hand out, or handed out for another query.
+    InvalidToken,
 }
 
 impl Rule {
@@ -105,6 +111,7 @@ impl Rule {
             Rule::TooShort => "TOO_SHORT",
             Rule::TooCommon => "TOO_COMMON",
             Rule::Negative => "NEGATIVE",
+            Rule::InvalidToken => "INVALID_TOKEN",
         }
     }
 }
@@ -207,7 +214,7 @@ impl Error {
     pub fn reason(&self) -> Reason {
         match self {
             Error::InvalidArgument {
-                field: "senha",
+                field: "senha" | "senha_nova",
                 rule: Rule::TooShort | Rule::TooCommon,
                 ..
             } => Reason::WeakPassword,

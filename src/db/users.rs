@@ -5,7 +5,7 @@
 use super::{Access, Db, query::per_backend};
 use crate::{
     Error,
-    domain::{Nivel, Usuario},
+    domain::{Nivel, UserPage, Usuario},
 };
 
 /// The unique key on `usuarios.usuario`, as migrations/postgres names it.
@@ -215,5 +215,116 @@ impl Db {
         });
         self.run(Access::Primary, "purge_login_attempts", purge)
             .await
+    }
+}
+
+/// A user as [`Db::list_users`] gives it: never the hash.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UserSummary {
+    pub id: i64,
+    pub usuario: String,
+    pub nivel: i32,
+}
+
+/// The listing on each backend: the same query, each in its database's code point collation
+/// (PostgreSQL's `"C"`, SQLite's `BINARY`), whatever collation the database was created
+/// with, so that a page token means the same on every server. The PostgreSQL one runs on the `usuarios_usuario_c` index (migrations/postgres), so a page
+/// costs its rows, not the table.
+const LIST_USERS_PG: &str = r#"SELECT id, usuario, nivel FROM usuarios
+     WHERE usuario COLLATE "C" > $1 AND usuario COLLATE "C" >= $2 AND usuario COLLATE "C" < $3
+     ORDER BY usuario COLLATE "C" LIMIT $4"#;
+const LIST_USERS_SQLITE: &str = "SELECT id, usuario, nivel FROM usuarios
+     WHERE usuario > $1 AND usuario >= $2 AND usuario < $3
+     ORDER BY usuario LIMIT $4";
+
+/// The administration of users: AlterarSenha, AlterarNivel, RemoverUsuario, ListarUsuarios.
+/// Each change answers whether the user existed (`false`: NOT_FOUND for the caller).
+impl Db {
+    /// Replaces the hash of the user named `usuario`; with `id`, only while the name still
+    /// belongs to that user (a password change checked against one user must not land on a
+    /// user re-created under the same name in between).
+    pub async fn set_password(
+        &self,
+        usuario: &Usuario,
+        id: Option<i64>,
+        senha_hash: &str,
+    ) -> Result<bool, Error> {
+        let update = per_backend!(|conn| {
+            sqlx::query(
+                "UPDATE usuarios SET senha_hash = $1 WHERE usuario = $2 AND ($3 IS NULL OR id = $3)",
+            )
+            .bind(senha_hash)
+            .bind(usuario.as_str())
+            .bind(id)
+            .persistent(self.named_statements())
+            .execute(conn)
+            .await
+            .map(|r| r.rows_affected() > 0)
+        });
+        self.run(Access::Primary, "set_password", update).await
+    }
+
+    /// Sets a user's level.
+    pub async fn set_nivel(&self, usuario: &Usuario, nivel: Nivel) -> Result<bool, Error> {
+        let update = per_backend!(|conn| {
+            sqlx::query("UPDATE usuarios SET nivel = $1 WHERE usuario = $2")
+                .bind(nivel.get())
+                .bind(usuario.as_str())
+                .persistent(self.named_statements())
+                .execute(conn)
+                .await
+                .map(|r| r.rows_affected() > 0)
+        });
+        self.run(Access::Primary, "set_nivel", update).await
+    }
+
+    /// Removes a user and, in the same transaction, every login-attempt row of its name, so
+    /// that a user created later under the name starts with no counts, as an unknown name
+    /// does.
+    pub async fn remove_user(&self, usuario: &Usuario) -> Result<bool, Error> {
+        let remove = per_backend!(|conn| {
+            // A savepoint when `Db::run` already opened a transaction (PgBouncer).
+            let mut tx = sqlx::Connection::begin(conn).await?;
+            let removed = sqlx::query("DELETE FROM usuarios WHERE usuario = $1")
+                .bind(usuario.as_str())
+                .persistent(self.named_statements())
+                .execute(&mut *tx)
+                .await?
+                .rows_affected()
+                > 0;
+            sqlx::query("DELETE FROM login_tentativas WHERE usuario = $1")
+                .bind(usuario.as_str())
+                .persistent(self.named_statements())
+                .execute(&mut *tx)
+                .await?;
+            tx.commit().await.map(|()| removed)
+        });
+        self.run(Access::Primary, "remove_user", remove).await
+    }
+
+    /// Up to `limit` users of `page` (its prefix, after its last name), in code point order
+    /// of `usuario`. A read: a replica may answer, a little behind the primary.
+    pub async fn list_users(&self, page: &UserPage, limit: i64) -> Result<Vec<UserSummary>, Error> {
+        let until = page.until();
+        let until = until.as_str();
+        let sql = match self.backend() {
+            super::Backend::Postgres(_) => LIST_USERS_PG,
+            super::Backend::Sqlite(_) => LIST_USERS_SQLITE,
+        };
+        let select = per_backend!(|conn| {
+            sqlx::query_as(sql)
+                .bind(page.after.as_str())
+                .bind(page.prefixo.as_str())
+                .bind(until)
+                .bind(limit)
+                .persistent(self.named_statements())
+                .fetch_all(conn)
+                .await
+        });
+        let rows: Vec<(i64, String, i32)> = self.run(Access::Read, "list_users", select).await?;
+        Ok(rows
+            .into_iter()
+            .map(|(id, usuario, nivel)| UserSummary { id, usuario, nivel })
+            .collect())
     }
 }

@@ -179,10 +179,14 @@ impl RpcMetrics {
 
 /// Every RPC the server serves, as `(service, method)`: the only label values besides
 /// `unknown`. A test checks it against the services' descriptors.
-pub const KNOWN_METHODS: [(&str, &str); 8] = [
+pub const KNOWN_METHODS: [(&str, &str); 12] = [
     ("produto.v1.ProdutoService", "VerificarLogin"),
     ("produto.v1.ProdutoService", "ObterNivel"),
     ("produto.v1.ProdutoService", "AdicionarUsuario"),
+    ("produto.v1.ProdutoService", "AlterarSenha"),
+    ("produto.v1.ProdutoService", "AlterarNivel"),
+    ("produto.v1.ProdutoService", "RemoverUsuario"),
+    ("produto.v1.ProdutoService", "ListarUsuarios"),
     ("produto.v1.PoolService", "PoolStatus"),
     ("grpc.health.v1.Health", "Check"),
     ("grpc.health.v1.Health", "Watch"),

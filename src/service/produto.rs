@@ -1,4 +1,5 @@
-//! `produto.v1.ProdutoService`: VerificarLogin, ObterNivel, AdicionarUsuario.
+//! `produto.v1.ProdutoService`: VerificarLogin, ObterNivel, AdicionarUsuario, and the
+//! administration of users: AlterarSenha, AlterarNivel, RemoverUsuario, ListarUsuarios.
 
 use tonic::{Request, Response, Status};
 
@@ -6,11 +7,31 @@ use crate::{
     Error,
     auth::AdminToken,
     db::Db,
-    domain::{Nivel, Senha, Usuario},
+    domain::{Nivel, Senha, UserPage, Usuario},
+    error::Reason,
     password::{Hasher, Verified},
     pb::{self, produto_service_server::ProdutoService},
-    throttle::{Attempt, LoginThrottle},
+    throttle::{Attempt, Caller, LoginThrottle},
 };
+
+/// A user whose password matched: what VerificarLogin and AlterarSenha go on with.
+#[derive(Debug, Clone, Copy)]
+struct LoggedIn {
+    id: i64,
+    nivel: i32,
+}
+
+/// AlterarSenha's answer to a wrong senha_atual, an unknown user and a refused attempt alike.
+fn invalid_credentials() -> Error {
+    Error::Unauthenticated(
+        Reason::InvalidCredentials,
+        "usuario or senha_atual is wrong (or too many attempts: wait and retry)",
+    )
+}
+
+fn not_found(usuario: &Usuario) -> Error {
+    Error::NotFound(format!("usuario '{usuario}' not found"))
+}
 
 /// The handlers: parse at the edge, then call the database and the hasher.
 #[derive(Clone)]
@@ -47,29 +68,26 @@ impl ProdutoSvc {
         }
         unreachable
     }
-}
 
-#[tonic::async_trait]
-impl ProdutoService for ProdutoSvc {
-    async fn verificar_login(
+    /// The one password check of VerificarLogin and AlterarSenha: throttled (the attempt
+    /// counts before the password is looked at), an unknown user and a refused attempt doing
+    /// the same work as a wrong password. `None`: no login, whichever of the three it was.
+    async fn check_login(
         &self,
-        request: Request<pb::VerificarLoginRequest>,
-    ) -> Result<Response<pb::VerificarLoginResponse>, Status> {
-        let caller = self.throttle.caller(&request);
-        let req = request.into_inner();
-        let usuario = Usuario::parse(req.usuario)?;
-        let senha = Senha::parse_login(req.senha)?;
-
+        caller: &Caller,
+        usuario: &Usuario,
+        senha: Senha,
+    ) -> Result<Option<LoggedIn>, Error> {
         // The attempt counts from here, before the password is looked at. With replicas, a
         // primary that cannot be reached does not stop logins: they go on unthrottled (see
         // `throttle_unreachable`), the credentials read from a replica.
-        let attempt = match self.throttle.begin(&self.db, &usuario, &caller).await {
+        let attempt = match self.throttle.begin(&self.db, usuario, caller).await {
             Ok(attempt) => attempt,
             Err(e) if self.throttle_unreachable(&e) => Attempt::Unthrottled,
-            Err(e) => return Err(e.into()),
+            Err(e) => return Err(e),
         };
-        let pending = self.throttle.pending(&self.db, &usuario, &caller, attempt);
-        let credentials = self.db.credentials(&usuario).await?;
+        let pending = self.throttle.pending(&self.db, usuario, caller, attempt);
+        let credentials = self.db.credentials(usuario).await?;
         // An unknown user, or a refused attempt, is verified against the dummy hash: the
         // same work and the same answer as a wrong password.
         let (stored, id, nivel) = match credentials {
@@ -88,12 +106,12 @@ impl ProdutoService for ProdutoSvc {
                 // Not checked: the attempt is given back (the error is what the caller sees).
                 if let Err(refund) = self
                     .throttle
-                    .not_checked(&self.db, &usuario, &caller, attempt)
+                    .not_checked(&self.db, usuario, caller, attempt)
                     .await
                 {
                     tracing::warn!(error = %refund, "could not refund an unchecked login attempt");
                 }
-                return Err(e.into());
+                return Err(e);
             }
         };
         let valido = match verified {
@@ -111,10 +129,10 @@ impl ProdutoService for ProdutoSvc {
         if valido {
             match self
                 .throttle
-                .succeeded(&self.db, &usuario, &caller, attempt)
+                .succeeded(&self.db, usuario, caller, attempt)
                 .await
             {
-                Err(e) if !self.throttle_unreachable(&e) => return Err(e.into()),
+                Err(e) if !self.throttle_unreachable(&e) => return Err(e),
                 _ => {}
             }
         }
@@ -128,9 +146,25 @@ impl ProdutoService for ProdutoSvc {
                 "login refused: too many attempts"
             );
         }
+        Ok(valido.then_some(LoggedIn { id, nivel }))
+    }
+}
+
+#[tonic::async_trait]
+impl ProdutoService for ProdutoSvc {
+    async fn verificar_login(
+        &self,
+        request: Request<pb::VerificarLoginRequest>,
+    ) -> Result<Response<pb::VerificarLoginResponse>, Status> {
+        let caller = self.throttle.caller(&request);
+        let req = request.into_inner();
+        let usuario = Usuario::parse(req.usuario)?;
+        let senha = Senha::parse_login(req.senha)?;
+
+        let logged_in = self.check_login(&caller, &usuario, senha).await?;
         Ok(Response::new(pb::VerificarLoginResponse {
-            valido,
-            nivel: if valido { nivel } else { 0 },
+            valido: logged_in.is_some(),
+            nivel: logged_in.map_or(0, |user| user.nivel),
         }))
     }
 
@@ -160,5 +194,104 @@ impl ProdutoService for ProdutoSvc {
         let id = self.db.insert_user(&usuario, &hash, nivel).await?;
         tracing::info!(id, nivel = nivel.get(), "user added");
         Ok(Response::new(pb::AdicionarUsuarioResponse { id }))
+    }
+    async fn alterar_senha(
+        &self,
+        request: Request<pb::AlterarSenhaRequest>,
+    ) -> Result<Response<pb::AlterarSenhaResponse>, Status> {
+        if request.get_ref().senha_atual.is_empty() {
+            // An admin's change: authenticate before looking at the fields.
+            self.admin.check(request.metadata())?;
+            let req = request.into_inner();
+            let usuario = Usuario::parse(req.usuario)?;
+            let senha = Senha::parse_new_field(req.senha_nova, "senha_nova")?;
+            let hash = self.hasher.hash(senha).await?;
+            if !self.db.set_password(&usuario, None, &hash).await? {
+                return Err(not_found(&usuario).into());
+            }
+            tracing::info!(%usuario, "password set by an admin");
+            return Ok(Response::new(pb::AlterarSenhaResponse {}));
+        }
+        // The user's change: the current password is checked as a login is, throttle
+        // included, and every failure gives the one answer.
+        let caller = self.throttle.caller(&request);
+        let req = request.into_inner();
+        let usuario = Usuario::parse(req.usuario)?;
+        let atual = Senha::parse_login_field(req.senha_atual, "senha_atual")?;
+        let nova = Senha::parse_new_field(req.senha_nova, "senha_nova")?;
+        let Some(user) = self.check_login(&caller, &usuario, atual).await? else {
+            return Err(invalid_credentials().into());
+        };
+        let hash = self.hasher.hash(nova).await?;
+        // Bound to the id that was checked: if the name was removed (or re-created) since,
+        // nothing changes and the caller hears what an unknown user hears.
+        if !self.db.set_password(&usuario, Some(user.id), &hash).await? {
+            return Err(invalid_credentials().into());
+        }
+        tracing::info!(%usuario, "password changed by its user");
+        Ok(Response::new(pb::AlterarSenhaResponse {}))
+    }
+
+    async fn alterar_nivel(
+        &self,
+        request: Request<pb::AlterarNivelRequest>,
+    ) -> Result<Response<pb::AlterarNivelResponse>, Status> {
+        self.admin.check(request.metadata())?;
+        let req = request.into_inner();
+        let usuario = Usuario::parse(req.usuario)?;
+        let nivel = Nivel::parse(req.nivel)?;
+        if !self.db.set_nivel(&usuario, nivel).await? {
+            return Err(not_found(&usuario).into());
+        }
+        tracing::info!(%usuario, nivel = nivel.get(), "level changed");
+        Ok(Response::new(pb::AlterarNivelResponse {}))
+    }
+
+    async fn remover_usuario(
+        &self,
+        request: Request<pb::RemoverUsuarioRequest>,
+    ) -> Result<Response<pb::RemoverUsuarioResponse>, Status> {
+        self.admin.check(request.metadata())?;
+        let usuario = Usuario::parse(request.into_inner().usuario)?;
+        // The row and its login-attempt counts go together. Nothing else holds the user:
+        // the ObterNivel batcher caches nothing (a lookup only joins a query not yet sent).
+        if !self.db.remove_user(&usuario).await? {
+            return Err(not_found(&usuario).into());
+        }
+        tracing::info!(%usuario, "user removed");
+        Ok(Response::new(pb::RemoverUsuarioResponse {}))
+    }
+
+    async fn listar_usuarios(
+        &self,
+        request: Request<pb::ListarUsuariosRequest>,
+    ) -> Result<Response<pb::ListarUsuariosResponse>, Status> {
+        self.admin.check(request.metadata())?;
+        let req = request.into_inner();
+        let page = UserPage::parse(req.page_size, &req.page_token, req.prefixo)?;
+        // One row more than the page says whether another page follows, so the last page
+        // has no token (and no empty page is ever handed out after it).
+        let limit = i64::try_from(page.size + 1).unwrap_or(i64::MAX);
+        let mut users = self.db.list_users(&page, limit).await?;
+        let next_page_token = if users.len() > page.size {
+            users.truncate(page.size);
+            users
+                .last()
+                .map(|last| page.next_token(&last.usuario))
+                .unwrap_or_default()
+        } else {
+            String::new()
+        };
+        Ok(Response::new(pb::ListarUsuariosResponse {
+            usuarios: users
+                .into_iter()
+                .map(|u| pb::UsuarioResumo {
+                    id: u.id,
+                    usuario: u.usuario,
+                    nivel: u.nivel,
+                })
+                .collect(),
+            next_page_token,
+        }))
     }
 }
