@@ -233,6 +233,9 @@ mod tests {
         for (service, method) in [
             ("produto.v1.ProdutoService", "VerificarLogin"),
             ("produto.v1.ProdutoService", "ObterNivel"),
+            ("produto.v1.ProdutoService", "ListarUsuarios"),
+            ("produto.v1.ProdutoService", "AlterarNivel"),
+            ("produto.v1.ProdutoService", "RemoverUsuario"),
             ("produto.v1.PoolService", "PoolStatus"),
             ("grpc.health.v1.Health", "Check"),
         ] {
@@ -242,11 +245,15 @@ mod tests {
             assert_eq!(policy.retryable_codes, vec![Code::Unavailable]);
             assert_eq!(policy.max_attempts, 5);
         }
-        let adicionar = config
-            .method("produto.v1.ProdutoService", "AdicionarUsuario")
-            .expect("AdicionarUsuario has an entry (its timeout)");
-        assert_eq!(adicionar.retry, None);
-        assert_eq!(adicionar.timeout, Some(Duration::from_secs(15)));
+        // A retried AdicionarUsuario whose first attempt went through would fail
+        // ALREADY_EXISTS, a retried AlterarSenha on its senha_atual (and count twice).
+        for method in ["AdicionarUsuario", "AlterarSenha"] {
+            let once = config
+                .method("produto.v1.ProdutoService", method)
+                .unwrap_or_else(|| panic!("{method} has an entry (its timeout)"));
+            assert_eq!(once.retry, None, "{method}");
+            assert_eq!(once.timeout, Some(Duration::from_secs(15)), "{method}");
+        }
     }
 
     #[test]

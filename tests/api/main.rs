@@ -44,8 +44,9 @@ macro_rules! on_both_backends {
     };
 }
 
-// After the macro: it runs its tests on both backends too.
+// After the macro: they run their tests on both backends too.
 mod throttling;
+mod users;
 
 on_both_backends!(
     a_new_user_can_log_in_with_the_right_password,
