@@ -165,6 +165,20 @@ async fn grpcurl_lists_the_services_and_shows_error_details() {
         assert!(listed.contains(service), "{listed}");
     }
 
+    // Reflection serves the methods added since, with nothing to register by hand.
+    let methods = grpcurl(&["-plaintext", &addr, "list", "produto.v1.ProdutoService"]).await;
+    for method in [
+        "AlterarSenha",
+        "AlterarNivel",
+        "RemoverUsuario",
+        "ListarUsuarios",
+    ] {
+        assert!(
+            methods.contains(&format!("produto.v1.ProdutoService.{method}")),
+            "{methods}"
+        );
+    }
+
     let error = grpcurl(&[
         "-plaintext",
         "-d",
@@ -185,4 +199,103 @@ async fn grpcurl_lists_the_services_and_shows_error_details() {
     ] {
         assert!(error.contains(expected), "no {expected:?} in:\n{error}");
     }
+}
+
+/// `python3` with what the package and its generation script need: grpcio, protobuf,
+/// grpcio-tools, and setuptools for pip to build the package offline.
+async fn python_for_the_package() -> Option<&'static str> {
+    let ok = Command::new("python3")
+        .args(["-c", "import grpc, google.protobuf, grpc_tools, setuptools"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .await
+        .is_ok_and(|s| s.success());
+    ok.then_some("python3")
+}
+
+/// clients/python as a team installs it: the shipped generated code is what the proto gives
+/// today, `pip install` works offline (no index, no build isolation, no protoc) into a
+/// directory of its own, and every function works against a real server, also with the
+/// service down.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_python_package_installs_offline_and_every_function_works() {
+    let Some(python) = python_for_the_package().await else {
+        eprintln!(
+            "SKIPPED: python3 with grpcio, protobuf, grpcio-tools and setuptools is not \
+             available (pip install -r tests/python/requirements.txt)"
+        );
+        return;
+    };
+    let check = Command::new(python)
+        .arg(repo("clients/python/generate.py"))
+        .arg("--check")
+        .output()
+        .await
+        .expect("run generate.py --check");
+    assert!(
+        check.status.success(),
+        "the shipped generated code is stale: {}",
+        String::from_utf8_lossy(&check.stderr)
+    );
+
+    // Built from a copy, so that the build leaves nothing in the repository.
+    let tmp = tempfile::tempdir().expect("temp dir");
+    let source = tmp.path().join("python");
+    let copied = Command::new("cp")
+        .arg("-r")
+        .arg(repo("clients/python"))
+        .arg(&source)
+        .status()
+        .await
+        .expect("copy clients/python");
+    assert!(copied.success());
+    let site = tmp.path().join("site");
+    let installed = Command::new(python)
+        .args(["-m", "pip", "install", "--quiet", "--no-index", "--no-deps"])
+        .args([
+            "--no-build-isolation",
+            "--disable-pip-version-check",
+            "--target",
+        ])
+        .arg(&site)
+        .arg(&source)
+        .output()
+        .await
+        .expect("run pip");
+    assert!(
+        installed.status.success(),
+        "pip install ./clients/python: {}",
+        String::from_utf8_lossy(&installed.stderr)
+    );
+
+    // An address where nothing listens, for the service-down case.
+    let closed = {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        listener.local_addr().unwrap()
+    };
+    let app = spawn_app(Backend::Postgres).await;
+    let run = Command::new(python)
+        .arg(repo("tests/python/package.py"))
+        .arg(&site)
+        .arg(closed.to_string())
+        // From the temporary directory: the package must come from the install, not the tree.
+        .current_dir(tmp.path())
+        .env("PYTHONPATH", &site)
+        .env("PRODUTO_ADDR", app.addr.to_string())
+        .env("PRODUTO_ADMIN_TOKEN", ADMIN_TOKEN)
+        .env("PRODUTO_TIMEOUT", "30")
+        .kill_on_drop(true)
+        .output();
+    let output = tokio::time::timeout(Duration::from_secs(180), run)
+        .await
+        .expect("the package test finishes")
+        .expect("run tests/python/package.py");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success() && stdout.trim_end().ends_with("PASS"),
+        "{}\n{stdout}\n{}",
+        output.status,
+        String::from_utf8_lossy(&output.stderr)
+    );
 }
