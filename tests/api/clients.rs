@@ -22,10 +22,10 @@ fn repo(path: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join(path)
 }
 
-/// `python3` if it has grpcio, grpcio-tools, grpcio-status and grpcio-health-checking.
-async fn python_with_grpcio() -> Option<&'static str> {
+/// `python3` if it can import `modules` (an `import` statement).
+async fn python_with(modules: &str) -> Option<&'static str> {
     let ok = Command::new("python3")
-        .args(["-c", PYTHON_MODULES])
+        .args(["-c", modules])
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .status()
@@ -45,7 +45,7 @@ async fn next_line(lines: &mut Lines<BufReader<ChildStdout>>, bound: Duration) -
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_python_client_generated_from_the_proto_calls_every_rpc_and_rides_over_a_restart() {
-    let Some(python) = python_with_grpcio().await else {
+    let Some(python) = python_with(PYTHON_MODULES).await else {
         eprintln!(
             "SKIPPED: python3 with grpcio, grpcio-tools, grpcio-status and grpcio-health-checking \
              is not available (pip install -r tests/python/requirements.txt)"
@@ -201,18 +201,9 @@ async fn grpcurl_lists_the_services_and_shows_error_details() {
     }
 }
 
-/// `python3` with what the package and its generation script need: grpcio, protobuf,
-/// grpcio-tools, and setuptools for pip to build the package offline.
-async fn python_for_the_package() -> Option<&'static str> {
-    let ok = Command::new("python3")
-        .args(["-c", "import grpc, google.protobuf, grpc_tools, setuptools"])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-        .await
-        .is_ok_and(|s| s.success());
-    ok.then_some("python3")
-}
+/// What the package and its generation script need: grpcio, protobuf, grpcio-tools, and
+/// setuptools for pip to build the package offline.
+const PACKAGE_MODULES: &str = "import grpc, google.protobuf, grpc_tools, setuptools";
 
 /// clients/python as a team installs it: the shipped generated code is what the proto gives
 /// today, `pip install` works offline (no index, no build isolation, no protoc) into a
@@ -220,7 +211,7 @@ async fn python_for_the_package() -> Option<&'static str> {
 /// service down.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_python_package_installs_offline_and_every_function_works() {
-    let Some(python) = python_for_the_package().await else {
+    let Some(python) = python_with(PACKAGE_MODULES).await else {
         eprintln!(
             "SKIPPED: python3 with grpcio, protobuf, grpcio-tools and setuptools is not \
              available (pip install -r tests/python/requirements.txt)"
