@@ -8,8 +8,8 @@
 use std::{net::SocketAddr, time::Duration};
 
 use produto::pb::{
-    AdicionarUsuarioRequest, AdicionarUsuarioResponse, ObterNivelRequest, ObterNivelResponse,
-    VerificarLoginRequest, VerificarLoginResponse,
+    self as pb, AdicionarUsuarioRequest, AdicionarUsuarioResponse, ObterNivelRequest,
+    ObterNivelResponse, VerificarLoginRequest, VerificarLoginResponse,
     produto_service_server::{ProdutoService, ProdutoServiceServer},
 };
 use sqlx::{PgPool, postgres::PgPoolOptions};
@@ -81,6 +81,34 @@ impl ProdutoService for FloorService {
         &self,
         _: Request<AdicionarUsuarioRequest>,
     ) -> Result<Response<AdicionarUsuarioResponse>, Status> {
+        Err(Status::unimplemented("floor: ObterNivel and Health only"))
+    }
+
+    async fn alterar_senha(
+        &self,
+        _: Request<pb::AlterarSenhaRequest>,
+    ) -> Result<Response<pb::AlterarSenhaResponse>, Status> {
+        Err(Status::unimplemented("floor: ObterNivel and Health only"))
+    }
+
+    async fn alterar_nivel(
+        &self,
+        _: Request<pb::AlterarNivelRequest>,
+    ) -> Result<Response<pb::AlterarNivelResponse>, Status> {
+        Err(Status::unimplemented("floor: ObterNivel and Health only"))
+    }
+
+    async fn remover_usuario(
+        &self,
+        _: Request<pb::RemoverUsuarioRequest>,
+    ) -> Result<Response<pb::RemoverUsuarioResponse>, Status> {
+        Err(Status::unimplemented("floor: ObterNivel and Health only"))
+    }
+
+    async fn listar_usuarios(
+        &self,
+        _: Request<pb::ListarUsuariosRequest>,
+    ) -> Result<Response<pb::ListarUsuariosResponse>, Status> {
         Err(Status::unimplemented("floor: ObterNivel and Health only"))
     }
 }
