@@ -22,6 +22,19 @@ pub enum Command {
         senha: SecretString,
         nivel: i32,
     },
+    /// `/senha <senha_atual> <senha_nova>`: the chat's user changes its own password.
+    Senha {
+        atual: SecretString,
+        nova: SecretString,
+    },
+    /// `/definirsenha <usuario> <senha_nova>` (admins).
+    DefinirSenha { usuario: String, nova: SecretString },
+    /// `/alterarnivel <usuario> <nivel>` (admins).
+    AlterarNivel { usuario: String, nivel: i32 },
+    /// `/remover <usuario>` (admins).
+    Remover { usuario: String },
+    /// `/usuarios` or `/usuarios <prefixo>` (admins).
+    Usuarios { prefixo: Option<String> },
     /// `/status`.
     Status,
     /// `/logout`.
@@ -36,6 +49,11 @@ impl Command {
             Command::Login { .. } => "login",
             Command::Nivel { .. } => "nivel",
             Command::Adicionar { .. } => "adicionar",
+            Command::Senha { .. } => "senha",
+            Command::DefinirSenha { .. } => "definirsenha",
+            Command::AlterarNivel { .. } => "alterarnivel",
+            Command::Remover { .. } => "remover",
+            Command::Usuarios { .. } => "usuarios",
             Command::Status => "status",
             Command::Logout => "logout",
         }
@@ -52,20 +70,30 @@ pub enum ParseError {
     Unknown,
     /// A known command with missing or extra arguments; holds its usage line.
     Usage(&'static str),
-    /// `/adicionar` with a level that is not a whole number.
-    BadNivel,
+    /// `/adicionar` or `/alterarnivel` with a level that is not a whole number; holds the
+    /// command's usage line.
+    BadNivel(&'static str),
 }
 
 pub const USAGE_LOGIN: &str = "/login <usuario> <senha>";
 pub const USAGE_NIVEL: &str = "/nivel ou /nivel <usuario>";
 pub const USAGE_ADICIONAR: &str = "/adicionar <usuario> <senha> <nivel>";
+pub const USAGE_SENHA: &str = "/senha <senha_atual> <senha_nova>";
+pub const USAGE_DEFINIR_SENHA: &str = "/definirsenha <usuario> <senha_nova>";
+pub const USAGE_ALTERAR_NIVEL: &str = "/alterarnivel <usuario> <nivel>";
+pub const USAGE_REMOVER: &str = "/remover <usuario>";
+pub const USAGE_USUARIOS: &str = "/usuarios ou /usuarios <prefixo>";
 pub const USAGE_STATUS: &str = "/status";
 pub const USAGE_LOGOUT: &str = "/logout";
 
-/// Whether a message is a `/login` or `/adicionar`, well formed or not: such a message may
-/// hold a password, so a chat transport deletes it (or refuses it where others can read it).
+/// The commands whose arguments hold a password.
+const PASSWORD_COMMANDS: [&str; 4] = ["login", "adicionar", "senha", "definirsenha"];
+
+/// Whether a message is a `/login`, `/adicionar`, `/senha` or `/definirsenha`, well formed or
+/// not: such a message may hold a password, so a chat transport deletes it (or refuses it
+/// where others can read it).
 pub fn names_a_password_command(message: &str) -> bool {
-    command_name(message).is_some_and(|name| name == "login" || name == "adicionar")
+    command_name(message).is_some_and(|name| PASSWORD_COMMANDS.contains(&name.as_str()))
 }
 
 /// The `/word` a message starts with, lowercased, without a `@bot` suffix.
@@ -95,9 +123,37 @@ pub fn parse(message: &str) -> Result<Command, ParseError> {
         ("adicionar", [usuario, senha, nivel]) => Ok(Command::Adicionar {
             usuario: (*usuario).to_owned(),
             senha: SecretString::from(*senha),
-            nivel: nivel.parse().map_err(|_| ParseError::BadNivel)?,
+            nivel: nivel
+                .parse()
+                .map_err(|_| ParseError::BadNivel(USAGE_ADICIONAR))?,
         }),
         ("adicionar", _) => Err(ParseError::Usage(USAGE_ADICIONAR)),
+        ("senha", [atual, nova]) => Ok(Command::Senha {
+            atual: SecretString::from(*atual),
+            nova: SecretString::from(*nova),
+        }),
+        ("senha", _) => Err(ParseError::Usage(USAGE_SENHA)),
+        ("definirsenha", [usuario, nova]) => Ok(Command::DefinirSenha {
+            usuario: (*usuario).to_owned(),
+            nova: SecretString::from(*nova),
+        }),
+        ("definirsenha", _) => Err(ParseError::Usage(USAGE_DEFINIR_SENHA)),
+        ("alterarnivel" | "alterarnível", [usuario, nivel]) => Ok(Command::AlterarNivel {
+            usuario: (*usuario).to_owned(),
+            nivel: nivel
+                .parse()
+                .map_err(|_| ParseError::BadNivel(USAGE_ALTERAR_NIVEL))?,
+        }),
+        ("alterarnivel" | "alterarnível", _) => Err(ParseError::Usage(USAGE_ALTERAR_NIVEL)),
+        ("remover", [usuario]) => Ok(Command::Remover {
+            usuario: (*usuario).to_owned(),
+        }),
+        ("remover", _) => Err(ParseError::Usage(USAGE_REMOVER)),
+        ("usuarios" | "usuários", []) => Ok(Command::Usuarios { prefixo: None }),
+        ("usuarios" | "usuários", [prefixo]) => Ok(Command::Usuarios {
+            prefixo: Some((*prefixo).to_owned()),
+        }),
+        ("usuarios" | "usuários", _) => Err(ParseError::Usage(USAGE_USUARIOS)),
         ("status", []) => Ok(Command::Status),
         ("status", _) => Err(ParseError::Usage(USAGE_STATUS)),
         ("logout", []) => Ok(Command::Logout),
@@ -134,6 +190,23 @@ mod tests {
                         Some(senha.expose_secret()),
                         Some(*nivel),
                     ),
+                    Command::Senha { atual, nova } => (
+                        "senha",
+                        Some(atual.expose_secret()),
+                        Some(nova.expose_secret()),
+                        None,
+                    ),
+                    Command::DefinirSenha { usuario, nova } => (
+                        "definirsenha",
+                        Some(usuario.as_str()),
+                        Some(nova.expose_secret()),
+                        None,
+                    ),
+                    Command::AlterarNivel { usuario, nivel } => {
+                        ("alterarnivel", Some(usuario.as_str()), None, Some(*nivel))
+                    }
+                    Command::Remover { usuario } => ("remover", Some(usuario.as_str()), None, None),
+                    Command::Usuarios { prefixo } => ("usuarios", prefixo.as_deref(), None, None),
                     other => (other.name(), None, None, None),
                 }
             }
@@ -170,6 +243,40 @@ mod tests {
         );
         assert_eq!(parse("/status"), Ok(Command::Status));
         assert_eq!(parse("/logout@produto_bot"), Ok(Command::Logout));
+        assert_eq!(
+            parse("/senha velha-1 nova-senha-2"),
+            Ok(Command::Senha {
+                atual: SecretString::from("velha-1"),
+                nova: SecretString::from("nova-senha-2"),
+            })
+        );
+        assert_eq!(
+            parse("/definirsenha bob nova-senha-2"),
+            Ok(Command::DefinirSenha {
+                usuario: "bob".into(),
+                nova: SecretString::from("nova-senha-2"),
+            })
+        );
+        assert_eq!(
+            parse("/alterarnível bob 3"),
+            Ok(Command::AlterarNivel {
+                usuario: "bob".into(),
+                nivel: 3
+            })
+        );
+        assert_eq!(
+            parse("/remover bob"),
+            Ok(Command::Remover {
+                usuario: "bob".into()
+            })
+        );
+        assert_eq!(parse("/usuarios"), Ok(Command::Usuarios { prefixo: None }));
+        assert_eq!(
+            parse("/usuários jo"),
+            Ok(Command::Usuarios {
+                prefixo: Some("jo".into())
+            })
+        );
     }
 
     #[test]
@@ -186,7 +293,21 @@ mod tests {
         );
         assert_eq!(
             parse("/adicionar bob senha dois"),
-            Err(ParseError::BadNivel)
+            Err(ParseError::BadNivel(USAGE_ADICIONAR))
+        );
+        assert_eq!(
+            parse("/alterarnivel bob alto"),
+            Err(ParseError::BadNivel(USAGE_ALTERAR_NIVEL))
+        );
+        assert_eq!(parse("/senha s3nha"), Err(ParseError::Usage(USAGE_SENHA)));
+        assert_eq!(
+            parse("/definirsenha bob"),
+            Err(ParseError::Usage(USAGE_DEFINIR_SENHA))
+        );
+        assert_eq!(parse("/remover"), Err(ParseError::Usage(USAGE_REMOVER)));
+        assert_eq!(
+            parse("/usuarios a b"),
+            Err(ParseError::Usage(USAGE_USUARIOS))
         );
         assert_eq!(parse("/logout agora"), Err(ParseError::Usage(USAGE_LOGOUT)));
         assert_eq!(parse("/status x"), Err(ParseError::Usage(USAGE_STATUS)));
@@ -207,10 +328,21 @@ mod tests {
             "/LOGIN@produto_bot maria",
             " /adicionar bob s3nha x y",
             "/adicionar",
+            "/senha velha nova",
+            "/senha",
+            "/DefinirSenha@produto_bot bob nova",
         ] {
             assert!(names_a_password_command(message), "{message}");
         }
-        for message in ["/nivel", "login maria s3nha", "/logout", "", "/"] {
+        for message in [
+            "/nivel",
+            "login maria s3nha",
+            "/logout",
+            "",
+            "/",
+            "/remover bob",
+            "/alterarnivel bob 2",
+        ] {
             assert!(!names_a_password_command(message), "{message}");
         }
     }
@@ -221,5 +353,9 @@ mod tests {
         assert!(!format!("{command:?}").contains("hunter22"));
         let command = parse("/adicionar bob hunter22 1").unwrap();
         assert!(!format!("{command:?}").contains("hunter22"));
+        for message in ["/senha hunter22 hunter33", "/definirsenha bob hunter22"] {
+            let command = parse(message).unwrap();
+            assert!(!format!("{command:?}").contains("hunter2"), "{message}");
+        }
     }
 }

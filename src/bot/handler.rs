@@ -113,6 +113,16 @@ const HEALTH: &str = "grpc.health.v1.Health";
 /// The metadata key that names the chat user a call is made for.
 pub const END_USER_HEADER: &str = "produto-end-user";
 
+/// How many users `/usuarios` shows: a chat message, not a report.
+const LIST_PAGE: i32 = 20;
+
+/// The `ErrorInfo.reason` of a failed call, if the service sent one.
+fn reason_of(status: &Status) -> Option<String> {
+    tonic_types::StatusExt::get_error_details(status)
+        .error_info()
+        .map(|info| info.reason.clone())
+}
+
 /// The reply to a failed call, and its outcome.
 fn service_error(status: &Status) -> (String, Outcome) {
     let outcome = match status.code() {
@@ -233,7 +243,9 @@ impl Bot {
     #[tracing::instrument(skip_all, fields(session = incoming.session.0, end_user = incoming.end_user))]
     pub async fn handle_incoming(&self, incoming: Incoming<'_>) -> Handled {
         let held_password = command::names_a_password_command(incoming.text);
-        let (command, reply, outcome) = self.run(incoming, held_password).await;
+        // On the heap: the commands' futures add up to tens of kilobytes (more in debug
+        // builds), which every caller's future would otherwise carry inline per await.
+        let (command, reply, outcome) = Box::pin(self.run(incoming, held_password)).await;
         self.metrics.command(command.unwrap_or("none"), outcome);
         Handled {
             reply,
@@ -282,6 +294,15 @@ impl Bot {
                 senha,
                 nivel,
             } => self.adicionar(&caller, usuario, senha, nivel).await,
+            Command::Senha { atual, nova } => self.senha(&caller, atual, nova).await,
+            Command::DefinirSenha { usuario, nova } => {
+                self.definir_senha(&caller, usuario, nova).await
+            }
+            Command::AlterarNivel { usuario, nivel } => {
+                self.alterar_nivel(&caller, usuario, nivel).await
+            }
+            Command::Remover { usuario } => self.remover(&caller, usuario).await,
+            Command::Usuarios { prefixo } => self.usuarios(&caller, prefixo).await,
             Command::Status => self.status(&caller).await,
             Command::Logout => {
                 let session = self.sessions().remove(&caller.session);
@@ -450,39 +471,194 @@ impl Bot {
         senha: SecretString,
         nivel: i32,
     ) -> (String, Outcome) {
-        // Refused here, before any call, unless an admin is logged in on this chat.
-        let Some(session) = self.session(caller.session) else {
-            return (reply::NOT_LOGGED_IN.into(), Outcome::Refused);
+        let (session, token) = match self.admin(caller, "adicionar usuários") {
+            Ok(admin) => admin,
+            Err(refused) => return refused,
         };
-        if !self.is_admin(session.nivel) {
-            let reply = reply::admins_only("adicionar usuários", self.admin_nivel);
-            return (reply, Outcome::Refused);
-        }
-        let Some(token) = &self.admin_token else {
-            return (reply::NO_ADMIN_TOKEN.into(), Outcome::Refused);
-        };
-        let mut request = self.request(
+        let request = self.admin_request(
             pb::AdicionarUsuarioRequest {
                 usuario: usuario.clone(),
                 senha: senha.expose_secret().to_owned(),
                 nivel,
             },
-            caller.end_user.as_ref(),
+            caller,
+            &token,
         );
-        request
-            .metadata_mut()
-            .insert("authorization", token.clone());
         // Sent once, never retried: an attempt that timed out may have created the user.
-        let client = &self.client;
-        let add = async {
-            client.ensure_instances(self.timeout).await?;
-            within(self.timeout, client.adicionar_usuario(request)).await
-        };
-        match self.call("AdicionarUsuario", add).await {
+        let add = self.once("AdicionarUsuario", |mut client| async move {
+            client.adicionar_usuario(request).await
+        });
+        match add.await {
             Ok(r) => {
                 tracing::info!(by = %session.usuario, %usuario, nivel, id = r.id, "user added");
                 (reply::added(&usuario, nivel, r.id), Outcome::Ok)
             }
+            Err(status) => service_error(&status),
+        }
+    }
+
+    /// `/senha`: the chat's user changes its own password. The service checks the current
+    /// one as a login (throttled); the bot only needs the chat to be logged in.
+    async fn senha(
+        &self,
+        caller: &Caller,
+        atual: SecretString,
+        nova: SecretString,
+    ) -> (String, Outcome) {
+        let Some(session) = self.session(caller.session) else {
+            return (reply::NOT_LOGGED_IN.into(), Outcome::Refused);
+        };
+        let request = self.request(
+            pb::AlterarSenhaRequest {
+                usuario: session.usuario.clone(),
+                senha_atual: atual.expose_secret().to_owned(),
+                senha_nova: nova.expose_secret().to_owned(),
+            },
+            caller.end_user.as_ref(),
+        );
+        // Sent once: a change that went through would, retried, fail on the old password.
+        let change = self.once("AlterarSenha", |mut client| async move {
+            client.alterar_senha(request).await
+        });
+        match change.await {
+            Ok(_) => {
+                tracing::info!(usuario = %session.usuario, "password changed from the chat");
+                // Other chats logged in with the old password must log in again.
+                self.forget_sessions(&session.usuario, Some(caller.session));
+                (reply::PASSWORD_CHANGED.into(), Outcome::Ok)
+            }
+            Err(status) if reason_of(&status).as_deref() == Some("INVALID_CREDENTIALS") => {
+                (reply::WRONG_CURRENT_PASSWORD.into(), Outcome::Refused)
+            }
+            Err(status) => service_error(&status),
+        }
+    }
+
+    /// `/definirsenha` (admins): sets a user's password without the current one.
+    async fn definir_senha(
+        &self,
+        caller: &Caller,
+        usuario: String,
+        nova: SecretString,
+    ) -> (String, Outcome) {
+        let (session, token) = match self.admin(caller, "definir senhas") {
+            Ok(admin) => admin,
+            Err(refused) => return refused,
+        };
+        let request = self.admin_request(
+            pb::AlterarSenhaRequest {
+                usuario: usuario.clone(),
+                senha_atual: String::new(),
+                senha_nova: nova.expose_secret().to_owned(),
+            },
+            caller,
+            &token,
+        );
+        let set = self.once("AlterarSenha", |mut client| async move {
+            client.alterar_senha(request).await
+        });
+        match set.await {
+            Ok(_) => {
+                tracing::info!(by = %session.usuario, %usuario, "password set from the chat");
+                // The user's chats must log in with the new password (an admin setting its
+                // own stays logged in here).
+                self.forget_sessions(&usuario, Some(caller.session));
+                (reply::password_set(&usuario), Outcome::Ok)
+            }
+            Err(status) => service_error(&status),
+        }
+    }
+
+    /// `/alterarnivel` (admins). Chats logged in as the user get the new level at once: the
+    /// bot's admin checks read the session's level.
+    async fn alterar_nivel(
+        &self,
+        caller: &Caller,
+        usuario: String,
+        nivel: i32,
+    ) -> (String, Outcome) {
+        let (session, token) = match self.admin(caller, "mudar níveis") {
+            Ok(admin) => admin,
+            Err(refused) => return refused,
+        };
+        let change = self.idempotent(PRODUTO, "AlterarNivel", || {
+            let mut client = self.produto.clone();
+            let request = self.admin_request(
+                pb::AlterarNivelRequest {
+                    usuario: usuario.clone(),
+                    nivel,
+                },
+                caller,
+                &token,
+            );
+            async move { client.alterar_nivel(request).await }
+        });
+        match change.await {
+            Ok(_) => {
+                tracing::info!(by = %session.usuario, %usuario, nivel, "level changed from the chat");
+                for s in self.sessions().values_mut() {
+                    if s.usuario == usuario {
+                        s.nivel = nivel;
+                    }
+                }
+                (reply::nivel_changed(&usuario, nivel), Outcome::Ok)
+            }
+            Err(status) => service_error(&status),
+        }
+    }
+
+    /// `/remover` (admins). Chats logged in as the user are logged out.
+    async fn remover(&self, caller: &Caller, usuario: String) -> (String, Outcome) {
+        let (session, token) = match self.admin(caller, "remover usuários") {
+            Ok(admin) => admin,
+            Err(refused) => return refused,
+        };
+        let remove = self.idempotent(PRODUTO, "RemoverUsuario", || {
+            let mut client = self.produto.clone();
+            let request = self.admin_request(
+                pb::RemoverUsuarioRequest {
+                    usuario: usuario.clone(),
+                },
+                caller,
+                &token,
+            );
+            async move { client.remover_usuario(request).await }
+        });
+        match remove.await {
+            Ok(_) => {
+                tracing::info!(by = %session.usuario, %usuario, "user removed from the chat");
+                self.forget_sessions(&usuario, None);
+                (reply::removed(&usuario), Outcome::Ok)
+            }
+            Err(status) => service_error(&status),
+        }
+    }
+
+    /// `/usuarios` (admins): the first page of users, by name.
+    async fn usuarios(&self, caller: &Caller, prefixo: Option<String>) -> (String, Outcome) {
+        let (_, token) = match self.admin(caller, "listar usuários") {
+            Ok(admin) => admin,
+            Err(refused) => return refused,
+        };
+        let prefixo = prefixo.unwrap_or_default();
+        let list = self.idempotent(PRODUTO, "ListarUsuarios", || {
+            let mut client = self.produto.clone();
+            let request = self.admin_request(
+                pb::ListarUsuariosRequest {
+                    page_size: LIST_PAGE,
+                    page_token: String::new(),
+                    prefixo: prefixo.clone(),
+                },
+                caller,
+                &token,
+            );
+            async move { client.listar_usuarios(request).await }
+        });
+        match list.await {
+            Ok(page) => (
+                reply::users(&page.usuarios, !page.next_page_token.is_empty()),
+                Outcome::Ok,
+            ),
             Err(status) => service_error(&status),
         }
     }
@@ -502,6 +678,63 @@ impl Bot {
             }
         };
         (reply::status(ready, pool.ok().as_ref()), Outcome::Ok)
+    }
+
+    /// The logged-in admin of this chat and the admin token, or the reply that refuses the
+    /// command before any call (not logged in, not an admin, no token configured).
+    fn admin(
+        &self,
+        caller: &Caller,
+        what: &str,
+    ) -> Result<(Session, MetadataValue<Ascii>), (String, Outcome)> {
+        let Some(session) = self.session(caller.session) else {
+            return Err((reply::NOT_LOGGED_IN.into(), Outcome::Refused));
+        };
+        if !self.is_admin(session.nivel) {
+            let reply = reply::admins_only(what, self.admin_nivel);
+            return Err((reply, Outcome::Refused));
+        }
+        let Some(token) = &self.admin_token else {
+            return Err((reply::NO_ADMIN_TOKEN.into(), Outcome::Refused));
+        };
+        Ok((session, token.clone()))
+    }
+
+    /// As [`Bot::request`], with the admin token.
+    fn admin_request<T>(
+        &self,
+        message: T,
+        caller: &Caller,
+        token: &MetadataValue<Ascii>,
+    ) -> Request<T> {
+        let mut request = self.request(message, caller.end_user.as_ref());
+        request
+            .metadata_mut()
+            .insert("authorization", token.clone());
+        request
+    }
+
+    /// Logs out every chat logged in as `usuario`, but `keep`.
+    fn forget_sessions(&self, usuario: &str, keep: Option<ChatId>) {
+        self.sessions()
+            .retain(|chat, s| s.usuario != usuario || Some(*chat) == keep);
+    }
+
+    /// A call sent once, never retried (its first attempt may have taken effect), through
+    /// the balancing channel, bounded by the per-call timeout.
+    async fn once<T, Fut>(
+        &self,
+        method: &'static str,
+        call: impl FnOnce(ProdutoServiceClient<Channel>) -> Fut,
+    ) -> Result<T, Status>
+    where
+        Fut: Future<Output = Result<Response<T>, Status>>,
+    {
+        let sent = async {
+            self.client.ensure_instances(self.timeout).await?;
+            within(self.timeout, call(self.produto.clone())).await
+        };
+        self.call(method, sent).await
     }
 
     /// A request carrying the per-call deadline and, when known, who asked.

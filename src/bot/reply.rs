@@ -11,7 +11,12 @@ Comandos:
 /login <usuario> <senha> — entrar
 /nivel — o seu nível de acesso
 /nivel <usuario> — o nível de outro usuário (administradores)
+/senha <senha_atual> <senha_nova> — trocar a sua senha
 /adicionar <usuario> <senha> <nivel> — criar um usuário (administradores)
+/definirsenha <usuario> <senha_nova> — definir a senha de um usuário (administradores)
+/alterarnivel <usuario> <nivel> — mudar o nível de um usuário (administradores)
+/remover <usuario> — remover um usuário (administradores)
+/usuarios [prefixo] — listar os usuários (administradores)
 /status — a saúde do serviço e do pool de conexões
 /logout — sair
 /ajuda — esta lista
@@ -22,12 +27,18 @@ pub const LOGIN_FAILED: &str = "Usuário ou senha incorretos.";
 pub const NOT_LOGGED_IN: &str = "Você não está logado. Use /login <usuario> <senha>.";
 pub const NOT_FOUND: &str = "Usuário não encontrado.";
 pub const TOO_LONG: &str = "Mensagem longa demais.";
-pub const PASSWORD_IN_GROUP: &str = "Não use /login nem /adicionar num grupo: a senha fica visível para todos. Fale comigo numa conversa privada.";
+pub const PASSWORD_IN_GROUP: &str = "Não use /login, /adicionar, /senha nem /definirsenha num grupo: a senha fica visível para todos. Fale comigo numa conversa privada.";
 pub const PASSWORD_DELETED: &str = "(Apaguei a sua mensagem com a senha desta conversa.)";
 pub const PASSWORD_NOT_DELETED: &str =
     "(Não consegui apagar a sua mensagem com a senha: apague-a você mesmo.)";
 pub const RATE_LIMITED: &str = "Muitos comandos seguidos; espere alguns segundos e tente de novo.";
-pub const NO_ADMIN_TOKEN: &str = "Este bot não tem o token de administrador (PRODUTO_ADMIN_TOKEN); não consigo adicionar usuários.";
+pub const NO_ADMIN_TOKEN: &str = "Este bot não tem o token de administrador (PRODUTO_ADMIN_TOKEN); não consigo fazer operações de administrador.";
+pub const PASSWORD_CHANGED: &str = "Senha alterada.";
+/// A wrong current password, and a change refused by throttling: one reply, as the service
+/// gives one answer.
+pub const WRONG_CURRENT_PASSWORD: &str =
+    "Senha atual incorreta (ou tentativas demais: espere e tente de novo).";
+pub const NO_USERS: &str = "Nenhum usuário encontrado.";
 
 /// The reply to a message that is not a command the bot can run.
 pub fn parse_error(err: ParseError) -> String {
@@ -36,10 +47,9 @@ pub fn parse_error(err: ParseError) -> String {
             "Não entendi. Use /ajuda para ver os comandos.".into()
         }
         ParseError::Usage(usage) => format!("Uso: {usage}"),
-        ParseError::BadNivel => format!(
-            "O nível deve ser um número inteiro. Uso: {}",
-            super::command::USAGE_ADICIONAR
-        ),
+        ParseError::BadNivel(usage) => {
+            format!("O nível deve ser um número inteiro. Uso: {usage}")
+        }
     }
 }
 
@@ -66,6 +76,38 @@ pub fn added(usuario: &str, nivel: i32, id: i64) -> String {
     format!("Usuário {usuario} criado com nível {nivel} (id {id}).")
 }
 
+pub fn password_set(usuario: &str) -> String {
+    format!("Senha de {usuario} definida.")
+}
+
+pub fn nivel_changed(usuario: &str, nivel: i32) -> String {
+    format!("O nível de {usuario} agora é {nivel}.")
+}
+
+pub fn removed(usuario: &str) -> String {
+    format!("Usuário {usuario} removido.")
+}
+
+/// The `/usuarios` reply: one line per user; `more` when the service has more than shown.
+pub fn users(users: &[crate::pb::UsuarioResumo], more: bool) -> String {
+    if users.is_empty() {
+        return NO_USERS.into();
+    }
+    let mut lines = vec!["Usuários:".to_owned()];
+    lines.extend(
+        users
+            .iter()
+            .map(|u| format!("- {} (nível {})", u.usuario, u.nivel)),
+    );
+    if more {
+        lines.push(format!(
+            "(os primeiros {}; use /usuarios <prefixo> para ver outros)",
+            users.len()
+        ));
+    }
+    lines.join("\n")
+}
+
 pub fn logged_out(usuario: Option<&str>) -> String {
     match usuario {
         Some(u) => format!("Até logo, {u}!"),
@@ -90,7 +132,8 @@ pub fn service_error(status: &Status) -> String {
         Code::InvalidArgument => format!("Dados inválidos: {}", one_line(status.message())),
         Code::Unauthenticated => "O serviço recusou o token de administrador deste bot.".into(),
         Code::PermissionDenied => {
-            "O serviço não aceita novos usuários: ele roda sem PRODUTO_ADMIN_TOKEN.".into()
+            "O serviço não aceita operações de administrador: ele roda sem PRODUTO_ADMIN_TOKEN."
+                .into()
         }
         _ => "Algo deu errado no serviço. Tente de novo mais tarde.".into(),
     }
@@ -169,6 +212,7 @@ mod tests {
             HELP.to_string(),
             status(Some(true), Some(&pool)),
             status(None, None),
+            users(&[crate::pb::UsuarioResumo::default()], true),
             service_error(&Status::invalid_argument("a\n\nb")),
         ] {
             assert!(!reply.contains("\n\n"), "{reply:?}");

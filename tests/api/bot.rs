@@ -8,7 +8,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use produto::bot::{Bot, BotConfig, ChatId, ServiceHealth};
+use produto::bot::{Bot, BotConfig, ChatId, Incoming, ServiceHealth};
 use tokio::{
     io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader},
     process::{Child, ChildStdin, ChildStdout},
@@ -168,6 +168,218 @@ async fn a_bot_without_the_admin_token_cannot_add_users() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_logged_in_user_changes_its_password_and_its_other_chats_log_in_again() {
+    let app = app_with_users().await;
+    let bot = bot_for(&app);
+    let other = ChatId(7);
+    assert!(
+        bot.handle(CHAT, "/senha senha-da-maria nova-da-maria")
+            .await
+            .contains("não está logado")
+    );
+    bot.handle(CHAT, "/login maria senha-da-maria").await;
+    bot.handle(other, "/login maria senha-da-maria").await;
+
+    let handled = bot
+        .handle_incoming(Incoming {
+            session: CHAT,
+            end_user: None,
+            shared_chat: false,
+            text: "/senha senha-errada nova-da-maria",
+        })
+        .await;
+    assert!(
+        handled.held_password,
+        "the message is deleted where it can be"
+    );
+    assert_eq!(
+        handled.reply,
+        "Senha atual incorreta (ou tentativas demais: espere e tente de novo)."
+    );
+    let reply = bot.handle(CHAT, "/senha senha-da-maria curta").await;
+    assert!(reply.starts_with("Dados inválidos: senha_nova"), "{reply}");
+    assert!(!reply.contains("curta"), "{reply}");
+    assert_eq!(
+        bot.handle(CHAT, "/senha senha-da-maria nova-da-maria")
+            .await,
+        "Senha alterada."
+    );
+    assert_eq!(
+        app.login("maria", "nova-da-maria").await.unwrap(),
+        (true, 1)
+    );
+    assert_eq!(
+        app.login("maria", "senha-da-maria").await.unwrap(),
+        (false, 0)
+    );
+    // This chat stays logged in; the other one logged in with the old password.
+    assert_eq!(bot.handle(CHAT, "/nivel").await, "Seu nível é 1.");
+    assert!(
+        bot.handle(other, "/nivel")
+            .await
+            .contains("não está logado")
+    );
+    // In a group it is refused before any call.
+    let handled = bot
+        .handle_incoming(Incoming {
+            session: CHAT,
+            end_user: None,
+            shared_chat: true,
+            text: "/senha nova-da-maria outra-da-maria",
+        })
+        .await;
+    assert!(
+        handled.reply.contains("conversa privada"),
+        "{}",
+        handled.reply
+    );
+    assert_eq!(
+        app.login("maria", "nova-da-maria").await.unwrap(),
+        (true, 1)
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_admin_manages_users_and_the_chats_of_those_users_follow() {
+    let app = app_with_users().await;
+    app.add_user("bruno", "senha-do-bruno", 1).await.unwrap();
+    let bot = bot_for(&app);
+    let maria = ChatId(7);
+    let bruno = ChatId(8);
+    bot.handle(CHAT, "/login admin senha-do-admin").await;
+    bot.handle(maria, "/login maria senha-da-maria").await;
+    bot.handle(bruno, "/login bruno senha-do-bruno").await;
+
+    assert_eq!(
+        bot.handle(CHAT, "/usuarios").await,
+        "Usuários:\n- admin (nível 2)\n- bruno (nível 1)\n- maria (nível 1)"
+    );
+    assert_eq!(
+        bot.handle(CHAT, "/usuarios ma").await,
+        "Usuários:\n- maria (nível 1)"
+    );
+    assert_eq!(
+        bot.handle(CHAT, "/usuarios zz").await,
+        "Nenhum usuário encontrado."
+    );
+
+    // A promotion takes effect in maria's chat at once: she may now list users.
+    assert_eq!(
+        bot.handle(CHAT, "/alterarnivel maria 2").await,
+        "O nível de maria agora é 2."
+    );
+    assert_eq!(app.nivel("maria").await.unwrap(), 2);
+    assert!(
+        bot.handle(maria, "/usuarios")
+            .await
+            .starts_with("Usuários:")
+    );
+    assert_eq!(
+        bot.handle(CHAT, "/alterarnivel fantasma 2").await,
+        "Usuário não encontrado."
+    );
+    assert!(
+        bot.handle(CHAT, "/alterarnivel maria -1")
+            .await
+            .starts_with("Dados inválidos: nivel")
+    );
+
+    // A password set by an admin logs the user's chats out.
+    let handled = bot
+        .handle_incoming(Incoming {
+            session: CHAT,
+            end_user: None,
+            shared_chat: false,
+            text: "/definirsenha bruno nova-do-bruno",
+        })
+        .await;
+    assert!(handled.held_password);
+    assert_eq!(handled.reply, "Senha de bruno definida.");
+    assert_eq!(
+        app.login("bruno", "nova-do-bruno").await.unwrap(),
+        (true, 1)
+    );
+    assert!(
+        bot.handle(bruno, "/nivel")
+            .await
+            .contains("não está logado")
+    );
+    assert_eq!(
+        bot.handle(CHAT, "/definirsenha fantasma nova-do-fantasma")
+            .await,
+        "Usuário não encontrado."
+    );
+
+    // A removal too: the removed user's chat is logged out, and its login fails.
+    assert_eq!(
+        bot.handle(CHAT, "/remover maria").await,
+        "Usuário maria removido."
+    );
+    assert!(
+        bot.handle(maria, "/usuarios")
+            .await
+            .contains("não está logado")
+    );
+    assert_eq!(
+        bot.handle(maria, "/login maria senha-da-maria").await,
+        "Usuário ou senha incorretos."
+    );
+    assert_eq!(
+        bot.handle(CHAT, "/remover maria").await,
+        "Usuário não encontrado."
+    );
+    assert_eq!(app.nivel("maria").await.unwrap_err().code(), Code::NotFound);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_admin_commands_are_refused_before_any_call_unless_an_admin_is_logged_in() {
+    let app = app_with_users().await;
+    let bot = bot_for(&app);
+    let commands = [
+        "/definirsenha admin senha-tomada-1",
+        "/alterarnivel maria 9",
+        "/remover admin",
+        "/usuarios",
+    ];
+    for command in commands {
+        let reply = bot.handle(CHAT, command).await;
+        assert!(reply.contains("não está logado"), "{command}: {reply}");
+    }
+    bot.handle(CHAT, "/login maria senha-da-maria").await;
+    let after_login = app.pool_status().await.acquires_total;
+    for command in commands {
+        let reply = bot.handle(CHAT, command).await;
+        assert!(
+            reply.starts_with("Só administradores (nível 2 ou mais) podem"),
+            "{command}: {reply}"
+        );
+    }
+    // The bot did not call the service (with its valid token, the calls would have worked).
+    assert_eq!(app.pool_status().await.acquires_total, after_login);
+    assert_eq!(
+        app.login("admin", "senha-do-admin").await.unwrap(),
+        (true, 2)
+    );
+    assert_eq!(app.nivel("maria").await.unwrap(), 1);
+
+    // A bot without the admin token says so; the service refuses a wrong one.
+    let mut config = config_for(app.addr);
+    config.admin_token = None;
+    let tokenless = Bot::build(&config).unwrap();
+    tokenless.handle(CHAT, "/login admin senha-do-admin").await;
+    config.admin_token = Some("not-the-token".into());
+    let wrong = Bot::build(&config).unwrap();
+    wrong.handle(CHAT, "/login admin senha-do-admin").await;
+    for command in commands {
+        let reply = tokenless.handle(CHAT, command).await;
+        assert!(reply.contains("PRODUTO_ADMIN_TOKEN"), "{command}: {reply}");
+        let reply = wrong.handle(CHAT, command).await;
+        assert!(reply.contains("recusou o token"), "{command}: {reply}");
+    }
+    assert_eq!(app.nivel("maria").await.unwrap(), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn another_users_level_is_for_admins_only() {
     let app = app_with_users().await;
     let bot = bot_for(&app);
@@ -241,6 +453,17 @@ async fn bad_arguments_say_what_the_command_expects() {
             "O nível deve ser um número inteiro",
         ),
         ("/logout já", "Uso: /logout"),
+        ("/senha só-uma", "Uso: /senha <senha_atual> <senha_nova>"),
+        (
+            "/definirsenha bob",
+            "Uso: /definirsenha <usuario> <senha_nova>",
+        ),
+        (
+            "/alterarnivel bob alto",
+            "O nível deve ser um número inteiro. Uso: /alterarnivel <usuario> <nivel>",
+        ),
+        ("/remover", "Uso: /remover <usuario>"),
+        ("/usuarios a b", "Uso: /usuarios ou /usuarios <prefixo>"),
         ("olá, bot", "Use /ajuda"),
         ("/comprar pão", "Use /ajuda"),
     ];

@@ -225,7 +225,19 @@ async fn polling_logs_in_adds_a_user_and_keeps_passwords_out_of_chats() {
         .collect();
     assert_eq!(
         commands,
-        ["login", "nivel", "adicionar", "status", "logout", "ajuda"]
+        [
+            "login",
+            "nivel",
+            "senha",
+            "adicionar",
+            "definirsenha",
+            "alterarnivel",
+            "remover",
+            "usuarios",
+            "status",
+            "logout",
+            "ajuda"
+        ]
     );
 
     admin_flow(&bot, &standin, &app).await;
@@ -233,6 +245,36 @@ async fn polling_logs_in_adds_a_user_and_keeps_passwords_out_of_chats() {
     // Every handled update is confirmed once the bot stops.
     bot.stop().await;
     assert_eq!(standin.unconfirmed(), 0);
+}
+
+/// `/definirsenha` and `/senha` carry passwords too: deleted like `/login`'s.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_password_change_commands_are_deleted_from_the_chat() {
+    let app = app_with_users().await;
+    app.add_user("bob", "senha-do-bob", 1).await.unwrap();
+    let standin = StandIn::start().await;
+    let bot = TelegramBot::polling(app.addr, &standin).await;
+    say(&bot, &standin, ANA_CHAT, ANA, "/login admin senha-do-admin").await;
+    standin.wait_for_replies(ANA_CHAT, 1).await;
+    for (n, text, reply) in [
+        (2, "/definirsenha bob nova-do-bob", "Senha de bob definida."),
+        (3, "/senha senha-do-admin nova-do-admin", "Senha alterada."),
+    ] {
+        say(&bot, &standin, ANA_CHAT, ANA, text).await;
+        let replies = standin.wait_for_replies(ANA_CHAT, n).await;
+        assert!(replies[n - 1].starts_with(reply), "{replies:?}");
+        assert!(
+            replies[n - 1].contains("Apaguei a sua mensagem"),
+            "{replies:?}"
+        );
+        assert_eq!(standin.calls("deleteMessage").len(), n);
+    }
+    assert_eq!(app.login("bob", "nova-do-bob").await.unwrap(), (true, 1));
+    assert_eq!(
+        app.login("admin", "nova-do-admin").await.unwrap(),
+        (true, 2)
+    );
+    bot.stop().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

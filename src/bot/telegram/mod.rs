@@ -153,10 +153,21 @@ fn command_menu() -> Vec<BotCommand> {
             "entrar: /login <usuario> <senha> (só em conversa privada)",
         ),
         ("nivel", "o seu nível de acesso, ou o de outro usuário"),
+        ("senha", "trocar a sua senha (só em conversa privada)"),
         (
             "adicionar",
             "criar um usuário (administradores, conversa privada)",
         ),
+        (
+            "definirsenha",
+            "definir a senha de um usuário (administradores, conversa privada)",
+        ),
+        (
+            "alterarnivel",
+            "mudar o nível de um usuário (administradores)",
+        ),
+        ("remover", "remover um usuário (administradores)"),
+        ("usuarios", "listar os usuários (administradores)"),
         ("status", "a saúde do serviço e do pool de conexões"),
         ("logout", "sair"),
         ("ajuda", "a lista de comandos"),
