@@ -13,7 +13,12 @@ use tokio::{
     process::{ChildStdout, Command},
 };
 
-use crate::helpers::{ADMIN_TOKEN, Backend, spawn_app, spawn_on};
+use tonic_health::pb::health_check_response::ServingStatus;
+
+use crate::helpers::{ADMIN_TOKEN, Backend, TestDb, spawn_app, spawn_on, spawn_with, test_config};
+
+/// The caller token of the Python package's guarded server.
+const CALLER_TOKEN: &str = "python-caller-token-0123456789";
 
 const PYTHON_MODULES: &str =
     "import grpc, grpc_tools, grpc_status, grpc_health, google.rpc.error_details_pb2";
@@ -266,10 +271,25 @@ async fn the_python_package_installs_offline_and_every_function_works() {
         listener.local_addr().unwrap()
     };
     let app = spawn_app(Backend::Postgres).await;
+    // A second server that serves named callers only: the package's caller token, with the
+    // admin token beside it in its own key.
+    let guarded = {
+        let database = TestDb::create(Backend::Sqlite).await;
+        let tokens = tmp.path().join("caller-tokens");
+        std::fs::write(&tokens, format!("bot {CALLER_TOKEN}\n")).unwrap();
+        let mut config = test_config(&database.url);
+        config.caller_auth = true;
+        config.caller_tokens_file = Some(tokens);
+        let app = spawn_with(config, database).await;
+        app.wait_for_readiness(ServingStatus::Serving).await;
+        app
+    };
     let run = Command::new(python)
         .arg(repo("tests/python/package.py"))
         .arg(&site)
         .arg(closed.to_string())
+        .arg(guarded.addr.to_string())
+        .env("CALLER_TOKEN", CALLER_TOKEN)
         // From the temporary directory: the package must come from the install, not the tree.
         .current_dir(tmp.path())
         .env("PYTHONPATH", &site)

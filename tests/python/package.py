@@ -1,15 +1,16 @@
 """The Python package (clients/python) as the old bot uses it, against a running server
 (tests/api/clients.rs installs it with pip into a temporary directory first).
 
-Usage: package.py <site-dir> <closed-addr>; PRODUTO_ADDR, PRODUTO_ADMIN_TOKEN and
-PRODUTO_TIMEOUT in the environment point it at the server. Prints PASS at the end.
+Usage: package.py <site-dir> <closed-addr> <guarded-addr>; PRODUTO_ADDR, PRODUTO_ADMIN_TOKEN
+and PRODUTO_TIMEOUT in the environment point it at the server; <guarded-addr> is a server
+with caller authentication, whose caller token is CALLER_TOKEN. Prints PASS at the end.
 """
 
 import os
 import sys
 import time
 
-site, closed_addr = sys.argv[1:3]
+site, closed_addr, guarded_addr = sys.argv[1:4]
 
 # The one import the old bot changes.
 from produto_client import adicionar_usuario, obter_nivel, verificar_login  # noqa: E402
@@ -98,6 +99,17 @@ def main():
     with Client(admin_token="not-the-token", timeout=30) as wrong:
         raises(errors.UnauthenticatedError, lambda: wrong.alterar_nivel("ana", 9), "ADMIN_TOKEN_INVALID")
     assert obter_nivel("ana") == 5
+
+    # A server with caller authentication: the caller token goes in `authorization`, the
+    # admin token beside it in its own key; without a caller token nothing is served.
+    with Client(guarded_addr, token=os.environ["CALLER_TOKEN"], timeout=30) as caller:
+        assert caller.adicionar_usuario("ana", "correct horse battery", 2) is True
+        assert caller.verificar_login("ana", "correct horse battery") is True
+        assert caller.obter_nivel("ana") == 2
+    with Client(guarded_addr, timeout=30) as anonymous:
+        raises(errors.UnauthenticatedError, lambda: anonymous.obter_nivel("ana"), "CALLER_MISSING")
+    with Client(guarded_addr, token="not-a-caller-token", timeout=30) as stranger:
+        raises(errors.UnauthenticatedError, lambda: stranger.verificar_login("ana", "x"), "CALLER_TOKEN_INVALID")
 
     # The service down: nothing listens at closed_addr. The calls fail within their deadline
     # (the channel retries the safe ones meanwhile) with an exception the caller can act on;
