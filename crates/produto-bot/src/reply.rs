@@ -89,7 +89,7 @@ pub fn removed(usuario: &str) -> String {
 }
 
 /// The `/usuarios` reply: one line per user; `more` when the service has more than shown.
-pub fn users(users: &[crate::pb::UsuarioResumo], more: bool) -> String {
+pub fn users(users: &[produto_client::pb::UsuarioResumo], more: bool) -> String {
     if users.is_empty() {
         return NO_USERS.into();
     }
@@ -145,7 +145,10 @@ fn one_line(message: &str) -> String {
 }
 
 /// The `/status` reply. `ready`: the readiness check's answer, `None` when it failed.
-pub fn status(ready: Option<bool>, pool: Option<&crate::pb::PoolStatusResponse>) -> String {
+pub fn status(
+    ready: Option<bool>,
+    pool: Option<&produto_client::pb::PoolStatusResponse>,
+) -> String {
     let mut lines = Vec::with_capacity(3);
     lines.push(match ready {
         Some(true) => "Serviço: pronto.".to_string(),
@@ -207,12 +210,12 @@ mod tests {
 
     #[test]
     fn no_reply_contains_an_empty_line() {
-        let pool = crate::pb::PoolStatusResponse::default();
+        let pool = produto_client::pb::PoolStatusResponse::default();
         for reply in [
             HELP.to_string(),
             status(Some(true), Some(&pool)),
             status(None, None),
-            users(&[crate::pb::UsuarioResumo::default()], true),
+            users(&[produto_client::pb::UsuarioResumo::default()], true),
             service_error(&Status::invalid_argument("a\n\nb")),
         ] {
             assert!(!reply.contains("\n\n"), "{reply:?}");
