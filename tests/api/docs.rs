@@ -284,3 +284,68 @@ grpcurl -H 'authorization: Bearer x' localhost:50051 list
     );
     assert!(mismatch(&example(&["{\"status\": \"closed\", ...}"]), true, pool).is_some());
 }
+
+/// GitHub's anchor for a heading: lower case, punctuation dropped, spaces as `-`.
+fn anchor(heading: &str) -> String {
+    heading
+        .trim()
+        .to_lowercase()
+        .chars()
+        .filter_map(|c| match c {
+            ' ' => Some('-'),
+            c if c.is_alphanumeric() || c == '-' || c == '_' => Some(c),
+            _ => None,
+        })
+        .collect()
+}
+
+/// The anchors of a document's headings (outside code blocks).
+fn anchors(text: &str) -> Vec<String> {
+    let mut in_code = false;
+    let mut found = Vec::new();
+    for line in text.lines() {
+        if line.trim_start().starts_with("```") {
+            in_code = !in_code;
+        } else if !in_code && line.starts_with('#') {
+            found.push(anchor(line.trim_start_matches('#')));
+        }
+    }
+    found
+}
+
+/// The targets of the relative links `[text](target)` of a document.
+fn links(text: &str) -> Vec<&str> {
+    text.split("](")
+        .skip(1)
+        .filter_map(|rest| rest.split(')').next())
+        .filter(|target| !target.contains("://") && !target.starts_with("mailto:"))
+        .collect()
+}
+
+#[test]
+fn every_link_between_the_docs_reaches_a_file_and_a_heading() {
+    let mut broken = Vec::new();
+    for document in documents() {
+        let text = std::fs::read_to_string(&document).expect("read the document");
+        for target in links(&text) {
+            let (path, fragment) = target.split_once('#').unwrap_or((target, ""));
+            let file = if path.is_empty() {
+                document.clone()
+            } else {
+                document.parent().unwrap().join(path)
+            };
+            let ok = match std::fs::read_to_string(&file) {
+                Ok(linked) => fragment.is_empty() || anchors(&linked).iter().any(|a| a == fragment),
+                Err(_) => file.is_dir() && fragment.is_empty(),
+            };
+            if !ok {
+                broken.push(format!("{}: ({target})", document.display()));
+            }
+        }
+    }
+    assert!(broken.is_empty(), "broken links:\n{}", broken.join("\n"));
+    assert_eq!(
+        anchor("The retry policy (service config)"),
+        "the-retry-policy-service-config"
+    );
+}
