@@ -6,7 +6,8 @@
 //!   (continued by lines ending in `\`) is one command, run with `sh -c` from the repository
 //!   root, with `localhost:50051` replaced by the test server's address and
 //!   `PRODUTO_ADMIN_TOKEN` set to the server's admin token (write `$PRODUTO_ADMIN_TOKEN`).
-//!   The block's other lines (`cargo run`, `export`, ...) are not run here.
+//!   The block's other lines (`cargo run`, `export`, ...) are not run here. No `$ ` prompt:
+//!   a fenced line that calls grpcurl but does not start with it fails this test.
 //! - The `#` comment lines right after a command are its expected output; a blank line or any
 //!   other line ends them, so a comment meant as prose goes after a blank line. Each expected
 //!   line must appear in grpcurl's output, whitespace ignored (so `# {"nivel": 2}` matches
@@ -81,6 +82,15 @@ fn examples(text: &str) -> Result<Vec<Example>, String> {
             continue;
         }
         if !line.starts_with("grpcurl") {
+            // A prompt (`$ grpcurl`) or a variable before it would hide the command from
+            // this test: say how to write it instead.
+            if fence.is_some() && !line.starts_with('#') && line.contains("grpcurl ") {
+                return Err(format!(
+                    "line {}: start the line with `grpcurl` (no prompt, no variables before \
+                     it) and give the output as `# ` lines: {line}",
+                    i + 1
+                ));
+            }
             i += 1;
             continue;
         }
@@ -266,6 +276,8 @@ grpcurl -H 'authorization: Bearer x' localhost:50051 list
 
     assert!(examples("```text\ngrpcurl localhost:50051 list\n```\n").is_err());
     assert!(examples("\n```sh not-run\ngrpcurl x\n```\n").is_err());
+    assert!(examples("```sh\n$ grpcurl -plaintext localhost:50051 list\n```\n").is_err());
+    assert!(examples("grpcurl in prose is fine\n").unwrap().is_empty());
 
     let pretty = "{\n  \"nivel\": 2\n}\n";
     let example = |expected: &[&str]| Example {
