@@ -128,13 +128,14 @@ pub struct Config {
     #[arg(long, env = "PRODUTO_TLS_CLIENT_CA", requires = "tls_cert")]
     pub tls_client_ca: Option<PathBuf>,
 
-    /// Login attempts allowed per username and caller (end user or IP address) within
+    /// Failed login attempts allowed per username and caller (end user or IP address) within
     /// PRODUTO_LOGIN_WINDOW; past it, that caller's attempts on that username are refused
-    /// unchecked (0: no throttling). A success clears the caller's count.
+    /// unchecked (0: no throttling). Attempts in flight hold a slot until they resolve (more
+    /// wait for them); a success clears the caller's failures.
     #[arg(long, env = "PRODUTO_LOGIN_MAX_FAILURES", default_value_t = 5)]
     pub login_max_failures: u32,
 
-    /// Login attempts allowed per username from all callers together within
+    /// Failed login attempts allowed per username from all callers together within
     /// PRODUTO_LOGIN_WINDOW: bounds a guessing attack spread over many callers (0: no ceiling).
     #[arg(
         long,
@@ -148,6 +149,17 @@ pub struct Config {
     /// `never` (the peer's IP address always).
     #[arg(long, env = "PRODUTO_LOGIN_TRUST_END_USER", value_enum, default_value_t = TrustEndUser::Authenticated)]
     pub login_trust_end_user: TrustEndUser,
+
+    /// Tell an authenticated caller (caller token or client certificate) that a login was
+    /// throttled: RESOURCE_EXHAUSTED, reason LOGIN_THROTTLED, RetryInfo when the window
+    /// frees; `false` answers it as a wrong password, as every anonymous caller is answered.
+    #[arg(
+        long,
+        env = "PRODUTO_LOGIN_TELL_AUTHENTICATED",
+        default_value_t = true,
+        action = clap::ArgAction::Set
+    )]
+    pub login_tell_authenticated: bool,
 
     /// The window failed logins are counted in (e.g. `15m`).
     #[arg(long, env = "PRODUTO_LOGIN_WINDOW", default_value = "15m", value_parser = humantime::parse_duration)]
@@ -402,6 +414,7 @@ impl Config {
                 window: self.login_window,
                 trust_end_user: self.login_trust_end_user,
                 authenticated: throttle::is_authenticated,
+                tell_authenticated: self.login_tell_authenticated,
             },
             probe_interval: self.probe_interval,
             drain_timeout: self.drain_timeout,
@@ -497,6 +510,7 @@ impl Settings {
                 window: Duration::from_secs(15 * 60),
                 trust_end_user: TrustEndUser::Authenticated,
                 authenticated: throttle::is_authenticated,
+                tell_authenticated: true,
             },
             probe_interval: Duration::from_secs(2),
             drain_timeout: Duration::from_secs(10),
