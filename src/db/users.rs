@@ -263,7 +263,8 @@ impl Db {
             sqlx::query(
                 "DELETE FROM login_tentativas WHERE (usuario, identidade) IN (
                    SELECT usuario, identidade FROM login_tentativas
-                   WHERE janela_inicio_ms <= $1 AND em_curso_ate_ms <= $3 LIMIT $2)",
+                   WHERE janela_inicio_ms <= $1 AND (em_curso = 0 OR em_curso_ate_ms <= $3)
+                   LIMIT $2)",
             )
             .bind(window_start_ms)
             .bind(limit)
