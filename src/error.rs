@@ -497,7 +497,10 @@ mod tests {
         assert_eq!(status.message(), "too many login attempts; retry in 42 s");
         let info = details.error_info().unwrap();
         assert_eq!(info.reason, "LOGIN_THROTTLED");
-        assert_eq!(info.metadata.get("limit").map(String::as_str), Some("caller"));
+        assert_eq!(
+            info.metadata.get("limit").map(String::as_str),
+            Some("caller")
+        );
         assert_eq!(
             details.retry_info().and_then(|r| r.retry_delay),
             Some(Duration::from_secs(42))

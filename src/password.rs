@@ -464,10 +464,7 @@ mod tests {
         assert_eq!(dummy.algorithm, stored.algorithm);
         assert_eq!(dummy.version, stored.version);
         assert_eq!(dummy.params, stored.params);
-        assert_eq!(
-            dummy.salt.map(|s| s.len()),
-            stored.salt.map(|s| s.len())
-        );
+        assert_eq!(dummy.salt.map(|s| s.len()), stored.salt.map(|s| s.len()));
         assert_eq!(dummy.hash.map(|h| h.len()), stored.hash.map(|h| h.len()));
     }
 

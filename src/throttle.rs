@@ -289,9 +289,8 @@ impl Held {
         let t = &self.throttle;
         match self.counted {
             Counted::Database => {
-                let result = t
-                    .db
-                    .resolve_login_attempt(
+                let result =
+                    t.db.resolve_login_attempt(
                         &self.usuario,
                         (&self.identity, t.every_identity(&self.identity)),
                         outcome == Outcome::Failed,
@@ -569,7 +568,10 @@ impl Throttle {
         let now = now_ms();
         let ttl = i64::try_from(CLAIM_TTL.as_millis()).unwrap_or(i64::MAX);
         let times = (now, self.policy.window_start_ms(), now + ttl);
-        let own = self.db.claim_login_attempt(usuario, identity, times).await?;
+        let own = self
+            .db
+            .claim_login_attempt(usuario, identity, times)
+            .await?;
         let every = self.every_identity(identity);
         let all = if every == identity {
             None
@@ -584,10 +586,7 @@ impl Throttle {
         };
         let over = |counts: &AttemptCounts, limit| counts.failed >= limit;
         let busy = |counts: &AttemptCounts, limit| counts.failed + counts.in_flight > limit;
-        let (max, max_all) = (
-            self.policy.max_failures,
-            self.policy.max_failures_per_user,
-        );
+        let (max, max_all) = (self.policy.max_failures, self.policy.max_failures_per_user);
         let decided = if over(&own, max) {
             Found::Decided(Verdict::Refused {
                 limit: Limit::Caller,
@@ -635,7 +634,11 @@ impl Throttle {
         let mut table = self.local.lock();
         let mut busy = false;
         for (i, (key, limit)) in keys.iter().enumerate() {
-            let limit_name = if i == 0 { Limit::Caller } else { Limit::Username };
+            let limit_name = if i == 0 {
+                Limit::Caller
+            } else {
+                Limit::Username
+            };
             let Some(entry) = table.get_mut(key).filter(|_| permits.len() == keys.len()) else {
                 // No room to count it: refused, failing closed.
                 return Found::Decided(Verdict::Refused {

@@ -88,10 +88,24 @@ async fn every_login_path_does_the_same_work() {
         seen.push(("unknown user", work));
         let (answer, work) = work_of(&app, "maria", "senha-errada").await;
         assert_eq!(answer, (false, 0));
-        seen.push((if i < 5 { "wrong password" } else { "wrong password, refused" }, work));
+        seen.push((
+            if i < 5 {
+                "wrong password"
+            } else {
+                "wrong password, refused"
+            },
+            work,
+        ));
         let (answer, work) = work_of(&app, "ninguem", "senha-errada").await;
         assert_eq!(answer, (false, 0));
-        seen.push((if i < 5 { "unknown user again" } else { "unknown user, refused" }, work));
+        seen.push((
+            if i < 5 {
+                "unknown user again"
+            } else {
+                "unknown user, refused"
+            },
+            work,
+        ));
         let (answer, work) = work_of(&app, "joao", "senha-forte-2").await;
         assert_eq!(answer, (true, 1));
         seen.push(("right password", work));
@@ -113,7 +127,12 @@ async fn every_login_path_does_the_same_work() {
     // Only the right password and the allowed wrong ones were checked against a stored
     // hash; every other call verified the dummy hash, which has the stored hashes' costs
     // (see `password::tests::the_dummy_hash_costs_what_a_stored_hash_costs`).
-    let checked = |p: &str| seen.iter().filter(|(q, _)| *q == p).map(|(_, w)| w.stored_hashes_checked).sum::<u64>();
+    let checked = |p: &str| {
+        seen.iter()
+            .filter(|(q, _)| *q == p)
+            .map(|(_, w)| w.stored_hashes_checked)
+            .sum::<u64>()
+    };
     assert_eq!(checked("right password"), 12);
     assert_eq!(checked("wrong password"), 5);
     assert_eq!(checked("wrong password, refused"), 0);
@@ -145,13 +164,25 @@ async fn measure_the_gap_between_unknown_users_and_wrong_passwords() {
     let (mut unknown, mut wrong) = (Vec::with_capacity(n), Vec::with_capacity(n));
     for i in 0..n {
         // Alternate which goes first, so that neither always follows the other.
-        let order = if i % 2 == 0 { [true, false] } else { [false, true] };
+        let order = if i % 2 == 0 {
+            [true, false]
+        } else {
+            [false, true]
+        };
         for is_unknown in order {
-            let usuario = if is_unknown { format!("ninguem{i}") } else { "maria".to_owned() };
+            let usuario = if is_unknown {
+                format!("ninguem{i}")
+            } else {
+                "maria".to_owned()
+            };
             let started = Instant::now();
             assert!(!app.login(&usuario, "senha-errada").await.unwrap().0);
             let took = started.elapsed().as_secs_f64() * 1e3;
-            if is_unknown { unknown.push(took) } else { wrong.push(took) }
+            if is_unknown {
+                unknown.push(took)
+            } else {
+                wrong.push(took)
+            }
         }
     }
     let (mu, mw) = (quantile(&unknown, 0.5), quantile(&wrong, 0.5));

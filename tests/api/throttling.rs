@@ -421,12 +421,19 @@ async fn an_authenticated_caller_is_told_a_login_was_throttled_and_when_to_retry
     let throttled = login_as_service(&app, "maria", "senha-forte-1")
         .await
         .unwrap_err();
-    assert_eq!(throttled.code(), tonic::Code::ResourceExhausted, "{throttled:?}");
+    assert_eq!(
+        throttled.code(),
+        tonic::Code::ResourceExhausted,
+        "{throttled:?}"
+    );
     let details = throttled.get_error_details();
     let info = details.error_info().expect("an ErrorInfo");
     assert_eq!(info.reason, "LOGIN_THROTTLED");
     assert_eq!(info.domain, "produto");
-    assert_eq!(info.metadata.get("limit").map(String::as_str), Some("caller"));
+    assert_eq!(
+        info.metadata.get("limit").map(String::as_str),
+        Some("caller")
+    );
     let retry = details
         .retry_info()
         .and_then(|r| r.retry_delay)
@@ -436,10 +443,17 @@ async fn an_authenticated_caller_is_told_a_login_was_throttled_and_when_to_retry
         retry > Duration::from_secs(14 * 60) && retry <= Duration::from_secs(15 * 60),
         "{retry:?}"
     );
-    assert!(throttled.message().contains("retry in"), "{}", throttled.message());
+    assert!(
+        throttled.message().contains("retry in"),
+        "{}",
+        throttled.message()
+    );
     // An anonymous caller from the same address shares the count, and is answered as a
     // wrong password: nothing tells it apart.
-    assert_eq!(app.login("maria", "senha-forte-1").await.unwrap(), (false, 0));
+    assert_eq!(
+        app.login("maria", "senha-forte-1").await.unwrap(),
+        (false, 0)
+    );
     assert_eq!(app.pool_status().await.logins_throttled_total, 2);
 }
 
@@ -453,7 +467,9 @@ async fn with_the_setting_off_an_authenticated_caller_gets_a_wrong_password() {
         );
     }
     assert_eq!(
-        login_as_service(&app, "maria", "senha-forte-1").await.unwrap(),
+        login_as_service(&app, "maria", "senha-forte-1")
+            .await
+            .unwrap(),
         (false, 0)
     );
     assert_eq!(app.pool_status().await.logins_throttled_total, 1);

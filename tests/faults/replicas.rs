@@ -627,7 +627,10 @@ async fn an_unknown_user_costs_the_reads_a_known_one_does() {
     let reads = |app: &TestApp| (reads_on(app, 0), reads_on(app, STANDBY));
     let mut seen = Vec::new();
     for i in 0..8 {
-        for (usuario, kind) in [(format!("ninguem{i}"), "unknown"), ("k0".to_owned(), "known")] {
+        for (usuario, kind) in [
+            (format!("ninguem{i}"), "unknown"),
+            ("k0".to_owned(), "known"),
+        ] {
             let before = reads(&app);
             assert!(!app.login(&usuario, "senha-errada").await.unwrap().0);
             let after = reads(&app);
@@ -676,13 +679,22 @@ async fn while_the_primary_is_down_attempts_are_counted_in_memory() {
         5,
         "no more guesses checked than with the database up"
     );
-    assert_eq!(during.logins_throttled_total - before.logins_throttled_total, 16);
+    assert_eq!(
+        during.logins_throttled_total - before.logins_throttled_total,
+        16
+    );
     assert!(during.throttle_in_memory);
     assert_eq!(during.logins_counted_in_memory_total, 22);
     let admin = app.admin_addr.unwrap();
     let (_, metrics) = super::http::http_get(admin, "/metrics").await;
-    assert!(metrics.contains("produto_login_throttle_in_memory 1\n"), "{metrics}");
-    assert!(metrics.contains("produto_login_attempts_in_memory_total 22\n"), "{metrics}");
+    assert!(
+        metrics.contains("produto_login_throttle_in_memory 1\n"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("produto_login_attempts_in_memory_total 22\n"),
+        "{metrics}"
+    );
 
     let starter = primary.clone();
     tokio::task::spawn_blocking(move || starter.start_again())
@@ -700,11 +712,17 @@ async fn while_the_primary_is_down_attempts_are_counted_in_memory() {
         if !app.db.snapshot().throttle_in_memory {
             break;
         }
-        assert!(started.elapsed() < NOTICE_BOUND, "never counted in the database again");
+        assert!(
+            started.elapsed() < NOTICE_BOUND,
+            "never counted in the database again"
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     let after = app.db.snapshot();
-    assert_eq!(after.password_verifications_total, during.password_verifications_total);
+    assert_eq!(
+        after.password_verifications_total,
+        during.password_verifications_total
+    );
     let failures = cluster::sql(
         &primary.url(),
         "SELECT tentativas FROM login_tentativas WHERE usuario = 'm0' AND identidade <> '*'",
@@ -712,5 +730,8 @@ async fn while_the_primary_is_down_attempts_are_counted_in_memory() {
     .await;
     assert_eq!(failures, "5");
     let (_, metrics) = super::http::http_get(admin, "/metrics").await;
-    assert!(metrics.contains("produto_login_throttle_in_memory 0\n"), "{metrics}");
+    assert!(
+        metrics.contains("produto_login_throttle_in_memory 0\n"),
+        "{metrics}"
+    );
 }
