@@ -7,7 +7,8 @@
 //! repeatedly answered faster than fresh unknown names, and with read replicas an unknown
 //! user's lookup was asked again of the primary: see `tests/faults/replicas.rs`.) The
 //! measurement of the times themselves is an ignored test that prints its figures:
-//! `cargo test --release --test timing -- --ignored --nocapture`.
+//! `cargo test --test timing -- --ignored --nocapture` (argon2 is optimised in
+//! the dev profile).
 
 #[path = "api/helpers.rs"]
 #[allow(dead_code, reason = "this binary uses part of the shared helpers")]
