@@ -18,14 +18,15 @@
 //! | | [`telemetry`], [`ready`], [`signal`] | log setup; the readiness flag health and ops share (*server*); the shutdown signal |
 //! | | [`service_config`] | the clients' retry policy (`proto/produto/v1/service_config.json`) |
 //! | storage, hashing | [`db`] | *server*: the pools ([`db::DbSettings`]): the primary and read replicas with their routing (`db/replicas.rs`), the one query path every statement takes (`db/query.rs`: acquire, time, classify, retry a read once), every SQL query (`db/users.rs`), the ObterNivel batcher, pool figures and histograms, the connection budget (`db/budget.rs`) |
-//! | | [`password`] | *server*: argon2id on dedicated threads ([`password::HashSettings`]) |
+//! | | [`password`] | *server*: argon2id on dedicated threads ([`password::HashSettings`]); the legacy hashes of imported users (`password/legacy.rs`) |
+//! | | [`import`] | *server*: `import-users`, the old bot's users copied in with their passwords ([`import::ImportSettings`]) |
 //! | | [`throttle`], [`auth`] | *server*: brute-force throttling of logins; caller authentication (tokens, certificates) and the admin token check |
 //! | | [`client`] | the balancing, retrying client for other Rust services (generated code and service config only) |
 //! | settings | [`config`] | *server*: the flags (clap), turned into each component's settings in one place: [`Config::into_settings`] |
 //! | serving | [`service`] | *server*: the RPC handlers: `service/produto.rs` (ProdutoService), `service/pool.rs`, `service/health.rs` |
 //! | | [`middleware`], [`ops`] | *server*: per call: span, metrics, caller identification, deadline, size limit, load shedding; the metrics registry, the admin HTTP port, request ids |
 //! | | [`bot`] | the chat bot: commands, replies, its gRPC client, the stdin and Telegram transports (`bot/telegram/`), its admin page |
-//! | top | [`app`] | *server*: wiring: build (bind ports), serve, shut down; `migrate` and `adicionar-usuario` |
+//! | top | [`app`] | *server*: wiring: build (bind ports), serve, shut down; `migrate`, `adicionar-usuario` and `import-users` |
 
 // Without the `server` feature the library is the generated code, the balancing client and
 // the bot, so that `produto-bot` builds without the server's crates (sqlx, argon2...).
@@ -43,6 +44,8 @@ pub mod db;
 pub mod domain;
 #[cfg(feature = "server")]
 pub mod error;
+#[cfg(feature = "server")]
+pub mod import;
 #[cfg(feature = "server")]
 pub mod middleware;
 #[cfg(feature = "server")]

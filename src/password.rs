@@ -2,7 +2,10 @@
 //!
 //! Hashing is CPU work of tens of milliseconds: it runs on `concurrency` dedicated threads,
 //! so that logins can never starve the runtime that serves the cheap RPCs. Unknown users are
-//! verified against a dummy hash so that they cost the same.
+//! verified against a dummy hash so that they cost the same. Imported users' legacy hashes
+//! ([`legacy`]) are verified on the same threads and replaced at their first login.
+
+pub mod legacy;
 
 use std::{
     sync::{Arc, Mutex, PoisonError, mpsc},
@@ -15,6 +18,7 @@ use tokio::sync::{Semaphore, oneshot};
 use tracing::Instrument;
 
 use crate::{Error, domain::Senha};
+use legacy::{Format, Legacy};
 
 /// The hashing settings: argon2id's costs and how many hashes run at once.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -150,11 +154,41 @@ impl Hasher {
         .await
     }
 
+    /// Whether a stored hash can be kept as it is (an import): an argon2 PHC string within
+    /// the [`CostBound`], or a [`legacy`] hash within its caps. The error says why not, and
+    /// never quotes the hash.
+    pub fn check_stored(&self, stored: &str) -> Result<Format, String> {
+        if !is_argon2(stored) {
+            return Legacy::parse(stored).map(|legacy| legacy.format());
+        }
+        let parsed = PasswordHash::new(stored).map_err(|e| format!("argon2: {e}"))?;
+        Algorithm::try_from(parsed.algorithm).map_err(|e| format!("argon2: {e}"))?;
+        if parsed.salt.is_none() || parsed.hash.is_none() {
+            return Err("argon2: no salt or no hash".into());
+        }
+        self.bound.check(stored).map_err(|e| match e {
+            Error::Internal(message) => format!("argon2: {message}"),
+            other => other.to_string(),
+        })?;
+        Ok(Format::Argon2)
+    }
+
     /// Verifies a password against a stored PHC string, or against the dummy hash when
     /// `stored` is `None`, so that an unknown user costs what a wrong password costs. A stored
     /// hash asking for more work than the [`CostBound`] is refused at once (INTERNAL, and a
-    /// log line for the operator): the user cannot log in until the password is reset.
+    /// log line for the operator): the user cannot log in until the password is reset. A
+    /// [`legacy`] hash is verified as [`Hasher::verify_legacy`] says.
     pub async fn verify(&self, senha: Senha, stored: Option<String>) -> Result<Verified, Error> {
+        if let Some(stored) = &stored
+            && !is_argon2(stored)
+        {
+            let legacy = Legacy::parse(stored).map_err(|e| {
+                Error::Internal(format!(
+                    "stored hash refused: {e}; reset this user's password"
+                ))
+            })?;
+            return self.verify_legacy(senha, legacy).await;
+        }
         if let Some(stored) = &stored {
             self.bound.check(stored)?;
         }
@@ -169,6 +203,29 @@ impl Hasher {
             }
             if Self::is_current(&argon2, &parsed) {
                 return Ok(Verified::Yes);
+            }
+            let salt = SaltString::generate(&mut OsRng);
+            let fresh = reused_memory::hash(&argon2, senha.expose(), salt.as_salt())
+                .map_err(|e| Error::Internal(format!("rehashing failed: {e}")))?;
+            Ok(Verified::YesRehashed(fresh.to_string()))
+        })
+        .await
+    }
+
+    /// An imported user's legacy hash (within its caps, checked by [`Legacy::parse`]), on the
+    /// hashing threads. The dummy argon2 verification runs first, whatever the outcome: a
+    /// stranger's wrong guess then costs what it costs for an unknown user, plus the legacy
+    /// hash's own work (nothing for SHA-256; bcrypt's or PBKDF2's cost otherwise, see
+    /// docs/moving-from-the-old-bot.md). A match is re-hashed with argon2id at once.
+    async fn verify_legacy(&self, senha: Senha, legacy: Legacy) -> Result<Verified, Error> {
+        let argon2 = self.argon2.clone();
+        let dummy = self.dummy_hash.clone();
+        self.run_blocking(move || {
+            let dummy = PasswordHash::new(&dummy)
+                .map_err(|e| Error::Internal(format!("dummy hash is malformed: {e}")))?;
+            let _ = reused_memory::verify(&dummy, senha.expose());
+            if !legacy.verify(senha.expose()) {
+                return Ok(Verified::No);
             }
             let salt = SaltString::generate(&mut OsRng);
             let fresh = reused_memory::hash(&argon2, senha.expose(), salt.as_salt())
@@ -220,6 +277,12 @@ impl Hasher {
             .await
             .map_err(|_| Error::Internal("hashing thread ended without answering".into()))?
     }
+}
+
+/// Whether a stored hash is an argon2 PHC string (`$argon2id$`, `$argon2i$`, `$argon2d$`);
+/// anything else is a [`legacy`] hash or no hash at all.
+fn is_argon2(stored: &str) -> bool {
+    stored.starts_with("$argon2")
 }
 
 /// Lowers the calling thread's scheduling priority (nice 10), so that while logins saturate

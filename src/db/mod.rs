@@ -36,7 +36,7 @@ use sqlx::{
 pub use batch::NivelBatcher;
 pub use query::{Conn, Statement};
 pub use replicas::{Access, Role, Server, Servers};
-pub use stats::{PoolSnapshot, PoolStats};
+pub use stats::{LegacyHashCounts, PoolSnapshot, PoolStats};
 
 use crate::Error;
 use metrics::DbMetrics;

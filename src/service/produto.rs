@@ -79,6 +79,8 @@ impl ProdutoService for ProdutoSvc {
         if stored.is_some() {
             self.db.stats().record_password_verification();
         }
+        // A rehash replaces the row's hash only if it is still this one.
+        let previous = stored.clone().unwrap_or_default();
         let verified = self.hasher.verify(senha, stored).await;
         // From here the outcome reaches the caller: the attempt stays counted.
         pending.settle();
@@ -101,8 +103,8 @@ impl ProdutoService for ProdutoSvc {
             Verified::Yes => true,
             Verified::YesRehashed(fresh) => {
                 // The login stands even if storing the upgraded hash fails; the next login
-                // tries again.
-                if let Err(e) = self.db.update_hash(id, &fresh).await {
+                // tries again. An imported user's legacy hash is gone after this.
+                if let Err(e) = self.db.update_hash(id, &previous, &fresh).await {
                     tracing::warn!(error = %e, "could not store the rehashed password");
                 }
                 true
