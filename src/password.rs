@@ -512,6 +512,40 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_legacy_hash_verifies_and_is_rehashed_with_argon2id() {
+        let hasher = Hasher::new(&cheap_settings()).unwrap();
+        let bcrypt = bcrypt::hash("senha antiga", 4).unwrap();
+        assert_eq!(hasher.check_stored(&bcrypt), Ok(Format::Bcrypt));
+        let good = Senha::parse_login("senha antiga".into()).unwrap();
+        match hasher.verify(good, Some(bcrypt.clone())).await.unwrap() {
+            Verified::YesRehashed(fresh) => {
+                assert!(
+                    fresh.starts_with("$argon2id$v=19$m=1024,t=1,p=1$"),
+                    "{fresh}"
+                )
+            }
+            other => panic!("expected a rehash, got {other:?}"),
+        }
+        let bad = Senha::parse_login("senha nova".into()).unwrap();
+        assert_eq!(
+            hasher.verify(bad, Some(bcrypt)).await.unwrap(),
+            Verified::No
+        );
+        // A stored value of no known shape is refused at login as at import.
+        let any = Senha::parse_login("x".into()).unwrap();
+        let err = hasher.verify(any, Some("texto".into())).await.unwrap_err();
+        assert_eq!(tonic::Status::from(err).code(), tonic::Code::Internal);
+        assert!(hasher.check_stored("texto").is_err());
+        let planted = "$argon2id$v=19$m=4194304,t=1,p=1$c2FsdHNhbHQ$aGFzaGhhc2hoYXNoaGFzaA";
+        assert!(
+            hasher
+                .check_stored(planted)
+                .unwrap_err()
+                .contains("above the bound")
+        );
+    }
+
+    #[tokio::test]
     async fn unknown_users_never_verify() {
         let hasher = Hasher::new(&cheap_settings()).unwrap();
         let any = Senha::parse_login("whatever".into()).unwrap();

@@ -44,7 +44,8 @@ macro_rules! on_both_backends {
     };
 }
 
-// After the macro: it runs its tests on both backends too.
+// After the macro: they run their tests on both backends too.
+mod import;
 mod throttling;
 
 on_both_backends!(
