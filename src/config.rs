@@ -250,7 +250,7 @@ pub enum Command {
     /// Django PBKDF2-SHA256, unsalted SHA-256 and argon2 hashes are stored as they are and
     /// replaced by argon2id at each user's first login. Users already there are left alone, so
     /// a second run changes nothing. Prints each rejected row and the counts; exits 0 when no
-    /// row was rejected, 2 when some were (the others imported), 1 on failure.
+    /// row was rejected, 3 when some were (the others imported), 1 on failure, 2 on bad flags.
     ImportUsers(ImportArgs),
 }
 

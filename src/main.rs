@@ -106,7 +106,8 @@ async fn add_user(
 }
 
 /// `produto-server import-users`: prints the report (each rejected row, then the counts).
-/// Exits 0 when no row was rejected, 2 when some were (the rest imported), 1 on failure.
+/// Exits 0 when no row was rejected, 3 when some were (the rest imported), 1 on failure (2
+/// is clap's, for bad flags).
 async fn import_users(
     settings: Result<produto::Settings, Error>,
     import: produto::import::ImportSettings,
@@ -121,7 +122,7 @@ async fn import_users(
             if report.rejected.is_empty() {
                 ExitCode::SUCCESS
             } else {
-                ExitCode::from(2)
+                ExitCode::from(3)
             }
         }
         Err(e) => {

@@ -9,8 +9,9 @@ use base64::{Engine, engine::general_purpose::STANDARD};
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
-/// Highest bcrypt cost accepted (2^13 rounds: ~0.5 s of one core here; Python's bcrypt
-/// defaults to 12). Past it one guess would hold a hashing thread for seconds.
+/// Highest bcrypt cost accepted (2^13 rounds; Python's bcrypt and PHP 8.4 default to 12).
+/// One guess at cost 13 holds a hashing thread ~24 times as long as produto's argon2id
+/// (docs/moving-from-the-old-bot.md has the figures); past it, seconds.
 pub const MAX_BCRYPT_COST: u32 = 13;
 /// Lowest cost bcrypt itself accepts.
 const MIN_BCRYPT_COST: u32 = 4;
@@ -240,9 +241,8 @@ fn unrecognised(stored: &str) -> String {
         ""
     };
     format!(
-        "unrecognised password format{hint}: expected argon2 (PHC), bcrypt ($2a$/$2b$/$2y$), \
-         pbkdf2:sha256:<iterations>$<salt>$<hex>, pbkdf2_sha256$<iterations>$<salt>$<base64> \
-         or 64 hex digits of SHA-256; plaintext only with --plaintext-passwords"
+        "unrecognised password format{hint}: not argon2, bcrypt, Werkzeug or Django \
+         pbkdf2_sha256, nor SHA-256 hex (plaintext? see --plaintext-passwords)"
     )
 }
 

@@ -128,7 +128,7 @@ fn broken_rows() -> Vec<(
             Some("gil"),
             Some("senha em claro".into()),
             Some(1),
-            "plaintext only with",
+            "see --plaintext-passwords",
         ),
         (
             Some(""),
