@@ -114,14 +114,16 @@ fn good_users() -> Vec<OldUser> {
     ]
 }
 
-/// Rows that must be rejected, each with a word of the reason: `(usuario, senha, nivel,
-/// reason)`, every field as the old table may hold it (NULLs included).
-fn broken_rows() -> Vec<(
+/// A row that must be rejected: `(usuario, senha, nivel, a word of the reason)`, every field
+/// as the old table may hold it (NULLs included).
+type BrokenRow = (
     Option<&'static str>,
     Option<String>,
     Option<i32>,
     &'static str,
-)> {
+);
+
+fn broken_rows() -> Vec<BrokenRow> {
     let sha = hex::encode(Sha256::digest("x"));
     vec![
         (
