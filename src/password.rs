@@ -578,6 +578,26 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn the_dummy_hash_costs_what_a_stored_hash_costs() {
+        // The same algorithm, version, costs, salt length and output length: verifying it is
+        // the same argon2 work as verifying a user's hash made by this server.
+        let hasher = Hasher::new(&HashSettings::new(2048, 2, 1).unwrap()).unwrap();
+        let stored = hasher
+            .hash(Senha::parse_new("correct horse".into()).unwrap())
+            .await
+            .unwrap();
+        let (dummy, stored) = (
+            PasswordHash::new(&hasher.dummy_hash).unwrap(),
+            PasswordHash::new(&stored).unwrap(),
+        );
+        assert_eq!(dummy.algorithm, stored.algorithm);
+        assert_eq!(dummy.version, stored.version);
+        assert_eq!(dummy.params, stored.params);
+        assert_eq!(dummy.salt.map(|s| s.len()), stored.salt.map(|s| s.len()));
+        assert_eq!(dummy.hash.map(|h| h.len()), stored.hash.map(|h| h.len()));
+    }
+
+    #[tokio::test]
     async fn unknown_users_never_verify() {
         let hasher = Hasher::new(&cheap_settings()).unwrap();
         let any = Senha::parse_login("whatever".into()).unwrap();

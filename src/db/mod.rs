@@ -263,7 +263,10 @@ impl Db {
     /// service's, whichever server is the primary).
     pub fn snapshot(&self) -> PoolSnapshot {
         let mut snapshot = self.server_snapshot(self.servers.primary_index());
-        snapshot.logins_throttled_total = self.stats().logins_throttled.load(Relaxed);
+        let service = self.stats();
+        snapshot.logins_throttled_total = service.logins_throttled.load(Relaxed);
+        snapshot.logins_counted_in_memory_total = service.logins_counted_in_memory.load(Relaxed);
+        snapshot.throttle_in_memory = service.throttle_in_memory.load(Relaxed);
         snapshot
     }
 

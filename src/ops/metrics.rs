@@ -288,7 +288,7 @@ struct PoolCollector {
 impl Collector for PoolCollector {
     fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), fmt::Error> {
         let s = self.db.snapshot();
-        let gauges: [(&str, &str, i64); 9] = [
+        let gauges: [(&str, &str, i64); 10] = [
             (
                 "produto_db_pool_connections_open",
                 "Connections the pool holds, idle or in use",
@@ -334,6 +334,11 @@ impl Collector for PoolCollector {
                 "1 while the server is ready (same source as gRPC health and /readyz)",
                 self.ready.get().into(),
             ),
+            (
+                "produto_login_throttle_in_memory",
+                "1 while login attempts are counted in this instance's memory (throttling table unreachable)",
+                s.throttle_in_memory.into(),
+            ),
         ];
         // The connection budget, once read at start (PostgreSQL only).
         let budget = self.db.budget().map(|(max, available, needed)| {
@@ -371,7 +376,7 @@ impl Collector for PoolCollector {
                 ConstGauge::new(users).encode(family.encode_family(&FormatLabels { format })?)?;
             }
         }
-        let counters: [(&str, &str, u64); 7] = [
+        let counters: [(&str, &str, u64); 8] = [
             (
                 "produto_db_pool_acquires",
                 "Connection acquire attempts",
@@ -406,6 +411,11 @@ impl Collector for PoolCollector {
                 "produto_password_verifications",
                 "Passwords checked against a user's stored hash (the dummy hash not counted)",
                 s.password_verifications_total,
+            ),
+            (
+                "produto_login_attempts_in_memory",
+                "Login attempts counted in memory because the throttling table could not be written",
+                s.logins_counted_in_memory_total,
             ),
         ];
         for (name, help, value) in counters {

@@ -93,8 +93,7 @@ async fn main_paths_work(app: &TestApp) {
             .unwrap();
     }
     let calls = (0..96).map(|n| async move {
-        // Logins spread over the four users: 3 each, under the throttling limit (5), which
-        // counts simultaneous attempts of one caller on one username, right or wrong.
+        // Logins spread over the four users: 3 each.
         let i = if n % 8 == 0 { (n / 8) % 4 } else { n % 4 };
         if n % 8 == 0 {
             app.login(&format!("user{i}"), "senha-do-user-1")
@@ -143,6 +142,23 @@ async fn transaction_pooling_with_the_setting_serves_the_main_paths() {
     main_paths_work(&app).await;
     let log = bouncer.log();
     assert!(!log.contains("prepared statement"), "{log}");
+}
+
+/// 32 logins of one user with the right password at once from one address, through
+/// transaction pooling (where each statement waits for a shared server connection, so many
+/// attempts are in flight together): every one is valid.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn through_transaction_pooling_concurrent_right_password_logins_all_succeed() {
+    if !pgbouncer::installed() {
+        return;
+    }
+    let (app, _bouncer) = app_through(PoolMode::Transaction, true, true).await;
+    app.add_user("maria", "senha-forte-1", 2).await.unwrap();
+    for round in 0..2 {
+        let valid = app.concurrent_logins("maria", "senha-forte-1", 32).await;
+        assert_eq!(valid, 32, "round {round}: right passwords refused");
+    }
+    assert_eq!(app.pool_status().await.logins_throttled_total, 0);
 }
 
 /// Without the setting, sqlx's named statements (`sqlx_s_1`, ...) collide on the server
