@@ -1,7 +1,8 @@
 # syntax=docker/dockerfile:1
 # produto-server and produto-bot: built with the Rust image, run on distroless (glibc and
-# libgcc only, no shell) as the non-root user 65532. build.rs uses a vendored protoc: nothing to
-# install. The last stage is the server; the bot is the `bot` stage:
+# libgcc only, no shell) as the non-root user 65532. The proto is compiled with a vendored
+# protoc (crates/produto-client/build.rs): nothing to install. The last stage is the server;
+# the bot (its own crate, crates/produto-bot: no server code) is the `bot` stage:
 #   docker build --build-arg PRODUTO_GIT_COMMIT=$(git rev-parse --short=12 HEAD) -t produto-server .
 #   docker build --target bot -t produto-bot .
 
@@ -13,7 +14,7 @@ ARG PRODUTO_GIT_COMMIT=unknown
 ENV PRODUTO_GIT_COMMIT=${PRODUTO_GIT_COMMIT}
 RUN --mount=type=cache,target=/usr/local/cargo/registry \
     --mount=type=cache,target=/src/target \
-    cargo build --release --locked --bin produto-server --bin produto-bot \
+    cargo build --release --locked -p produto -p produto-bot --bin produto-server --bin produto-bot \
     && cp target/release/produto-server target/release/produto-bot /
 
 # The chat bot: Telegram (token from PRODUTO_BOT_TELEGRAM_TOKEN or _FILE), admin port 9091.

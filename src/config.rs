@@ -1,15 +1,21 @@
-//! Server configuration: one struct, every field a flag with an environment fallback.
+//! Server configuration: the command line, every field a flag with an environment fallback.
+//!
+//! Each component's flags live beside it and are flattened in here ([`DbFlags`] in
+//! `db/settings.rs`, [`AuthFlags`] in `auth.rs`, [`ThrottleFlags`] in `throttle.rs`,
+//! [`HashFlags`] in `password.rs`); this file keeps the serving flags (ports, TLS, limits,
+//! shutdown), checks the relations across components, and assembles [`Settings`].
 
 use std::{net::SocketAddr, path::PathBuf, time::Duration};
 
 use clap::{Parser, Subcommand};
-use secrecy::{ExposeSecret, SecretString};
+use secrecy::SecretString;
 
 use crate::{
-    db::{DbSettings, is_postgres_url},
-    password::HashSettings,
+    auth::AuthFlags,
+    db::{DbFlags, DbSettings},
+    password::{HashFlags, HashSettings},
     telemetry::LogFormat,
-    throttle::{self, LoginThrottle, TrustEndUser},
+    throttle::{self, LoginThrottle, ThrottleFlags, TrustEndUser},
 };
 
 /// An address that may be switched off with an empty value. An alias, so that clap's derive
@@ -24,15 +30,6 @@ pub struct Config {
     #[command(subcommand)]
     pub command: Option<Command>,
 
-    /// Database URL: `postgres://user@host/db` or `sqlite:path.db` (the file is created if missing).
-    #[arg(long, env = "DATABASE_URL", default_value = "sqlite:produto.db")]
-    pub database_url: String,
-
-    /// File holding the database URL (a mounted Secret); replaces DATABASE_URL. A trailing
-    /// newline is ignored.
-    #[arg(long, env = "DATABASE_URL_FILE", conflicts_with = "database_url")]
-    pub database_url_file: Option<PathBuf>,
-
     /// Address the gRPC server listens on.
     #[arg(long, env = "PRODUTO_ADDR", default_value = "0.0.0.0:50051")]
     pub addr: SocketAddr,
@@ -45,34 +42,6 @@ pub struct Config {
     /// container); the server becomes ready once every migration it knows is applied.
     #[arg(long, env = "PRODUTO_NO_MIGRATE")]
     pub no_migrate: bool,
-
-    /// Connections the pool keeps open even when idle.
-    #[arg(long, env = "PRODUTO_MIN_CONNECTIONS", default_value_t = 1)]
-    pub min_connections: u32,
-
-    /// Most connections the pool opens.
-    #[arg(long, env = "PRODUTO_MAX_CONNECTIONS", default_value_t = 20)]
-    pub max_connections: u32,
-
-    /// Longest wait for a pool connection before answering UNAVAILABLE (e.g. `5s`, `500ms`).
-    #[arg(long, env = "PRODUTO_ACQUIRE_TIMEOUT", default_value = "5s", value_parser = humantime::parse_duration)]
-    pub acquire_timeout: Duration,
-
-    /// Longest time one SQL statement may run before it is abandoned (UNAVAILABLE).
-    #[arg(long, env = "PRODUTO_QUERY_TIMEOUT", default_value = "5s", value_parser = humantime::parse_duration)]
-    pub query_timeout: Duration,
-
-    /// Idle connections above the minimum are closed after this long.
-    #[arg(long, env = "PRODUTO_IDLE_TIMEOUT", default_value = "10m", value_parser = humantime::parse_duration)]
-    pub idle_timeout: Duration,
-
-    /// Connections are replaced after this long, whatever their state.
-    #[arg(long, env = "PRODUTO_MAX_LIFETIME", default_value = "30m", value_parser = humantime::parse_duration)]
-    pub max_lifetime: Duration,
-
-    /// Queries slower than this are logged (name and duration, never the parameters).
-    #[arg(long, env = "PRODUTO_SLOW_QUERY_THRESHOLD", default_value = "200ms", value_parser = humantime::parse_duration)]
-    pub slow_query_threshold: Duration,
 
     /// How often the background probe runs `SELECT 1` to drive readiness.
     #[arg(long, env = "PRODUTO_PROBE_INTERVAL", default_value = "2s", value_parser = humantime::parse_duration)]
@@ -101,21 +70,6 @@ pub struct Config {
     )]
     pub max_streams_per_connection: u32,
 
-    /// Bearer token that AdicionarUsuario requires. Unset: AdicionarUsuario is refused.
-    #[arg(long, env = "PRODUTO_ADMIN_TOKEN", hide_env_values = true)]
-    pub admin_token: Option<SecretString>,
-
-    /// Require every RPC but health and reflection to name its caller: a token of
-    /// PRODUTO_CALLER_TOKENS_FILE in `authorization: Bearer <token>`, or a client certificate
-    /// (PRODUTO_TLS_CLIENT_CA). Calls without one get UNAUTHENTICATED. Off: callers that do
-    /// present an identity are still named in logs and metrics.
-    #[arg(long, env = "PRODUTO_CALLER_AUTH", default_value_t = false, action = clap::ArgAction::Set)]
-    pub caller_auth: bool,
-
-    /// File of caller tokens (a mounted Secret): one `name token` per line, `#` comments.
-    #[arg(long, env = "PRODUTO_CALLER_TOKENS_FILE")]
-    pub caller_tokens_file: Option<PathBuf>,
-
     /// PEM certificate chain for TLS on the gRPC port (with PRODUTO_TLS_KEY). Unset: plaintext.
     #[arg(long, env = "PRODUTO_TLS_CERT", requires = "tls_key")]
     pub tls_cert: Option<PathBuf>,
@@ -128,103 +82,21 @@ pub struct Config {
     #[arg(long, env = "PRODUTO_TLS_CLIENT_CA", requires = "tls_cert")]
     pub tls_client_ca: Option<PathBuf>,
 
-    /// Login attempts allowed per username and caller (end user or IP address) within
-    /// PRODUTO_LOGIN_WINDOW; past it, that caller's attempts on that username are refused
-    /// unchecked (0: no throttling). A success clears the caller's count.
-    #[arg(long, env = "PRODUTO_LOGIN_MAX_FAILURES", default_value_t = 5)]
-    pub login_max_failures: u32,
+    /// The database's flags (`db/settings.rs`).
+    #[command(flatten)]
+    pub db: DbFlags,
 
-    /// Login attempts allowed per username from all callers together within
-    /// PRODUTO_LOGIN_WINDOW: bounds a guessing attack spread over many callers (0: no ceiling).
-    #[arg(
-        long,
-        env = "PRODUTO_LOGIN_MAX_FAILURES_PER_USER",
-        default_value_t = 50
-    )]
-    pub login_max_failures_per_user: u32,
+    /// The admin token and caller authentication (`auth.rs`).
+    #[command(flatten)]
+    pub auth: AuthFlags,
 
-    /// Whose `produto-end-user` metadata names the caller for throttling: `authenticated`
-    /// callers only (a client certificate), `always` (every caller is a trusted service), or
-    /// `never` (the peer's IP address always).
-    #[arg(long, env = "PRODUTO_LOGIN_TRUST_END_USER", value_enum, default_value_t = TrustEndUser::Authenticated)]
-    pub login_trust_end_user: TrustEndUser,
+    /// Brute-force throttling of logins (`throttle.rs`).
+    #[command(flatten)]
+    pub throttle: ThrottleFlags,
 
-    /// The window failed logins are counted in (e.g. `15m`).
-    #[arg(long, env = "PRODUTO_LOGIN_WINDOW", default_value = "15m", value_parser = humantime::parse_duration)]
-    pub login_window: Duration,
-
-    /// File holding the admin token (a mounted Secret); replaces PRODUTO_ADMIN_TOKEN. A
-    /// trailing newline is ignored.
-    #[arg(long, env = "PRODUTO_ADMIN_TOKEN_FILE", conflicts_with = "admin_token")]
-    pub admin_token_file: Option<PathBuf>,
-
-    /// argon2id memory cost in KiB (OWASP: 19456).
-    #[arg(long, env = "PRODUTO_ARGON2_M_KIB", default_value_t = 19456)]
-    pub argon2_m_kib: u32,
-
-    /// argon2id iterations (OWASP: 2).
-    #[arg(long, env = "PRODUTO_ARGON2_T", default_value_t = 2)]
-    pub argon2_t: u32,
-
-    /// argon2id parallelism (OWASP: 1).
-    #[arg(long, env = "PRODUTO_ARGON2_P", default_value_t = 1)]
-    pub argon2_p: u32,
-
-    /// Password hashes computed at once (0: one per CPU core).
-    #[arg(long, env = "PRODUTO_HASH_CONCURRENCY", default_value_t = 0)]
-    pub hash_concurrency: usize,
-
-    /// Batch concurrent ObterNivel lookups into one `= ANY($1)` query per round trip
-    /// (PostgreSQL only; SQLite always runs one query per lookup). On by default: it doubled
-    /// ObterNivel throughput at 32+ callers and cost a lone caller nothing (BENCHMARKS.md).
-    #[arg(long, env = "PRODUTO_BATCH_NIVEL", default_value_t = true, action = clap::ArgAction::Set)]
-    pub batch_nivel: bool,
-
-    /// With batching on: most batched lookup queries in flight at once (each holds one pool
-    /// connection). More lanes mean smaller batches; about the database's CPU count is right.
-    #[arg(long, env = "PRODUTO_BATCH_NIVEL_LANES", default_value_t = 2)]
-    pub batch_nivel_lanes: usize,
-
-    /// The database URL points at PgBouncer in transaction pooling (`pool_mode = transaction`):
-    /// every statement is unnamed (no prepared-statement cache) and runs inside an explicit
-    /// transaction, so that it never depends on a server connection's session. Needs
-    /// PRODUTO_NO_MIGRATE: migrations take a session lock, so run `produto-server migrate`
-    /// against PostgreSQL directly. Costs about two round trips per statement (BENCHMARKS.md).
-    #[arg(long, env = "PRODUTO_PGBOUNCER_TRANSACTION_POOLING", default_value_t = false, action = clap::ArgAction::Set)]
-    pub pgbouncer_transaction_pooling: bool,
-
-    /// Streaming standbys to serve reads from, comma-separated `postgres://` URLs (PostgreSQL
-    /// only). Unset: every query goes to DATABASE_URL, as without replicas. A listed server
-    /// found out of recovery (promoted) becomes the primary.
-    #[arg(
-        long,
-        env = "PRODUTO_REPLICA_URLS",
-        value_delimiter = ',',
-        hide_env_values = true
-    )]
-    pub replica_urls: Vec<String>,
-
-    /// File holding the replica URLs (a mounted Secret), separated by commas or newlines;
-    /// replaces PRODUTO_REPLICA_URLS.
-    #[arg(
-        long,
-        env = "PRODUTO_REPLICA_URLS_FILE",
-        conflicts_with = "replica_urls"
-    )]
-    pub replica_urls_file: Option<PathBuf>,
-
-    /// A replica whose replay lag exceeds this gets no reads until it catches up; also the
-    /// longest a change made on the primary outside produto may be read stale.
-    #[arg(long, env = "PRODUTO_REPLICA_MAX_LAG", default_value = "1s", value_parser = humantime::parse_duration)]
-    pub replica_max_lag: Duration,
-
-    /// Connections each replica's pool keeps open (default: PRODUTO_MIN_CONNECTIONS).
-    #[arg(long, env = "PRODUTO_REPLICA_MIN_CONNECTIONS")]
-    pub replica_min_connections: Option<u32>,
-
-    /// Most connections each replica's pool opens (default: PRODUTO_MAX_CONNECTIONS).
-    #[arg(long, env = "PRODUTO_REPLICA_MAX_CONNECTIONS")]
-    pub replica_max_connections: Option<u32>,
+    /// argon2id's costs and the hashing threads (`password.rs`).
+    #[command(flatten)]
+    pub hashing: HashFlags,
 
     /// Log format: `text` or `json`. Levels come from RUST_LOG (default `info`).
     #[arg(long, env = "PRODUTO_LOG_FORMAT", default_value = "text")]
@@ -249,46 +121,29 @@ pub enum Command {
 impl Config {
     /// Replaces the settings given as files (`*_FILE`, mounted Secrets) by the files' contents.
     pub fn read_secret_files(&mut self) -> Result<(), String> {
-        if let Some(path) = self.database_url_file.take() {
-            self.database_url = read_secret(&path, "DATABASE_URL_FILE")?;
+        if let Some(path) = self.db.database_url_file.take() {
+            self.db.database_url = read_secret(&path, "DATABASE_URL_FILE")?;
         }
-        if let Some(path) = self.replica_urls_file.take() {
-            self.replica_urls = read_secret(&path, "PRODUTO_REPLICA_URLS_FILE")?
+        if let Some(path) = self.db.replica_urls_file.take() {
+            self.db.replica_urls = read_secret(&path, "PRODUTO_REPLICA_URLS_FILE")?
                 .split([',', '\n'])
                 .map(str::trim)
                 .filter(|u| !u.is_empty())
                 .map(str::to_owned)
                 .collect();
         }
-        if let Some(path) = self.admin_token_file.take() {
-            self.admin_token = Some(read_secret(&path, "PRODUTO_ADMIN_TOKEN_FILE")?.into());
+        if let Some(path) = self.auth.admin_token_file.take() {
+            self.auth.admin_token = Some(read_secret(&path, "PRODUTO_ADMIN_TOKEN_FILE")?.into());
         }
         Ok(())
     }
 
-    /// Checks what clap cannot: relations between settings.
+    /// Checks what clap cannot: relations between settings. Each component checks its own
+    /// flags; the relations across components are checked here.
     pub fn validate(&self) -> Result<(), String> {
-        if self.max_connections == 0 {
-            return Err("PRODUTO_MAX_CONNECTIONS must be at least 1".into());
-        }
-        if self.min_connections > self.max_connections {
-            return Err(format!(
-                "PRODUTO_MIN_CONNECTIONS ({}) is larger than PRODUTO_MAX_CONNECTIONS ({})",
-                self.min_connections, self.max_connections
-            ));
-        }
-        for (name, d) in [
-            ("PRODUTO_ACQUIRE_TIMEOUT", self.acquire_timeout),
-            ("PRODUTO_QUERY_TIMEOUT", self.query_timeout),
-            ("PRODUTO_PROBE_INTERVAL", self.probe_interval),
-        ] {
-            if d.is_zero() {
-                return Err(format!("{name} must be greater than zero"));
-            }
-        }
-        self.validate_replicas()?;
-        if self.batch_nivel_lanes == 0 {
-            return Err("PRODUTO_BATCH_NIVEL_LANES must be at least 1".into());
+        self.db.validate()?;
+        if self.probe_interval.is_zero() {
+            return Err("PRODUTO_PROBE_INTERVAL must be greater than zero".into());
         }
         if self.max_concurrent_calls == 0 || self.max_streams_per_connection == 0 {
             return Err(
@@ -296,30 +151,23 @@ impl Config {
                     .into(),
             );
         }
-        if self.login_max_failures_per_user != 0
-            && self.login_max_failures_per_user < self.login_max_failures
-        {
-            return Err(format!(
-                "PRODUTO_LOGIN_MAX_FAILURES_PER_USER ({}) is smaller than PRODUTO_LOGIN_MAX_FAILURES ({})",
-                self.login_max_failures_per_user, self.login_max_failures
-            ));
-        }
-        if self.login_max_failures != 0 && self.login_window.is_zero() {
-            return Err("PRODUTO_LOGIN_WINDOW must be greater than zero".into());
-        }
+        self.throttle.validate()?;
         if self.tls_cert.is_some() != self.tls_key.is_some() {
             return Err("PRODUTO_TLS_CERT and PRODUTO_TLS_KEY must be set together".into());
         }
         if self.tls_client_ca.is_some() && self.tls_cert.is_none() {
             return Err("PRODUTO_TLS_CLIENT_CA needs PRODUTO_TLS_CERT and PRODUTO_TLS_KEY".into());
         }
-        if self.caller_auth && self.caller_tokens_file.is_none() && self.tls_client_ca.is_none() {
+        if self.auth.caller_auth
+            && self.auth.caller_tokens_file.is_none()
+            && self.tls_client_ca.is_none()
+        {
             return Err(
                 "PRODUTO_CALLER_AUTH needs PRODUTO_CALLER_TOKENS_FILE or PRODUTO_TLS_CLIENT_CA"
                     .into(),
             );
         }
-        if self.pgbouncer_transaction_pooling && !self.no_migrate {
+        if self.db.pgbouncer_transaction_pooling && !self.no_migrate {
             return Err(
                 "PRODUTO_PGBOUNCER_TRANSACTION_POOLING needs PRODUTO_NO_MIGRATE: migrations \
                  hold a session-level lock that transaction pooling cannot keep; run \
@@ -327,49 +175,8 @@ impl Config {
                     .into(),
             );
         }
-        if self
-            .admin_token
-            .as_ref()
-            .is_some_and(|t| t.expose_secret().is_empty())
-        {
-            return Err("PRODUTO_ADMIN_TOKEN is set but empty; unset it or give a token".into());
-        }
+        self.auth.validate()?;
         self.hash_settings()?;
-        Ok(())
-    }
-
-    /// The replica settings: PostgreSQL only, each URL a PostgreSQL one, pool bounds sane.
-    fn validate_replicas(&self) -> Result<(), String> {
-        if self.replica_urls.is_empty() {
-            return Ok(());
-        }
-        if !is_postgres_url(&self.database_url) {
-            return Err(
-                "PRODUTO_REPLICA_URLS is set but DATABASE_URL is not PostgreSQL: read replicas \
-                 need PostgreSQL streaming replication; unset PRODUTO_REPLICA_URLS or use a \
-                 postgres:// DATABASE_URL"
-                    .into(),
-            );
-        }
-        if let Some(n) = (1..)
-            .zip(&self.replica_urls)
-            .find_map(|(n, url)| (!is_postgres_url(url)).then_some(n))
-        {
-            return Err(format!(
-                "PRODUTO_REPLICA_URLS: entry {n} is not a postgres:// or postgresql:// URL"
-            ));
-        }
-        let min = self.replica_min_connections.unwrap_or(self.min_connections);
-        let max = self.replica_max_connections.unwrap_or(self.max_connections);
-        if max == 0 || min > max {
-            return Err(format!(
-                "replica pool bounds: PRODUTO_REPLICA_MIN_CONNECTIONS ({min}) must be at most \
-                 PRODUTO_REPLICA_MAX_CONNECTIONS ({max}), which must be at least 1"
-            ));
-        }
-        if self.replica_max_lag.is_zero() {
-            return Err("PRODUTO_REPLICA_MAX_LAG must be greater than zero".into());
-        }
         Ok(())
     }
 
@@ -381,8 +188,8 @@ impl Config {
         Ok(Settings {
             addr: self.addr,
             admin_addr: self.admin_addr,
-            admin_token: self.admin_token.clone(),
-            db: self.db_settings(),
+            admin_token: self.auth.admin_token.clone(),
+            db: self.db.settings(),
             hashing: self.hash_settings()?,
             limits: Limits {
                 max_concurrent_calls: self.max_concurrent_calls,
@@ -396,18 +203,12 @@ impl Config {
                 }),
                 _ => None,
             },
-            throttle: LoginThrottle {
-                max_failures: self.login_max_failures,
-                max_failures_per_user: self.login_max_failures_per_user,
-                window: self.login_window,
-                trust_end_user: self.login_trust_end_user,
-                authenticated: throttle::is_authenticated,
-            },
+            throttle: self.throttle.settings(),
             probe_interval: self.probe_interval,
             drain_timeout: self.drain_timeout,
             shutdown_delay: self.shutdown_delay,
-            caller_auth: self.caller_auth,
-            caller_tokens_file: self.caller_tokens_file,
+            caller_auth: self.auth.caller_auth,
+            caller_tokens_file: self.auth.caller_tokens_file,
             no_migrate: self.no_migrate,
             log_format: self.log_format,
         })
@@ -415,33 +216,13 @@ impl Config {
 
     /// The pool's settings.
     pub fn db_settings(&self) -> DbSettings {
-        DbSettings {
-            url: self.database_url.clone(),
-            min_connections: self.min_connections,
-            max_connections: self.max_connections,
-            acquire_timeout: self.acquire_timeout,
-            query_timeout: self.query_timeout,
-            idle_timeout: self.idle_timeout,
-            max_lifetime: self.max_lifetime,
-            slow_query_threshold: self.slow_query_threshold,
-            batch_nivel: self.batch_nivel,
-            batch_nivel_lanes: self.batch_nivel_lanes,
-            pgbouncer_transaction_pooling: self.pgbouncer_transaction_pooling,
-            replica_urls: self.replica_urls.clone(),
-            replica_max_lag: self.replica_max_lag,
-            replica_min_connections: self.replica_min_connections,
-            replica_max_connections: self.replica_max_connections,
-        }
+        self.db.settings()
     }
 
     /// The hashing settings; fails on argon2 costs that argon2 refuses. A caller waits for a
     /// hashing slot as long as for a pool connection.
     pub fn hash_settings(&self) -> Result<HashSettings, String> {
-        let mut settings = HashSettings::new(self.argon2_m_kib, self.argon2_t, self.argon2_p)
-            .map_err(|e| format!("argon2 parameters: {e}"))?;
-        settings.concurrency = self.hash_concurrency;
-        settings.queue_timeout = self.acquire_timeout;
-        Ok(settings)
+        self.hashing.settings(self.db.acquire_timeout)
     }
 }
 
@@ -545,6 +326,8 @@ fn read_secret(path: &std::path::Path, name: &str) -> Result<String, String> {
 
 #[cfg(test)]
 mod tests {
+    use secrecy::ExposeSecret;
+
     use super::*;
 
     #[test]
@@ -570,9 +353,13 @@ mod tests {
             token.as_os_str(),
         ]);
         config.read_secret_files().unwrap();
-        assert_eq!(config.database_url, "postgres://u@db/produto");
+        assert_eq!(config.db.database_url, "postgres://u@db/produto");
         assert_eq!(
-            config.admin_token.as_ref().map(ExposeSecret::expose_secret),
+            config
+                .auth
+                .admin_token
+                .as_ref()
+                .map(ExposeSecret::expose_secret),
             Some("s3cret token")
         );
         assert!(!format!("{config:?}").contains("s3cret"));
@@ -593,7 +380,7 @@ mod tests {
             "--replica-urls",
             "postgres://r1/p,postgres://r2/p",
         ]);
-        assert_eq!(config.replica_urls.len(), 2);
+        assert_eq!(config.db.replica_urls.len(), 2);
         let err = config.validate().unwrap_err();
         assert!(err.contains("DATABASE_URL is not PostgreSQL"), "{err}");
 
@@ -609,11 +396,11 @@ mod tests {
         ]);
         config.read_secret_files().unwrap();
         assert_eq!(
-            config.replica_urls,
+            config.db.replica_urls,
             ["postgres://r1/p", "postgresql://r2/p"]
         );
         config.validate().unwrap();
-        config.replica_urls.push("mysql://r3/p".into());
+        config.db.replica_urls.push("mysql://r3/p".into());
         let err = config.validate().unwrap_err();
         assert!(err.contains("entry 3"), "{err}");
     }

@@ -50,6 +50,38 @@ impl HashSettings {
     }
 }
 
+/// The hashing flags, flattened into the server's command line by `config.rs`.
+#[derive(Debug, Clone, clap::Args)]
+pub struct HashFlags {
+    /// argon2id memory cost in KiB (OWASP: 19456).
+    #[arg(long, env = "PRODUTO_ARGON2_M_KIB", default_value_t = 19456)]
+    pub argon2_m_kib: u32,
+
+    /// argon2id iterations (OWASP: 2).
+    #[arg(long, env = "PRODUTO_ARGON2_T", default_value_t = 2)]
+    pub argon2_t: u32,
+
+    /// argon2id parallelism (OWASP: 1).
+    #[arg(long, env = "PRODUTO_ARGON2_P", default_value_t = 1)]
+    pub argon2_p: u32,
+
+    /// Password hashes computed at once (0: one per CPU core).
+    #[arg(long, env = "PRODUTO_HASH_CONCURRENCY", default_value_t = 0)]
+    pub hash_concurrency: usize,
+}
+
+impl HashFlags {
+    /// The hashing settings; fails on argon2 costs that argon2 refuses. A caller waits for a
+    /// hashing slot for `queue_timeout` (the server passes the pool's acquire timeout).
+    pub fn settings(&self, queue_timeout: Duration) -> Result<HashSettings, String> {
+        let mut settings = HashSettings::new(self.argon2_m_kib, self.argon2_t, self.argon2_p)
+            .map_err(|e| format!("argon2 parameters: {e}"))?;
+        settings.concurrency = self.hash_concurrency;
+        settings.queue_timeout = queue_timeout;
+        Ok(settings)
+    }
+}
+
 /// Hashes and verifies passwords with one set of argon2id parameters.
 #[derive(Clone)]
 pub struct Hasher {

@@ -79,6 +79,64 @@ pub struct LoginThrottle {
     pub authenticated: AuthenticatedCaller,
 }
 
+/// The throttling flags, flattened into the server's command line by `config.rs`.
+#[derive(Debug, Clone, clap::Args)]
+pub struct ThrottleFlags {
+    /// Login attempts allowed per username and caller (end user or IP address) within
+    /// PRODUTO_LOGIN_WINDOW; past it, that caller's attempts on that username are refused
+    /// unchecked (0: no throttling). A success clears the caller's count.
+    #[arg(long, env = "PRODUTO_LOGIN_MAX_FAILURES", default_value_t = 5)]
+    pub login_max_failures: u32,
+
+    /// Login attempts allowed per username from all callers together within
+    /// PRODUTO_LOGIN_WINDOW: bounds a guessing attack spread over many callers (0: no ceiling).
+    #[arg(
+        long,
+        env = "PRODUTO_LOGIN_MAX_FAILURES_PER_USER",
+        default_value_t = 50
+    )]
+    pub login_max_failures_per_user: u32,
+
+    /// Whose `produto-end-user` metadata names the caller for throttling: `authenticated`
+    /// callers only (a client certificate), `always` (every caller is a trusted service), or
+    /// `never` (the peer's IP address always).
+    #[arg(long, env = "PRODUTO_LOGIN_TRUST_END_USER", value_enum, default_value_t = TrustEndUser::Authenticated)]
+    pub login_trust_end_user: TrustEndUser,
+
+    /// The window failed logins are counted in (e.g. `15m`).
+    #[arg(long, env = "PRODUTO_LOGIN_WINDOW", default_value = "15m", value_parser = humantime::parse_duration)]
+    pub login_window: Duration,
+}
+
+impl ThrottleFlags {
+    /// Checks what clap cannot: the two ceilings against each other, and a window to count in.
+    pub fn validate(&self) -> Result<(), String> {
+        if self.login_max_failures_per_user != 0
+            && self.login_max_failures_per_user < self.login_max_failures
+        {
+            return Err(format!(
+                "PRODUTO_LOGIN_MAX_FAILURES_PER_USER ({}) is smaller than PRODUTO_LOGIN_MAX_FAILURES ({})",
+                self.login_max_failures_per_user, self.login_max_failures
+            ));
+        }
+        if self.login_max_failures != 0 && self.login_window.is_zero() {
+            return Err("PRODUTO_LOGIN_WINDOW must be greater than zero".into());
+        }
+        Ok(())
+    }
+
+    /// The throttling policy.
+    pub fn settings(&self) -> LoginThrottle {
+        LoginThrottle {
+            max_failures: self.login_max_failures,
+            max_failures_per_user: self.login_max_failures_per_user,
+            window: self.login_window,
+            trust_end_user: self.login_trust_end_user,
+            authenticated: is_authenticated,
+        }
+    }
+}
+
 /// Who is trying to log in, as far as throttling can tell.
 #[derive(Debug, Clone)]
 pub struct Caller {

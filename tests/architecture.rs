@@ -1,9 +1,15 @@
-//! Dependencies between the crate's top-level modules point one way.
+//! Dependencies point one way: between the workspace's crates, and between each crate's
+//! top-level modules.
 //!
-//! Reads `src/**/*.rs`, collects every `crate::<module>` reference (including the names inside
-//! `use crate::{...}` groups, and the crate-root re-exports `crate::Error`, `crate::Config`, `crate::Settings`,
+//! Crates: the bot depends on the client crate only, the client crate on no other member, and
+//! neither has sqlx or argon2 anywhere in its dependency tree (`cargo tree`).
+//!
+//! Modules: reads `src/**/*.rs` of the server (the root package) and of the client crate,
+//! collects every `crate::<module>` reference (including the names inside `use crate::{...}`
+//! groups, and the crate-root re-exports `crate::Error`, `crate::Config`, `crate::Settings`,
 //! `crate::Application`) per top-level module, and fails on an import circle or on a module
-//! reaching up past its layer in [`LAYERS`]. Comments are skipped: a doc link is no dependency.
+//! reaching up past its layer in [`LAYERS`] (the client crate's: [`CLIENT_LAYERS`]). Comments
+//! are skipped: a doc link is no dependency.
 
 use std::{
     collections::{BTreeMap, BTreeSet},
@@ -15,7 +21,8 @@ use std::{
 /// A module missing from this table fails the test, so a new one gets a place on purpose.
 const LAYERS: &[&[&str]] = &[
     // Generated code, errors, validated domain types, the readiness flag, the clients'
-    // service config.
+    // service config, log setup, the shutdown signal (`pb`, `telemetry`, `service_config`,
+    // `signal` and `client` are the client crate's, re-exported).
     &[
         "pb",
         "error",
@@ -30,10 +37,16 @@ const LAYERS: &[&[&str]] = &[
     &["db", "password", "throttle", "auth", "client"],
     // Settings: the flags, and the small settings each component takes.
     &["config"],
-    // The gRPC services, the request middleware, operations (metrics, admin port), the bot.
-    &["service", "middleware", "ops", "bot"],
+    // The gRPC services, the request middleware, operations (metrics, admin port).
+    &["service", "middleware", "ops"],
     // The wiring.
     &["app"],
+];
+
+/// The client crate's layers: the balancing client over the rest.
+const CLIENT_LAYERS: &[&[&str]] = &[
+    &["pb", "service_config", "signal", "telemetry"],
+    &["client"],
 ];
 
 /// Crate-root re-exports (`pub use` in lib.rs) and the module they name.
@@ -44,8 +57,13 @@ const REEXPORTS: &[(&str, &str)] = &[
     ("Application", "app"),
 ];
 
-fn layer_of(module: &str) -> Option<usize> {
-    LAYERS.iter().position(|layer| layer.contains(&module))
+fn layer_of(layers: &[&[&str]], module: &str) -> Option<usize> {
+    layers.iter().position(|layer| layer.contains(&module))
+}
+
+/// A member crate's directory.
+fn member(path: &str) -> std::path::PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join(path)
 }
 
 /// The top-level module a source file belongs to; `None` for the crate root and binaries.
@@ -145,9 +163,9 @@ fn references(text: &str) -> BTreeSet<String> {
     found
 }
 
-/// `module -> modules it uses`, over the whole of src/.
-fn dependency_graph() -> BTreeMap<String, BTreeSet<String>> {
-    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
+/// `module -> modules it uses`, over the whole of a crate's src/.
+fn dependency_graph(crate_dir: &Path) -> BTreeMap<String, BTreeSet<String>> {
+    let src = crate_dir.join("src");
     let mut files = Vec::new();
     rust_files(&src, &mut files);
     let mut graph: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
@@ -189,31 +207,53 @@ fn circle_from(
     None
 }
 
+/// The crates whose modules are layered, with their layers.
+fn layered_crates() -> [(std::path::PathBuf, &'static [&'static [&'static str]]); 2] {
+    [
+        (member("."), LAYERS),
+        (member("crates/produto-client"), CLIENT_LAYERS),
+    ]
+}
+
 #[test]
 fn the_module_graph_has_no_circles() {
-    let graph = dependency_graph();
-    let circles: Vec<String> = graph
-        .keys()
-        .filter_map(|m| circle_from(&graph, m, &mut vec![m.clone()]))
-        .map(|c| c.join(" -> "))
-        .collect();
-    assert!(circles.is_empty(), "import circles: {circles:#?}");
+    for (dir, _) in layered_crates() {
+        let graph = dependency_graph(&dir);
+        let circles: Vec<String> = graph
+            .keys()
+            .filter_map(|m| circle_from(&graph, m, &mut vec![m.clone()]))
+            .map(|c| c.join(" -> "))
+            .collect();
+        assert!(
+            circles.is_empty(),
+            "{}: import circles: {circles:#?}",
+            dir.display()
+        );
+    }
 }
 
 #[test]
 fn no_module_reaches_up_past_its_layer() {
-    let graph = dependency_graph();
     let mut violations = Vec::new();
-    for (module, uses) in &graph {
-        let Some(own) = layer_of(module) else {
-            violations.push(format!("{module} is missing from LAYERS"));
-            continue;
-        };
-        for used in uses {
-            match layer_of(used) {
-                Some(layer) if layer <= own => {}
-                Some(_) => violations.push(format!("{module} uses {used}, a higher layer")),
-                None => violations.push(format!("{module} uses {used}, missing from LAYERS")),
+    for (dir, layers) in layered_crates() {
+        let graph = dependency_graph(&dir);
+        // The server re-exports the client crate's modules: in its table, with no files.
+        for (module, uses) in &graph {
+            let Some(own) = layer_of(layers, module) else {
+                violations.push(format!(
+                    "{}: {module} is missing from its layers",
+                    dir.display()
+                ));
+                continue;
+            };
+            for used in uses {
+                match layer_of(layers, used) {
+                    Some(layer) if layer <= own => {}
+                    Some(_) => violations.push(format!("{module} uses {used}, a higher layer")),
+                    None => {
+                        violations.push(format!("{module} uses {used}, missing from the layers"))
+                    }
+                }
             }
         }
     }
@@ -227,55 +267,73 @@ fn the_reference_collector_sees_groups_and_reexports() {
     assert_eq!(found, ["db", "error", "ops"]);
 }
 
-/// The modules built without the `server` feature: the generated code, the balancing client,
-/// the bot and what they need. lib.rs gates every other module behind `server`, so that
-/// `produto-bot` builds without the server's crates (sqlx, argon2...).
-const THIN: &[&str] = &[
-    "pb",
-    "telemetry",
-    "signal",
-    "service_config",
-    "client",
-    "bot",
-];
-
-#[test]
-fn the_bot_side_uses_no_server_module() {
-    let graph = dependency_graph();
-    let mut reaching = Vec::new();
-    for module in THIN {
-        for used in graph.get(*module).into_iter().flatten() {
-            if !THIN.contains(&used.as_str()) {
-                reaching.push(format!(
-                    "{module} uses {used}, which only the server builds"
-                ));
-            }
+/// The `[dependencies]` table of a member's Cargo.toml, as the names it lists.
+fn manifest_dependencies(crate_dir: &Path) -> Vec<String> {
+    let manifest = fs::read_to_string(crate_dir.join("Cargo.toml")).unwrap();
+    let mut names = Vec::new();
+    let mut in_dependencies = false;
+    for line in manifest.lines().map(str::trim) {
+        if line.starts_with('[') {
+            in_dependencies = line == "[dependencies]";
+        } else if in_dependencies
+            && let Some((name, _)) = line.split_once(['=', '.'])
+            && !line.starts_with('#')
+        {
+            names.push(name.trim().to_owned());
         }
     }
-    assert!(reaching.is_empty(), "{reaching:#?}");
+    names
 }
 
 #[test]
-fn lib_rs_gates_exactly_the_server_modules() {
-    let lib = fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("src/lib.rs")).unwrap();
-    let mut wrong = Vec::new();
-    let mut gated = false;
-    for line in lib.lines().map(str::trim) {
-        if line == r#"#[cfg(feature = "server")]"# {
-            gated = true;
-            continue;
-        }
-        if let Some(name) = line
-            .strip_prefix("pub mod ")
-            .and_then(|rest| rest.strip_suffix(';'))
-            && gated == THIN.contains(&name)
-        {
-            wrong.push(format!(
-                "{name}: gated {gated}, thin {}",
-                THIN.contains(&name)
-            ));
-        }
-        gated = false;
+fn the_bot_depends_on_the_client_crate_and_not_on_the_server() {
+    let bot = manifest_dependencies(&member("crates/produto-bot"));
+    assert!(bot.contains(&"produto-client".to_owned()), "{bot:?}");
+    assert!(!bot.contains(&"produto".to_owned()), "{bot:?}");
+    let client = manifest_dependencies(&member("crates/produto-client"));
+    assert!(
+        !client.iter().any(|d| d.starts_with("produto")),
+        "the client crate depends on no other member: {client:?}"
+    );
+}
+
+/// The crates the thin side must never pull in, at any depth.
+const SERVER_ONLY: &[&str] = &["sqlx", "argon2", "password-hash", "produto"];
+
+#[test]
+fn the_bot_and_client_dependency_trees_hold_no_server_crate() {
+    for package in ["produto-bot", "produto-client"] {
+        let output = std::process::Command::new(env!("CARGO"))
+            .args([
+                "tree",
+                "--quiet",
+                "--offline",
+                "-e",
+                "normal",
+                "--prefix",
+                "none",
+                "--format",
+                "{p}",
+            ])
+            .args(["-p", package])
+            .current_dir(env!("CARGO_MANIFEST_DIR"))
+            .output()
+            .expect("run cargo tree");
+        assert!(
+            output.status.success(),
+            "cargo tree -p {package}: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        let tree = String::from_utf8(output.stdout).unwrap();
+        let found: BTreeSet<&str> = tree
+            .lines()
+            .filter_map(|line| line.split_whitespace().next())
+            .filter(|name| SERVER_ONLY.contains(name))
+            .collect();
+        assert!(found.is_empty(), "{package} pulls in {found:?}:\n{tree}");
+        assert!(
+            tree.lines().count() > 10,
+            "cargo tree printed too little:\n{tree}"
+        );
     }
-    assert!(wrong.is_empty(), "{wrong:#?}");
 }

@@ -12,6 +12,7 @@ pub mod budget;
 pub mod metrics;
 mod query;
 pub mod replicas;
+mod settings;
 mod stats;
 pub mod users;
 
@@ -36,6 +37,7 @@ use sqlx::{
 pub use batch::NivelBatcher;
 pub use query::{Conn, Statement};
 pub use replicas::{Access, Role, Server, Servers};
+pub use settings::{DbFlags, DbSettings, is_postgres_url};
 pub use stats::{PoolSnapshot, PoolStats};
 
 use crate::Error;
@@ -51,65 +53,6 @@ static SQLITE_MIGRATOR: Migrator = sqlx::migrate!("./migrations/sqlite");
 const PING_IF_IDLE_FOR: Duration = Duration::from_secs(2);
 /// Bound on that ping and on each probe: a half-open connection must not stall a caller.
 const PING_TIMEOUT: Duration = Duration::from_secs(1);
-
-/// What the pool needs to know: where the database is, the pool's size and bounds.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct DbSettings {
-    /// `postgres://...` or `sqlite:path`.
-    pub url: String,
-    pub min_connections: u32,
-    pub max_connections: u32,
-    /// Longest wait for a connection.
-    pub acquire_timeout: Duration,
-    /// Longest time one statement may run.
-    pub query_timeout: Duration,
-    pub idle_timeout: Duration,
-    pub max_lifetime: Duration,
-    /// Statements slower than this are logged.
-    pub slow_query_threshold: Duration,
-    /// Batch concurrent ObterNivel lookups (PostgreSQL only).
-    pub batch_nivel: bool,
-    /// Batched lookup queries in flight at once.
-    pub batch_nivel_lanes: usize,
-    /// The URL points at PgBouncer in transaction pooling: see [`Db::named_statements`].
-    pub pgbouncer_transaction_pooling: bool,
-    /// Streaming standbys to read from (`postgres://` URLs); empty: none, every query on
-    /// `url`. See [`replicas`].
-    pub replica_urls: Vec<String>,
-    /// A replica whose replay lag is past this gets no reads.
-    pub replica_max_lag: Duration,
-    /// Each replica pool's bounds; `None`: the primary's.
-    pub replica_min_connections: Option<u32>,
-    pub replica_max_connections: Option<u32>,
-}
-
-impl DbSettings {
-    /// The defaults of the flags, over `url`.
-    pub fn new(url: impl Into<String>) -> Self {
-        DbSettings {
-            url: url.into(),
-            min_connections: 1,
-            max_connections: 20,
-            acquire_timeout: Duration::from_secs(5),
-            query_timeout: Duration::from_secs(5),
-            idle_timeout: Duration::from_secs(600),
-            max_lifetime: Duration::from_secs(1800),
-            slow_query_threshold: Duration::from_millis(200),
-            batch_nivel: true,
-            batch_nivel_lanes: 2,
-            pgbouncer_transaction_pooling: false,
-            replica_urls: Vec::new(),
-            replica_max_lag: Duration::from_secs(1),
-            replica_min_connections: None,
-            replica_max_connections: None,
-        }
-    }
-}
-
-/// Whether a database URL is a PostgreSQL one.
-pub fn is_postgres_url(url: &str) -> bool {
-    url.starts_with("postgres:") || url.starts_with("postgresql:")
-}
 
 /// The pool of one backend.
 #[derive(Clone, Debug)]

@@ -8,7 +8,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use produto::bot::{Bot, BotConfig, ChatId, ServiceHealth};
+use produto_bot::{Bot, BotConfig, ChatId, ServiceHealth};
 use tokio::{
     io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader},
     process::{Child, ChildStdin, ChildStdout},
@@ -436,7 +436,7 @@ struct BotProcess {
 
 impl BotProcess {
     fn start(server: SocketAddr) -> BotProcess {
-        let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_produto-bot"))
+        let mut child = tokio::process::Command::new(crate::helpers::bot_binary())
             .env("PRODUTO_SERVER", format!("http://{server}"))
             .env("PRODUTO_ADMIN_TOKEN", ADMIN_TOKEN)
             .env("PRODUTO_BOT_ADMIN_NIVEL", "2")
@@ -492,7 +492,7 @@ impl BotProcess {
                 assert!(
                     n > 0,
                     "{} ended its output mid-reply: {lines:?}; its stderr:\n{}",
-                    env!("CARGO_BIN_EXE_produto-bot"),
+                    crate::helpers::bot_binary().display(),
                     self.stderr()
                 );
                 if line == "\n" {

@@ -355,3 +355,39 @@ pub fn admin<T>(message: T) -> Request<T> {
     );
     request
 }
+
+/// The `produto-bot` binary, built (once per test binary) if it is missing or stale. It
+/// belongs to the bot's crate, and cargo hands a test only its own package's binaries
+/// (`CARGO_BIN_EXE_*`): so the test asks cargo for the bot crate's own test (`--test cli`,
+/// which needs the binary), in the profile this test was built in. A plain `cargo test` has
+/// built it already (the same features: nothing to rebuild).
+pub fn bot_binary() -> &'static std::path::Path {
+    static BOT: std::sync::OnceLock<std::path::PathBuf> = std::sync::OnceLock::new();
+    BOT.get_or_init(|| {
+        // target/<profile>/deps/<test binary> -> target/<profile>
+        let exe = std::env::current_exe().expect("the test binary's path");
+        let profile_dir = exe
+            .parent()
+            .and_then(std::path::Path::parent)
+            .expect("a test binary lives in target/<profile>/deps");
+        let mut build = std::process::Command::new(env!("CARGO"));
+        build
+            .args(["test", "--quiet", "--no-run", "--test", "cli"])
+            .current_dir(env!("CARGO_MANIFEST_DIR"));
+        if profile_dir.file_name().is_some_and(|p| p == "release") {
+            build.arg("--release");
+        }
+        let status = build.status().expect("run cargo for produto-bot");
+        assert!(
+            status.success(),
+            "cargo test --no-run --test cli (produto-bot) failed"
+        );
+        let bot = profile_dir.join(format!("produto-bot{}", std::env::consts::EXE_SUFFIX));
+        assert!(
+            bot.is_file(),
+            "{} is missing after the build",
+            bot.display()
+        );
+        bot
+    })
+}

@@ -655,7 +655,7 @@ fn named<'a>(docs: &'a [serde_yaml_ng::Value], kind: &str, name: &str) -> &'a se
 #[test]
 fn the_bot_manifests_match_the_bot() {
     use clap::{CommandFactory, Parser};
-    use produto::bot::BotConfig;
+    use produto_bot::BotConfig;
     let docs = manifests_in("deploy/kubernetes/bot");
     let defaults = BotConfig::parse_from(["produto-bot"]);
     let admin_port = u64::from(

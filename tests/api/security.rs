@@ -202,22 +202,22 @@ async fn mutual_tls_admits_only_clients_with_a_certificate_from_the_ca() {
 
     // The bot speaks mutual TLS to an https:// server.
     let mut bot_config =
-        produto::bot::BotConfig::for_server(format!("https://localhost:{}", addr.port()));
+        produto_bot::BotConfig::for_server(format!("https://localhost:{}", addr.port()));
     bot_config.tls_ca = Some(pki.file("bot-ca.pem", &pki.ca));
     bot_config.tls_cert = Some(pki.file("bot.pem", &pki.client_cert));
     bot_config.tls_key = Some(pki.file("bot.key", &pki.client_key));
-    let bot = produto::bot::Bot::build(&bot_config).unwrap();
-    let chat = produto::bot::ChatId(1);
+    let bot = produto_bot::Bot::build(&bot_config).unwrap();
+    let chat = produto_bot::ChatId(1);
     assert_eq!(
         bot.handle(chat, "/login ninguem senha-errada").await,
-        produto::bot::reply::LOGIN_FAILED
+        produto_bot::reply::LOGIN_FAILED
     );
     // Without its certificate the bot is refused: it never gets an answer to the login.
     bot_config.tls_cert = None;
     bot_config.tls_key = None;
-    let bot = produto::bot::Bot::build(&bot_config).unwrap();
+    let bot = produto_bot::Bot::build(&bot_config).unwrap();
     let refused = bot.handle(chat, "/login ninguem senha-errada").await;
-    assert_ne!(refused, produto::bot::reply::LOGIN_FAILED);
+    assert_ne!(refused, produto_bot::reply::LOGIN_FAILED);
     assert!(!refused.is_empty());
 
     let without_cert = nivel(tls_client(addr, trusting()).await, "ninguem").await;

@@ -9,7 +9,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use produto::bot::{
+use produto_bot::{
     BotConfig,
     run::{self, Listeners},
 };
@@ -73,7 +73,7 @@ impl TelegramBot {
         // The bot's logs in the test's output, for a failure's diagnosis.
         let _ = tracing_subscriber::fmt()
             .with_test_writer()
-            .with_env_filter("produto::bot=debug")
+            .with_env_filter("produto_bot=debug")
             .try_init();
         let admin = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let admin_addr = admin.local_addr().unwrap();
@@ -476,7 +476,7 @@ async fn a_user_sending_too_fast_is_told_once_and_then_ignored() {
 async fn the_binary_on_sigterm_finishes_confirms_and_exits_0_without_logging_the_token() {
     let app = app_with_users().await;
     let standin = StandIn::start().await;
-    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_produto-bot"))
+    let mut child = tokio::process::Command::new(crate::helpers::bot_binary())
         .env("PRODUTO_SERVER", format!("http://{}", app.addr))
         .env("PRODUTO_BOT_TELEGRAM_TOKEN", standin::TOKEN)
         .env("PRODUTO_BOT_TELEGRAM_API_URL", standin.url())

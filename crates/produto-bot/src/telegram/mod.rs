@@ -18,7 +18,7 @@ use teloxide::{
 };
 use tokio_util::sync::CancellationToken;
 
-use super::{Bot, ChatId, Incoming, Outcome, admin::TransportState, reply};
+use crate::{Bot, ChatId, Incoming, Outcome, admin::TransportState, reply};
 use limit::{Decision, RateLimiter};
 
 /// Telegram's limit on one message's text.
@@ -30,7 +30,7 @@ const ATTEMPTS: u32 = 6;
 /// The longest wait between two attempts after an error without `retry_after`.
 const MAX_BACKOFF: Duration = Duration::from_secs(30);
 
-/// The Telegram settings, flattened into [`super::BotConfig`].
+/// The Telegram settings, flattened into [`crate::BotConfig`].
 #[derive(Clone, clap::Args)]
 pub struct TelegramConfig {
     /// Bot API token from BotFather. Set (or PRODUTO_BOT_TELEGRAM_TOKEN_FILE): the bot talks
@@ -241,7 +241,7 @@ impl Telegram {
         };
         let user_id = user.id.0;
         let private = message.chat.is_private();
-        let mut held_password = super::command::names_a_password_command(text);
+        let mut held_password = crate::command::names_a_password_command(text);
         let reply = match self.limiter.check(user_id) {
             Decision::Allow => {
                 let end_user = format!("telegram:{user_id}");
@@ -445,7 +445,7 @@ mod tests {
     #[test]
     fn webhook_mode_needs_a_valid_secret() {
         use clap::Parser;
-        let mut config = super::super::BotConfig::parse_from(["produto-bot"]).telegram;
+        let mut config = crate::BotConfig::parse_from(["produto-bot"]).telegram;
         assert!(config.webhook().unwrap().is_none());
         config.webhook_url = Some("https://bot.example.com/telegram".into());
         assert!(config.webhook().unwrap_err().contains("SECRET"));

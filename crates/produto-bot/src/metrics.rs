@@ -1,4 +1,4 @@
-//! The bot's Prometheus metrics (`prometheus-client`, one registry per [`super::Bot`], so that
+//! The bot's Prometheus metrics (`prometheus-client`, one registry per [`crate::Bot`], so that
 //! tests running side by side each see their own figures): updates received, commands by name
 //! and outcome, and how long the service took to answer.
 

@@ -102,7 +102,10 @@ fn one_line(message: &str) -> String {
 }
 
 /// The `/status` reply. `ready`: the readiness check's answer, `None` when it failed.
-pub fn status(ready: Option<bool>, pool: Option<&crate::pb::PoolStatusResponse>) -> String {
+pub fn status(
+    ready: Option<bool>,
+    pool: Option<&produto_client::pb::PoolStatusResponse>,
+) -> String {
     let mut lines = Vec::with_capacity(3);
     lines.push(match ready {
         Some(true) => "Serviço: pronto.".to_string(),
@@ -164,7 +167,7 @@ mod tests {
 
     #[test]
     fn no_reply_contains_an_empty_line() {
-        let pool = crate::pb::PoolStatusResponse::default();
+        let pool = produto_client::pb::PoolStatusResponse::default();
         for reply in [
             HELP.to_string(),
             status(Some(true), Some(&pool)),

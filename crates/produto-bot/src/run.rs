@@ -6,7 +6,7 @@ use std::sync::Arc;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
-use super::{
+use crate::{
     Bot, BotConfig,
     admin::{self, TransportState},
     stdio,
@@ -31,7 +31,6 @@ impl Listeners {
                     .map_err(|e| format!("PRODUTO_BOT_ADMIN_ADDR {addr}: {e}"))?,
             ),
         };
-        #[cfg(feature = "bot")]
         let webhook = if config.telegram.webhook_url.is_some() && config.telegram.token()?.is_some()
         {
             let addr = config.telegram.webhook_addr;
@@ -43,8 +42,6 @@ impl Listeners {
         } else {
             None
         };
-        #[cfg(not(feature = "bot"))]
-        let webhook = None;
         Ok(Listeners { admin, webhook })
     }
 }
@@ -52,31 +49,25 @@ impl Listeners {
 /// The transport the configuration picks.
 enum Mode {
     Stdin,
-    #[cfg(feature = "bot")]
     Polling(String),
-    #[cfg(feature = "bot")]
     Webhook(String, url::Url, String),
 }
 
 impl Mode {
     fn of(config: &BotConfig) -> Result<Mode, String> {
-        #[cfg(feature = "bot")]
         if let Some(token) = config.telegram.token()? {
             return Ok(match config.telegram.webhook()? {
                 Some((url, secret)) => Mode::Webhook(token, url, secret),
                 None => Mode::Polling(token),
             });
         }
-        let _ = config;
         Ok(Mode::Stdin)
     }
 
     fn name(&self) -> &'static str {
         match self {
             Mode::Stdin => "stdin",
-            #[cfg(feature = "bot")]
             Mode::Polling(_) => "polling",
-            #[cfg(feature = "bot")]
             Mode::Webhook(..) => "webhook",
         }
     }
@@ -118,9 +109,8 @@ async fn run_transport(
     webhook: Option<TcpListener>,
     stop: &CancellationToken,
 ) -> Result<(), String> {
-    #[cfg(feature = "bot")]
     let telegram = |token| {
-        super::telegram::Telegram::new(
+        crate::telegram::Telegram::new(
             &config.telegram,
             token,
             bot.clone(),
@@ -139,13 +129,11 @@ async fn run_transport(
                 }
             }
         }
-        #[cfg(feature = "bot")]
-        Mode::Polling(token) => super::telegram::polling::run(&telegram(token)?).await,
-        #[cfg(feature = "bot")]
+        Mode::Polling(token) => crate::telegram::polling::run(&telegram(token)?).await,
         Mode::Webhook(token, url, secret) => {
             let listener = webhook.ok_or("webhook mode without a webhook listener")?;
             let telegram = Arc::new(telegram(token)?);
-            super::telegram::webhook::run(telegram, listener, url, secret).await
+            crate::telegram::webhook::run(telegram, listener, url, secret).await
         }
     }
 }

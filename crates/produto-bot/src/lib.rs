@@ -1,4 +1,6 @@
-//! The chat bot: a thin client of the produto service for people in a chat.
+//! produto-bot: the chat bot, a thin client of the produto service for people in a chat. It
+//! depends on `produto-client` only (the generated code, the balancing client), never on the
+//! server's crate, so that it builds without storage or hashing.
 //!
 //! [`Bot::handle`] takes one chat message and returns the reply; it parses the command,
 //! keeps who is logged in per [`ChatId`], calls the service and words the answer. Transports
@@ -12,7 +14,6 @@ pub mod metrics;
 pub mod reply;
 pub mod run;
 pub mod stdio;
-#[cfg(feature = "bot")]
 pub mod telegram;
 
 pub use command::{Command, ParseError};

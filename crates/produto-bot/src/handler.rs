@@ -19,13 +19,13 @@ use tonic_health::pb::{
     HealthCheckRequest, health_check_response::ServingStatus, health_client::HealthClient,
 };
 
-use super::{
+use crate::{
     BotConfig, ChatId, StartupError,
     command::{self, Command},
     metrics::{BotMetrics, Outcome},
     reply,
 };
-use crate::{
+use produto_client::{
     client::{BalancedClient, ClientSettings},
     pb::{
         self, pool_service_client::PoolServiceClient, produto_service_client::ProdutoServiceClient,

@@ -9,7 +9,7 @@ use tonic::{Code, Status};
 use tonic_types::StatusExt;
 
 /// The service config as JSON, as other languages' clients take it.
-pub const SERVICE_CONFIG_JSON: &str = include_str!("../proto/produto/v1/service_config.json");
+pub const SERVICE_CONFIG_JSON: &str = include_str!("../../../proto/produto/v1/service_config.json");
 
 /// One method's settings.
 #[derive(Debug, Clone, PartialEq)]

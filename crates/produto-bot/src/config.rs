@@ -5,7 +5,7 @@ use std::{path::PathBuf, time::Duration};
 use clap::Parser;
 use secrecy::{ExposeSecret, SecretString};
 
-use crate::telemetry::LogFormat;
+use produto_client::telemetry::LogFormat;
 
 /// produto-bot: a chat bot over the produto service. With a Telegram token it talks Telegram
 /// (long polling, or a webhook when PRODUTO_BOT_WEBHOOK_URL is set); without one it reads chat
@@ -53,9 +53,8 @@ pub struct BotConfig {
     #[arg(long, env = "PRODUTO_BOT_ADMIN_ADDR", default_value = "0.0.0.0:9091")]
     pub admin_addr: String,
 
-    #[cfg(feature = "bot")]
     #[command(flatten)]
-    pub telegram: super::telegram::TelegramConfig,
+    pub telegram: crate::telegram::TelegramConfig,
 
     /// Log format: `text` or `json`. Logs go to stderr (levels from RUST_LOG, default
     /// `info`); stdout carries only replies.

@@ -21,8 +21,8 @@ use serde_json::json;
 use tokio::{net::TcpListener, sync::Mutex};
 use tokio_util::sync::CancellationToken;
 
-use super::{Bot, ServiceHealth, metrics::CONTENT_TYPE};
-use crate::pb::PoolStatusResponse;
+use crate::{Bot, ServiceHealth, metrics::CONTENT_TYPE};
+use produto_client::pb::PoolStatusResponse;
 
 /// How long one answer of the service is reused for.
 const CACHE_FOR: Duration = Duration::from_secs(1);

@@ -5,13 +5,11 @@
 use std::process::ExitCode;
 
 use clap::Parser;
-use produto::{
-    bot::{
-        BotConfig,
-        run::{self, Listeners},
-    },
-    telemetry,
+use produto_bot::{
+    BotConfig,
+    run::{self, Listeners},
 };
+use produto_client::telemetry;
 use tokio_util::sync::CancellationToken;
 
 #[tokio::main]
@@ -22,7 +20,7 @@ async fn main() -> ExitCode {
     tokio::spawn({
         let stop = stop.clone();
         async move {
-            produto::signal::shutdown().await;
+            produto_client::signal::shutdown().await;
             tracing::info!("shutdown signal received; finishing the update in hand");
             stop.cancel();
         }

@@ -7,7 +7,7 @@ use tokio::io::{
     BufReader,
 };
 
-use super::{Bot, ChatId, reply};
+use crate::{Bot, ChatId, reply};
 
 /// The chat every line of standard input belongs to.
 pub const STDIN_CHAT: ChatId = ChatId(0);
@@ -79,7 +79,7 @@ async fn skip_rest_of_line<R: AsyncBufRead + Unpin>(input: &mut R) -> io::Result
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::bot::BotConfig;
+    use crate::BotConfig;
 
     /// Commands that need no service, against a bot whose service is nowhere.
     #[tokio::test]

@@ -1,0 +1,25 @@
+//! produto-client: what a Rust program needs to call produto, and the small pieces both of
+//! produto's binaries share. No storage, hashing or server code: another Rust service (and
+//! `produto-bot`) depends on this crate alone.
+//!
+//! | module | what lives there |
+//! | --- | --- |
+//! | [`pb`] | the code generated from `proto/produto/v1/produto.proto`: messages, clients, and the server stubs the server crate implements |
+//! | [`service_config`] | the clients' retry policy (`proto/produto/v1/service_config.json`) and the retry loop that applies it |
+//! | [`client`] | the balancing, retrying client (over [`pb`] and [`service_config`] only) |
+//! | [`telemetry`], [`signal`] | log setup and the shutdown signal, shared by `produto-server` and `produto-bot` |
+
+pub mod client;
+pub mod service_config;
+pub mod signal;
+pub mod telemetry;
+
+/// Code generated from `proto/produto/v1/produto.proto`.
+pub mod pb {
+    #![allow(clippy::all, missing_docs)]
+    tonic::include_proto!("produto.v1");
+
+    /// The encoded descriptor set that server reflection serves.
+    pub const FILE_DESCRIPTOR_SET: &[u8] =
+        tonic::include_file_descriptor_set!("produto_descriptor");
+}

@@ -1,0 +1,241 @@
+//! The pool's settings ([`DbSettings`]) and the flags they come from ([`DbFlags`], flattened
+//! into the server's command line by `config.rs`).
+
+use std::{path::PathBuf, time::Duration};
+
+/// The database's flags: where it is, the pools' bounds and timeouts, batching, PgBouncer,
+/// read replicas.
+#[derive(Debug, Clone, clap::Args)]
+pub struct DbFlags {
+    /// Database URL: `postgres://user@host/db` or `sqlite:path.db` (the file is created if missing).
+    #[arg(long, env = "DATABASE_URL", default_value = "sqlite:produto.db")]
+    pub database_url: String,
+
+    /// File holding the database URL (a mounted Secret); replaces DATABASE_URL. A trailing
+    /// newline is ignored.
+    #[arg(long, env = "DATABASE_URL_FILE", conflicts_with = "database_url")]
+    pub database_url_file: Option<PathBuf>,
+
+    /// Connections the pool keeps open even when idle.
+    #[arg(long, env = "PRODUTO_MIN_CONNECTIONS", default_value_t = 1)]
+    pub min_connections: u32,
+
+    /// Most connections the pool opens.
+    #[arg(long, env = "PRODUTO_MAX_CONNECTIONS", default_value_t = 20)]
+    pub max_connections: u32,
+
+    /// Longest wait for a pool connection before answering UNAVAILABLE (e.g. `5s`, `500ms`).
+    #[arg(long, env = "PRODUTO_ACQUIRE_TIMEOUT", default_value = "5s", value_parser = humantime::parse_duration)]
+    pub acquire_timeout: Duration,
+
+    /// Longest time one SQL statement may run before it is abandoned (UNAVAILABLE).
+    #[arg(long, env = "PRODUTO_QUERY_TIMEOUT", default_value = "5s", value_parser = humantime::parse_duration)]
+    pub query_timeout: Duration,
+
+    /// Idle connections above the minimum are closed after this long.
+    #[arg(long, env = "PRODUTO_IDLE_TIMEOUT", default_value = "10m", value_parser = humantime::parse_duration)]
+    pub idle_timeout: Duration,
+
+    /// Connections are replaced after this long, whatever their state.
+    #[arg(long, env = "PRODUTO_MAX_LIFETIME", default_value = "30m", value_parser = humantime::parse_duration)]
+    pub max_lifetime: Duration,
+
+    /// Queries slower than this are logged (name and duration, never the parameters).
+    #[arg(long, env = "PRODUTO_SLOW_QUERY_THRESHOLD", default_value = "200ms", value_parser = humantime::parse_duration)]
+    pub slow_query_threshold: Duration,
+
+    /// Batch concurrent ObterNivel lookups into one `= ANY($1)` query per round trip
+    /// (PostgreSQL only; SQLite always runs one query per lookup). On by default: it doubled
+    /// ObterNivel throughput at 32+ callers and cost a lone caller nothing (BENCHMARKS.md).
+    #[arg(long, env = "PRODUTO_BATCH_NIVEL", default_value_t = true, action = clap::ArgAction::Set)]
+    pub batch_nivel: bool,
+
+    /// With batching on: most batched lookup queries in flight at once (each holds one pool
+    /// connection). More lanes mean smaller batches; about the database's CPU count is right.
+    #[arg(long, env = "PRODUTO_BATCH_NIVEL_LANES", default_value_t = 2)]
+    pub batch_nivel_lanes: usize,
+
+    /// The database URL points at PgBouncer in transaction pooling (`pool_mode = transaction`):
+    /// every statement is unnamed (no prepared-statement cache) and runs inside an explicit
+    /// transaction, so that it never depends on a server connection's session. Needs
+    /// PRODUTO_NO_MIGRATE: migrations take a session lock, so run `produto-server migrate`
+    /// against PostgreSQL directly. Costs about two round trips per statement (BENCHMARKS.md).
+    #[arg(long, env = "PRODUTO_PGBOUNCER_TRANSACTION_POOLING", default_value_t = false, action = clap::ArgAction::Set)]
+    pub pgbouncer_transaction_pooling: bool,
+
+    /// Streaming standbys to serve reads from, comma-separated `postgres://` URLs (PostgreSQL
+    /// only). Unset: every query goes to DATABASE_URL, as without replicas. A listed server
+    /// found out of recovery (promoted) becomes the primary.
+    #[arg(
+        long,
+        env = "PRODUTO_REPLICA_URLS",
+        value_delimiter = ',',
+        hide_env_values = true
+    )]
+    pub replica_urls: Vec<String>,
+
+    /// File holding the replica URLs (a mounted Secret), separated by commas or newlines;
+    /// replaces PRODUTO_REPLICA_URLS.
+    #[arg(
+        long,
+        env = "PRODUTO_REPLICA_URLS_FILE",
+        conflicts_with = "replica_urls"
+    )]
+    pub replica_urls_file: Option<PathBuf>,
+
+    /// A replica whose replay lag exceeds this gets no reads until it catches up; also the
+    /// longest a change made on the primary outside produto may be read stale.
+    #[arg(long, env = "PRODUTO_REPLICA_MAX_LAG", default_value = "1s", value_parser = humantime::parse_duration)]
+    pub replica_max_lag: Duration,
+
+    /// Connections each replica's pool keeps open (default: PRODUTO_MIN_CONNECTIONS).
+    #[arg(long, env = "PRODUTO_REPLICA_MIN_CONNECTIONS")]
+    pub replica_min_connections: Option<u32>,
+
+    /// Most connections each replica's pool opens (default: PRODUTO_MAX_CONNECTIONS).
+    #[arg(long, env = "PRODUTO_REPLICA_MAX_CONNECTIONS")]
+    pub replica_max_connections: Option<u32>,
+}
+
+impl DbFlags {
+    /// Checks what clap cannot: relations between the database's flags.
+    pub fn validate(&self) -> Result<(), String> {
+        if self.max_connections == 0 {
+            return Err("PRODUTO_MAX_CONNECTIONS must be at least 1".into());
+        }
+        if self.min_connections > self.max_connections {
+            return Err(format!(
+                "PRODUTO_MIN_CONNECTIONS ({}) is larger than PRODUTO_MAX_CONNECTIONS ({})",
+                self.min_connections, self.max_connections
+            ));
+        }
+        for (name, d) in [
+            ("PRODUTO_ACQUIRE_TIMEOUT", self.acquire_timeout),
+            ("PRODUTO_QUERY_TIMEOUT", self.query_timeout),
+        ] {
+            if d.is_zero() {
+                return Err(format!("{name} must be greater than zero"));
+            }
+        }
+        self.validate_replicas()?;
+        if self.batch_nivel_lanes == 0 {
+            return Err("PRODUTO_BATCH_NIVEL_LANES must be at least 1".into());
+        }
+        Ok(())
+    }
+
+    /// The replica settings: PostgreSQL only, each URL a PostgreSQL one, pool bounds sane.
+    fn validate_replicas(&self) -> Result<(), String> {
+        if self.replica_urls.is_empty() {
+            return Ok(());
+        }
+        if !is_postgres_url(&self.database_url) {
+            return Err(
+                "PRODUTO_REPLICA_URLS is set but DATABASE_URL is not PostgreSQL: read replicas \
+                 need PostgreSQL streaming replication; unset PRODUTO_REPLICA_URLS or use a \
+                 postgres:// DATABASE_URL"
+                    .into(),
+            );
+        }
+        if let Some(n) = (1..)
+            .zip(&self.replica_urls)
+            .find_map(|(n, url)| (!is_postgres_url(url)).then_some(n))
+        {
+            return Err(format!(
+                "PRODUTO_REPLICA_URLS: entry {n} is not a postgres:// or postgresql:// URL"
+            ));
+        }
+        let min = self.replica_min_connections.unwrap_or(self.min_connections);
+        let max = self.replica_max_connections.unwrap_or(self.max_connections);
+        if max == 0 || min > max {
+            return Err(format!(
+                "replica pool bounds: PRODUTO_REPLICA_MIN_CONNECTIONS ({min}) must be at most \
+                 PRODUTO_REPLICA_MAX_CONNECTIONS ({max}), which must be at least 1"
+            ));
+        }
+        if self.replica_max_lag.is_zero() {
+            return Err("PRODUTO_REPLICA_MAX_LAG must be greater than zero".into());
+        }
+        Ok(())
+    }
+
+    /// The pool's settings.
+    pub fn settings(&self) -> DbSettings {
+        DbSettings {
+            url: self.database_url.clone(),
+            min_connections: self.min_connections,
+            max_connections: self.max_connections,
+            acquire_timeout: self.acquire_timeout,
+            query_timeout: self.query_timeout,
+            idle_timeout: self.idle_timeout,
+            max_lifetime: self.max_lifetime,
+            slow_query_threshold: self.slow_query_threshold,
+            batch_nivel: self.batch_nivel,
+            batch_nivel_lanes: self.batch_nivel_lanes,
+            pgbouncer_transaction_pooling: self.pgbouncer_transaction_pooling,
+            replica_urls: self.replica_urls.clone(),
+            replica_max_lag: self.replica_max_lag,
+            replica_min_connections: self.replica_min_connections,
+            replica_max_connections: self.replica_max_connections,
+        }
+    }
+}
+
+/// What the pool needs to know: where the database is, the pool's size and bounds.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DbSettings {
+    /// `postgres://...` or `sqlite:path`.
+    pub url: String,
+    pub min_connections: u32,
+    pub max_connections: u32,
+    /// Longest wait for a connection.
+    pub acquire_timeout: Duration,
+    /// Longest time one statement may run.
+    pub query_timeout: Duration,
+    pub idle_timeout: Duration,
+    pub max_lifetime: Duration,
+    /// Statements slower than this are logged.
+    pub slow_query_threshold: Duration,
+    /// Batch concurrent ObterNivel lookups (PostgreSQL only).
+    pub batch_nivel: bool,
+    /// Batched lookup queries in flight at once.
+    pub batch_nivel_lanes: usize,
+    /// The URL points at PgBouncer in transaction pooling: see [`Db::named_statements`].
+    pub pgbouncer_transaction_pooling: bool,
+    /// Streaming standbys to read from (`postgres://` URLs); empty: none, every query on
+    /// `url`. See [`replicas`].
+    pub replica_urls: Vec<String>,
+    /// A replica whose replay lag is past this gets no reads.
+    pub replica_max_lag: Duration,
+    /// Each replica pool's bounds; `None`: the primary's.
+    pub replica_min_connections: Option<u32>,
+    pub replica_max_connections: Option<u32>,
+}
+
+impl DbSettings {
+    /// The defaults of the flags, over `url`.
+    pub fn new(url: impl Into<String>) -> Self {
+        DbSettings {
+            url: url.into(),
+            min_connections: 1,
+            max_connections: 20,
+            acquire_timeout: Duration::from_secs(5),
+            query_timeout: Duration::from_secs(5),
+            idle_timeout: Duration::from_secs(600),
+            max_lifetime: Duration::from_secs(1800),
+            slow_query_threshold: Duration::from_millis(200),
+            batch_nivel: true,
+            batch_nivel_lanes: 2,
+            pgbouncer_transaction_pooling: false,
+            replica_urls: Vec::new(),
+            replica_max_lag: Duration::from_secs(1),
+            replica_min_connections: None,
+            replica_max_connections: None,
+        }
+    }
+}
+
+/// Whether a database URL is a PostgreSQL one.
+pub fn is_postgres_url(url: &str) -> bool {
+    url.starts_with("postgres:") || url.starts_with("postgresql:")
+}
