@@ -32,6 +32,7 @@ use crate::{
     pb::{pool_service_server::PoolServiceServer, produto_service_server::ProdutoServiceServer},
     ready::ReadyFlag,
     service::{PoolSvc, ProdutoSvc, Readiness},
+    throttle::Throttle,
 };
 
 /// Largest request message accepted: the largest valid request is ~1.3 KiB.
@@ -136,7 +137,8 @@ impl Application {
         let metrics = Arc::new(Metrics::new(&db, ready.clone()));
 
         // Everything that can fail comes before anything is spawned.
-        let routes = grpc_routes(health_server, &config, &db, hasher)?;
+        let throttle = Throttle::new(config.throttle, db.clone());
+        let routes = grpc_routes(health_server, &config, &db, hasher, throttle.clone())?;
         let layer = RpcLayer::new(
             metrics.rpc(),
             config.limits.max_concurrent_calls,
@@ -148,7 +150,7 @@ impl Application {
         tokio::pin!(server);
 
         let stop_tasks = CancellationToken::new();
-        let tasks = start_background(&config, &db, readiness, &stop_tasks);
+        let tasks = start_background(&config, &db, throttle, readiness, &stop_tasks);
         let admin = admin.map(|(listener, _)| {
             AdminPort::serve(listener, admin::router(db.clone(), ready, metrics.clone()))
         });
@@ -192,6 +194,7 @@ async fn bind(addr: SocketAddr, what: &str) -> Result<(TcpListener, SocketAddr),
 fn start_background(
     config: &Settings,
     db: &Db,
+    throttle: Throttle,
     readiness: Readiness,
     stop: &CancellationToken,
 ) -> TaskTracker {
@@ -204,11 +207,7 @@ fn start_background(
         config.shutdown_delay,
         stop.clone(),
     ));
-    tasks.spawn(
-        config
-            .throttle
-            .purge_until_stopped(db.clone(), stop.clone()),
-    );
+    tasks.spawn(throttle.purge_until_stopped(stop.clone()));
     tasks
 }
 
@@ -250,6 +249,7 @@ fn grpc_routes(
     config: &Settings,
     db: &Db,
     hasher: Hasher,
+    throttle: Throttle,
 ) -> Result<Routes, Error> {
     let reflection = || {
         tonic_reflection::server::Builder::configure()
@@ -262,7 +262,7 @@ fn grpc_routes(
         db.clone(),
         hasher,
         AdminToken::new(config.admin_token.as_ref().map(ExposeSecret::expose_secret)),
-        config.throttle,
+        throttle,
     );
     Ok(Routes::new(health)
         .add_service(reflection().build_v1().map_err(reflection_error)?)

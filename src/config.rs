@@ -278,6 +278,7 @@ impl Settings {
                 window: Duration::from_secs(15 * 60),
                 trust_end_user: TrustEndUser::Authenticated,
                 authenticated: throttle::is_authenticated,
+                tell_authenticated: true,
             },
             probe_interval: Duration::from_secs(2),
             drain_timeout: Duration::from_secs(10),

@@ -50,6 +50,9 @@ pub enum Reason {
     ServerBusy,
     /// RESOURCE_EXHAUSTED: the request is larger than the server accepts.
     RequestTooLarge,
+    /// RESOURCE_EXHAUSTED: a login refused by brute-force throttling, told to an
+    /// authenticated caller only (anyone else gets `valido: false`).
+    LoginThrottled,
     /// INVALID_ARGUMENT: the request does not decode as the RPC's message.
     MalformedRequest,
     /// DEADLINE_EXCEEDED: the caller's deadline passed before the call finished.
@@ -75,6 +78,7 @@ impl Reason {
             Reason::Overloaded => "OVERLOADED",
             Reason::ServerBusy => "SERVER_BUSY",
             Reason::RequestTooLarge => "REQUEST_TOO_LARGE",
+            Reason::LoginThrottled => "LOGIN_THROTTLED",
             Reason::MalformedRequest => "MALFORMED_REQUEST",
             Reason::DeadlineExceeded => "DEADLINE_EXCEEDED",
             Reason::Internal => "INTERNAL",
@@ -140,7 +144,15 @@ pub enum Error {
     /// answer, with a longer retry delay.
     #[error("database down: {0}")]
     DatabaseDown(String),
-    /// The server is shedding load (hashing queue full); retryable.
+    /// Too many failed logins of this username (`limit`: "caller" or "username") in the
+    /// window, which frees in `retry_after`. Only authenticated callers are told so.
+    #[error("too many login attempts; retry in {} s", retry_after.as_secs().max(1))]
+    LoginThrottled {
+        limit: &'static str,
+        retry_after: Duration,
+    },
+    /// The server is shedding load (hashing queue full, too many logins of one user in
+    /// progress); retryable.
     #[error("{0}")]
     Overloaded(&'static str),
     /// Too many calls in progress across all connections (the middleware's limit).
@@ -197,7 +209,9 @@ impl Error {
             Error::Unavailable(_) | Error::DatabaseDown(_) | Error::Overloaded(_) => {
                 Code::Unavailable
             }
-            Error::ServerBusy { .. } | Error::RequestTooLarge { .. } => Code::ResourceExhausted,
+            Error::ServerBusy { .. }
+            | Error::RequestTooLarge { .. }
+            | Error::LoginThrottled { .. } => Code::ResourceExhausted,
             Error::DeadlineExceeded => Code::DeadlineExceeded,
             Error::Database(_) | Error::Internal(_) | Error::Startup(_) => Code::Internal,
         }
@@ -220,6 +234,7 @@ impl Error {
             Error::Overloaded(_) => Reason::Overloaded,
             Error::ServerBusy { .. } => Reason::ServerBusy,
             Error::RequestTooLarge { .. } => Reason::RequestTooLarge,
+            Error::LoginThrottled { .. } => Reason::LoginThrottled,
             Error::DeadlineExceeded => Reason::DeadlineExceeded,
             Error::Database(_) | Error::Internal(_) | Error::Startup(_) => Reason::Internal,
         }
@@ -229,6 +244,7 @@ impl Error {
     pub fn retry_delay(&self) -> Option<Duration> {
         match self {
             Error::DatabaseDown(_) => Some(RETRY_DELAY_DATABASE_DOWN),
+            Error::LoginThrottled { retry_after, .. } => Some(*retry_after),
             Error::Unavailable(_) | Error::Overloaded(_) | Error::ServerBusy { .. } => {
                 Some(RETRY_DELAY_BUSY)
             }
@@ -251,6 +267,9 @@ impl Error {
             }
             Error::RequestTooLarge { limit_bytes } => {
                 metadata.insert("limit_bytes".to_owned(), limit_bytes.to_string());
+            }
+            Error::LoginThrottled { limit, .. } => {
+                metadata.insert("limit".to_owned(), (*limit).to_owned());
             }
             _ => {}
         }
@@ -469,6 +488,23 @@ mod tests {
             Some(RETRY_DELAY_BUSY)
         );
         assert!(RETRY_DELAY_BUSY < RETRY_DELAY_DATABASE_DOWN);
+        let throttled = Error::LoginThrottled {
+            limit: "caller",
+            retry_after: Duration::from_secs(42),
+        };
+        assert_eq!(throttled.code(), Code::ResourceExhausted);
+        let (status, details) = details_of(throttled);
+        assert_eq!(status.message(), "too many login attempts; retry in 42 s");
+        let info = details.error_info().unwrap();
+        assert_eq!(info.reason, "LOGIN_THROTTLED");
+        assert_eq!(
+            info.metadata.get("limit").map(String::as_str),
+            Some("caller")
+        );
+        assert_eq!(
+            details.retry_info().and_then(|r| r.retry_delay),
+            Some(Duration::from_secs(42))
+        );
         assert_eq!(delay(Error::RequestTooLarge { limit_bytes: 4 }), None);
         assert_eq!(delay(Error::NotFound("x".into())), None);
         let (status, _) = details_of(Error::DatabaseDown("10.0.0.7 refused".into()));

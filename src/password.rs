@@ -396,7 +396,7 @@ const IDLE_RELEASE: Duration = Duration::from_secs(1);
 /// (`reused_memory`) while logins come, so a busy server pays no allocation per hash; a
 /// thread idle for `idle` frees its block and asks malloc to return it
 /// (`reused_memory::release`), so that after a burst the server's RSS falls back to its
-/// idle size (58 -> 16 MiB in the benchmark) instead of holding 19 MiB per thread forever.
+/// idle size instead of holding 19 MiB per thread forever (the bench checks it).
 ///
 /// A flume queue (multi-consumer, so each thread waits with its own timeout) rather than a
 /// rayon pool: the bounds live in front of it, in [`Hasher::run_blocking`] (the semaphore
@@ -557,6 +557,26 @@ mod tests {
             hasher.verify(good, Some(hash)).await.unwrap(),
             Verified::Yes
         );
+    }
+
+    #[tokio::test]
+    async fn the_dummy_hash_costs_what_a_stored_hash_costs() {
+        // The same algorithm, version, costs, salt length and output length: verifying it is
+        // the same argon2 work as verifying a user's hash made by this server.
+        let hasher = Hasher::new(&HashSettings::new(2048, 2, 1).unwrap()).unwrap();
+        let stored = hasher
+            .hash(Senha::parse_new("correct horse".into()).unwrap())
+            .await
+            .unwrap();
+        let (dummy, stored) = (
+            PasswordHash::new(&hasher.dummy_hash).unwrap(),
+            PasswordHash::new(&stored).unwrap(),
+        );
+        assert_eq!(dummy.algorithm, stored.algorithm);
+        assert_eq!(dummy.version, stored.version);
+        assert_eq!(dummy.params, stored.params);
+        assert_eq!(dummy.salt.map(|s| s.len()), stored.salt.map(|s| s.len()));
+        assert_eq!(dummy.hash.map(|h| h.len()), stored.hash.map(|h| h.len()));
     }
 
     #[tokio::test]

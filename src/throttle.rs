@@ -1,21 +1,42 @@
 //! Brute-force throttling of logins, counted in the database so that every produto instance
-//! shares the counts.
+//! shares the counts, and in memory while the database cannot take them.
 //!
-//! An attempt counts when it starts: it claims a slot with one atomic upsert before the
-//! password is looked at, so guesses sent at the same time cannot all slip under the limit.
-//! Slots are counted per (username, caller) and per username; see the README's Security
-//! section for the policy. A refusal looks exactly like a wrong password (same answer, same
-//! work: the dummy hash is verified), for known and unknown usernames alike.
+//! An attempt claims a slot before the password is looked at, with one atomic upsert, so
+//! guesses sent at the same time cannot all slip under the limit. Slots are counted per
+//! (username, caller) and per username. A row counts the attempts that *failed* apart from
+//! those *in flight*: a claim is allowed while the two together stay within the limit, and a
+//! claim that finds the limit taken by attempts still in flight waits for them to resolve
+//! (bounded) rather than being refused, so a right password is refused only when the limit
+//! was reached by wrong ones. On one instance the waiting is a fair queue per key (a
+//! semaphore of `limit` permits); attempts in flight on other instances are waited out by
+//! polling. A refusal looks exactly like a wrong password (same answer, same work: the same
+//! statements, and the dummy hash is verified), for known and unknown usernames alike; only
+//! a trusted caller may be told the truth (`LOGIN_THROTTLED`), if the setting says so.
+//!
+//! While the primary cannot be reached (reads go on from the replicas), attempts are counted
+//! in memory, per instance, with the same limits (the log says so, and the metric
+//! `produto_login_throttle_in_memory`); when the primary is back, the failures counted in
+//! memory are added to the database and counting moves back there.
 
 use std::{
+    collections::HashMap,
     net::{IpAddr, SocketAddr},
+    sync::{
+        Arc, Mutex, PoisonError,
+        atomic::{AtomicBool, Ordering::Relaxed},
+    },
     time::{Duration, SystemTime, UNIX_EPOCH},
 };
 
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio_util::sync::CancellationToken;
 use tonic::{Extensions, Request, metadata::MetadataMap};
 
-use crate::{Error, db::Db, domain::Usuario};
+use crate::{
+    Error,
+    db::{Db, users::AttemptCounts},
+    domain::Usuario,
+};
 
 /// The metadata key through which a trusted caller (the bot, another service) names the end
 /// user it calls for, e.g. `telegram:12345`.
@@ -30,6 +51,24 @@ const PURGE_BATCH: i64 = 1000;
 const PURGE_BATCHES_PER_RUN: usize = 50;
 /// Purges run every window, but at least this often.
 const PURGE_EVERY_MAX: Duration = Duration::from_secs(60);
+/// The longest an allowed attempt may take from its claim to its verdict: past it the login
+/// is abandoned (its caller gets UNAVAILABLE and learns nothing), so that a claim never
+/// outlives [`CLAIM_TTL`]. Hashing waits at most its queue timeout (5 s by default).
+pub const ATTEMPT_MAX: Duration = Duration::from_secs(30);
+/// How long a claim counts as in flight in the database: past it, an unresolved claim (an
+/// instance that crashed mid-attempt) stops holding a slot. Twice [`ATTEMPT_MAX`], for the
+/// instances' clocks.
+const CLAIM_TTL: Duration = Duration::from_secs(60);
+/// The longest an attempt waits for slots held by attempts in flight (the caller's deadline,
+/// enforced by the middleware, usually ends it sooner); past it the login answers UNAVAILABLE.
+const WAIT_MAX: Duration = Duration::from_secs(10);
+/// Polling for attempts in flight on other instances: from the first to the last interval,
+/// doubling.
+const POLL_FIRST: Duration = Duration::from_millis(5);
+const POLL_LAST: Duration = Duration::from_millis(200);
+/// Keys (username, caller) the in-memory counts hold at most; past it, attempts on new keys
+/// are refused while counting in memory (failing closed), and attempts do not queue locally.
+const MEMORY_MAX_KEYS: usize = 100_000;
 
 /// Whether a call comes from an authenticated caller, whose `produto-end-user` is believed
 /// under [`TrustEndUser::Authenticated`]. Given the call's metadata and extensions (where the
@@ -68,27 +107,33 @@ pub enum TrustEndUser {
 /// The throttling policy.
 #[derive(Debug, Clone, Copy)]
 pub struct LoginThrottle {
-    /// Attempts allowed per (username, caller) per window; 0 turns throttling off.
+    /// Failed attempts allowed per (username, caller) per window; 0 turns throttling off.
     pub max_failures: u32,
-    /// Attempts allowed per username from all callers per window; 0: no such ceiling.
+    /// Failed attempts allowed per username from all callers per window; 0: no such ceiling.
     pub max_failures_per_user: u32,
     pub window: Duration,
     /// Whose `produto-end-user` is believed.
     pub trust_end_user: TrustEndUser,
-    /// Decides who is authenticated, for [`TrustEndUser::Authenticated`].
+    /// Decides who is authenticated, for [`TrustEndUser::Authenticated`] and for
+    /// `tell_authenticated`.
     pub authenticated: AuthenticatedCaller,
+    /// Whether an authenticated caller is told that a login was throttled
+    /// (RESOURCE_EXHAUSTED, `LOGIN_THROTTLED`, with `RetryInfo`) rather than answered as a
+    /// wrong password. Anonymous callers never are.
+    pub tell_authenticated: bool,
 }
 
 /// The throttling flags, flattened into the server's command line by `config.rs`.
 #[derive(Debug, Clone, clap::Args)]
 pub struct ThrottleFlags {
-    /// Login attempts allowed per username and caller (end user or IP address) within
+    /// Failed login attempts allowed per username and caller (end user or IP address) within
     /// PRODUTO_LOGIN_WINDOW; past it, that caller's attempts on that username are refused
-    /// unchecked (0: no throttling). A success clears the caller's count.
+    /// unchecked (0: no throttling). Attempts in flight hold a slot until they resolve (more
+    /// wait for them); a success clears the caller's failures.
     #[arg(long, env = "PRODUTO_LOGIN_MAX_FAILURES", default_value_t = 5)]
     pub login_max_failures: u32,
 
-    /// Login attempts allowed per username from all callers together within
+    /// Failed login attempts allowed per username from all callers together within
     /// PRODUTO_LOGIN_WINDOW: bounds a guessing attack spread over many callers (0: no ceiling).
     #[arg(
         long,
@@ -106,6 +151,17 @@ pub struct ThrottleFlags {
     /// The window failed logins are counted in (e.g. `15m`).
     #[arg(long, env = "PRODUTO_LOGIN_WINDOW", default_value = "15m", value_parser = humantime::parse_duration)]
     pub login_window: Duration,
+
+    /// Tell an authenticated caller (caller token or client certificate) that a login was
+    /// throttled: RESOURCE_EXHAUSTED, reason LOGIN_THROTTLED, RetryInfo when the window
+    /// frees; `false` answers it as a wrong password, as every anonymous caller is answered.
+    #[arg(
+        long,
+        env = "PRODUTO_LOGIN_TELL_AUTHENTICATED",
+        default_value_t = true,
+        action = clap::ArgAction::Set
+    )]
+    pub login_tell_authenticated: bool,
 }
 
 impl ThrottleFlags {
@@ -133,6 +189,7 @@ impl ThrottleFlags {
             window: self.login_window,
             trust_end_user: self.login_trust_end_user,
             authenticated: is_authenticated,
+            tell_authenticated: self.login_tell_authenticated,
         }
     }
 }
@@ -144,55 +201,186 @@ pub struct Caller {
     /// (an IPv6 address by its /64, which one subscriber commonly holds whole).
     pub identity: String,
     pub peer: Option<SocketAddr>,
+    /// The caller authenticated itself (a caller token or a client certificate).
+    pub authenticated: bool,
 }
 
-/// The outcome of claiming a slot for an attempt.
+/// Which limit refused an attempt.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Attempt {
+pub enum Limit {
+    /// This caller's failures on this username.
+    Caller,
+    /// All callers' failures on this username together.
+    Username,
+}
+
+impl Limit {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Limit::Caller => "caller",
+            Limit::Username => "username",
+        }
+    }
+}
+
+/// What claiming a slot decided.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Verdict {
     /// Throttling is off.
     Unthrottled,
     /// Within the limits: verify the password.
     Allowed,
-    /// This caller has used its attempts on this username.
-    RefusedCaller,
-    /// All callers together have used the username's attempts.
-    RefusedUser,
+    /// The limit was reached by failed attempts; the window that holds them ends in
+    /// `retry_after`.
+    Refused { limit: Limit, retry_after: Duration },
 }
 
-impl Attempt {
+impl Verdict {
     pub fn is_refused(self) -> bool {
-        matches!(self, Attempt::RefusedCaller | Attempt::RefusedUser)
+        matches!(self, Verdict::Refused { .. })
     }
 }
 
-/// An allowed attempt whose outcome the caller has not received yet. Dropped unsettled
-/// (the caller went away: deadline, disconnect), it gives the attempt back in a task of its
-/// own: a caller that never sees an answer has learnt nothing, and a user whose calls time
-/// out under load is not locked out by them.
-pub struct Pending(Option<(LoginThrottle, Db, Usuario, Caller)>);
-
-impl Pending {
-    /// The caller is about to get its answer: the attempt stays counted (or was settled).
-    pub fn settle(mut self) {
-        self.0 = None;
-    }
+/// How an allowed attempt ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    /// The password was right: the caller's failures are forgotten.
+    Succeeded,
+    /// The password was checked and wrong: it counts against both limits.
+    Failed,
+    /// The password could not be checked (shed, failed, or the caller left before the
+    /// answer): the attempt is given back, since its caller learnt nothing.
+    NotChecked,
 }
 
-impl Drop for Pending {
-    fn drop(&mut self) {
-        let Some((throttle, db, usuario, caller)) = self.0.take() else {
-            return;
-        };
-        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
-            runtime.spawn(async move {
-                if let Err(e) = throttle
-                    .not_checked(&db, &usuario, &caller, Attempt::Allowed)
-                    .await
-                {
-                    tracing::warn!(error = %e, "could not refund an abandoned login attempt");
-                }
-            });
+/// The throttle at work: the policy, the database, and this instance's own state (the
+/// queues of its attempts per key, and the counts kept while the database cannot be written).
+#[derive(Clone)]
+pub struct Throttle {
+    policy: LoginThrottle,
+    db: Db,
+    local: Arc<Local>,
+}
+
+/// One count: a username and a caller identity (or [`EVERY_CALLER`]).
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+struct Key {
+    usuario: Usuario,
+    identity: String,
+}
+
+/// This instance's state for one key.
+struct Entry {
+    /// `limit` permits: this instance's attempts on the key in flight hold one each, so the
+    /// ones past the limit queue here (fairly) instead of polling the database.
+    gate: Arc<Semaphore>,
+    /// Failures counted in memory in the window begun at `window_start_ms` (0: none).
+    failed: u32,
+    /// Of those, the ones not yet added to the database.
+    unflushed: u32,
+    window_start_ms: i64,
+}
+
+#[derive(Default)]
+struct Local {
+    keys: Mutex<HashMap<Key, Entry>>,
+    /// Some entry has failures that the database has not got yet.
+    unflushed: AtomicBool,
+    /// The last attempt was counted in memory (the database could not be written).
+    in_memory: AtomicBool,
+}
+
+/// What a claim found.
+enum Found {
+    Decided(Verdict),
+    /// The limit is taken by attempts in flight: wait for them and try again.
+    Busy,
+}
+
+/// Where a claim was counted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Counted {
+    Database,
+    Memory,
+}
+
+/// A claimed slot. Resolve it with [`Claim::finish`]; dropped unfinished (the caller went
+/// away: deadline, disconnect), it gives the attempt back in a task of its own: a caller
+/// that never sees an answer has learnt nothing, and a user whose calls time out under
+/// load is not locked out by them.
+#[must_use = "a claim holds a slot until it is finished"]
+pub struct Claim {
+    verdict: Verdict,
+    held: Option<Held>,
+}
+
+/// What an allowed claim holds until it is resolved.
+struct Held {
+    throttle: Throttle,
+    usuario: Usuario,
+    identity: String,
+    counted: Counted,
+    /// This instance's queue places; freed after the resolution is written.
+    permits: Vec<OwnedSemaphorePermit>,
+}
+
+impl Claim {
+    fn decided(verdict: Verdict) -> Self {
+        Claim {
+            verdict,
+            held: None,
         }
+    }
+
+    pub fn verdict(&self) -> Verdict {
+        self.verdict
+    }
+
+    /// Resolves the attempt. The write runs in a task of its own, so that a caller that
+    /// goes away meanwhile cannot leave it half done.
+    pub async fn finish(mut self, outcome: Outcome) {
+        if let Some(held) = self.held.take() {
+            let _ = tokio::spawn(held.resolve(outcome)).await;
+        }
+    }
+}
+
+impl Drop for Claim {
+    fn drop(&mut self) {
+        if let Some(held) = self.held.take()
+            && let Ok(runtime) = tokio::runtime::Handle::try_current()
+        {
+            runtime.spawn(held.resolve(Outcome::NotChecked));
+        }
+    }
+}
+
+impl Held {
+    async fn resolve(self, outcome: Outcome) {
+        let t = &self.throttle;
+        match self.counted {
+            Counted::Database => {
+                let result =
+                    t.db.resolve_login_attempt(
+                        &self.usuario,
+                        (&self.identity, t.every_identity(&self.identity)),
+                        outcome == Outcome::Failed,
+                        outcome == Outcome::Succeeded,
+                    )
+                    .await;
+                if let Err(e) = result {
+                    tracing::warn!(error = %e, ?outcome, "could not record a login attempt's outcome");
+                    // A failure the database did not take is kept in memory, and added to
+                    // the database when it can be written again.
+                    if outcome == Outcome::Failed {
+                        t.resolve_in_memory(&self.usuario, &self.identity, outcome);
+                    }
+                }
+            }
+            Counted::Memory => t.resolve_in_memory(&self.usuario, &self.identity, outcome),
+        }
+        drop(self.permits);
+        t.tidy(&t.keys(&self.usuario, &self.identity));
     }
 }
 
@@ -200,12 +388,11 @@ impl LoginThrottle {
     /// Who is calling: the end user a trusted caller names, else the peer's address.
     pub fn caller<T>(&self, request: &Request<T>) -> Caller {
         let peer = request.remote_addr();
+        let authenticated = (self.authenticated)(request.metadata(), request.extensions());
         let trusted = match self.trust_end_user {
             TrustEndUser::Never => false,
             TrustEndUser::Always => true,
-            TrustEndUser::Authenticated => {
-                (self.authenticated)(request.metadata(), request.extensions())
-            }
+            TrustEndUser::Authenticated => authenticated,
         };
         let end_user = request
             .metadata()
@@ -221,88 +408,16 @@ impl LoginThrottle {
             (_, _, Some(addr)) => format!("ip:{}", network_of(addr.ip())),
             (_, _, None) => "ip:unknown".to_owned(),
         };
-        Caller { identity, peer }
+        Caller {
+            identity,
+            peer,
+            authenticated,
+        }
     }
 
-    /// Claims a slot for an attempt by `caller` on `usuario`, before the password is
-    /// checked: the caller's own slot first, then (only if that was granted, so that a
-    /// locked-out caller cannot use up everyone's) the username's.
-    pub async fn begin(
-        &self,
-        db: &Db,
-        usuario: &Usuario,
-        caller: &Caller,
-    ) -> Result<Attempt, Error> {
-        if self.max_failures == 0 {
-            return Ok(Attempt::Unthrottled);
-        }
-        let (now, window_start) = (now_ms(), self.window_start_ms());
-        let own = db
-            .claim_login_attempt(usuario, &caller.identity, now, window_start)
-            .await?;
-        if own > self.max_failures {
-            return Ok(Attempt::RefusedCaller);
-        }
-        if self.max_failures_per_user != 0 {
-            let all = db
-                .claim_login_attempt(usuario, EVERY_CALLER, now, window_start)
-                .await?;
-            if all > self.max_failures_per_user {
-                // Not checked, so not held against this caller: a victim that tries while
-                // the username is locked keeps its own attempts for when the lock ends.
-                db.refund_login_attempt(usuario, &caller.identity).await?;
-                return Ok(Attempt::RefusedUser);
-            }
-        }
-        Ok(Attempt::Allowed)
-    }
-
-    /// After an allowed attempt that logged in: the caller has shown it knows the password,
-    /// so its count is cleared; the username's count gets this attempt back.
-    pub async fn succeeded(
-        &self,
-        db: &Db,
-        usuario: &Usuario,
-        caller: &Caller,
-        attempt: Attempt,
-    ) -> Result<(), Error> {
-        self.give_back(db, usuario, caller, attempt, true).await
-    }
-
-    /// After an allowed attempt whose password could not be checked (the server shed it, or
-    /// failed): the attempt is given back to both counts.
-    pub async fn not_checked(
-        &self,
-        db: &Db,
-        usuario: &Usuario,
-        caller: &Caller,
-        attempt: Attempt,
-    ) -> Result<(), Error> {
-        self.give_back(db, usuario, caller, attempt, false).await
-    }
-
-    /// Gives an allowed attempt back to the username's count, and clears the caller's count
-    /// (`clear_caller`) or gives the attempt back to it too.
-    async fn give_back(
-        &self,
-        db: &Db,
-        usuario: &Usuario,
-        caller: &Caller,
-        attempt: Attempt,
-        clear_caller: bool,
-    ) -> Result<(), Error> {
-        if attempt != Attempt::Allowed {
-            return Ok(());
-        }
-        if clear_caller {
-            db.clear_login_attempts(usuario, &caller.identity).await?;
-        } else {
-            db.refund_login_attempt(usuario, &caller.identity).await?;
-        }
-        if self.max_failures_per_user != 0 {
-            db.refund_login_attempt(usuario, EVERY_CALLER).await?;
-        }
-        Ok(())
+    /// Whether `caller` is told the truth about a throttled login.
+    pub fn tells(&self, caller: &Caller) -> bool {
+        self.tell_authenticated && caller.authenticated
     }
 
     /// Deletes the rows whose window has passed, in bounded batches; returns how many.
@@ -310,7 +425,9 @@ impl LoginThrottle {
         let window_start = self.window_start_ms();
         let mut deleted = 0;
         for _ in 0..PURGE_BATCHES_PER_RUN {
-            let n = db.purge_login_attempts(window_start, PURGE_BATCH).await?;
+            let n = db
+                .purge_login_attempts((now_ms(), window_start), PURGE_BATCH)
+                .await?;
             deleted += n;
             if n < PURGE_BATCH.unsigned_abs() {
                 break;
@@ -319,10 +436,383 @@ impl LoginThrottle {
         Ok(deleted)
     }
 
-    /// Purges expired rows every window (at least every minute) until stopped, so that a
-    /// flood of random usernames costs bounded space.
-    pub async fn purge_until_stopped(self, db: Db, stop: CancellationToken) {
+    fn window_ms(&self) -> i64 {
+        i64::try_from(self.window.as_millis()).unwrap_or(i64::MAX)
+    }
+
+    fn window_start_ms(&self) -> i64 {
+        now_ms().saturating_sub(self.window_ms())
+    }
+
+    /// How long until a window begun at `began_ms` ends, in whole seconds (at least one).
+    fn retry_after(&self, began_ms: i64) -> Duration {
+        let left = began_ms.saturating_add(self.window_ms()) - now_ms();
+        let left = u64::try_from(left).unwrap_or(0);
+        Duration::from_secs(left.div_ceil(1000).max(1))
+    }
+}
+
+impl Throttle {
+    pub fn new(policy: LoginThrottle, db: Db) -> Self {
+        Throttle {
+            policy,
+            db,
+            local: Arc::default(),
+        }
+    }
+
+    pub fn policy(&self) -> &LoginThrottle {
+        &self.policy
+    }
+
+    /// Claims a slot for an attempt by `caller` on `usuario`, before the password is
+    /// checked: the caller's count and the username's, each allowed while its failures and
+    /// attempts in flight stay within its limit. An attempt that finds a limit taken by
+    /// attempts in flight waits for them (at most [`WAIT_MAX`]; UNAVAILABLE past it); one
+    /// that finds it taken by failures is refused. Every path runs the same statements (two
+    /// claims, and one resolution now or when finished), whatever the verdict.
+    pub async fn begin(&self, usuario: &Usuario, caller: &Caller) -> Result<Claim, Error> {
+        if self.policy.max_failures == 0 {
+            return Ok(Claim::decided(Verdict::Unthrottled));
+        }
+        let deadline = tokio::time::Instant::now() + WAIT_MAX;
+        let mut poll = POLL_FIRST;
+        loop {
+            let permits = self.queue(usuario, &caller.identity, deadline).await?;
+            let in_db = if self.primary_known_down() {
+                Err(Error::Unavailable("the primary is down".into()))
+            } else {
+                self.claim_in_db(usuario, &caller.identity).await
+            };
+            let (found, counted) = match in_db {
+                Ok(found) => {
+                    if self.local.in_memory.swap(false, Relaxed) {
+                        self.db.stats().set_throttle_in_memory(false);
+                        tracing::info!(
+                            "throttling table writable again: login attempts counted in the database"
+                        );
+                    }
+                    (found, Counted::Database)
+                }
+                Err(e) if self.unreachable(&e) => {
+                    if !self.local.in_memory.swap(true, Relaxed) {
+                        self.db.stats().set_throttle_in_memory(true);
+                        tracing::warn!(
+                            error = %e,
+                            "throttling table unreachable: login attempts counted in memory on this instance"
+                        );
+                    }
+                    let found = self.claim_in_memory(usuario, &caller.identity, &permits);
+                    (found, Counted::Memory)
+                }
+                Err(e) => return Err(e),
+            };
+            match found {
+                Found::Decided(verdict) => {
+                    if counted == Counted::Memory {
+                        self.db.stats().record_login_counted_in_memory();
+                    }
+                    return Ok(self.claim(usuario, &caller.identity, verdict, counted, permits));
+                }
+                Found::Busy => {
+                    drop(permits);
+                    self.tidy(&self.keys(usuario, &caller.identity));
+                    if tokio::time::Instant::now() + poll > deadline {
+                        return Err(Error::Overloaded(
+                            "too many logins of this user in progress, retry later",
+                        ));
+                    }
+                    tokio::time::sleep(poll).await;
+                    poll = (poll * 2).min(POLL_LAST);
+                }
+            }
+        }
+    }
+
+    fn claim(
+        &self,
+        usuario: &Usuario,
+        identity: &str,
+        verdict: Verdict,
+        counted: Counted,
+        permits: Vec<OwnedSemaphorePermit>,
+    ) -> Claim {
+        if verdict != Verdict::Allowed {
+            drop(permits);
+            self.tidy(&self.keys(usuario, identity));
+            return Claim::decided(verdict);
+        }
+        Claim {
+            verdict,
+            held: Some(Held {
+                throttle: self.clone(),
+                usuario: usuario.clone(),
+                identity: identity.to_owned(),
+                counted,
+                permits,
+            }),
+        }
+    }
+
+    /// Whether a failure of the throttling table is the primary being unreachable while
+    /// replicas can still serve logins: then attempts are counted in memory. Without
+    /// replicas the login fails UNAVAILABLE, as every other query would.
+    fn unreachable(&self, e: &Error) -> bool {
+        matches!(e, Error::Unavailable(_) | Error::DatabaseDown(_))
+            && self.db.servers().has_replicas()
+    }
+
+    /// The probe found the primary down while replicas serve: the table is not even tried
+    /// (each try would wait for a connection that cannot come).
+    fn primary_known_down(&self) -> bool {
+        let servers = self.db.servers();
+        servers.has_replicas() && !servers.primary().reachable()
+    }
+
+    /// The identity of the username's row, or the caller's own when there is no ceiling (so
+    /// that a resolution touches the caller's row only).
+    fn every_identity<'a>(&self, identity: &'a str) -> &'a str {
+        if self.policy.max_failures_per_user == 0 {
+            identity
+        } else {
+            EVERY_CALLER
+        }
+    }
+
+    /// The keys an attempt counts on, with their limits: the caller's, then the username's.
+    fn keys(&self, usuario: &Usuario, identity: &str) -> Vec<(Key, u32)> {
+        let key = |identity: &str| Key {
+            usuario: usuario.clone(),
+            identity: identity.to_owned(),
+        };
+        let mut keys = vec![(key(identity), self.policy.max_failures)];
+        if self.policy.max_failures_per_user != 0 {
+            keys.push((key(EVERY_CALLER), self.policy.max_failures_per_user));
+        }
+        keys
+    }
+
+    /// Takes this instance's place on each key's queue, in order (so two attempts cannot
+    /// each hold what the other waits for). Past `deadline`: UNAVAILABLE. With the table
+    /// full, a key gets no queue (returns fewer permits than keys).
+    async fn queue(
+        &self,
+        usuario: &Usuario,
+        identity: &str,
+        deadline: tokio::time::Instant,
+    ) -> Result<Vec<OwnedSemaphorePermit>, Error> {
+        let mut permits = Vec::with_capacity(2);
+        for (key, limit) in self.keys(usuario, identity) {
+            let gate = {
+                let mut keys = self.local.lock();
+                if !keys.contains_key(&key) && keys.len() >= MEMORY_MAX_KEYS {
+                    continue;
+                }
+                keys.entry(key)
+                    .or_insert_with(|| Entry {
+                        gate: Arc::new(Semaphore::new(limit as usize)),
+                        failed: 0,
+                        unflushed: 0,
+                        window_start_ms: 0,
+                    })
+                    .gate
+                    .clone()
+            };
+            match tokio::time::timeout_at(deadline, gate.acquire_owned()).await {
+                Ok(Ok(permit)) => permits.push(permit),
+                _ => {
+                    drop(permits);
+                    self.tidy(&self.keys(usuario, identity));
+                    return Err(Error::Overloaded(
+                        "too many logins of this user in progress, retry later",
+                    ));
+                }
+            }
+        }
+        Ok(permits)
+    }
+
+    /// Claims in the database: the caller's row, then the username's; gives both back at
+    /// once unless the attempt is allowed.
+    async fn claim_in_db(&self, usuario: &Usuario, identity: &str) -> Result<Found, Error> {
+        self.flush().await?;
+        let now = now_ms();
+        let ttl = i64::try_from(CLAIM_TTL.as_millis()).unwrap_or(i64::MAX);
+        let times = (now, self.policy.window_start_ms(), now + ttl);
+        let own = self
+            .db
+            .claim_login_attempt(usuario, identity, times)
+            .await?;
+        let every = self.every_identity(identity);
+        let all = if every == identity {
+            None
+        } else {
+            match self.db.claim_login_attempt(usuario, every, times).await {
+                Ok(all) => Some(all),
+                Err(e) => {
+                    self.give_back_in_db(usuario, (identity, identity)).await;
+                    return Err(e);
+                }
+            }
+        };
+        let over = |counts: &AttemptCounts, limit| counts.failed >= limit;
+        let busy = |counts: &AttemptCounts, limit| counts.failed + counts.in_flight > limit;
+        let (max, max_all) = (self.policy.max_failures, self.policy.max_failures_per_user);
+        let decided = if over(&own, max) {
+            Found::Decided(Verdict::Refused {
+                limit: Limit::Caller,
+                retry_after: self.policy.retry_after(own.window_start_ms),
+            })
+        } else if let Some(all) = all.filter(|all| over(all, max_all)) {
+            Found::Decided(Verdict::Refused {
+                limit: Limit::Username,
+                retry_after: self.policy.retry_after(all.window_start_ms),
+            })
+        } else if busy(&own, max) || all.is_some_and(|all| busy(&all, max_all)) {
+            Found::Busy
+        } else {
+            return Ok(Found::Decided(Verdict::Allowed));
+        };
+        // Not checked, so held against neither count: a victim refused while the username
+        // is locked keeps its own attempts for when the lock ends.
+        self.give_back_in_db(usuario, (identity, every)).await;
+        Ok(decided)
+    }
+
+    async fn give_back_in_db(&self, usuario: &Usuario, rows: (&str, &str)) {
+        if let Err(e) = self
+            .db
+            .resolve_login_attempt(usuario, rows, false, false)
+            .await
+        {
+            // The claim stops counting when it expires (CLAIM_TTL).
+            tracing::warn!(error = %e, "could not give back a login attempt");
+        }
+    }
+
+    /// Counts the attempt in this instance's memory, with the same rule as the database:
+    /// refused when a count's failures reached its limit, allowed while its failures and
+    /// attempts in flight (the places taken on its queue, this one's included) stay within
+    /// it, else wait.
+    fn claim_in_memory(
+        &self,
+        usuario: &Usuario,
+        identity: &str,
+        permits: &[OwnedSemaphorePermit],
+    ) -> Found {
+        let keys = self.keys(usuario, identity);
+        let (now, window_start) = (now_ms(), self.policy.window_start_ms());
+        let mut table = self.local.lock();
+        let mut busy = false;
+        for (i, (key, limit)) in keys.iter().enumerate() {
+            let limit_name = if i == 0 {
+                Limit::Caller
+            } else {
+                Limit::Username
+            };
+            let Some(entry) = table.get_mut(key).filter(|_| permits.len() == keys.len()) else {
+                // No room to count it: refused, failing closed.
+                return Found::Decided(Verdict::Refused {
+                    limit: limit_name,
+                    retry_after: self.policy.window,
+                });
+            };
+            if entry.window_start_ms <= window_start {
+                (entry.failed, entry.unflushed, entry.window_start_ms) = (0, 0, now);
+            }
+            if entry.failed >= *limit {
+                return Found::Decided(Verdict::Refused {
+                    limit: limit_name,
+                    retry_after: self.policy.retry_after(entry.window_start_ms),
+                });
+            }
+            let in_flight = (*limit as usize).saturating_sub(entry.gate.available_permits());
+            busy |= entry.failed as usize + in_flight > *limit as usize;
+        }
+        if busy {
+            Found::Busy
+        } else {
+            Found::Decided(Verdict::Allowed)
+        }
+    }
+
+    /// Records an outcome in memory: a failure on both counts (to be added to the database
+    /// later), a success clears the caller's.
+    fn resolve_in_memory(&self, usuario: &Usuario, identity: &str, outcome: Outcome) {
+        let keys = self.keys(usuario, identity);
+        let (now, window_start) = (now_ms(), self.policy.window_start_ms());
+        let mut table = self.local.lock();
+        for (i, (key, _)) in keys.iter().enumerate() {
+            let Some(entry) = table.get_mut(key) else {
+                continue;
+            };
+            match outcome {
+                Outcome::Failed => {
+                    if entry.window_start_ms <= window_start {
+                        (entry.failed, entry.unflushed, entry.window_start_ms) = (0, 0, now);
+                    }
+                    entry.failed += 1;
+                    entry.unflushed += 1;
+                    self.local.unflushed.store(true, Relaxed);
+                }
+                Outcome::Succeeded if i == 0 => (entry.failed, entry.unflushed) = (0, 0),
+                _ => {}
+            }
+        }
+    }
+
+    /// Adds the failures counted in memory to the database (before a claim there, so that
+    /// the claim sees them): counting moves back to the database with nothing forgotten.
+    async fn flush(&self) -> Result<(), Error> {
+        if !self.local.unflushed.load(Relaxed) {
+            return Ok(());
+        }
+        let window_start = self.policy.window_start_ms();
+        let pending: Vec<(Key, u32, i64)> = self
+            .local
+            .lock()
+            .iter()
+            .filter(|(_, e)| e.unflushed > 0 && e.window_start_ms > window_start)
+            .map(|(k, e)| (k.clone(), e.unflushed, e.window_start_ms))
+            .collect();
+        for (key, n, began) in pending {
+            self.db
+                .add_login_failures(&key.usuario, &key.identity, n, (began, window_start))
+                .await?;
+            if let Some(entry) = self.local.lock().get_mut(&key) {
+                entry.unflushed = entry.unflushed.saturating_sub(n);
+            }
+        }
+        let mut table = self.local.lock();
+        if table
+            .values()
+            .all(|e| e.unflushed == 0 || e.window_start_ms <= window_start)
+        {
+            self.local.unflushed.store(false, Relaxed);
+            table.retain(|_, e| !idle(e, window_start));
+            tracing::info!("login failures counted in memory added to the throttling table");
+        }
+        Ok(())
+    }
+
+    /// Forgets the entries of `keys` that nothing waits on and that hold no failure of the
+    /// current window.
+    fn tidy(&self, keys: &[(Key, u32)]) {
+        let window_start = self.policy.window_start_ms();
+        let mut table = self.local.lock();
+        for (key, _) in keys {
+            if table.get(key).is_some_and(|e| idle(e, window_start)) {
+                table.remove(key);
+            }
+        }
+    }
+
+    /// Purges expired rows (and this instance's expired in-memory counts) every window (at
+    /// least every minute) until stopped, so that a flood of random usernames costs bounded
+    /// space.
+    pub async fn purge_until_stopped(self, stop: CancellationToken) {
         let every = self
+            .policy
             .window
             .clamp(Duration::from_millis(100), PURGE_EVERY_MAX);
         loop {
@@ -330,12 +820,14 @@ impl LoginThrottle {
                 () = stop.cancelled() => return,
                 () = tokio::time::sleep(every) => {}
             }
-            if !db.is_migrated() {
+            let window_start = self.policy.window_start_ms();
+            self.local.lock().retain(|_, e| !idle(e, window_start));
+            if !self.db.is_migrated() || self.primary_known_down() {
                 continue;
             }
             let purged = tokio::select! {
                 () = stop.cancelled() => return,
-                purged = self.purge(&db) => purged,
+                purged = self.policy.purge(&self.db) => purged,
             };
             match purged {
                 Ok(0) => {}
@@ -344,23 +836,18 @@ impl LoginThrottle {
             }
         }
     }
+}
 
-    /// Guards an attempt until its caller gets the answer (see [`Pending`]).
-    pub fn pending(
-        &self,
-        db: &Db,
-        usuario: &Usuario,
-        caller: &Caller,
-        attempt: Attempt,
-    ) -> Pending {
-        Pending(
-            (attempt == Attempt::Allowed)
-                .then(|| (*self, db.clone(), usuario.clone(), caller.clone())),
-        )
-    }
+/// Nothing waits on the entry's queue or holds a place in it (the table holds the only
+/// reference), and it keeps no failure that counts.
+fn idle(entry: &Entry, window_start_ms: i64) -> bool {
+    Arc::strong_count(&entry.gate) == 1
+        && ((entry.failed == 0 && entry.unflushed == 0) || entry.window_start_ms <= window_start_ms)
+}
 
-    fn window_start_ms(&self) -> i64 {
-        now_ms() - i64::try_from(self.window.as_millis()).unwrap_or(i64::MAX)
+impl Local {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<Key, Entry>> {
+        self.keys.lock().unwrap_or_else(PoisonError::into_inner)
     }
 }
 
@@ -392,6 +879,7 @@ mod tests {
             window: Duration::from_secs(60),
             trust_end_user,
             authenticated: has_client_certificate,
+            tell_authenticated: true,
         }
     }
 

@@ -1,13 +1,10 @@
 //! The operator's files, checked with the real tools: the alert rules (`promtool check` and
 //! `promtool test`), the Prometheus Operator copy of them, the Grafana dashboard against a
-//! real `/metrics`, and a real Prometheus scraping a real produto until the "database
-//! unreachable" alert goes pending.
+//! real `/metrics`, and a real Prometheus scraping a real produto with a read replica until
+//! the "replica lagging" and "database unreachable" alerts go pending.
 
 #[path = "faults/cluster.rs"]
-#[allow(
-    dead_code,
-    reason = "a plain cluster is enough here, not the replication helpers"
-)]
+#[allow(dead_code, reason = "a primary and a standby, not every helper")]
 mod cluster;
 #[path = "api/helpers.rs"]
 #[allow(dead_code, reason = "this binary uses part of the shared helpers")]
@@ -627,7 +624,10 @@ async fn a_real_prometheus_sees_the_metrics_the_rules_use_and_the_database_going
     };
     let started = Instant::now();
     let cluster = PgCluster::start();
+    // A standby, so that the replicas' series (labelled role="replica") exist.
+    let standby = PgCluster::standby_of(&cluster);
     let mut config = test_config(&cluster.url());
+    config.db.replica_urls = vec![standby.url()];
     config.db.acquire_timeout = Duration::from_secs(1);
     config.db.query_timeout = Duration::from_secs(1);
     // The placeholder TestDb only owns a temp dir: the database is the cluster's.
@@ -683,13 +683,50 @@ async fn a_real_prometheus_sees_the_metrics_the_rules_use_and_the_database_going
             .is_empty()
     );
 
-    // The database goes away: calls fail UNAVAILABLE and the alert goes pending.
+    // The standby stops replaying what it receives: its lag grows past the bound, it leaves
+    // the rotation, and the alert (matching three series on job, instance and pool) goes
+    // pending with the lag as its value.
+    cluster::wait_for_replay(&cluster.url(), &standby.url()).await;
+    assert!(prometheus.alerts("ProdutoReplicaLagging").await.is_empty());
+    cluster::pause_replay(&standby.url()).await;
+    app.add_user("unreplayed", "senha-forte-1", 1)
+        .await
+        .unwrap();
+    let paused = Instant::now();
+    let deadline = paused + Duration::from_secs(30);
+    let lagging = loop {
+        let alerts = prometheus.alerts("ProdutoReplicaLagging").await;
+        if let Some(alert) = alerts.into_iter().find(|a| a["state"] == "pending") {
+            break alert;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "ProdutoReplicaLagging never went pending\n{}",
+            prometheus.log()
+        );
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    };
+    assert_eq!(lagging["labels"]["role"], "replica");
+    assert_eq!(lagging["labels"]["severity"], "warning");
+    let lag: f64 = lagging["value"].as_str().unwrap().parse().unwrap();
+    assert!(
+        lag >= 1.0,
+        "the alert's value is the lag, past the 1 s bound: {lag}"
+    );
+    eprintln!(
+        "ProdutoReplicaLagging went pending {:?} after replay paused (lag {lag:.1} s)",
+        paused.elapsed()
+    );
+    cluster::resume_replay(&standby.url()).await;
+
+    // The primary goes away: writes fail UNAVAILABLE (reads go on from the standby) and
+    // the alert goes pending.
     cluster.kill();
     let stopped = Instant::now();
     let deadline = stopped + Duration::from_secs(30);
     let alert = loop {
         let code = app
-            .login("maria", "senha-forte-1")
+            .add_user("joana", "senha-forte-1", 1)
             .await
             .unwrap_err()
             .code();

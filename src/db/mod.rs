@@ -75,6 +75,9 @@ pub struct Db {
     /// PostgreSQL behind PgBouncer in transaction pooling
     /// (`PRODUTO_PGBOUNCER_TRANSACTION_POOLING`): see [`Db::named_statements`].
     transaction_pooling: bool,
+    /// The `BEGIN` of each statement's transaction under transaction pooling, with the
+    /// server-side bounds set for that transaction only (see [`pg_bounds_sql`]).
+    bounded_begin: Arc<str>,
 }
 
 impl Db {
@@ -136,6 +139,11 @@ impl Db {
             query_timeout: config.query_timeout,
             slow_query: config.slow_query_threshold,
             transaction_pooling: config.pgbouncer_transaction_pooling && is_postgres_url(url),
+            bounded_begin: format!(
+                "BEGIN; {}",
+                pg_bounds_sql(config.query_timeout, Scope::Transaction)
+            )
+            .into(),
         })
     }
 
@@ -168,6 +176,15 @@ impl Db {
     /// Whether each statement must run inside an explicit transaction (transaction pooling).
     pub fn in_transaction(&self) -> bool {
         self.transaction_pooling
+    }
+
+    /// The statement that opens such a transaction: `BEGIN` and the server-side bounds of
+    /// the query timeout for this transaction only (`SET LOCAL`), sent as one simple query
+    /// (no extra round trip). Under transaction pooling a session's `SET` would land on
+    /// whichever server connection PgBouncer lent, stay there for its other clients, and be
+    /// missing (or another client's) on the connection our next transaction gets.
+    fn bounded_begin(&self) -> sqlx::AssertSqlSafe<Arc<str>> {
+        sqlx::AssertSqlSafe(self.bounded_begin.clone())
     }
 
     /// The primary's ObterNivel batcher, when lookups are batched.
@@ -213,7 +230,7 @@ impl Db {
         let (applied, migrator) = match self.backend() {
             Backend::Postgres(pool) => (
                 async {
-                    let mut tx = pool.begin().await?;
+                    let mut tx = pool.begin_with(self.bounded_begin()).await?;
                     let versions = sqlx::query_scalar::<_, i64>(APPLIED)
                         .persistent(named)
                         .fetch_all(&mut *tx)
@@ -246,7 +263,10 @@ impl Db {
     /// service's, whichever server is the primary).
     pub fn snapshot(&self) -> PoolSnapshot {
         let mut snapshot = self.server_snapshot(self.servers.primary_index());
-        snapshot.logins_throttled_total = self.stats().logins_throttled.load(Relaxed);
+        let service = self.stats();
+        snapshot.logins_throttled_total = service.logins_throttled.load(Relaxed);
+        snapshot.logins_counted_in_memory_total = service.logins_counted_in_memory.load(Relaxed);
+        snapshot.throttle_in_memory = service.throttle_in_memory.load(Relaxed);
         snapshot
     }
 
@@ -306,11 +326,12 @@ impl Db {
     pub async fn probe(&self, slots: &mut ProbeConnection) -> bool {
         let servers = self.servers.all();
         slots.0.resize_with(servers.len(), || ProbeSlot::Unset);
+        let session_bounds = !self.transaction_pooling;
         let readings = futures_util::future::join_all(
             servers
                 .iter()
                 .zip(slots.0.iter_mut())
-                .map(|(server, slot)| probe_server(server, slot)),
+                .map(|(server, slot)| probe_server(server, slot, session_bounds)),
         )
         .await;
         for (index, reading) in readings.into_iter().enumerate() {
@@ -322,7 +343,14 @@ impl Db {
 }
 
 /// Probes one server and records its latency and time; `None` when it is unreachable.
-async fn probe_server(server: &Server, slot: &mut ProbeSlot) -> Option<Reading> {
+/// With `session_bounds` its connection is bounded on the server too (not behind
+/// transaction pooling, where the bounds would outlive the probe: see [`Db::bounded_begin`];
+/// there `PING_TIMEOUT` on our side bounds it, and the probe's query waits on no lock).
+async fn probe_server(
+    server: &Server,
+    slot: &mut ProbeSlot,
+    session_bounds: bool,
+) -> Option<Reading> {
     let started = Instant::now();
     if !matches!(
         (&server.backend, &*slot),
@@ -338,7 +366,13 @@ async fn probe_server(server: &Server, slot: &mut ProbeSlot) -> Option<Reading> 
             probe_on(
                 pool,
                 conn,
-                |c| bound_pg_session(c, PING_TIMEOUT),
+                |c| {
+                    if session_bounds {
+                        bound_pg_session(c, PING_TIMEOUT)
+                    } else {
+                        Box::pin(async { Ok(()) })
+                    }
+                },
                 |c| {
                     Box::pin(async move {
                         let (in_recovery, lag_ms): (bool, Option<f64>) =
@@ -442,30 +476,47 @@ async fn probe_on<DB: Database>(
     }
 }
 
-/// Bounds every statement of a PostgreSQL session on the server itself, so that a statement
-/// our side has given up on does not keep running (and holding a backend) after its
-/// connection is gone: `statement_timeout` at the query timeout, `lock_timeout` likewise
-/// (a lock wait says so in its own SQLSTATE), and `idle_in_transaction_session_timeout` at
-/// twice it (a transaction left open ends its session instead of holding its locks).
-/// `SET` statements after connecting rather than the startup `options` parameter, which
-/// PgBouncer refuses.
+/// Bounds every statement of a PostgreSQL session on the server itself (see
+/// [`pg_bounds_sql`]). `SET` statements after connecting rather than the startup `options`
+/// parameter, which PgBouncer refuses. Not behind transaction pooling: there each
+/// transaction sets them for itself ([`Db::bounded_begin`]).
 fn bound_pg_session(
     conn: &mut sqlx::PgConnection,
     query_timeout: Duration,
 ) -> BoxFuture<'_, Result<(), sqlx::Error>> {
-    let ms = query_timeout.as_millis().max(1);
-    let idle_ms = ms.saturating_mul(2);
-    // Only integers are formatted into the statement.
-    let sql = format!(
-        "SET statement_timeout = {ms}; SET lock_timeout = {ms}; \
-         SET idle_in_transaction_session_timeout = {idle_ms}"
-    );
+    let sql = pg_bounds_sql(query_timeout, Scope::Session);
     Box::pin(async move {
         sqlx::raw_sql(sqlx::AssertSqlSafe(sql))
             .execute(conn)
             .await
             .map(|_| ())
     })
+}
+
+/// How long a server-side bound lasts: the session, or the current transaction.
+#[derive(Debug, Clone, Copy)]
+enum Scope {
+    Session,
+    Transaction,
+}
+
+/// The `SET`s that bound statements on the server itself, so that a statement our side has
+/// given up on does not keep running (and holding a backend) after its connection is gone:
+/// `statement_timeout` at the query timeout, `lock_timeout` likewise (a lock wait says so in
+/// its own SQLSTATE), and `idle_in_transaction_session_timeout` at twice it (a transaction
+/// left open ends its session instead of holding its locks).
+fn pg_bounds_sql(query_timeout: Duration, scope: Scope) -> String {
+    let ms = query_timeout.as_millis().max(1);
+    let idle_ms = ms.saturating_mul(2);
+    let set = match scope {
+        Scope::Session => "SET",
+        Scope::Transaction => "SET LOCAL",
+    };
+    // Only integers are formatted into the statement.
+    format!(
+        "{set} statement_timeout = {ms}; {set} lock_timeout = {ms}; \
+         {set} idle_in_transaction_session_timeout = {idle_ms}"
+    )
 }
 
 /// Pool settings shared by both backends, with the hook that finds dead connections (each
@@ -540,11 +591,16 @@ fn postgres_server(
         .batch_nivel
         .then(|| Arc::new(NivelBatcher::new(config.batch_nivel_lanes)));
     let query_timeout = config.query_timeout;
+    let session_bounds = !config.pgbouncer_transaction_pooling;
     let opened = stats.clone();
     let pool = pool_options::<Postgres>(config, bounds, &stats)
         .after_connect(move |conn, _meta| {
             opened.opened.fetch_add(1, Relaxed);
-            Box::pin(bound_pg_session(conn, query_timeout))
+            if session_bounds {
+                bound_pg_session(conn, query_timeout)
+            } else {
+                Box::pin(async { Ok(()) })
+            }
         })
         .connect_lazy_with(options);
     let backend = Backend::Postgres(pool);

@@ -78,7 +78,7 @@ pub(crate) fn statement<'a, T, F: Statement<'a, T>>(statement: F) -> F {
 }
 
 /// The query timeout is enforced by PostgreSQL itself (`statement_timeout`, see
-/// `bound_pg_session`); our own timer waits this much longer (half the query timeout, at
+/// `pg_bounds_sql`: per session, or per transaction behind PgBouncer); our own timer waits this much longer (half the query timeout, at
 /// most a second), so that when the database is reachable the server's bound fires first:
 /// the statement really stops, and the connection comes back clean instead of being
 /// discarded while its backend keeps running. Our timer only fires when the server cannot
@@ -183,8 +183,8 @@ impl Db {
                     return statement(conn(&mut *lease)).await;
                 }
                 // Transaction pooling: BEGIN pins one server connection for the statement's
-                // parse and execution (see `Db::named_statements`).
-                let mut tx = lease.begin().await?;
+                // parse and execution (see `Db::named_statements`), and bounds it there.
+                let mut tx = lease.begin_with(self.bounded_begin()).await?;
                 match statement(conn(&mut *tx)).await {
                     Ok(value) => tx.commit().await.map(|()| value),
                     Err(e) => {

@@ -19,6 +19,10 @@ pub struct PoolStats {
     pub(crate) probe_unix_ms: AtomicI64,
     pub(crate) logins_throttled: AtomicU64,
     pub(crate) password_verifications: AtomicU64,
+    /// Login attempts counted in memory because the throttling table could not be written.
+    pub(crate) logins_counted_in_memory: AtomicU64,
+    /// Whether the last login attempt was counted in memory.
+    pub(crate) throttle_in_memory: AtomicBool,
     /// When a connection was last found dead, in ms since `epoch` (0: never): connections
     /// idle since then are suspect and pinged before reuse.
     pub(crate) last_loss_ms: AtomicU64,
@@ -68,6 +72,16 @@ impl PoolStats {
         self.logins_throttled.fetch_add(1, Relaxed);
     }
 
+    /// Counts a login attempt counted in memory (the throttling table unreachable).
+    pub fn record_login_counted_in_memory(&self) {
+        self.logins_counted_in_memory.fetch_add(1, Relaxed);
+    }
+
+    /// Says whether login attempts are being counted in memory.
+    pub fn set_throttle_in_memory(&self, in_memory: bool) {
+        self.throttle_in_memory.store(in_memory, Relaxed);
+    }
+
     /// Counts a password checked against a user's stored hash (the dummy hash is not
     /// counted): what brute-force throttling bounds.
     pub fn record_password_verification(&self) {
@@ -106,6 +120,10 @@ pub struct PoolSnapshot {
     pub logins_throttled_total: u64,
     /// Passwords checked against a user's stored hash since start.
     pub password_verifications_total: u64,
+    /// Login attempts counted in memory since start (the throttling table unreachable).
+    pub logins_counted_in_memory_total: u64,
+    /// Whether login attempts are counted in memory now.
+    pub throttle_in_memory: bool,
 }
 
 impl PoolStats {
@@ -136,6 +154,8 @@ impl PoolStats {
             backend,
             logins_throttled_total: self.logins_throttled.load(Relaxed),
             password_verifications_total: self.password_verifications.load(Relaxed),
+            logins_counted_in_memory_total: self.logins_counted_in_memory.load(Relaxed),
+            throttle_in_memory: self.throttle_in_memory.load(Relaxed),
         }
     }
 }

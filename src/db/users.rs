@@ -31,20 +31,43 @@ pub struct Credentials {
 }
 
 impl Db {
-    /// The stored hash and level of a user, if the user exists.
+    /// The stored hash and level of a user, if the user exists, for a login: one query
+    /// whether the user exists or not, so that an unknown username costs what a wrong
+    /// password costs. It runs on the primary while the probe finds it reachable (the login
+    /// writes its attempt there anyway, and a miss there needs no confirming: the replica
+    /// path confirmed a replica's miss on the primary, one query more for unknown users
+    /// only, a timing oracle), else on a replica.
     pub async fn credentials(&self, usuario: &Usuario) -> Result<Option<Credentials>, Error> {
-        let row: Option<(i64, String, i32)> = self
-            .read_confirmed(|server| {
-                let select = per_backend!(|conn| {
-                    sqlx::query_as("SELECT id, senha_hash, nivel FROM usuarios WHERE usuario = $1")
-                        .bind(usuario.as_str())
-                        .persistent(self.named_statements())
-                        .fetch_optional(conn)
-                        .await
-                });
-                self.run_on(server, Access::Read, "credentials", select)
-            })
-            .await?;
+        let servers = self.servers();
+        let primary = servers.primary_index();
+        let server = if servers.primary().reachable() {
+            primary
+        } else {
+            servers.route(Access::Read)
+        };
+        let lookup = |server| {
+            let select = per_backend!(|conn| {
+                sqlx::query_as("SELECT id, senha_hash, nivel FROM usuarios WHERE usuario = $1")
+                    .bind(usuario.as_str())
+                    .persistent(self.named_statements())
+                    .fetch_optional(conn)
+                    .await
+            });
+            self.run_on(server, Access::Read, "credentials", select)
+        };
+        let row: Option<(i64, String, i32)> = match lookup(server).await {
+            // The primary died since the last probe: a replica answers instead (a read on a
+            // replica that fails is retried on the primary by `run_on` itself).
+            Err(Error::Unavailable(_) | Error::DatabaseDown(_))
+                if server == primary && servers.has_replicas() =>
+            {
+                let replica = (0..servers.all().len())
+                    .find(|&i| i != primary && servers.readable(i))
+                    .ok_or_else(|| Error::Unavailable("no server can read credentials".into()))?;
+                lookup(replica).await?
+            }
+            other => other?,
+        };
         Ok(row.map(|(id, senha_hash, nivel)| Credentials {
             id,
             senha_hash,
@@ -115,99 +138,137 @@ impl Db {
 
 /// Login-attempt bookkeeping for brute-force throttling (see [`crate::throttle`]). Times
 /// are Unix milliseconds from the service's clock, passed in so that the SQL is the same on
-/// both backends; a row whose window began at or before `window_start_ms` counts as empty.
+/// both backends; a row whose window began at or before `window_start_ms` counts as empty,
+/// and its attempts in flight count as none once `em_curso_ate_ms` has passed.
 impl Db {
-    /// Counts one attempt on `(usuario, identidade)`, opening a new window when the last
-    /// one has passed, and returns the count including it. One atomic upsert, so that
-    /// attempts begun at the same time on any instance each get a different count.
+    /// Claims a slot for one attempt on `(usuario, identidade)`: one more attempt in flight,
+    /// valid until `claim_until_ms`, opening a new window when the last one has passed.
+    /// Returns the row after it. One atomic upsert, so that attempts begun at the same time
+    /// on any instance each see a different count.
     pub async fn claim_login_attempt(
         &self,
         usuario: &Usuario,
         identidade: &str,
-        now_ms: i64,
-        window_start_ms: i64,
-    ) -> Result<u32, Error> {
+        (now_ms, window_start_ms, claim_until_ms): (i64, i64, i64),
+    ) -> Result<AttemptCounts, Error> {
         let claim = per_backend!(|conn| {
-            sqlx::query_scalar(
-                "INSERT INTO login_tentativas (usuario, identidade, tentativas, janela_inicio_ms)
-                 VALUES ($1, $2, 1, $3)
+            sqlx::query_as(
+                "INSERT INTO login_tentativas
+                   (usuario, identidade, tentativas, em_curso, em_curso_ate_ms, janela_inicio_ms)
+                 VALUES ($1, $2, 0, 1, $5, $3)
                  ON CONFLICT (usuario, identidade) DO UPDATE SET
-                   tentativas = CASE WHEN login_tentativas.janela_inicio_ms <= $4 THEN 1
-                                     ELSE login_tentativas.tentativas + 1 END,
+                   tentativas = CASE WHEN login_tentativas.janela_inicio_ms <= $4 THEN 0
+                                     ELSE login_tentativas.tentativas END,
+                   em_curso = CASE WHEN login_tentativas.em_curso_ate_ms <= $3 THEN 1
+                                   ELSE login_tentativas.em_curso + 1 END,
+                   em_curso_ate_ms = CASE WHEN login_tentativas.em_curso_ate_ms > $5
+                                          THEN login_tentativas.em_curso_ate_ms ELSE $5 END,
                    janela_inicio_ms = CASE WHEN login_tentativas.janela_inicio_ms <= $4 THEN $3
                                            ELSE login_tentativas.janela_inicio_ms END
-                 RETURNING tentativas",
+                 RETURNING tentativas, em_curso, janela_inicio_ms",
             )
             .bind(usuario.as_str())
             .bind(identidade)
             .bind(now_ms)
             .bind(window_start_ms)
+            .bind(claim_until_ms)
             .persistent(self.named_statements())
             .fetch_one(conn)
             .await
         });
-        let n: i32 = self
+        let (failed, in_flight, window_start_ms): (i32, i32, i64) = self
             .run(Access::Primary, "claim_login_attempt", claim)
             .await?;
-        Ok(u32::try_from(n).unwrap_or(0))
+        Ok(AttemptCounts {
+            failed: u32::try_from(failed).unwrap_or(0),
+            in_flight: u32::try_from(in_flight).unwrap_or(0),
+            window_start_ms,
+        })
     }
 
-    /// Gives back one attempt on `(usuario, identidade)` (never below zero).
-    pub async fn refund_login_attempt(
+    /// Resolves one claimed attempt on `(usuario, identidade)` and, unless `every` is the
+    /// same identity, on `(usuario, every)`, in one statement: the attempt leaves the
+    /// in-flight count; `failed` adds it to both rows' failures; `clear_own` (a success)
+    /// zeroes the caller's failures instead.
+    pub async fn resolve_login_attempt(
         &self,
         usuario: &Usuario,
-        identidade: &str,
+        (identidade, every): (&str, &str),
+        failed: bool,
+        clear_own: bool,
     ) -> Result<(), Error> {
-        let refund = per_backend!(|conn| {
+        let resolve = per_backend!(|conn| {
             sqlx::query(
-                "UPDATE login_tentativas
-                 SET tentativas = CASE WHEN tentativas > 0 THEN tentativas - 1 ELSE 0 END
-                 WHERE usuario = $1 AND identidade = $2",
+                "UPDATE login_tentativas SET
+                   em_curso = CASE WHEN em_curso > 0 THEN em_curso - 1 ELSE 0 END,
+                   tentativas = CASE WHEN identidade = $2 AND $5 = 1 THEN 0
+                                     ELSE tentativas + $4 END
+                 WHERE usuario = $1 AND identidade IN ($2, $3)",
             )
             .bind(usuario.as_str())
             .bind(identidade)
+            .bind(every)
+            .bind(i32::from(failed))
+            .bind(i32::from(clear_own))
             .persistent(self.named_statements())
             .execute(conn)
             .await
             .map(|_| ())
         });
-        self.run(Access::Primary, "refund_login_attempt", refund)
+        self.run(Access::Primary, "resolve_login_attempt", resolve)
             .await
     }
 
-    /// Forgets the attempts on `(usuario, identidade)`.
-    pub async fn clear_login_attempts(
+    /// Adds `failed` failures counted elsewhere (in memory, while the primary was down) to
+    /// `(usuario, identidade)`, in a window begun at `began_ms` unless one is running.
+    pub async fn add_login_failures(
         &self,
         usuario: &Usuario,
         identidade: &str,
+        failed: u32,
+        (began_ms, window_start_ms): (i64, i64),
     ) -> Result<(), Error> {
-        let clear = per_backend!(|conn| {
-            sqlx::query("DELETE FROM login_tentativas WHERE usuario = $1 AND identidade = $2")
-                .bind(usuario.as_str())
-                .bind(identidade)
-                .persistent(self.named_statements())
-                .execute(conn)
-                .await
-                .map(|_| ())
-        });
-        self.run(Access::Primary, "clear_login_attempts", clear)
+        let failed = i32::try_from(failed).unwrap_or(i32::MAX);
+        let add = per_backend!(|conn| {
+            sqlx::query(
+                "INSERT INTO login_tentativas (usuario, identidade, tentativas, janela_inicio_ms)
+                 VALUES ($1, $2, $3, $4)
+                 ON CONFLICT (usuario, identidade) DO UPDATE SET
+                   tentativas = CASE WHEN login_tentativas.janela_inicio_ms <= $5 THEN $3
+                                     ELSE login_tentativas.tentativas + $3 END,
+                   janela_inicio_ms = CASE WHEN login_tentativas.janela_inicio_ms <= $5 THEN $4
+                                           ELSE login_tentativas.janela_inicio_ms END",
+            )
+            .bind(usuario.as_str())
+            .bind(identidade)
+            .bind(failed)
+            .bind(began_ms)
+            .bind(window_start_ms)
+            .persistent(self.named_statements())
+            .execute(conn)
             .await
+            .map(|_| ())
+        });
+        self.run(Access::Primary, "add_login_failures", add).await
     }
 
-    /// Deletes up to `limit` rows whose window has passed; returns how many it deleted.
+    /// Deletes up to `limit` rows whose window has passed and that have no attempt in
+    /// flight; returns how many it deleted.
     pub async fn purge_login_attempts(
         &self,
-        window_start_ms: i64,
+        (now_ms, window_start_ms): (i64, i64),
         limit: i64,
     ) -> Result<u64, Error> {
         let purge = per_backend!(|conn| {
             sqlx::query(
                 "DELETE FROM login_tentativas WHERE (usuario, identidade) IN (
                    SELECT usuario, identidade FROM login_tentativas
-                   WHERE janela_inicio_ms <= $1 LIMIT $2)",
+                   WHERE janela_inicio_ms <= $1 AND (em_curso = 0 OR em_curso_ate_ms <= $3)
+                   LIMIT $2)",
             )
             .bind(window_start_ms)
             .bind(limit)
+            .bind(now_ms)
             .persistent(self.named_statements())
             .execute(conn)
             .await
@@ -216,4 +277,15 @@ impl Db {
         self.run(Access::Primary, "purge_login_attempts", purge)
             .await
     }
+}
+
+/// One row of `login_tentativas` after a claim.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AttemptCounts {
+    /// Attempts of the window whose password was checked and wrong.
+    pub failed: u32,
+    /// Attempts claimed and not resolved yet, this one included.
+    pub in_flight: u32,
+    /// When the window began (Unix ms).
+    pub window_start_ms: i64,
 }

@@ -282,7 +282,7 @@ struct PoolCollector {
 impl Collector for PoolCollector {
     fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), fmt::Error> {
         let s = self.db.snapshot();
-        let gauges: [(&str, &str, i64); 9] = [
+        let gauges: [(&str, &str, i64); 10] = [
             (
                 "produto_db_pool_connections_open",
                 "Connections the pool holds, idle or in use",
@@ -328,6 +328,11 @@ impl Collector for PoolCollector {
                 "1 while the server is ready (same source as gRPC health and /readyz)",
                 self.ready.get().into(),
             ),
+            (
+                "produto_login_throttle_in_memory",
+                "1 while login attempts are counted in this instance's memory (throttling table unreachable)",
+                s.throttle_in_memory.into(),
+            ),
         ];
         // The connection budget, once read at start (PostgreSQL only).
         let budget = self.db.budget().map(|(max, available, needed)| {
@@ -352,7 +357,7 @@ impl Collector for PoolCollector {
         for (name, help, value) in gauges.into_iter().chain(budget.into_iter().flatten()) {
             encode_one(&mut encoder, name, help, None, ConstGauge::new(value))?;
         }
-        let counters: [(&str, &str, u64); 7] = [
+        let counters: [(&str, &str, u64); 8] = [
             (
                 "produto_db_pool_acquires",
                 "Connection acquire attempts",
@@ -387,6 +392,11 @@ impl Collector for PoolCollector {
                 "produto_password_verifications",
                 "Passwords checked against a user's stored hash (the dummy hash not counted)",
                 s.password_verifications_total,
+            ),
+            (
+                "produto_login_attempts_in_memory",
+                "Login attempts counted in memory because the throttling table could not be written",
+                s.logins_counted_in_memory_total,
             ),
         ];
         for (name, help, value) in counters {

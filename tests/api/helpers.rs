@@ -278,6 +278,18 @@ impl TestApp {
         Ok((r.valido, r.nivel))
     }
 
+    /// `n` logins of `usuario` with `senha` sent at once, on this app's one connection (one
+    /// caller, one address): how many answered `valido: true`. Every one must get an answer.
+    pub async fn concurrent_logins(&self, usuario: &str, senha: &str, n: usize) -> usize {
+        let logins = (0..n).map(|_| self.login(usuario, senha));
+        futures_util::future::join_all(logins)
+            .await
+            .into_iter()
+            .map(|r| r.expect("every login gets an answer"))
+            .filter(|(valido, _)| *valido)
+            .count()
+    }
+
     pub async fn nivel(&self, usuario: &str) -> Result<i32, tonic::Status> {
         Ok(self
             .produto

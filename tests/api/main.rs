@@ -4,6 +4,7 @@
 mod batch;
 mod bot;
 mod clients;
+mod docs;
 mod helpers;
 #[path = "../support/http.rs"]
 mod http;

@@ -127,16 +127,14 @@ async fn metrics_count_calls_queries_and_pool_use() {
         3.0
     );
 
-    // Statements: an insert; per login two throttle slots claimed (the caller's and the
-    // username's) and a credential lookup, and for the successful one the caller's count
-    // cleared and the username's refunded; three level lookups. Twelve in all, one acquire
-    // each.
+    // Statements: an insert; per login, right or wrong, two throttle slots claimed (the
+    // caller's and the username's), a credential lookup and one resolution of both slots;
+    // three level lookups. Twelve in all, one acquire each.
     let queries = "produto_db_query_duration_seconds_count";
     assert_eq!(moved(queries, &[("query", "insert_user")]), 1.0);
     assert_eq!(moved(queries, &[("query", "claim_login_attempt")]), 4.0);
     assert_eq!(moved(queries, &[("query", "credentials")]), 2.0);
-    assert_eq!(moved(queries, &[("query", "clear_login_attempts")]), 1.0);
-    assert_eq!(moved(queries, &[("query", "refund_login_attempt")]), 1.0);
+    assert_eq!(moved(queries, &[("query", "resolve_login_attempt")]), 2.0);
     assert_eq!(moved(queries, &[("query", "nivel")]), 3.0);
     assert_eq!(moved(queries, &[("query", "unnamed")]), 0.0);
     assert_eq!(moved("produto_db_pool_acquires_total", &[]), 12.0);

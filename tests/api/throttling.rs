@@ -277,6 +277,7 @@ async fn a_purge_removes_only_expired_rows_in_batches(backend: Backend) {
         window,
         trust_end_user: TrustEndUser::Never,
         authenticated: produto::throttle::has_client_certificate,
+        tell_authenticated: false,
     };
     assert_eq!(
         policy(Duration::from_secs(3600))
@@ -299,8 +300,7 @@ async fn a_purge_removes_only_expired_rows_in_batches(backend: Backend) {
             .claim_login_attempt(
                 &maria,
                 &format!("ip:10.0.{}.{}", i / 256, i % 256),
-                now_ms - 10,
-                0,
+                (now_ms - 10, 0, now_ms - 10),
             )
             .await
             .unwrap();
@@ -327,6 +327,149 @@ async fn an_untrusted_caller_cannot_escape_its_lock_by_naming_an_end_user() {
     // Every one of those counted against the caller's address: it is locked out.
     assert_eq!(
         login_as(&app, "telegram:99", "maria", "senha-forte-1").await,
+        (false, 0)
+    );
+    assert_eq!(app.pool_status().await.logins_throttled_total, 1);
+}
+
+/// 32 logins of one user with the right password, all at once from one address, with a
+/// limit of 5: every one is valid. (Before attempts in flight were told apart from failed
+/// ones, the 6th and later found the limit taken and were answered `valido: false`.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_right_password_logins_of_one_user_from_one_address_all_succeed() {
+    const LOGINS: usize = 32;
+    let database = TestDb::create(Backend::Postgres).await;
+    let mut config = test_config(&database.url);
+    config.throttle.max_failures = 5;
+    // Hashes slow enough that many logins are in flight at once.
+    config.hashing = config.hashing.clone().with_costs(4 * 1024, 2, 1).unwrap();
+    config.hashing.queue_timeout = Duration::from_secs(60);
+    let app = spawn_with(config, database).await;
+    app.wait_for_readiness(ServingStatus::Serving).await;
+    app.add_user("maria", "senha-forte-1", 2).await.unwrap();
+    let before = app.db.snapshot();
+    let valid = app
+        .concurrent_logins("maria", "senha-forte-1", LOGINS)
+        .await;
+    let after = app.db.snapshot();
+    assert_eq!(valid, LOGINS, "right passwords refused");
+    assert_eq!(
+        after.password_verifications_total - before.password_verifications_total,
+        LOGINS as u64
+    );
+    assert_eq!(after.logins_throttled_total, before.logins_throttled_total);
+    // The claims were all given back: a wrong guess now is the first failure of five.
+    assert_eq!(attempt_counts(&app, "maria").await, vec![(0, 0), (0, 0)]);
+}
+
+/// Every row of a username in the attempts table: (failures, in flight), the caller's first.
+async fn attempt_counts(app: &TestApp, usuario: &str) -> Vec<(i32, i32)> {
+    let sql = "SELECT tentativas, em_curso FROM login_tentativas WHERE usuario = $1
+               ORDER BY identidade = '*', identidade";
+    match app.db.backend() {
+        DbBackend::Postgres(pool) => sqlx::query_as(sql).bind(usuario).fetch_all(pool).await,
+        DbBackend::Sqlite(pool) => sqlx::query_as(sql).bind(usuario).fetch_all(pool).await,
+    }
+    .unwrap()
+}
+
+const SERVICE_TOKEN: &str = "service-token-0123456789";
+
+/// A server with a caller token for "billing" and a limit of two failures, telling
+/// authenticated callers about throttling or not.
+async fn told_app(tell_authenticated: bool) -> (TestApp, tempfile::TempDir) {
+    let database = TestDb::create(Backend::Sqlite).await;
+    let dir = tempfile::tempdir().unwrap();
+    let tokens = dir.path().join("caller-tokens");
+    std::fs::write(&tokens, format!("billing {SERVICE_TOKEN}\n")).unwrap();
+    let mut config = test_config(&database.url);
+    config.caller_tokens_file = Some(tokens);
+    config.throttle.max_failures = 2;
+    config.throttle.tell_authenticated = tell_authenticated;
+    let app = spawn_with(config, database).await;
+    app.wait_for_readiness(ServingStatus::Serving).await;
+    app.add_user("maria", "senha-forte-1", 2).await.unwrap();
+    (app, dir)
+}
+
+/// A login sent with the service's caller token.
+async fn login_as_service(
+    app: &TestApp,
+    usuario: &str,
+    senha: &str,
+) -> Result<(bool, i32), tonic::Status> {
+    let mut request = Request::new(VerificarLoginRequest {
+        usuario: usuario.into(),
+        senha: senha.into(),
+    });
+    let bearer = format!("Bearer {SERVICE_TOKEN}").parse().unwrap();
+    request.metadata_mut().insert("authorization", bearer);
+    let r = app.produto.clone().verificar_login(request).await?;
+    Ok((r.get_ref().valido, r.get_ref().nivel))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_authenticated_caller_is_told_a_login_was_throttled_and_when_to_retry() {
+    use tonic_types::StatusExt;
+    let (app, _dir) = told_app(true).await;
+    for _ in 0..2 {
+        assert_eq!(
+            login_as_service(&app, "maria", "errada").await.unwrap(),
+            (false, 0)
+        );
+    }
+    let throttled = login_as_service(&app, "maria", "senha-forte-1")
+        .await
+        .unwrap_err();
+    assert_eq!(
+        throttled.code(),
+        tonic::Code::ResourceExhausted,
+        "{throttled:?}"
+    );
+    let details = throttled.get_error_details();
+    let info = details.error_info().expect("an ErrorInfo");
+    assert_eq!(info.reason, "LOGIN_THROTTLED");
+    assert_eq!(info.domain, "produto");
+    assert_eq!(
+        info.metadata.get("limit").map(String::as_str),
+        Some("caller")
+    );
+    let retry = details
+        .retry_info()
+        .and_then(|r| r.retry_delay)
+        .expect("a RetryInfo");
+    // The window is 15 minutes, begun at the first failure a moment ago.
+    assert!(
+        retry > Duration::from_secs(14 * 60) && retry <= Duration::from_secs(15 * 60),
+        "{retry:?}"
+    );
+    assert!(
+        throttled.message().contains("retry in"),
+        "{}",
+        throttled.message()
+    );
+    // An anonymous caller from the same address shares the count, and is answered as a
+    // wrong password: nothing tells it apart.
+    assert_eq!(
+        app.login("maria", "senha-forte-1").await.unwrap(),
+        (false, 0)
+    );
+    assert_eq!(app.pool_status().await.logins_throttled_total, 2);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_the_setting_off_an_authenticated_caller_gets_a_wrong_password() {
+    let (app, _dir) = told_app(false).await;
+    for _ in 0..2 {
+        assert_eq!(
+            login_as_service(&app, "maria", "errada").await.unwrap(),
+            (false, 0)
+        );
+    }
+    assert_eq!(
+        login_as_service(&app, "maria", "senha-forte-1")
+            .await
+            .unwrap(),
         (false, 0)
     );
     assert_eq!(app.pool_status().await.logins_throttled_total, 1);

@@ -93,8 +93,7 @@ async fn main_paths_work(app: &TestApp) {
             .unwrap();
     }
     let calls = (0..96).map(|n| async move {
-        // Logins spread over the four users: 3 each, under the throttling limit (5), which
-        // counts simultaneous attempts of one caller on one username, right or wrong.
+        // Logins spread over the four users: 3 each.
         let i = if n % 8 == 0 { (n / 8) % 4 } else { n % 4 };
         if n % 8 == 0 {
             app.login(&format!("user{i}"), "senha-do-user-1")
@@ -143,6 +142,23 @@ async fn transaction_pooling_with_the_setting_serves_the_main_paths() {
     main_paths_work(&app).await;
     let log = bouncer.log();
     assert!(!log.contains("prepared statement"), "{log}");
+}
+
+/// 32 logins of one user with the right password at once from one address, through
+/// transaction pooling (where each statement waits for a shared server connection, so many
+/// attempts are in flight together): every one is valid.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn through_transaction_pooling_concurrent_right_password_logins_all_succeed() {
+    if !pgbouncer::installed() {
+        return;
+    }
+    let (app, _bouncer) = app_through(PoolMode::Transaction, true, true).await;
+    app.add_user("maria", "senha-forte-1", 2).await.unwrap();
+    for round in 0..2 {
+        let valid = app.concurrent_logins("maria", "senha-forte-1", 32).await;
+        assert_eq!(valid, 32, "round {round}: right passwords refused");
+    }
+    assert_eq!(app.pool_status().await.logins_throttled_total, 0);
 }
 
 /// Without the setting, sqlx's named statements (`sqlx_s_1`, ...) collide on the server
@@ -262,4 +278,167 @@ async fn pgbouncer_refuses_sqlx_default_startup_parameters() {
         .extra_float_digits(None);
     let mut conn = options.connect().await.expect("accepted without it");
     conn.ping().await.unwrap();
+}
+
+/// A connection through PgBouncer as another application would open one (without the
+/// startup parameter PgBouncer refuses, nothing cached).
+async fn neighbour(url: &str) -> sqlx::PgConnection {
+    use sqlx::ConnectOptions;
+    PgConnectOptions::from_str(url)
+        .unwrap()
+        .extra_float_digits(None)
+        .statement_cache_capacity(0)
+        .connect()
+        .await
+        .expect("a client of the PgBouncer")
+}
+
+/// Runs `sql` (one simple query) on each of PgBouncer's `pool_size` server connections: as
+/// many clients each open a transaction first, so that each holds a different server
+/// connection while the others run. Returns each one's rows as text.
+async fn on_every_server_connection(
+    url: &str,
+    pool_size: u32,
+    sql: &'static str,
+) -> Vec<Vec<String>> {
+    use sqlx::{Connection, Row};
+    let mut clients = Vec::new();
+    for _ in 0..pool_size {
+        clients.push(neighbour(url).await);
+    }
+    let mut transactions = Vec::new();
+    for client in &mut clients {
+        transactions.push(client.begin().await.unwrap());
+    }
+    let mut answers = Vec::new();
+    for tx in &mut transactions {
+        let rows = sqlx::raw_sql(sql).fetch_all(&mut **tx).await.unwrap();
+        answers.push(
+            rows.iter()
+                .flat_map(|row| (0..row.len()).map(|i| row.get::<String, _>(i)))
+                .collect(),
+        );
+    }
+    for tx in transactions {
+        tx.commit().await.unwrap();
+    }
+    answers
+}
+
+const BOUNDS: &str = "SELECT current_setting('statement_timeout'), \
+     current_setting('lock_timeout'), current_setting('idle_in_transaction_session_timeout')";
+
+/// A server behind a new transaction-pooling PgBouncer of `pool_size` server connections,
+/// with the setting on and the query timeout `query_timeout`.
+async fn app_behind_transaction_pooling(
+    pool_size: u32,
+    query_timeout: Duration,
+) -> (TestApp, PgBouncer) {
+    let database = TestDb::create(Backend::Postgres).await;
+    migrate_directly(&database.url).await;
+    let bouncer = PgBouncer::start(
+        upstream_port(),
+        &BouncerSettings {
+            pool_size,
+            ..BouncerSettings::default()
+        },
+    );
+    let mut config = test_config(&bouncer.url(database_name(&database.url)));
+    config.no_migrate = true;
+    config.db.pgbouncer_transaction_pooling = true;
+    config.db.max_connections = 6;
+    config.db.query_timeout = query_timeout;
+    let app = spawn_with(config, database).await;
+    app.wait_for_readiness(ServingStatus::Serving).await;
+    (app, bouncer)
+}
+
+/// Under transaction pooling our query timeout is set per transaction (`SET LOCAL`): after
+/// a load of ours, every server connection PgBouncer lends shows another client the
+/// database's own settings, not ours.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn transaction_pooling_leaves_other_clients_timeouts_alone() {
+    if !pgbouncer::installed() {
+        return;
+    }
+    let pool_size = 2;
+    let (app, bouncer) = app_behind_transaction_pooling(pool_size, Duration::from_secs(3)).await;
+    let url = bouncer.url(database_name(&app.database.url));
+    let defaults = {
+        use sqlx::{Connection, Row};
+        let mut direct = sqlx::PgConnection::connect(&app.database.url)
+            .await
+            .unwrap();
+        let row = sqlx::raw_sql(BOUNDS).fetch_one(&mut direct).await.unwrap();
+        (0..3).map(|i| row.get::<String, _>(i)).collect::<Vec<_>>()
+    };
+    assert_ne!(
+        defaults[0], "3s",
+        "the test needs a query timeout that is not the default"
+    );
+
+    app.add_user("ana", "senha-da-ana-1", 2).await.unwrap();
+    let calls = (0..48).map(|n| {
+        let app = &app;
+        async move {
+            if n % 8 == 0 {
+                app.login("ana", "senha-da-ana-1").await.map(|_| ())
+            } else {
+                app.nivel("ana").await.map(|_| ())
+            }
+        }
+    });
+    for result in join_all(calls).await {
+        result.unwrap();
+    }
+    let seen = on_every_server_connection(&url, pool_size, BOUNDS).await;
+    for (n, bounds) in seen.iter().enumerate() {
+        assert_eq!(bounds, &defaults, "server connection {n} of {seen:?}");
+    }
+}
+
+/// A neighbour on the same PgBouncer clears the timeouts of its sessions (`SET
+/// statement_timeout = 0` on every server connection); a query of ours on a locked table
+/// still ends at our query timeout, ended by PostgreSQL (the connection comes back to the
+/// pool, not dropped by our own later timer), as UNAVAILABLE; and runs once the lock goes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn transaction_pooling_ends_a_query_on_a_locked_table_at_our_timeout() {
+    if !pgbouncer::installed() {
+        return;
+    }
+    use sqlx::Connection;
+    let pool_size = 2;
+    let query_timeout = Duration::from_secs(1);
+    let (app, bouncer) = app_behind_transaction_pooling(pool_size, query_timeout).await;
+    let url = bouncer.url(database_name(&app.database.url));
+    app.add_user("ana", "senha-da-ana-1", 2).await.unwrap();
+    assert_eq!(app.nivel("ana").await.unwrap(), 2);
+    on_every_server_connection(
+        &url,
+        pool_size,
+        "SET statement_timeout = 0; SET lock_timeout = 0",
+    )
+    .await;
+
+    let mut locker = sqlx::PgConnection::connect(&app.database.url)
+        .await
+        .unwrap();
+    let mut lock = locker.begin().await.unwrap();
+    sqlx::raw_sql("LOCK TABLE usuarios IN ACCESS EXCLUSIVE MODE")
+        .execute(&mut *lock)
+        .await
+        .unwrap();
+    let lost_before = app.pool_status().await.connections_lost_total;
+    let started = std::time::Instant::now();
+    let refused = app.nivel("ana").await.unwrap_err();
+    let took = started.elapsed();
+    assert_eq!(refused.code(), Code::Unavailable, "{refused:?}");
+    assert!(took >= query_timeout * 9 / 10, "ended after {took:?}");
+    assert_eq!(
+        app.pool_status().await.connections_lost_total,
+        lost_before,
+        "our own timer ended the query (after {took:?}), not the database's statement_timeout"
+    );
+    lock.rollback().await.unwrap();
+    assert_eq!(app.nivel("ana").await.unwrap(), 2);
 }

@@ -86,6 +86,80 @@ async fn login(channel: &Channel, senha: &str) -> bool {
         .valido
 }
 
+/// A balancing client over `servers`, resolving every `resolve_every`, with the service
+/// config's retry policy but shorter waits (its first is up to 1 s).
+async fn client_of(servers: &[ServerProcess], resolve_every: Duration) -> BalancedClient {
+    let mut settings = ClientSettings::new(servers.iter().map(|s| s.addr.to_string()));
+    settings.resolve_every = resolve_every;
+    settings.connect_timeout = Duration::from_secs(1);
+    settings.retry = Some(RetryPolicy {
+        max_attempts: 5,
+        initial_backoff: Duration::from_millis(20),
+        max_backoff: Duration::from_millis(500),
+        backoff_multiplier: 2.0,
+        retryable_codes: vec![Code::Unavailable],
+    });
+    let client = BalancedClient::connect(settings).await.unwrap();
+    assert_eq!(client.addresses().len(), servers.len());
+    client
+}
+
+/// `callers` tasks looking up ana (level 4) through `client` until `stop` (at most `calls`
+/// each), each tallying the codes it got.
+fn lookups(
+    client: &BalancedClient,
+    callers: usize,
+    calls: usize,
+    stop: &Arc<AtomicBool>,
+) -> Vec<tokio::task::JoinHandle<Tally>> {
+    (0..callers)
+        .map(|_| {
+            let (client, stop) = (client.clone(), stop.clone());
+            tokio::spawn(async move {
+                let mut tally = Tally::default();
+                for _ in 0..calls {
+                    if stop.load(Ordering::Relaxed) {
+                        break;
+                    }
+                    let result = client
+                        .obter_nivel(ObterNivelRequest {
+                            usuario: "ana".into(),
+                        })
+                        .await
+                        .map(|r| r.into_inner().nivel);
+                    if let Ok(nivel) = &result {
+                        assert_eq!(*nivel, 4);
+                    }
+                    tally.add(&result);
+                }
+                tally
+            })
+        })
+        .collect()
+}
+
+/// Stops the callers and adds up their tallies.
+async fn stop_lookups(stop: &AtomicBool, callers: Vec<tokio::task::JoinHandle<Tally>>) -> Tally {
+    stop.store(true, Ordering::Relaxed);
+    let mut tally = Tally::default();
+    for caller in callers {
+        tally.merge(caller.await.unwrap());
+    }
+    tally
+}
+
+/// Waits (up to 10 s) until the client no longer sends to `killed`.
+async fn wait_dropped(client: &BalancedClient, killed: std::net::SocketAddr) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while client.addresses().contains(&killed) {
+        assert!(
+            Instant::now() < deadline,
+            "the killed instance is never dropped"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn three_instances_share_one_database_and_survive_a_sigkill() {
     let database = TestDb::create(Backend::Postgres).await;
@@ -151,67 +225,18 @@ async fn three_instances_share_one_database_and_survive_a_sigkill() {
     }
 
     // A balancing client over the three; lookups from several callers.
-    let mut settings = ClientSettings::new(servers.iter().map(|s| s.addr.to_string()));
-    settings.resolve_every = Duration::from_millis(200);
-    settings.connect_timeout = Duration::from_secs(1);
-    // The service config's policy, with shorter waits (its first is up to 1 s).
-    settings.retry = Some(RetryPolicy {
-        max_attempts: 5,
-        initial_backoff: Duration::from_millis(20),
-        max_backoff: Duration::from_millis(500),
-        backoff_multiplier: 2.0,
-        retryable_codes: vec![Code::Unavailable],
-    });
-    let client = BalancedClient::connect(settings).await.unwrap();
-    assert_eq!(client.addresses().len(), 3);
-
+    let client = client_of(&servers, Duration::from_millis(200)).await;
     let stop = Arc::new(AtomicBool::new(false));
-    let callers: Vec<_> = (0..8)
-        .map(|_| {
-            let client = client.clone();
-            let stop = stop.clone();
-            tokio::spawn(async move {
-                let mut tally = Tally::default();
-                // Bounded: at most 2000 calls per caller.
-                for _ in 0..2000 {
-                    if stop.load(Ordering::Relaxed) {
-                        break;
-                    }
-                    let result = client
-                        .obter_nivel(ObterNivelRequest {
-                            usuario: "ana".into(),
-                        })
-                        .await
-                        .map(|r| r.into_inner().nivel);
-                    if let Ok(nivel) = &result {
-                        assert_eq!(*nivel, 4);
-                    }
-                    tally.add(&result);
-                }
-                tally
-            })
-        })
-        .collect();
+    let callers = lookups(&client, 8, 2000, &stop);
 
     // Every instance serves some of the load before the kill.
     wait_until_serving(&servers.iter().collect::<Vec<_>>(), 20, "before the kill").await;
     servers[1].sigkill();
     let killed = servers[1].addr;
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while client.addresses().contains(&killed) {
-        assert!(
-            Instant::now() < deadline,
-            "the killed instance is never dropped"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    wait_dropped(&client, killed).await;
     // Load continues on the other two for a while.
     wait_until_serving(&[&servers[0], &servers[2]], 50, "after the kill").await;
-    stop.store(true, Ordering::Relaxed);
-    let mut tally = Tally::default();
-    for caller in callers {
-        tally.merge(caller.await.unwrap());
-    }
+    let tally = stop_lookups(&stop, callers).await;
     let (ok, unavailable, total) = (
         tally.count(Code::Ok),
         tally.count(Code::Unavailable),
@@ -230,4 +255,96 @@ async fn three_instances_share_one_database_and_survive_a_sigkill() {
     // At most the calls in flight on the killed instance (8 callers) fail, after retries.
     assert!(unavailable <= 8, "{unavailable} UNAVAILABLE");
     assert_eq!(client.addresses().len(), 2);
+}
+
+/// Waits until `servers[index]`, just started, is ready and serves the client's calls
+/// (generous bound: a busy machine), then until all of them do; returns how long it took
+/// from its readiness.
+async fn back_in_rotation(
+    client: &BalancedClient,
+    servers: &[ServerProcess],
+    index: usize,
+) -> Duration {
+    wait_ready(&servers[index].channel).await;
+    let ready = Instant::now();
+    wait_until_serving(&[&servers[index]], 20, "after it started again").await;
+    let took = ready.elapsed();
+    assert!(client.addresses().contains(&servers[index].addr));
+    wait_until_serving(&servers.iter().collect::<Vec<_>>(), 20, "with all three").await;
+    took
+}
+
+/// The balancer takes an instance back: of three, one is SIGKILLed (calls go on, on the two
+/// left, and the client drops it), then started again on the same address; it gets calls
+/// again within about one resolve interval (the bound is generous: a busy machine); and
+/// again when it is killed and started at once, before the client may have noticed. At
+/// most the calls in flight on it (4 callers, twice) fail, as UNAVAILABLE.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_balancer_takes_back_an_instance_started_again_on_its_address() {
+    let database = TestDb::create(Backend::Postgres).await;
+    let logs = tempfile::tempdir().unwrap();
+    let env = [
+        ("DATABASE_URL", database.url.as_str()),
+        ("PRODUTO_ADMIN_TOKEN", ADMIN_TOKEN),
+        ("PRODUTO_ARGON2_M_KIB", "1024"),
+        ("PRODUTO_ARGON2_T", "1"),
+        ("PRODUTO_PROBE_INTERVAL", "100ms"),
+        ("PRODUTO_MAX_CONNECTIONS", "3"),
+        ("RUST_LOG", "info"),
+    ];
+    let log_of = |i: usize| logs.path().join(format!("server{i}.log"));
+    let paths: Vec<_> = (0..5).map(log_of).collect();
+    let mut servers = join_all(
+        paths[..3]
+            .iter()
+            .map(|path| ServerProcess::spawn_logging_to(&env, Some(path))),
+    )
+    .await;
+    join_all(servers.iter().map(|s| wait_ready(&s.channel))).await;
+    ProdutoServiceClient::new(servers[0].channel.clone())
+        .adicionar_usuario(admin(produto::pb::AdicionarUsuarioRequest {
+            usuario: "ana".into(),
+            senha: "senha-da-ana-1".into(),
+            nivel: 4,
+        }))
+        .await
+        .unwrap();
+
+    let resolve_every = Duration::from_millis(500);
+    let client = client_of(&servers, resolve_every).await;
+    let stop = Arc::new(AtomicBool::new(false));
+    let callers = lookups(&client, 4, 20_000, &stop);
+    wait_until_serving(&servers.iter().collect::<Vec<_>>(), 20, "before the kill").await;
+
+    servers[1].sigkill();
+    let killed = servers[1].addr;
+    servers[1].child.wait().await.unwrap();
+    wait_dropped(&client, killed).await;
+    wait_until_serving(&[&servers[0], &servers[2]], 20, "after the kill").await;
+
+    // Started again where it was: the client finds it at its next resolve and sends to it.
+    servers[1] = ServerProcess::spawn_at(killed.port(), &env, Some(&paths[3])).await;
+    let back_after = back_in_rotation(&client, &servers, 1).await;
+
+    // Killed and started again at once, before the client may have noticed: taken back
+    // either way (dropped and added again, or reconnected by the balancer).
+    servers[1].sigkill();
+    servers[1].child.wait().await.unwrap();
+    servers[1] = ServerProcess::spawn_at(killed.port(), &env, Some(&paths[4])).await;
+    let back_at_once_after = back_in_rotation(&client, &servers, 1).await;
+
+    let tally = stop_lookups(&stop, callers).await;
+    eprintln!(
+        "an instance started again got calls {back_after:?} after it was ready, \
+         {back_at_once_after:?} when restarted at once (resolve interval {resolve_every:?}); \
+         calls: {tally:?}, {} retried attempts",
+        client.retries()
+    );
+    let (ok, unavailable) = (tally.count(Code::Ok), tally.count(Code::Unavailable));
+    assert_eq!(
+        ok + unavailable,
+        tally.total(),
+        "only OK or the retryable UNAVAILABLE"
+    );
+    assert!(unavailable <= 8, "{unavailable} UNAVAILABLE");
 }

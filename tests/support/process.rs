@@ -24,6 +24,17 @@ impl ServerProcess {
 
     /// As [`ServerProcess::spawn`], with the server's output (its log) written to `log`.
     pub async fn spawn_logging_to(env: &[(&str, &str)], log: Option<&Path>) -> ServerProcess {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        Self::spawn_at(port, env, log).await
+    }
+
+    /// As [`ServerProcess::spawn_logging_to`], on `127.0.0.1:port` (an instance started
+    /// again where it was).
+    pub async fn spawn_at(port: u16, env: &[(&str, &str)], log: Option<&Path>) -> ServerProcess {
         let output = || match log {
             Some(path) => Stdio::from(
                 std::fs::OpenOptions::new()
@@ -34,11 +45,6 @@ impl ServerProcess {
             ),
             None => Stdio::inherit(),
         };
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
         let child = tokio::process::Command::new(env!("CARGO_BIN_EXE_produto-server"))
             .env_clear()
             .env("PRODUTO_ADDR", format!("127.0.0.1:{port}"))

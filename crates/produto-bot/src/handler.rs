@@ -116,6 +116,8 @@ pub const END_USER_HEADER: &str = "produto-end-user";
 /// The reply to a failed call, and its outcome.
 fn service_error(status: &Status) -> (String, Outcome) {
     let outcome = match status.code() {
+        // A login throttled for too many failed attempts (reason LOGIN_THROTTLED).
+        Code::ResourceExhausted if reply::login_throttled(status).is_some() => Outcome::Refused,
         Code::Unavailable | Code::DeadlineExceeded | Code::Cancelled | Code::ResourceExhausted => {
             Outcome::Unavailable
         }

@@ -77,9 +77,38 @@ fn admin_tag(admin: bool) -> &'static str {
     if admin { " (administrador)" } else { "" }
 }
 
+/// The `ErrorInfo.reason` of a login the service refused for too many failed attempts
+/// (told to authenticated callers such as this bot; see the service's `error::Reason`).
+const LOGIN_THROTTLED: &str = "LOGIN_THROTTLED";
+
+/// The reply to a login the service throttled: RESOURCE_EXHAUSTED with reason
+/// `LOGIN_THROTTLED`, and when to retry from its `RetryInfo` (whole seconds, rounded up).
+pub fn login_throttled(status: &Status) -> Option<String> {
+    use tonic_types::StatusExt;
+    if status.code() != Code::ResourceExhausted {
+        return None;
+    }
+    let details = status.get_error_details();
+    if details.error_info()?.reason != LOGIN_THROTTLED {
+        return None;
+    }
+    let wait = details.retry_info().and_then(|r| r.retry_delay);
+    Some(match wait {
+        Some(d) => format!(
+            "Muitas tentativas de login; tente de novo em {} s.",
+            d.as_secs() + u64::from(d.subsec_nanos() > 0)
+        ),
+        None => "Muitas tentativas de login; tente de novo mais tarde.".into(),
+    })
+}
+
 /// What the chat is told when a call to the service fails. Only messages written for
-/// callers (INVALID_ARGUMENT's, which name the field) are passed on.
+/// callers (INVALID_ARGUMENT's, which name the field) are passed on; a throttled login says
+/// how long to wait.
 pub fn service_error(status: &Status) -> String {
+    if let Some(reply) = login_throttled(status) {
+        return reply;
+    }
     match status.code() {
         // CANCELLED is what the client reports for its own expired deadline.
         Code::Unavailable | Code::DeadlineExceeded | Code::Cancelled | Code::ResourceExhausted => {
@@ -144,6 +173,37 @@ mod tests {
         ] {
             assert_eq!(service_error(&Status::new(code, "x")), UNAVAILABLE);
         }
+    }
+
+    #[test]
+    fn a_throttled_login_says_how_long_to_wait() {
+        use tonic_types::{ErrorDetails, StatusExt};
+        let mut details = ErrorDetails::with_error_info(
+            LOGIN_THROTTLED,
+            "produto",
+            std::collections::HashMap::new(),
+        );
+        details.set_retry_info(Some(std::time::Duration::from_millis(41_200)));
+        let status = Status::with_error_details(
+            Code::ResourceExhausted,
+            "too many login attempts; retry in 42 s",
+            details,
+        );
+        assert_eq!(
+            service_error(&status),
+            "Muitas tentativas de login; tente de novo em 42 s."
+        );
+        // Another RESOURCE_EXHAUSTED (the server busy) is still "try again in a moment".
+        let busy = Status::with_error_details(
+            Code::ResourceExhausted,
+            "server busy",
+            ErrorDetails::with_error_info(
+                "SERVER_BUSY",
+                "produto",
+                std::collections::HashMap::new(),
+            ),
+        );
+        assert_eq!(service_error(&busy), UNAVAILABLE);
     }
 
     #[test]

@@ -242,7 +242,10 @@ impl BalancedClient {
     }
 
     /// Runs an idempotent call of `service`/`method` under its retry policy, counting the
-    /// repeated attempts; a call cut by its connection counts as UNAVAILABLE.
+    /// repeated attempts; a call cut by its connection counts as UNAVAILABLE. A failed
+    /// attempt wakes the resolver (without waiting for it), so that an instance that stopped
+    /// is dropped now rather than at the next resolve, and the calls after this one do not
+    /// meet it too.
     async fn retrying<T, F, Fut>(&self, method: (&str, &str), mut call: F) -> Result<T, Status>
     where
         F: FnMut() -> Fut,
@@ -258,6 +261,7 @@ impl BalancedClient {
             || {
                 if !std::mem::take(&mut first) {
                     self.retries.fetch_add(1, Relaxed);
+                    self.refresh.notify_one();
                 }
                 let attempt = call();
                 async move { attempt.await.map_err(transport_failure_is_unavailable) }
