@@ -8,7 +8,10 @@
 pub mod legacy;
 
 use std::{
-    sync::{Arc, Mutex, PoisonError, mpsc},
+    sync::{
+        Arc,
+        atomic::{AtomicUsize, Ordering::Relaxed},
+    },
     time::Duration,
 };
 
@@ -167,7 +170,7 @@ impl Hasher {
         Ok(Hasher {
             argon2,
             permits: Arc::new(Semaphore::new(concurrency)),
-            threads: HashThreads::start(concurrency)?,
+            threads: HashThreads::start(concurrency, IDLE_RELEASE)?,
             queue_timeout: settings.queue_timeout,
             dummy_hash: dummy_hash.into(),
             bound,
@@ -279,6 +282,12 @@ impl Hasher {
             && stored.p_cost() == now.p_cost()
     }
 
+    /// The argon2 working memory the hashing threads hold now, in bytes (0 once they have
+    /// been idle for a second: see [`HashThreads`]).
+    pub fn memory_held(&self) -> usize {
+        self.threads.held.iter().map(|h| h.load(Relaxed)).sum()
+    }
+
     /// Runs CPU-heavy work on the hashing threads, at most `concurrency` at a time, keeping
     /// the caller's span. Waiting for a slot is bounded: past it the call is shed. A caller
     /// that goes away while its hash runs leaves it to finish (argon2 cannot be stopped
@@ -367,6 +376,24 @@ mod reused_memory {
         })
     }
 
+    /// The bytes of working memory this thread keeps.
+    pub(super) fn held_bytes() -> usize {
+        MEMORY.with_borrow(|memory| memory.capacity() * size_of::<Block>())
+    }
+
+    /// Frees this thread's working memory and has glibc's malloc give free memory back to
+    /// the system: a freed block of 19 MiB stays in the thread's arena otherwise (glibc
+    /// raises its mmap and trim thresholds after the first such block is freed).
+    pub(super) fn release() {
+        drop(MEMORY.take());
+        #[cfg(all(target_os = "linux", target_env = "gnu"))]
+        // SAFETY: malloc_trim only returns free pages of malloc's own heaps to the kernel;
+        // it touches no memory in use.
+        unsafe {
+            libc::malloc_trim(0);
+        }
+    }
+
     /// A new PHC hash, as `Argon2::hash_password` makes it.
     pub(super) fn hash<'a>(
         argon2: &Argon2<'_>,
@@ -419,50 +446,71 @@ mod reused_memory {
 /// Work for a hashing thread.
 type Job = Box<dyn FnOnce() + Send>;
 
+/// A hashing thread idle this long gives its argon2 block back to the system.
+const IDLE_RELEASE: Duration = Duration::from_secs(1);
+
 /// The hashing threads, fed by one queue; they end when the last [`Hasher`] clone is dropped.
 ///
 /// Dedicated threads rather than tokio's blocking pool because of memory: argon2 allocates
 /// its whole memory cost (19 MiB by default) for each hash, and glibc's malloc keeps such a
 /// block cached in the arena of the thread that freed it. The blocking pool spreads hashes
 /// over many threads, hence many arenas: the benchmark saw the server's RSS reach ~470 MiB
-/// after a burst of logins. With a fixed set of threads the cache is one block per thread.
+/// after a burst of logins. With a fixed set of threads each keeps one block
+/// (`reused_memory`) while logins come, so a busy server pays no allocation per hash; a
+/// thread idle for `idle` frees its block and asks malloc to return it
+/// (`reused_memory::release`), so that after a burst the server's RSS falls back to its
+/// idle size instead of holding 19 MiB per thread forever (the bench checks it).
 ///
-/// A plain `mpsc` queue behind a `Mutex` rather than a rayon pool: the bounds live in front of
-/// it, in [`Hasher::run_blocking`] (the semaphore keeps at most one job per thread queued or
-/// running, waiting for it has the queue timeout, and a job whose caller has gone is skipped),
-/// so the queue itself needs none, and the lock is contended only between jobs of tens of
-/// milliseconds. rayon would add a dependency and work stealing for nothing here.
+/// A flume queue (multi-consumer, so each thread waits with its own timeout) rather than a
+/// rayon pool: the bounds live in front of it, in [`Hasher::run_blocking`] (the semaphore
+/// keeps at most one job per thread queued or running, waiting for it has the queue timeout,
+/// and a job whose caller has gone is skipped), so the queue itself needs none. rayon would
+/// add work stealing and no idle release.
 #[derive(Clone)]
 struct HashThreads {
-    queue: mpsc::Sender<Job>,
+    queue: flume::Sender<Job>,
+    /// The bytes of argon2 memory each thread holds, for [`Hasher::memory_held`].
+    held: Arc<[AtomicUsize]>,
 }
 
 impl HashThreads {
-    fn start(n: usize) -> Result<Self, Error> {
-        let (queue, jobs) = mpsc::channel::<Job>();
-        let jobs = Arc::new(Mutex::new(jobs));
+    fn start(n: usize, idle: Duration) -> Result<Self, Error> {
+        let (queue, jobs) = flume::unbounded::<Job>();
+        let held: Arc<[AtomicUsize]> = (0..n).map(|_| AtomicUsize::new(0)).collect();
         for i in 0..n {
             let jobs = jobs.clone();
+            let held = held.clone();
             std::thread::Builder::new()
                 .name(format!("produto-hash-{i}"))
                 .spawn(move || {
                     lower_priority();
                     loop {
-                        // The lock is held only to take a job, not while running it.
-                        let job = jobs.lock().unwrap_or_else(PoisonError::into_inner).recv();
+                        // Holding a block, wait at most `idle` for the next job; holding
+                        // none, there is nothing to give back, so wait as long as it takes.
+                        let job = if held[i].load(Relaxed) > 0 {
+                            jobs.recv_timeout(idle)
+                        } else {
+                            jobs.recv()
+                                .map_err(|_| flume::RecvTimeoutError::Disconnected)
+                        };
                         match job {
                             // A panicking hash must not take the thread with it; its
                             // caller sees the dropped reply as an internal error.
                             Ok(job) => {
                                 let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(job));
+                                held[i].store(reused_memory::held_bytes(), Relaxed);
                             }
-                            Err(mpsc::RecvError) => return,
+                            Err(flume::RecvTimeoutError::Timeout) => {
+                                reused_memory::release();
+                                held[i].store(0, Relaxed);
+                            }
+                            Err(flume::RecvTimeoutError::Disconnected) => return,
                         }
                     }
                 })
                 .map_err(|e| Error::Startup(format!("cannot start a hashing thread: {e}")))?;
         }
-        Ok(HashThreads { queue })
+        Ok(HashThreads { queue, held })
     }
 
     fn run(&self, job: Job) -> Result<(), Error> {
@@ -574,6 +622,37 @@ mod tests {
                 .check_stored(planted)
                 .unwrap_err()
                 .contains("above the bound")
+        );
+    }
+
+    #[tokio::test]
+    async fn idle_hashing_threads_give_their_memory_back() {
+        let mut hasher = Hasher::new(&cheap_settings()).unwrap();
+        hasher.threads = HashThreads::start(2, Duration::from_secs(2)).unwrap();
+        let hash = hasher
+            .hash(Senha::parse_new("correct horse".into()).unwrap())
+            .await
+            .unwrap();
+        // m = 1024 KiB: the thread that hashed keeps one block of that size (counted just
+        // after it answered) until it has been idle for 2 s, then gives it back.
+        let wait_for = async |what: &str, done: &dyn Fn(usize) -> bool| {
+            let started = std::time::Instant::now();
+            while !done(hasher.memory_held()) {
+                assert!(
+                    started.elapsed() < Duration::from_secs(20),
+                    "{what}: held {}",
+                    hasher.memory_held()
+                );
+                tokio::time::sleep(Duration::from_millis(1)).await;
+            }
+        };
+        wait_for("kept", &|held| held == 1024 * 1024).await;
+        wait_for("given back", &|held| held == 0).await;
+        // And a thread that gave its block back hashes again.
+        let good = Senha::parse_login("correct horse".into()).unwrap();
+        assert_eq!(
+            hasher.verify(good, Some(hash)).await.unwrap(),
+            Verified::Yes
         );
     }
 

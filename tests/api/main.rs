@@ -9,6 +9,7 @@ mod helpers;
 #[path = "../support/http.rs"]
 mod http;
 mod ops;
+mod pool_release;
 #[allow(dead_code, reason = "the fault tests use the rest of the proxy")]
 mod proxy;
 mod security;
