@@ -43,6 +43,9 @@ const POOL_CLOSE_TIMEOUT: Duration = Duration::from_secs(5);
 const MIGRATE_RETRY_MAX: Duration = Duration::from_secs(5);
 /// Bound on the admin port's own graceful stop (a scrape in flight).
 const ADMIN_STOP_TIMEOUT: Duration = Duration::from_secs(2);
+/// How often the users still on a legacy hash are counted for `/metrics` (a login that
+/// replaces one lowers the gauge at once; the count catches imports and other instances).
+const LEGACY_COUNT_INTERVAL: Duration = Duration::from_secs(60);
 
 /// A server bound to its port, ready to run.
 pub struct Application {
@@ -190,7 +193,8 @@ async fn bind(addr: SocketAddr, what: &str) -> Result<(TcpListener, SocketAddr),
 }
 
 /// The background tasks, until `stop`: the supervisor (migrations, the readiness probe, the
-/// NOT_SERVING delay at shutdown) and the throttle's purge of expired rows.
+/// NOT_SERVING delay at shutdown), the throttle's purge of expired rows and the count of
+/// users on legacy hashes.
 fn start_background(
     config: &Settings,
     db: &Db,
@@ -208,7 +212,29 @@ fn start_background(
         stop.clone(),
     ));
     tasks.spawn(throttle.purge_until_stopped(stop.clone()));
+    tasks.spawn(count_legacy_hashes(db.clone(), stop.clone()));
     tasks
+}
+
+/// Counts the users on legacy hashes as soon as the schema is in place, then every
+/// [`LEGACY_COUNT_INTERVAL`], until `stop`. A failed count keeps the last figures.
+async fn count_legacy_hashes(db: Db, stop: CancellationToken) {
+    // Until the supervisor has the schema in place, look again shortly.
+    const SCHEMA_POLL: Duration = Duration::from_millis(200);
+    loop {
+        let pause = if db.is_migrated() {
+            if let Err(e) = db.refresh_legacy_hash_counts().await {
+                tracing::debug!(error = %e, "could not count the users on legacy hashes");
+            }
+            LEGACY_COUNT_INTERVAL
+        } else {
+            SCHEMA_POLL
+        };
+        tokio::select! {
+            () = stop.cancelled() => return,
+            () = tokio::time::sleep(pause) => {}
+        }
+    }
 }
 
 /// The admin HTTP port while it serves. It outlives the drain (the drain's metrics can still
@@ -392,6 +418,31 @@ pub async fn add_user(
             .map_err(|e| Error::Startup(format!("migrations failed: {e}")))?;
         let hash = Hasher::new(&config.hashing)?.hash(senha).await?;
         db.insert_user(&usuario, &hash, nivel).await
+    }
+    .await;
+    db.close(POOL_CLOSE_TIMEOUT).await;
+    result
+}
+
+/// `produto-server import-users`: the old bot's users into this server's database (see
+/// [`crate::import`]). Applies the migrations first, unless dry: a dry run writes nothing, and
+/// on a target not migrated yet it counts every valid row as one it would import.
+pub async fn import_users(
+    config: Settings,
+    import: crate::import::ImportSettings,
+) -> Result<crate::import::Report, Error> {
+    let db = Db::new(&config.db)?;
+    let result = async {
+        let migrated = if import.dry_run {
+            db.check_migrated().await.is_ok()
+        } else {
+            db.migrate()
+                .await
+                .map_err(|e| Error::Startup(format!("migrations failed: {e}")))?;
+            true
+        };
+        let hasher = Hasher::new(&config.hashing)?;
+        crate::import::import_users(&db, &hasher, &import, migrated).await
     }
     .await;
     db.close(POOL_CLOSE_TIMEOUT).await;

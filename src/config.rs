@@ -13,6 +13,7 @@ use secrecy::SecretString;
 use crate::{
     auth::AuthFlags,
     db::{DbFlags, DbSettings},
+    import::{Columns, ImportSettings, Source},
     password::{HashFlags, HashSettings},
     telemetry::LogFormat,
     throttle::{self, LoginThrottle, ThrottleFlags, TrustEndUser},
@@ -104,7 +105,7 @@ pub struct Config {
 }
 
 /// The commands besides serving.
-#[derive(Debug, Clone, PartialEq, Eq, Subcommand)]
+#[derive(Debug, Clone, Subcommand)]
 pub enum Command {
     /// Apply the database migrations and exit (for an init container or a Kubernetes Job).
     Migrate,
@@ -116,6 +117,70 @@ pub enum Command {
         /// The new user's access level (the bot treats 2 and above as admin).
         nivel: i32,
     },
+    /// Copy users from the old bot's PostgreSQL table into this server's database (the one
+    /// DATABASE_URL names, migrated first), keeping their passwords: bcrypt, Werkzeug and
+    /// Django PBKDF2-SHA256, unsalted SHA-256 and argon2 hashes are stored as they are and
+    /// replaced by argon2id at each user's first login. Users already there are left alone, so
+    /// a second run changes nothing. Prints each rejected row and the counts; exits 0 when no
+    /// row was rejected, 3 when some were (the others imported), 1 on failure, 2 on bad flags.
+    ImportUsers(ImportArgs),
+}
+
+/// The flags of `import-users`.
+#[derive(Debug, Clone, clap::Args)]
+#[command(group = clap::ArgGroup::new("rows").required(true).args(["table", "query"]))]
+pub struct ImportArgs {
+    /// The old bot's database, `postgres://user:password@host/db` (better given as
+    /// PRODUTO_IMPORT_FROM than on the command line, where `ps` shows it). Only read, inside
+    /// a read-only transaction.
+    #[arg(long, env = "PRODUTO_IMPORT_FROM", hide_env_values = true)]
+    pub from: SecretString,
+    /// The table to read, `name` or `schema.name` (quoted as identifiers, whatever they hold).
+    #[arg(long)]
+    pub table: Option<String>,
+    /// Instead of --table: any SELECT returning the three columns (named as the column flags
+    /// say), e.g. to filter or join.
+    #[arg(long)]
+    pub query: Option<String>,
+    /// The column holding the username.
+    #[arg(long, default_value = "usuario")]
+    pub usuario_column: String,
+    /// The column holding the stored password (a hash, or plaintext with --plaintext-passwords).
+    #[arg(long, default_value = "senha")]
+    pub senha_column: String,
+    /// The column holding the access level (an integer >= 0, or text holding one).
+    #[arg(long, default_value = "nivel")]
+    pub nivel_column: String,
+    /// Report what would be imported; write nothing.
+    #[arg(long)]
+    pub dry_run: bool,
+    /// The source stores some passwords in plaintext: a value of no known hash shape is a
+    /// password, hashed with argon2id during the import (never stored as given). Without this
+    /// flag such rows are rejected.
+    #[arg(long)]
+    pub plaintext_passwords: bool,
+}
+
+impl ImportArgs {
+    /// The import's own settings.
+    pub fn settings(&self) -> ImportSettings {
+        ImportSettings {
+            from: self.from.clone(),
+            source: match (&self.table, &self.query) {
+                (_, Some(query)) => Source::Query(query.clone()),
+                (Some(table), None) => Source::Table(table.clone()),
+                // clap's group requires one of the two.
+                (None, None) => Source::Table("usuarios".into()),
+            },
+            columns: Columns {
+                usuario: self.usuario_column.clone(),
+                senha: self.senha_column.clone(),
+                nivel: self.nivel_column.clone(),
+            },
+            dry_run: self.dry_run,
+            plaintext_passwords: self.plaintext_passwords,
+        }
+    }
 }
 
 impl Config {
@@ -420,7 +485,44 @@ mod tests {
     #[test]
     fn migrate_is_a_subcommand() {
         let config = Config::parse_from(["produto-server", "migrate"]);
-        assert_eq!(config.command, Some(Command::Migrate));
+        assert!(matches!(config.command, Some(Command::Migrate)));
         assert!(Config::parse_from(["produto-server", "--no-migrate"]).no_migrate);
+    }
+
+    #[test]
+    fn import_users_takes_a_table_or_a_query_and_renamed_columns() {
+        let config = Config::parse_from([
+            "produto-server",
+            "import-users",
+            "--from",
+            "postgres://bot:pw@old/bot",
+            "--table",
+            "bot.usuarios",
+            "--senha-column",
+            "senha_hash",
+            "--dry-run",
+        ]);
+        let Some(Command::ImportUsers(args)) = config.command else {
+            panic!("not import-users");
+        };
+        let settings = args.settings();
+        assert_eq!(settings.source, Source::Table("bot.usuarios".into()));
+        assert_eq!(settings.columns.senha, "senha_hash");
+        assert_eq!(settings.columns.usuario, "usuario");
+        assert!(settings.dry_run && !settings.plaintext_passwords);
+        assert!(!format!("{settings:?}").contains("pw@"));
+        let neither = Config::try_parse_from(["produto-server", "import-users", "--from", "x"]);
+        assert!(neither.is_err());
+        let both = Config::try_parse_from([
+            "produto-server",
+            "import-users",
+            "--from",
+            "x",
+            "--table",
+            "t",
+            "--query",
+            "SELECT 1",
+        ]);
+        assert!(both.is_err());
     }
 }

@@ -20,13 +20,14 @@
 //! | | [`domain`] | validated request values: `Usuario`, `Senha`, `Nivel` |
 //! | | [`ready`] | the readiness flag health and ops share |
 //! | storage, hashing | [`db`] | the pools ([`db::DbSettings`] and their flags, `db/settings.rs`): the primary and read replicas with their routing (`db/replicas.rs`), the one query path every statement takes (`db/query.rs`: acquire, time, classify, retry a read once), every SQL query (`db/users.rs`), the ObterNivel batcher, pool figures and histograms, the connection budget (`db/budget.rs`) |
-//! | | [`password`] | argon2id on dedicated threads ([`password::HashSettings`], [`password::HashFlags`]) |
+//! | | [`password`] | argon2id on dedicated threads ([`password::HashSettings`], [`password::HashFlags`]); the legacy hashes of imported users (`password/legacy.rs`) |
+//! | | [`import`] | `import-users`: the old bot's users copied in with their passwords ([`import::ImportSettings`]) |
 //! | | [`throttle`], [`auth`] | brute-force throttling of logins; caller authentication (tokens, certificates) and the admin token check; each with its flags |
 //! | | [`client`] | from `produto-client`: the balancing, retrying client |
 //! | settings | [`config`] | the command line: each component's flags flattened, the serving flags, turned into each component's settings in one place: [`Config::into_settings`] |
 //! | serving | [`service`] | the RPC handlers: `service/produto.rs` (ProdutoService), `service/pool.rs`, `service/health.rs` |
 //! | | [`middleware`], [`ops`] | per call: span, metrics, caller identification, deadline, size limit, load shedding; the metrics registry, the admin HTTP port, request ids |
-//! | top | [`app`] | wiring: build (bind ports), serve, shut down; `migrate` and `adicionar-usuario` |
+//! | top | [`app`] | wiring: build (bind ports), serve, shut down; `migrate`, `adicionar-usuario` and `import-users` |
 
 pub mod app;
 pub mod auth;
@@ -34,6 +35,7 @@ pub mod config;
 pub mod db;
 pub mod domain;
 pub mod error;
+pub mod import;
 pub mod middleware;
 pub mod ops;
 pub mod password;

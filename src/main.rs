@@ -1,5 +1,6 @@
 //! produto-server: reads the configuration, sets up logging, serves until SIGTERM or Ctrl-C
-//! (or, as `produto-server migrate`, applies the migrations and exits).
+//! (or, as `produto-server migrate`, `adicionar-usuario` or `import-users`, does that and
+//! exits).
 
 use std::process::ExitCode;
 
@@ -32,6 +33,7 @@ async fn main() -> ExitCode {
         Some(Command::AdicionarUsuario { usuario, nivel }) => {
             return add_user(settings, usuario, nivel).await;
         }
+        Some(Command::ImportUsers(args)) => return import_users(settings, args.settings()).await,
         None => {}
     }
     let settings = match settings {
@@ -95,6 +97,33 @@ async fn add_user(
         Ok(id) => {
             println!("created user {usuario} with level {nivel} (id {id})");
             ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("produto-server: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// `produto-server import-users`: prints the report (each rejected row, then the counts).
+/// Exits 0 when no row was rejected, 3 when some were (the rest imported), 1 on failure (2
+/// is clap's, for bad flags).
+async fn import_users(
+    settings: Result<produto::Settings, Error>,
+    import: produto::import::ImportSettings,
+) -> ExitCode {
+    let result = match settings {
+        Ok(settings) => produto::app::import_users(settings, import).await,
+        Err(e) => Err(e),
+    };
+    match result {
+        Ok(report) => {
+            println!("{report}");
+            if report.rejected.is_empty() {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::from(3)
+            }
         }
         Err(e) => {
             eprintln!("produto-server: {e}");

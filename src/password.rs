@@ -2,10 +2,16 @@
 //!
 //! Hashing is CPU work of tens of milliseconds: it runs on `concurrency` dedicated threads,
 //! so that logins can never starve the runtime that serves the cheap RPCs. Unknown users are
-//! verified against a dummy hash so that they cost the same.
+//! verified against a dummy hash so that they cost the same. Imported users' legacy hashes
+//! ([`legacy`]) are verified on the same threads and replaced at their first login.
+
+pub mod legacy;
 
 use std::{
-    sync::{Arc, Mutex, PoisonError, mpsc},
+    sync::{
+        Arc,
+        atomic::{AtomicUsize, Ordering::Relaxed},
+    },
     time::Duration,
 };
 
@@ -15,6 +21,7 @@ use tokio::sync::{Semaphore, oneshot};
 use tracing::Instrument;
 
 use crate::{Error, domain::Senha};
+use legacy::{Format, Legacy};
 
 /// The hashing settings: argon2id's costs and how many hashes run at once.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -163,7 +170,7 @@ impl Hasher {
         Ok(Hasher {
             argon2,
             permits: Arc::new(Semaphore::new(concurrency)),
-            threads: HashThreads::start(concurrency)?,
+            threads: HashThreads::start(concurrency, IDLE_RELEASE)?,
             queue_timeout: settings.queue_timeout,
             dummy_hash: dummy_hash.into(),
             bound,
@@ -182,11 +189,41 @@ impl Hasher {
         .await
     }
 
+    /// Whether a stored hash can be kept as it is (an import): an argon2 PHC string within
+    /// the [`CostBound`], or a [`legacy`] hash within its caps. The error says why not, and
+    /// never quotes the hash.
+    pub fn check_stored(&self, stored: &str) -> Result<Format, String> {
+        if !is_argon2(stored) {
+            return Legacy::parse(stored).map(|legacy| legacy.format());
+        }
+        let parsed = PasswordHash::new(stored).map_err(|e| format!("argon2: {e}"))?;
+        Algorithm::try_from(parsed.algorithm).map_err(|e| format!("argon2: {e}"))?;
+        if parsed.salt.is_none() || parsed.hash.is_none() {
+            return Err("argon2: no salt or no hash".into());
+        }
+        self.bound.check(stored).map_err(|e| match e {
+            Error::Internal(message) => format!("argon2: {message}"),
+            other => other.to_string(),
+        })?;
+        Ok(Format::Argon2)
+    }
+
     /// Verifies a password against a stored PHC string, or against the dummy hash when
     /// `stored` is `None`, so that an unknown user costs what a wrong password costs. A stored
     /// hash asking for more work than the [`CostBound`] is refused at once (INTERNAL, and a
-    /// log line for the operator): the user cannot log in until the password is reset.
+    /// log line for the operator): the user cannot log in until the password is reset. A
+    /// [`legacy`] hash is verified as [`Hasher::verify_legacy`] says.
     pub async fn verify(&self, senha: Senha, stored: Option<String>) -> Result<Verified, Error> {
+        if let Some(stored) = &stored
+            && !is_argon2(stored)
+        {
+            let legacy = Legacy::parse(stored).map_err(|e| {
+                Error::Internal(format!(
+                    "stored hash refused: {e}; reset this user's password"
+                ))
+            })?;
+            return self.verify_legacy(senha, legacy).await;
+        }
         if let Some(stored) = &stored {
             self.bound.check(stored)?;
         }
@@ -210,6 +247,29 @@ impl Hasher {
         .await
     }
 
+    /// An imported user's legacy hash (within its caps, checked by [`Legacy::parse`]), on the
+    /// hashing threads. The dummy argon2 verification runs first, whatever the outcome: a
+    /// stranger's wrong guess then costs what it costs for an unknown user, plus the legacy
+    /// hash's own work (nothing for SHA-256; bcrypt's or PBKDF2's cost otherwise, see
+    /// docs/moving-from-the-old-bot.md). A match is re-hashed with argon2id at once.
+    async fn verify_legacy(&self, senha: Senha, legacy: Legacy) -> Result<Verified, Error> {
+        let argon2 = self.argon2.clone();
+        let dummy = self.dummy_hash.clone();
+        self.run_blocking(move || {
+            let dummy = PasswordHash::new(&dummy)
+                .map_err(|e| Error::Internal(format!("dummy hash is malformed: {e}")))?;
+            let _ = reused_memory::verify(&dummy, senha.expose());
+            if !legacy.verify(senha.expose()) {
+                return Ok(Verified::No);
+            }
+            let salt = SaltString::generate(&mut OsRng);
+            let fresh = reused_memory::hash(&argon2, senha.expose(), salt.as_salt())
+                .map_err(|e| Error::Internal(format!("rehashing failed: {e}")))?;
+            Ok(Verified::YesRehashed(fresh.to_string()))
+        })
+        .await
+    }
+
     /// Whether a stored hash was made with the algorithm and parameters in force now.
     fn is_current(argon2: &Argon2<'_>, parsed: &PasswordHash<'_>) -> bool {
         let Ok(stored) = Params::try_from(parsed) else {
@@ -220,6 +280,12 @@ impl Hasher {
             && stored.m_cost() == now.m_cost()
             && stored.t_cost() == now.t_cost()
             && stored.p_cost() == now.p_cost()
+    }
+
+    /// The argon2 working memory the hashing threads hold now, in bytes (0 once they have
+    /// been idle for a second: see [`HashThreads`]).
+    pub fn memory_held(&self) -> usize {
+        self.threads.held.iter().map(|h| h.load(Relaxed)).sum()
     }
 
     /// Runs CPU-heavy work on the hashing threads, at most `concurrency` at a time, keeping
@@ -252,6 +318,12 @@ impl Hasher {
             .await
             .map_err(|_| Error::Internal("hashing thread ended without answering".into()))?
     }
+}
+
+/// Whether a stored hash is an argon2 PHC string (`$argon2id$`, `$argon2i$`, `$argon2d$`);
+/// anything else is a [`legacy`] hash or no hash at all.
+fn is_argon2(stored: &str) -> bool {
+    stored.starts_with("$argon2")
 }
 
 /// Lowers the calling thread's scheduling priority (nice 10), so that while logins saturate
@@ -302,6 +374,24 @@ mod reused_memory {
             memory.resize(argon2.params().block_count(), Block::default());
             argon2.hash_password_into_with_memory(password, salt, out, &mut memory[..])
         })
+    }
+
+    /// The bytes of working memory this thread keeps.
+    pub(super) fn held_bytes() -> usize {
+        MEMORY.with_borrow(|memory| memory.capacity() * size_of::<Block>())
+    }
+
+    /// Frees this thread's working memory and has glibc's malloc give free memory back to
+    /// the system: a freed block of 19 MiB stays in the thread's arena otherwise (glibc
+    /// raises its mmap and trim thresholds after the first such block is freed).
+    pub(super) fn release() {
+        drop(MEMORY.take());
+        #[cfg(all(target_os = "linux", target_env = "gnu"))]
+        // SAFETY: malloc_trim only returns free pages of malloc's own heaps to the kernel;
+        // it touches no memory in use.
+        unsafe {
+            libc::malloc_trim(0);
+        }
     }
 
     /// A new PHC hash, as `Argon2::hash_password` makes it.
@@ -356,50 +446,71 @@ mod reused_memory {
 /// Work for a hashing thread.
 type Job = Box<dyn FnOnce() + Send>;
 
+/// A hashing thread idle this long gives its argon2 block back to the system.
+const IDLE_RELEASE: Duration = Duration::from_secs(1);
+
 /// The hashing threads, fed by one queue; they end when the last [`Hasher`] clone is dropped.
 ///
 /// Dedicated threads rather than tokio's blocking pool because of memory: argon2 allocates
 /// its whole memory cost (19 MiB by default) for each hash, and glibc's malloc keeps such a
 /// block cached in the arena of the thread that freed it. The blocking pool spreads hashes
 /// over many threads, hence many arenas: the benchmark saw the server's RSS reach ~470 MiB
-/// after a burst of logins. With a fixed set of threads the cache is one block per thread.
+/// after a burst of logins. With a fixed set of threads each keeps one block
+/// (`reused_memory`) while logins come, so a busy server pays no allocation per hash; a
+/// thread idle for `idle` frees its block and asks malloc to return it
+/// (`reused_memory::release`), so that after a burst the server's RSS falls back to its
+/// idle size instead of holding 19 MiB per thread forever (the bench checks it).
 ///
-/// A plain `mpsc` queue behind a `Mutex` rather than a rayon pool: the bounds live in front of
-/// it, in [`Hasher::run_blocking`] (the semaphore keeps at most one job per thread queued or
-/// running, waiting for it has the queue timeout, and a job whose caller has gone is skipped),
-/// so the queue itself needs none, and the lock is contended only between jobs of tens of
-/// milliseconds. rayon would add a dependency and work stealing for nothing here.
+/// A flume queue (multi-consumer, so each thread waits with its own timeout) rather than a
+/// rayon pool: the bounds live in front of it, in [`Hasher::run_blocking`] (the semaphore
+/// keeps at most one job per thread queued or running, waiting for it has the queue timeout,
+/// and a job whose caller has gone is skipped), so the queue itself needs none. rayon would
+/// add work stealing and no idle release.
 #[derive(Clone)]
 struct HashThreads {
-    queue: mpsc::Sender<Job>,
+    queue: flume::Sender<Job>,
+    /// The bytes of argon2 memory each thread holds, for [`Hasher::memory_held`].
+    held: Arc<[AtomicUsize]>,
 }
 
 impl HashThreads {
-    fn start(n: usize) -> Result<Self, Error> {
-        let (queue, jobs) = mpsc::channel::<Job>();
-        let jobs = Arc::new(Mutex::new(jobs));
+    fn start(n: usize, idle: Duration) -> Result<Self, Error> {
+        let (queue, jobs) = flume::unbounded::<Job>();
+        let held: Arc<[AtomicUsize]> = (0..n).map(|_| AtomicUsize::new(0)).collect();
         for i in 0..n {
             let jobs = jobs.clone();
+            let held = held.clone();
             std::thread::Builder::new()
                 .name(format!("produto-hash-{i}"))
                 .spawn(move || {
                     lower_priority();
                     loop {
-                        // The lock is held only to take a job, not while running it.
-                        let job = jobs.lock().unwrap_or_else(PoisonError::into_inner).recv();
+                        // Holding a block, wait at most `idle` for the next job; holding
+                        // none, there is nothing to give back, so wait as long as it takes.
+                        let job = if held[i].load(Relaxed) > 0 {
+                            jobs.recv_timeout(idle)
+                        } else {
+                            jobs.recv()
+                                .map_err(|_| flume::RecvTimeoutError::Disconnected)
+                        };
                         match job {
                             // A panicking hash must not take the thread with it; its
                             // caller sees the dropped reply as an internal error.
                             Ok(job) => {
                                 let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(job));
+                                held[i].store(reused_memory::held_bytes(), Relaxed);
                             }
-                            Err(mpsc::RecvError) => return,
+                            Err(flume::RecvTimeoutError::Timeout) => {
+                                reused_memory::release();
+                                held[i].store(0, Relaxed);
+                            }
+                            Err(flume::RecvTimeoutError::Disconnected) => return,
                         }
                     }
                 })
                 .map_err(|e| Error::Startup(format!("cannot start a hashing thread: {e}")))?;
         }
-        Ok(HashThreads { queue })
+        Ok(HashThreads { queue, held })
     }
 
     fn run(&self, job: Job) -> Result<(), Error> {
@@ -478,6 +589,71 @@ mod tests {
         let old = real.replace("m=1024,", "m=2048,");
         let good = Senha::parse_login("correct horse".into()).unwrap();
         assert_eq!(hasher.verify(good, Some(old)).await.unwrap(), Verified::No);
+    }
+
+    #[tokio::test]
+    async fn a_legacy_hash_verifies_and_is_rehashed_with_argon2id() {
+        let hasher = Hasher::new(&cheap_settings()).unwrap();
+        let bcrypt = bcrypt::hash("senha antiga", 4).unwrap();
+        assert_eq!(hasher.check_stored(&bcrypt), Ok(Format::Bcrypt));
+        let good = Senha::parse_login("senha antiga".into()).unwrap();
+        match hasher.verify(good, Some(bcrypt.clone())).await.unwrap() {
+            Verified::YesRehashed(fresh) => {
+                assert!(
+                    fresh.starts_with("$argon2id$v=19$m=1024,t=1,p=1$"),
+                    "{fresh}"
+                )
+            }
+            other => panic!("expected a rehash, got {other:?}"),
+        }
+        let bad = Senha::parse_login("senha nova".into()).unwrap();
+        assert_eq!(
+            hasher.verify(bad, Some(bcrypt)).await.unwrap(),
+            Verified::No
+        );
+        // A stored value of no known shape is refused at login as at import.
+        let any = Senha::parse_login("x".into()).unwrap();
+        let err = hasher.verify(any, Some("texto".into())).await.unwrap_err();
+        assert_eq!(tonic::Status::from(err).code(), tonic::Code::Internal);
+        assert!(hasher.check_stored("texto").is_err());
+        let planted = "$argon2id$v=19$m=4194304,t=1,p=1$c2FsdHNhbHQ$aGFzaGhhc2hoYXNoaGFzaA";
+        assert!(
+            hasher
+                .check_stored(planted)
+                .unwrap_err()
+                .contains("above the bound")
+        );
+    }
+
+    #[tokio::test]
+    async fn idle_hashing_threads_give_their_memory_back() {
+        let mut hasher = Hasher::new(&cheap_settings()).unwrap();
+        hasher.threads = HashThreads::start(2, Duration::from_secs(2)).unwrap();
+        let hash = hasher
+            .hash(Senha::parse_new("correct horse".into()).unwrap())
+            .await
+            .unwrap();
+        // m = 1024 KiB: the thread that hashed keeps one block of that size (counted just
+        // after it answered) until it has been idle for 2 s, then gives it back.
+        let wait_for = async |what: &str, done: &dyn Fn(usize) -> bool| {
+            let started = std::time::Instant::now();
+            while !done(hasher.memory_held()) {
+                assert!(
+                    started.elapsed() < Duration::from_secs(20),
+                    "{what}: held {}",
+                    hasher.memory_held()
+                );
+                tokio::time::sleep(Duration::from_millis(1)).await;
+            }
+        };
+        wait_for("kept", &|held| held == 1024 * 1024).await;
+        wait_for("given back", &|held| held == 0).await;
+        // And a thread that gave its block back hashes again.
+        let good = Senha::parse_login("correct horse".into()).unwrap();
+        assert_eq!(
+            hasher.verify(good, Some(hash)).await.unwrap(),
+            Verified::Yes
+        );
     }
 
     #[tokio::test]

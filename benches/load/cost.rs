@@ -17,7 +17,7 @@ use crate::{
     calls, external,
     report::{Row, Target},
     runner::{self, Group, Outcome},
-    server::{Server, cpu_ticks, handled_by_code, ticks_to_us},
+    server::{Server, cpu_ticks, handled_by_code, postgres_ticks, ticks_to_us},
 };
 
 /// The two RPCs compared.
@@ -63,7 +63,7 @@ pub type Under<'a> = (&'a Server, &'a [Channel]);
 
 /// How scenario 7 runs.
 pub struct Plan<'a> {
-    /// floor-constant, floor-sqlx, plain, batched, in that order.
+    /// floor-constant, floor-sqlx, plain, batched, in that order, then the Go peer if it runs.
     pub servers: Vec<Under<'a>>,
     /// Concurrent streams (callers for the Rust client).
     pub streams: Vec<usize>,
@@ -91,6 +91,8 @@ struct Ext {
     /// tps × seconds, for pgbench.
     weighted_tps: f64,
     cpu_ticks: Option<u64>,
+    /// PostgreSQL's CPU over the slices (see [`postgres_ticks`]).
+    db_ticks: Option<u64>,
     rss_peak: Option<u64>,
     errors: BTreeMap<String, u64>,
 }
@@ -279,6 +281,10 @@ pub async fn run(
                         .cpu_ticks
                         .filter(|_| e.done > 0)
                         .map(|t| ticks_to_us(t) / e.done as f64);
+                    row.db_cpu_us_per_req = e
+                        .db_ticks
+                        .filter(|_| e.done > 0)
+                        .map(|t| ticks_to_us(t) / e.done as f64);
                     row.server_rss_peak_kib = e.rss_peak;
                     row.errors = e.errors;
                     row
@@ -316,6 +322,7 @@ async fn h2load_slice(
     };
     let rss = tokio::spawn(runner::sample_rss(server.pid(), Instant::now() + duration));
     let before = cpu_ticks(server.pid());
+    let db_before = postgres_ticks();
     let r = external::h2load(
         server.addr,
         method.path(),
@@ -326,12 +333,19 @@ async fn h2load_slice(
     )
     .await?;
     let after = cpu_ticks(server.pid());
+    let db_after = postgres_ticks();
     let ticks = before.zip(after).map(|(b, a)| a.saturating_sub(b));
-    acc.cpu_ticks = if acc.secs == 0.0 {
-        ticks
-    } else {
-        acc.cpu_ticks.zip(ticks).map(|(a, b)| a + b)
+    let db_ticks = db_before.zip(db_after).map(|(b, a)| a.saturating_sub(b));
+    let first = acc.secs == 0.0;
+    let add = |sum: Option<u64>, t: Option<u64>| {
+        if first {
+            t
+        } else {
+            sum.zip(t).map(|(a, b)| a + b)
+        }
     };
+    acc.cpu_ticks = add(acc.cpu_ticks, ticks);
+    acc.db_ticks = add(acc.db_ticks, db_ticks);
     acc.rss_peak = acc.rss_peak.max(rss.await.ok().flatten());
     acc.done += r.done;
     acc.secs += r.secs;
@@ -401,6 +415,34 @@ pub fn targets(rows: &[Row], plan: &Plan<'_>, targets: &mut Vec<Target>) {
                 p / f,
                 "x",
                 1.15,
+            ));
+        }
+    }
+    // The Go peer: produto's CPU per request at or below Go's, and batching's throughput
+    // half again Go's (issue 25).
+    for &s in &plan.streams {
+        for (scenario, what) in [
+            ("7 Health/Check", "Health/Check"),
+            ("7 ObterNivel", "ObterNivel"),
+        ] {
+            if let (Some(p), Some(g)) = (cpu(scenario, "plain", s), cpu(scenario, "go", s)) {
+                targets.push(Target::at_most(
+                    format!("{what} CPU/req, produto plain / Go, {load} {s} streams"),
+                    p / g,
+                    "x",
+                    1.0,
+                ));
+            }
+        }
+        if let (Some(b), Some(g)) = (
+            find("7 ObterNivel", "batched", load, s),
+            find("7 ObterNivel", "go", load, s),
+        ) {
+            targets.push(Target::at_least(
+                format!("ObterNivel req/s, produto batched / Go, {load} {s} streams"),
+                b.rps / g.rps.max(f64::MIN_POSITIVE),
+                "x",
+                1.5,
             ));
         }
     }

@@ -12,6 +12,7 @@ mod cost;
 mod db_url;
 mod external;
 mod floor;
+mod peer;
 mod report;
 mod runner;
 mod server;
@@ -94,6 +95,11 @@ struct Args {
         default_value = "postgres://postgres@127.0.0.1:5432/postgres"
     )]
     database_url: String,
+
+    /// The Go peer's directory (build.sh, main.go; the proto in ../proto), built under
+    /// target/peers/ for scenario 7's `go` rows; skipped with a message where it cannot be.
+    #[arg(long, env = "PRODUTO_BENCH_GO_PEER", default_value = concat!(env!("CARGO_MANIFEST_DIR"), "/../shared/peers/go"))]
+    go_peer: PathBuf,
 
     /// The server binary (by default the release build next to this benchmark).
     #[arg(long, default_value = env!("CARGO_BIN_EXE_produto-server"))]
@@ -187,6 +193,21 @@ async fn run(args: &Args, db: &BenchDb) -> Result<(), String> {
             args.rounds, args.connections, args.batch_lanes
         ),
     ));
+
+    // Built before anything is measured: the Go compiler would load the machine.
+    let go_bin = if wants(7) {
+        match peer::build(&args.go_peer) {
+            Ok(bin) => Some(bin),
+            Err(e) => {
+                let message = format!("not built, its rows are skipped: {e}");
+                eprintln!("produto-bench: Go peer {message}");
+                notes.push(("Go peer".into(), message));
+                None
+            }
+        }
+    } else {
+        None
+    };
 
     // The first server creates the schema on the fresh database; the second starts with it
     // present, which is the startup the target is about.
@@ -375,6 +396,32 @@ async fn run(args: &Args, db: &BenchDb) -> Result<(), String> {
             "x",
             0.9,
         ));
+        // The hashing threads' argon2 blocks should go back to the system once logins stop.
+        if let Some((rss, hwm)) = plain.rss_kib() {
+            let ended = Instant::now();
+            let mut settled = rss;
+            while ended.elapsed() < Duration::from_secs(5) && mib(settled) >= 40.0 {
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                settled = plain.rss_kib().map_or(settled, |(r, _)| r);
+            }
+            notes.push((
+                "plain server after the login burst (VmRSS at its end / VmHWM / VmRSS after)"
+                    .into(),
+                format!(
+                    "{:.1} / {:.1} / {:.1} MiB ({:.2} s later)",
+                    mib(rss),
+                    mib(hwm),
+                    mib(settled),
+                    ended.elapsed().as_secs_f64()
+                ),
+            ));
+            targets.push(Target::below(
+                "server VmRSS within 5 s of a login burst",
+                mib(settled),
+                "Mi",
+                40.0,
+            ));
+        }
     }
 
     if wants(5) {
@@ -460,6 +507,7 @@ async fn run(args: &Args, db: &BenchDb) -> Result<(), String> {
         floors(
             args,
             db,
+            go_bin.as_deref(),
             &plain,
             &plain_ch,
             &batched,
@@ -503,6 +551,7 @@ async fn run(args: &Args, db: &BenchDb) -> Result<(), String> {
 async fn floors(
     args: &Args,
     db: &BenchDb,
+    go_bin: Option<&std::path::Path>,
     plain: &Server,
     plain_ch: &[tonic::transport::Channel],
     batched: &Server,
@@ -516,6 +565,31 @@ async fn floors(
     let sqlx_floor = Server::start_floor(floor::Floor::Sqlx, &db.url, SERVER_POOL).await?;
     let constant_ch = constant.channels(args.connections).await?;
     let sqlx_ch = sqlx_floor.channels(args.connections).await?;
+    let go = match go_bin.filter(|_| args.scenarios.contains(&7)) {
+        Some(bin) => match Server::start_go(bin, &db.url).await {
+            Ok(go) => {
+                notes.push((
+                    "Go peer".into(),
+                    format!(
+                        "grpc-go + pgxpool (max 20, min 1), {}; started in {:.1} ms",
+                        bin.display(),
+                        go.startup.as_secs_f64() * 1000.0
+                    ),
+                ));
+                Some(go)
+            }
+            Err(e) => {
+                eprintln!("produto-bench: Go peer: {e}; its rows are skipped");
+                notes.push(("Go peer".into(), format!("did not start: {e}")));
+                None
+            }
+        },
+        None => None,
+    };
+    let go_ch = match &go {
+        Some(go) => Some(go.channels(args.connections).await?),
+        None => None,
+    };
     if args.scenarios.contains(&7) {
         let h2load = external::available("h2load", "--version");
         let pgbench = external::available("pgbench", "--version");
@@ -530,13 +604,17 @@ async fn floors(
                 notes.push((tool.into(), message));
             }
         }
+        let mut servers: Vec<cost::Under> = vec![
+            (&constant, &constant_ch),
+            (&sqlx_floor, &sqlx_ch),
+            (plain, plain_ch),
+            (batched, batched_ch),
+        ];
+        if let (Some(go), Some(go_ch)) = (&go, &go_ch) {
+            servers.push((go, go_ch));
+        }
         let plan = cost::Plan {
-            servers: vec![
-                (&constant, &constant_ch),
-                (&sqlx_floor, &sqlx_ch),
-                (plain, plain_ch),
-                (batched, batched_ch),
-            ],
+            servers,
             streams: args.streams.clone(),
             connections: args.connections,
             rounds: args.rounds,
@@ -585,6 +663,9 @@ async fn floors(
     }
     constant.stop().await;
     sqlx_floor.stop().await;
+    if let Some(go) = go {
+        go.stop().await;
+    }
     Ok(())
 }
 

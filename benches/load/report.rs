@@ -34,6 +34,8 @@ pub struct Row {
     pub server_rss_peak_kib: Option<u64>,
     /// The server process's user + system CPU over the row, per request answered, in µs.
     pub cpu_us_per_req: Option<f64>,
+    /// PostgreSQL's CPU over the row (every postgres process), per request, in µs (h2load rows).
+    pub db_cpu_us_per_req: Option<f64>,
     /// ObterNivel calls per pool acquire on the server: the mean batch size.
     pub lookups_per_query: Option<f64>,
 }
@@ -87,6 +89,7 @@ impl Row {
             errors,
             server_rss_peak_kib,
             cpu_us_per_req: None,
+            db_cpu_us_per_req: None,
             lookups_per_query: None,
         }
     }
@@ -111,6 +114,7 @@ impl Row {
             errors: BTreeMap::new(),
             server_rss_peak_kib: None,
             cpu_us_per_req: None,
+            db_cpu_us_per_req: None,
             lookups_per_query: None,
         }
     }
@@ -134,6 +138,7 @@ impl Row {
             "errors": self.errors,
             "server_rss_peak_kib": self.server_rss_peak_kib,
             "server_cpu_us_per_request": self.cpu_us_per_req.map(round),
+            "postgres_cpu_us_per_request": self.db_cpu_us_per_req.map(round),
             "lookups_per_query": self.lookups_per_query.map(round),
         })
     }
@@ -204,7 +209,7 @@ fn ms(us: u64) -> String {
 pub fn print_table(rows: &[Row], targets: &[Target], notes: &[(String, String)]) {
     println!();
     println!(
-        "{:<30} {:<14} {:<7} {:>7} {:>10} {:>8} {:>8} {:>8} {:>8} {:>8} {:>7} {:>7} {:>6}  errors",
+        "{:<30} {:<14} {:<7} {:>7} {:>10} {:>8} {:>8} {:>8} {:>8} {:>8} {:>7} {:>7} {:>7} {:>6}  errors",
         "scenario",
         "variant",
         "load",
@@ -217,6 +222,7 @@ pub fn print_table(rows: &[Row], targets: &[Target], notes: &[(String, String)])
         "max ms",
         "RSS MiB",
         "CPU µs",
+        "DB µs",
         "batch"
     );
     for r in rows {
@@ -238,9 +244,12 @@ pub fn print_table(rows: &[Row], targets: &[Target], notes: &[(String, String)])
         let cpu = r
             .cpu_us_per_req
             .map_or("-".to_string(), |c| format!("{c:.1}"));
+        let db = r
+            .db_cpu_us_per_req
+            .map_or("-".to_string(), |c| format!("{c:.1}"));
         let l = |f: fn(&Latency) -> u64| r.latency.as_ref().map_or("-".to_string(), |l| ms(f(l)));
         println!(
-            "{:<30} {:<14} {:<7} {:>7} {:>10.0} {:>8} {:>8} {:>8} {:>8} {:>8} {:>7} {:>7} {:>6}  {}",
+            "{:<30} {:<14} {:<7} {:>7} {:>10.0} {:>8} {:>8} {:>8} {:>8} {:>8} {:>7} {:>7} {:>7} {:>6}  {}",
             r.scenario,
             r.variant,
             r.load,
@@ -253,6 +262,7 @@ pub fn print_table(rows: &[Row], targets: &[Target], notes: &[(String, String)])
             l(|l| l.max),
             rss,
             cpu,
+            db,
             batch,
             errors
         );

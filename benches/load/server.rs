@@ -1,5 +1,6 @@
 //! The system under test: a fresh PostgreSQL database made for the run (dropped after), and
-//! the release `produto-server` binary (or a floor: this bench re-run with `--serve-floor`)
+//! the release `produto-server` binary (or a floor: this bench re-run with `--serve-floor`;
+//! or the Go peer)
 //! started on it as a child process, timed from spawn to readiness (health `Check("")` =
 //! SERVING). Its memory and CPU time are read from /proc.
 
@@ -117,6 +118,16 @@ impl Server {
             database_url,
         ]);
         Server::spawn(command, floor.label(), addr, None).await
+    }
+
+    /// Starts the Go peer (see `peer.rs`) on the run's database.
+    pub async fn start_go(bin: &std::path::Path, database_url: &str) -> Result<Self, String> {
+        let addr = free_port()?;
+        let mut command = Command::new(bin);
+        command
+            .args(["--port", &addr.port().to_string(), "--table", "usuarios"])
+            .args(["--database-url", database_url]);
+        Server::spawn(command, "go", addr, None).await
     }
 
     async fn spawn(
@@ -239,6 +250,25 @@ pub fn cpu_ticks(pid: u32) -> Option<u64> {
     let utime: u64 = fields.next()?.parse().ok()?;
     let stime: u64 = fields.next()?.parse().ok()?;
     Some(utime + stime)
+}
+
+/// User + system CPU time of every PostgreSQL process on this machine (`comm` = postgres),
+/// in clock ticks: the database's side of a row. Other databases of the same server count
+/// too, so on a shared machine it is an upper bound.
+pub fn postgres_ticks() -> Option<u64> {
+    let mut total = 0;
+    for entry in std::fs::read_dir("/proc").ok()?.flatten() {
+        let name = entry.file_name();
+        let Some(pid) = name.to_str().and_then(|n| n.parse::<u32>().ok()) else {
+            continue;
+        };
+        let is_postgres = std::fs::read_to_string(format!("/proc/{pid}/comm"))
+            .is_ok_and(|comm| comm.trim_end() == "postgres");
+        if is_postgres {
+            total += cpu_ticks(pid).unwrap_or(0);
+        }
+    }
+    Some(total)
 }
 
 /// Clock ticks to microseconds.

@@ -38,7 +38,7 @@ pub use batch::NivelBatcher;
 pub use query::{Conn, Statement};
 pub use replicas::{Access, Role, Server, Servers};
 pub use settings::{DbFlags, DbSettings, is_postgres_url};
-pub use stats::{PoolSnapshot, PoolStats};
+pub use stats::{LegacyHashCounts, PoolSnapshot, PoolStats};
 
 use crate::Error;
 use metrics::DbMetrics;

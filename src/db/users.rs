@@ -120,19 +120,122 @@ impl Db {
         }
     }
 
-    /// Replaces a user's stored hash (after a login with outdated parameters).
-    pub async fn update_hash(&self, id: i64, senha_hash: &str) -> Result<(), Error> {
+    /// Replaces a user's stored hash after a login with an outdated or legacy one, only if
+    /// the row still holds `previous` (a password changed meanwhile is not overwritten).
+    /// Returns whether the row changed; when it did and `previous` was a legacy hash, the
+    /// legacy-hash gauge drops at once (the periodic count confirms it).
+    pub async fn update_hash(
+        &self,
+        id: i64,
+        previous: &str,
+        senha_hash: &str,
+    ) -> Result<bool, Error> {
         let update = per_backend!(|conn| {
-            sqlx::query("UPDATE usuarios SET senha_hash = $1 WHERE id = $2")
+            sqlx::query("UPDATE usuarios SET senha_hash = $1 WHERE id = $2 AND senha_hash = $3")
                 .bind(senha_hash)
                 .bind(id)
+                .bind(previous)
                 .persistent(self.named_statements())
                 .execute(conn)
                 .await
-                // The two backends' results differ in type; only success matters here.
-                .map(|_| ())
+                // The two backends' results differ in type; only the row count matters here.
+                .map(|r| r.rows_affected() > 0)
         });
-        self.run(Access::Primary, "update_hash", update).await
+        let changed = self.run(Access::Primary, "update_hash", update).await?;
+        if changed && let Some(format) = legacy_format_of(previous) {
+            self.stats().legacy_hashes.forget_one(format);
+        }
+        Ok(changed)
+    }
+
+    /// Creates an imported user unless the name is taken: `Some(id)` when created, `None`
+    /// when a user of that name was already there (left as it is).
+    pub async fn insert_imported_user(
+        &self,
+        usuario: &Usuario,
+        senha_hash: &str,
+        nivel: Nivel,
+    ) -> Result<Option<i64>, Error> {
+        let insert = per_backend!(|conn| {
+            sqlx::query_scalar(
+                "INSERT INTO usuarios (usuario, senha_hash, nivel) VALUES ($1, $2, $3)
+                 ON CONFLICT (usuario) DO NOTHING RETURNING id",
+            )
+            .bind(usuario.as_str())
+            .bind(senha_hash)
+            .bind(nivel.get())
+            .persistent(self.named_statements())
+            .fetch_optional(conn)
+            .await
+        });
+        self.run(Access::Primary, "insert_imported_user", insert)
+            .await
+    }
+
+    /// Whether a user of that name exists, read on the primary (an import checks before it
+    /// hashes a plaintext password, and reads its own writes).
+    pub async fn usuario_exists(&self, usuario: &Usuario) -> Result<bool, Error> {
+        let select = per_backend!(|conn| {
+            sqlx::query_scalar("SELECT 1 FROM usuarios WHERE usuario = $1")
+                .bind(usuario.as_str())
+                .persistent(self.named_statements())
+                .fetch_optional(conn)
+                .await
+                .map(|found: Option<i32>| found.is_some())
+        });
+        self.run(Access::Primary, "usuario_exists", select).await
+    }
+
+    /// Counts the users still on a legacy hash, by format, into the gauge `/metrics` shows.
+    /// Cheap: the partial index `usuarios_senha_legada` holds only those rows, so the count
+    /// costs nothing once every imported user has logged in.
+    pub async fn refresh_legacy_hash_counts(&self) -> Result<(), Error> {
+        let count = per_backend!(|conn| {
+            sqlx::query_as(LEGACY_COUNT_SQL)
+                .persistent(self.named_statements())
+                .fetch_all(conn)
+                .await
+        });
+        let rows: Vec<(String, i64)> = self
+            .run(Access::Primary, "legacy_hash_counts", count)
+            .await?;
+        self.stats().legacy_hashes.set(&rows);
+        Ok(())
+    }
+}
+
+/// The legacy formats as the gauge labels them (`password::legacy::Format::label`; the
+/// import test checks that the two agree), in [`LEGACY_COUNT_SQL`]'s and
+/// [`legacy_format_of`]'s terms.
+pub const LEGACY_FORMATS: [&str; 4] = [
+    "bcrypt",
+    "werkzeug_pbkdf2_sha256",
+    "django_pbkdf2_sha256",
+    "sha256",
+];
+
+/// Users on a legacy hash by format; its `WHERE` is the partial index's, word for word, so
+/// that both planners use the index. The shapes are the import's ([`legacy_format_of`]).
+const LEGACY_COUNT_SQL: &str = "SELECT CASE
+         WHEN senha_hash LIKE '$2%' THEN 'bcrypt'
+         WHEN senha_hash LIKE 'pbkdf2:%' THEN 'werkzeug_pbkdf2_sha256'
+         WHEN senha_hash LIKE 'pbkdf2!_%' ESCAPE '!' THEN 'django_pbkdf2_sha256'
+         ELSE 'sha256' END AS formato, COUNT(*) AS n
+     FROM usuarios WHERE senha_hash NOT LIKE '$argon2%' GROUP BY 1";
+
+/// The index in [`LEGACY_FORMATS`] of a stored legacy hash, as [`LEGACY_COUNT_SQL`] sorts it;
+/// `None` for argon2.
+fn legacy_format_of(stored: &str) -> Option<usize> {
+    if stored.starts_with("$argon2") {
+        None
+    } else if stored.starts_with("$2") {
+        Some(0)
+    } else if stored.starts_with("pbkdf2:") {
+        Some(1)
+    } else if stored.starts_with("pbkdf2_") {
+        Some(2)
+    } else {
+        Some(3)
     }
 }
 

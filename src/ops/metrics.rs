@@ -57,6 +57,12 @@ pub struct CallerLabels {
     pub grpc_code: &'static str,
 }
 
+/// The label of `produto_users_legacy_hash`: a legacy password format.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct FormatLabels {
+    format: &'static str,
+}
+
 /// What the RPC middleware records.
 #[derive(Debug, Clone)]
 pub struct RpcMetrics {
@@ -360,6 +366,19 @@ impl Collector for PoolCollector {
         });
         for (name, help, value) in gauges.into_iter().chain(budget.into_iter().flatten()) {
             encode_one(&mut encoder, name, help, None, ConstGauge::new(value))?;
+        }
+        // Users still on an imported legacy hash, once counted (see `db::users`).
+        if let Some(counts) = self.db.stats().legacy_hashes.get() {
+            let mut family = encoder.encode_descriptor(
+                "produto_users_legacy_hash",
+                "Users still on an imported legacy password hash, by format (each is replaced \
+                 by argon2id at the user's first login).",
+                None,
+                ConstGauge::new(0i64).metric_type(),
+            )?;
+            for (format, users) in counts {
+                ConstGauge::new(users).encode(family.encode_family(&FormatLabels { format })?)?;
+            }
         }
         let counters: [(&str, &str, u64); 8] = [
             (

@@ -98,11 +98,14 @@ impl ProdutoSvc {
             if stored.is_some() {
                 self.db.stats().record_password_verification();
             }
-            Ok::<_, Error>((self.hasher.verify(senha, stored).await?, id, nivel))
+            // A rehash replaces the row's hash only if it is still this one.
+            let previous = stored.clone().unwrap_or_default();
+            let verified = self.hasher.verify(senha, stored).await?;
+            Ok::<_, Error>((verified, id, nivel, previous))
         })
         .await
         .map_err(|_| Error::Overloaded("the login took too long, retry later"))?;
-        let (verified, id, nivel) = match checked {
+        let (verified, id, nivel, previous) = match checked {
             Ok(checked) => checked,
             Err(e) => {
                 // Not checked: the attempt is given back (the error is what the caller sees).
@@ -115,8 +118,8 @@ impl ProdutoSvc {
             Verified::Yes => true,
             Verified::YesRehashed(fresh) => {
                 // The login stands even if storing the upgraded hash fails; the next login
-                // tries again.
-                if let Err(e) = self.db.update_hash(id, &fresh).await {
+                // tries again. An imported user's legacy hash is gone after this.
+                if let Err(e) = self.db.update_hash(id, &previous, &fresh).await {
                     tracing::warn!(error = %e, "could not store the rehashed password");
                 }
                 true

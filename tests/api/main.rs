@@ -9,6 +9,7 @@ mod helpers;
 #[path = "../support/http.rs"]
 mod http;
 mod ops;
+mod pool_release;
 #[allow(dead_code, reason = "the fault tests use the rest of the proxy")]
 mod proxy;
 mod security;
@@ -46,6 +47,7 @@ macro_rules! on_both_backends {
 }
 
 // After the macro: they run their tests on both backends too.
+mod import;
 mod throttling;
 mod users;
 
