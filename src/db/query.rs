@@ -247,11 +247,10 @@ impl Db {
         let started = Instant::now();
         let result = {
             let _waiting = GaugeGuard::raise(&stats.waiting);
-            // Boxed: sqlx's acquire future holds the whole connection set-up (TLS
-            // handshake included), 14.5 KiB on PostgreSQL; inline, it made every
-            // statement's future that size, and moving those (into the RPC's boxed future,
-            // through the timeouts) cost ~15 % of a lookup's instructions in memcpy.
-            tokio::time::timeout(bound, Box::pin(pool.acquire())).await
+            // sqlx's acquire future used to hold the whole connection set-up inline (14.5
+            // KiB on PostgreSQL), which every statement's future then carried and moved:
+            // the vendored sqlx-core boxes the set-up instead (vendor/README.md).
+            tokio::time::timeout(bound, pool.acquire()).await
         };
         let waited = started.elapsed();
         self.metrics.observe_acquire_wait(waited);
