@@ -271,16 +271,14 @@ impl Metrics {
         self.rpc.clone()
     }
 
-    /// The OpenMetrics text exposition of every metric.
+    /// The OpenMetrics text exposition of every metric (served as
+    /// `produto_client::admin::METRICS_CONTENT_TYPE`).
     pub fn encode(&self) -> Result<String, fmt::Error> {
         let mut out = String::new();
         encode(&mut out, &self.registry)?;
         Ok(out)
     }
 }
-
-/// The content type of [`Metrics::encode`]'s output.
-pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
 
 /// Reads the pool's figures and readiness at scrape time.
 #[derive(Debug)]
