@@ -78,8 +78,7 @@ impl Application {
             CallerAuth::from_file(config.caller_auth, config.caller_tokens_file.as_deref())
                 .map_err(Error::Startup)?;
         let (listener, local_addr) = bind(config.addr, "").await?;
-        // Small request/response messages: Nagle's delay would dominate their latency.
-        let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
+        let incoming = incoming(listener);
         let admin = match config.admin_addr {
             None => None,
             Some(addr) => Some(bind(addr, " (admin port)").await?),
@@ -205,6 +204,7 @@ fn start_background(
     let tasks = TaskTracker::new();
     tasks.spawn(supervise(
         db.clone(),
+        throttle.clone(),
         readiness,
         config.probe_interval,
         !config.no_migrate,
@@ -302,6 +302,23 @@ fn grpc_routes(
         ))
 }
 
+/// tonic's server with produto's connection settings: the one place they are set, for
+/// produto-server and for the bench's floors (`benches/load/floor.rs`), so that the two
+/// compare like with like.
+pub fn server_builder(limits: &Limits) -> Server {
+    Server::builder()
+        .max_concurrent_streams(limits.max_streams_per_connection)
+        // Dead peers are noticed and their connections closed, not kept forever.
+        .http2_keepalive_interval(Some(Duration::from_secs(30)))
+        .http2_keepalive_timeout(Some(Duration::from_secs(10)))
+}
+
+/// The accepted connections of `listener`, as the server takes them.
+pub fn incoming(listener: TcpListener) -> TcpIncoming {
+    // Small request/response messages: Nagle's delay would dominate their latency.
+    TcpIncoming::from(listener).with_nodelay(Some(true))
+}
+
 /// The gRPC server over `incoming`, every call through `layer`, until `stop` is cancelled
 /// (then it stops accepting and finishes the calls in flight).
 fn serve_grpc(
@@ -312,11 +329,7 @@ fn serve_grpc(
     routes: Routes,
     stop: &CancellationToken,
 ) -> Result<impl Future<Output = Result<(), tonic::transport::Error>>, Error> {
-    let mut builder = Server::builder()
-        .max_concurrent_streams(limits.max_streams_per_connection)
-        // Dead peers are noticed and their connections closed, not kept forever.
-        .http2_keepalive_interval(Some(Duration::from_secs(30)))
-        .http2_keepalive_timeout(Some(Duration::from_secs(10)));
+    let mut builder = server_builder(&limits);
     if let Some(tls) = tls {
         builder = builder
             .tls_config(tls)
@@ -510,10 +523,12 @@ async fn ensure_schema(db: &Db, apply_migrations: bool, stop: &CancellationToken
 
 /// The background task: applies migrations (or, with `apply_migrations` false, waits until
 /// someone else has applied them), retrying while the database is unreachable; then probes
-/// the database every `interval` and reports readiness, until stopped; then reports
+/// the database every `interval`, reports readiness and tells the throttle (which moves its
+/// counting back to the database once the primary answers again), until stopped; then reports
 /// NOT_SERVING for `shutdown_delay` before the listener may close.
 async fn supervise(
     db: Db,
+    throttle: Throttle,
     mut readiness: Readiness,
     interval: Duration,
     apply_migrations: bool,
@@ -550,6 +565,10 @@ async fn supervise(
             // pinged before reuse, so the first calls after it returns do not fail.
             db.stats().mark_suspect();
             tracing::warn!("database probe failed; not ready");
+        }
+        tokio::select! {
+            () = stop.cancelled() => break,
+            () = throttle.after_probe() => {}
         }
         tokio::select! {
             () = stop.cancelled() => break,
