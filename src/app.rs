@@ -204,6 +204,7 @@ fn start_background(
     let tasks = TaskTracker::new();
     tasks.spawn(supervise(
         db.clone(),
+        throttle.clone(),
         readiness,
         config.probe_interval,
         !config.no_migrate,
@@ -522,10 +523,12 @@ async fn ensure_schema(db: &Db, apply_migrations: bool, stop: &CancellationToken
 
 /// The background task: applies migrations (or, with `apply_migrations` false, waits until
 /// someone else has applied them), retrying while the database is unreachable; then probes
-/// the database every `interval` and reports readiness, until stopped; then reports
+/// the database every `interval`, reports readiness and tells the throttle (which moves its
+/// counting back to the database once the primary answers again), until stopped; then reports
 /// NOT_SERVING for `shutdown_delay` before the listener may close.
 async fn supervise(
     db: Db,
+    throttle: Throttle,
     mut readiness: Readiness,
     interval: Duration,
     apply_migrations: bool,
@@ -562,6 +565,10 @@ async fn supervise(
             // pinged before reuse, so the first calls after it returns do not fail.
             db.stats().mark_suspect();
             tracing::warn!("database probe failed; not ready");
+        }
+        tokio::select! {
+            () = stop.cancelled() => break,
+            () = throttle.after_probe() => {}
         }
         tokio::select! {
             () = stop.cancelled() => break,

@@ -486,12 +486,7 @@ impl Throttle {
             };
             let (found, counted) = match in_db {
                 Ok(found) => {
-                    if self.local.in_memory.swap(false, Relaxed) {
-                        self.db.stats().set_throttle_in_memory(false);
-                        tracing::info!(
-                            "throttling table writable again: login attempts counted in the database"
-                        );
-                    }
+                    self.counting_in_database();
                     (found, Counted::Database)
                 }
                 Err(e) if self.unreachable(&e) => {
@@ -551,6 +546,31 @@ impl Throttle {
                 counted,
                 permits,
             }),
+        }
+    }
+
+    /// Counting moves (or stays) in the database: the gauge and the log say so.
+    fn counting_in_database(&self) {
+        if self.local.in_memory.swap(false, Relaxed) {
+            self.db.stats().set_throttle_in_memory(false);
+            tracing::info!(
+                "throttling table writable again: login attempts counted in the database"
+            );
+        }
+    }
+
+    /// After each probe (the supervisor calls it): once the probe finds the primary again,
+    /// the failures counted in memory are added to the database and counting moves back
+    /// there, without waiting for the next login, so that the gauge
+    /// `produto_login_throttle_in_memory` follows the primary's health. A write that fails
+    /// leaves counting in memory; the next probe tries again.
+    pub async fn after_probe(&self) {
+        if !self.local.in_memory.load(Relaxed) || !self.db.servers().primary().reachable() {
+            return;
+        }
+        match self.flush().await {
+            Ok(()) => self.counting_in_database(),
+            Err(e) => tracing::debug!(error = %e, "login failures counted in memory not added yet"),
         }
     }
 
