@@ -19,20 +19,11 @@ use std::{
     time::{Duration, Instant},
 };
 
-use helpers::{Backend, TestApp, TestDb, spawn_with, test_config};
+use helpers::{BACKGROUND_STATEMENTS, Backend, TestApp, TestDb, spawn_with, test_config};
 use tonic_health::pb::health_check_response::ServingStatus;
 
-/// Statements the server's background tasks run on their own clocks (the legacy-hash
-/// gauge, the purge of old attempts, the connection budget): not part of any login, and
-/// one may land between a login's two snapshots.
-const BACKGROUND: [&str; 3] = [
-    "legacy_hash_counts",
-    "purge_login_attempts",
-    "connection_budget",
-];
-
 /// Statements run so far, by name (the `query` label of the latency histogram), without
-/// the [`BACKGROUND`] ones.
+/// the [`BACKGROUND_STATEMENTS`] ones.
 fn statements(app: &TestApp) -> BTreeMap<String, u64> {
     let mut registry = prometheus_client::registry::Registry::default();
     app.db.metrics().register(&mut registry);
@@ -44,7 +35,7 @@ fn statements(app: &TestApp) -> BTreeMap<String, u64> {
             let (name, n) = rest.split_once("\"} ").unwrap();
             (name.to_owned(), n.parse().unwrap())
         })
-        .filter(|(name, _)| !BACKGROUND.contains(&name.as_str()))
+        .filter(|(name, _)| !BACKGROUND_STATEMENTS.contains(&name.as_str()))
         .collect()
 }
 
