@@ -536,7 +536,7 @@ async fn supervise(
     stop: CancellationToken,
 ) {
     // The probe's first connection is opened while the schema is checked: at startup each
-    // new connection is a TLS handshake (~100 ms on loopback, BENCHMARKS.md). Only a healthy
+    // new connection is a TLS handshake (~100 ms on loopback, docs/benchmarks.md). Only a healthy
     // early reading is used (one taken while the database was still down would hold
     // readiness back for a probe interval)...
     let mut probe = ProbeConnection::default();

@@ -4,7 +4,7 @@
 //! (ObterNivel batching off and on) and, for scenarios 7-8, the two floors (this executable
 //! re-run with `--serve-floor`), seeds the users, runs the scenarios in one process, prints a
 //! table and the targets, writes JSON, then stops the servers and drops the database.
-//! BENCHMARKS.md explains the scenarios and records a run.
+//! docs/benchmarks.md explains the scenarios and records a run.
 
 mod calls;
 mod cost;
@@ -31,7 +31,7 @@ use runner::{Group, Outcome};
 use server::{BenchDb, Server};
 use sqlx::postgres::PgPoolOptions;
 
-/// Load generator for produto-server (see BENCHMARKS.md).
+/// Load generator for produto-server (see docs/benchmarks.md).
 #[derive(Debug, Parser)]
 #[command(name = "produto-bench")]
 struct Args {
@@ -48,7 +48,7 @@ struct Args {
     #[arg(long, default_value_t = 32)]
     newconn_max_callers: usize,
 
-    /// Slices each compared measurement is cut into, played in ABBA order (see BENCHMARKS.md).
+    /// Slices each compared measurement is cut into, played in ABBA order (see docs/benchmarks.md).
     #[arg(long, default_value_t = 2)]
     rounds: u32,
 

@@ -46,7 +46,7 @@ pub struct DbFlags {
 
     /// Batch concurrent ObterNivel lookups into one `= ANY($1)` query per round trip
     /// (PostgreSQL only; SQLite always runs one query per lookup). On by default: it doubled
-    /// ObterNivel throughput at 32+ callers and cost a lone caller nothing (BENCHMARKS.md).
+    /// ObterNivel throughput at 32+ callers and cost a lone caller nothing (docs/benchmarks.md).
     #[arg(long, env = "PRODUTO_BATCH_NIVEL", default_value_t = true, action = clap::ArgAction::Set)]
     pub batch_nivel: bool,
 
@@ -59,7 +59,7 @@ pub struct DbFlags {
     /// every statement is unnamed (no prepared-statement cache) and runs inside an explicit
     /// transaction, so that it never depends on a server connection's session. Needs
     /// PRODUTO_NO_MIGRATE: migrations take a session lock, so run `produto-server migrate`
-    /// against PostgreSQL directly. Costs about two round trips per statement (BENCHMARKS.md).
+    /// against PostgreSQL directly. Costs about two round trips per statement (docs/benchmarks.md).
     #[arg(long, env = "PRODUTO_PGBOUNCER_TRANSACTION_POOLING", default_value_t = false, action = clap::ArgAction::Set)]
     pub pgbouncer_transaction_pooling: bool,
 

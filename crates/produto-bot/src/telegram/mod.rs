@@ -262,7 +262,7 @@ impl Telegram {
                 let handled = self
                     .bot
                     .handle_incoming(Incoming {
-                        // Per user, not per chat: see the README's "Who is logged in".
+                        // Per user, not per chat: see docs/bot.md, "Who is logged in".
                         session: ChatId(user_id as i64),
                         end_user: Some(&end_user),
                         shared_chat: !private,
