@@ -840,7 +840,7 @@ async fn random_paths_cannot_grow_the_metrics_whatever_their_code() {
     );
     let scrape = scrape(&app).await;
     let methods = rpc_method_labels(&scrape);
-    let allowed: Vec<&str> = produto::ops::metrics::KNOWN_METHODS
+    let allowed: Vec<&str> = produto::ops::rpc_metrics::KNOWN_METHODS
         .iter()
         .map(|(_, m)| *m)
         .chain(["unknown"])
