@@ -18,7 +18,7 @@ type Job = Box<dyn FnOnce() + Send>;
 /// A hashing thread idle this long gives its argon2 block back to the system.
 pub(super) const IDLE_RELEASE: Duration = Duration::from_secs(1);
 
-/// The hashing threads, fed by one queue; they end when the last [`Hasher`] clone is dropped.
+/// The hashing threads, fed by one queue; they end when the last [`super::Hasher`] clone is dropped.
 ///
 /// Dedicated threads rather than tokio's blocking pool because of memory: argon2 allocates
 /// its whole memory cost (19 MiB by default) for each hash, and glibc's malloc keeps such a
@@ -31,14 +31,14 @@ pub(super) const IDLE_RELEASE: Duration = Duration::from_secs(1);
 /// idle size instead of holding 19 MiB per thread forever (the bench checks it).
 ///
 /// A flume queue (multi-consumer, so each thread waits with its own timeout) rather than a
-/// rayon pool: the bounds live in front of it, in [`Hasher::run_blocking`] (the semaphore
+/// rayon pool: the bounds live in front of it, in [`super::Hasher::run_blocking`] (the semaphore
 /// keeps at most one job per thread queued or running, waiting for it has the queue timeout,
 /// and a job whose caller has gone is skipped), so the queue itself needs none. rayon would
 /// add work stealing and no idle release.
 #[derive(Clone)]
 pub(super) struct HashThreads {
     queue: flume::Sender<Job>,
-    /// The bytes of argon2 memory each thread holds, for [`Hasher::memory_held`].
+    /// The bytes of argon2 memory each thread holds, for [`super::Hasher::memory_held`].
     pub(super) held: Arc<[AtomicUsize]>,
 }
 

@@ -19,7 +19,7 @@ use crate::{Error, domain::Usuario};
 /// are refused while counting in memory (failing closed), and attempts do not queue locally.
 const MEMORY_MAX_KEYS: usize = 100_000;
 
-/// One count: a username and a caller identity (or [`EVERY_CALLER`]).
+/// One count: a username and a caller identity (or [`super::EVERY_CALLER`]).
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub(super) struct Key {
     pub(super) usuario: Usuario,

@@ -49,7 +49,7 @@ const EVERY_CALLER: &str = "*";
 const PURGE_EVERY_MAX: Duration = Duration::from_secs(60);
 /// The longest an allowed attempt may take from its claim to its verdict: past it the login
 /// is abandoned (its caller gets UNAVAILABLE and learns nothing), so that a claim never
-/// outlives [`CLAIM_TTL`]. Hashing waits at most its queue timeout (5 s by default).
+/// outlives [`store::CLAIM_TTL`]. Hashing waits at most its queue timeout (5 s by default).
 pub const ATTEMPT_MAX: Duration = Duration::from_secs(30);
 /// The longest an attempt waits for slots held by attempts in flight (the caller's deadline,
 /// enforced by the middleware, usually ends it sooner); past it the login answers UNAVAILABLE.

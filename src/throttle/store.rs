@@ -16,7 +16,7 @@ use crate::{
 const PURGE_BATCH: i64 = 1000;
 const PURGE_BATCHES_PER_RUN: usize = 50;
 /// How long a claim counts as in flight in the database: past it, an unresolved claim (an
-/// instance that crashed mid-attempt) stops holding a slot. Twice [`ATTEMPT_MAX`], for the
+/// instance that crashed mid-attempt) stops holding a slot. Twice [`super::ATTEMPT_MAX`], for the
 /// instances' clocks.
 const CLAIM_TTL: Duration = Duration::from_secs(60);
 
