@@ -332,10 +332,7 @@ impl Settings {
             admin_token: None,
             db: DbSettings::new(database_url),
             hashing: HashSettings::new(19456, 2, 1).expect("the OWASP argon2 parameters are valid"),
-            limits: Limits {
-                max_concurrent_calls: 1024,
-                max_streams_per_connection: 256,
-            },
+            limits: Limits::default(),
             tls: None,
             throttle: LoginThrottle {
                 max_failures: 5,
@@ -363,6 +360,16 @@ pub struct Limits {
     pub max_concurrent_calls: usize,
     /// HTTP/2 streams one connection may have open.
     pub max_streams_per_connection: u32,
+}
+
+/// The flags' defaults.
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_concurrent_calls: 1024,
+            max_streams_per_connection: 256,
+        }
+    }
 }
 
 /// TLS on the gRPC port: PEM files.

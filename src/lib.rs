@@ -5,7 +5,7 @@
 //! [`app::Application`] on a loopback port. Beside it, `crates/produto-client` (the generated
 //! code, the balancing client, log setup and the shutdown signal: re-exported here under
 //! their old names) and `crates/produto-bot` (the chat bot, over the client crate only). See
-//! docs/architecture.md for the picture.
+//! docs/architecture.md for the picture: which crate and module owns what.
 //!
 //! # Map
 //!
@@ -19,15 +19,15 @@
 //! | | [`error`] | the one [`Error`] and its mapping to gRPC status codes |
 //! | | [`domain`] | validated request values: `Usuario`, `Senha`, `Nivel` |
 //! | | [`ready`] | the readiness flag health and ops share |
-//! | storage, hashing | [`db`] | the pools ([`db::DbSettings`] and their flags, `db/settings.rs`): the primary and read replicas with their routing (`db/replicas.rs`), the one query path every statement takes (`db/query.rs`: acquire, time, classify, retry a read once), every SQL query (`db/users.rs`), the ObterNivel batcher, pool figures and histograms, the connection budget (`db/budget.rs`) |
-//! | | [`password`] | argon2id on dedicated threads ([`password::HashSettings`], [`password::HashFlags`]); the legacy hashes of imported users (`password/legacy.rs`) |
+//! | storage, hashing | [`db`] | the pools ([`db::DbSettings`] and their flags, `db/settings.rs`): the handle, migrations and figures (`db/mod.rs`), building the pools (`db/connect.rs`), the probe (`db/probe.rs`), the primary and read replicas with their routing (`db/replicas.rs`), the one query path every statement takes (`db/query.rs`: acquire, time, classify, retry a read once), every SQL query (`db/users.rs`), the ObterNivel batcher, pool figures and histograms, the connection budget (`db/budget.rs`) |
+//! | | [`password`] | argon2id ([`password::HashSettings`], [`password::HashFlags`]) on dedicated threads (`password/threads.rs`, each keeping its block: `password/reused_memory.rs`); the legacy hashes of imported users (`password/legacy.rs`) |
 //! | | [`import`] | `import-users`: the old bot's users copied in with their passwords ([`import::ImportSettings`]) |
-//! | | [`throttle`], [`auth`] | brute-force throttling of logins; caller authentication (tokens, certificates) and the admin token check; each with its flags |
+//! | | [`throttle`], [`auth`] | brute-force throttling of logins (the claim in `throttle/mod.rs`, the policy, flags and caller identity in `throttle/policy.rs`, the database's counts in `throttle/store.rs`, this instance's in `throttle/local.rs`); caller authentication (tokens, certificates) and the admin token check; each with its flags |
 //! | | [`client`] | from `produto-client`: the balancing, retrying client |
 //! | settings | [`config`] | the command line: each component's flags flattened, the serving flags, turned into each component's settings in one place: [`Config::into_settings`] |
 //! | serving | [`service`] | the RPC handlers: `service/produto.rs` (ProdutoService), `service/pool.rs`, `service/health.rs` |
-//! | | [`middleware`], [`ops`] | per call: span, metrics, caller identification, deadline, size limit, load shedding; the metrics registry, the admin HTTP port, request ids |
-//! | top | [`app`] | wiring: build (bind ports), serve, shut down; `migrate`, `adicionar-usuario` and `import-users` |
+//! | | [`middleware`], [`ops`] | per call: span, metrics, caller identification, deadline, size limit, load shedding; the metrics registry (`ops/metrics.rs`), the RPC recorder (`ops/rpc_metrics.rs`), the database's figures at scrape time (`ops/pool_metrics.rs`), the admin HTTP port, request ids |
+//! | top | [`app`] | wiring: build (bind ports), serve, shut down (`app/mod.rs`); the gRPC routes, TLS and the one tonic builder (`app/grpc.rs`); the background tasks (`app/supervise.rs`); `migrate`, `adicionar-usuario` and `import-users` (`app/commands.rs`) |
 
 pub mod app;
 pub mod auth;

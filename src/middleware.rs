@@ -28,8 +28,8 @@ use crate::{
     Error,
     auth::CallerAuth,
     ops::{
-        metrics::{self, RpcMetrics},
         request_id,
+        rpc_metrics::{self, RpcMetrics},
     },
 };
 
@@ -116,7 +116,7 @@ where
         let mut inner = std::mem::replace(&mut self.inner, clone);
 
         let path = req.uri().path();
-        let method = metrics::method_index(path);
+        let method = rpc_metrics::method_index(path);
         let deadline = grpc_timeout(req.headers());
         let request_id = request_id::from_headers(req.headers());
         // Health and reflection answer anyone: probes and grpcurl carry no identity.

@@ -46,7 +46,7 @@ const LAYERS: &[&[&str]] = &[
 
 /// The client crate's layers: the balancing client over the rest.
 const CLIENT_LAYERS: &[&[&str]] = &[
-    &["pb", "service_config", "signal", "telemetry"],
+    &["pb", "service_config", "signal", "telemetry", "admin"],
     &["client"],
 ];
 

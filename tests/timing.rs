@@ -6,9 +6,13 @@
 //! refused attempt ran one claim fewer than an allowed one, so a known user guessed
 //! repeatedly answered faster than fresh unknown names, and with read replicas an unknown
 //! user's lookup was asked again of the primary: see `tests/faults/replicas.rs`.) The
-//! measurement of the times themselves is an ignored test that prints its figures:
-//! `cargo test --test timing -- --ignored --nocapture` (argon2 is optimised in
-//! the dev profile).
+//! times themselves are measured by the load bench's scenario 9, on the release server
+//! (`cargo bench --bench load -- --scenarios 9`), and by an ignored test here that prints its
+//! figures: `cargo test --test timing -- --ignored --nocapture` (argon2 is optimised in the
+//! dev profile).
+
+#[path = "../benches/load/stats.rs"]
+mod stats;
 
 #[path = "api/helpers.rs"]
 #[allow(dead_code, reason = "this binary uses part of the shared helpers")]
@@ -19,20 +23,11 @@ use std::{
     time::{Duration, Instant},
 };
 
-use helpers::{Backend, TestApp, TestDb, spawn_with, test_config};
+use helpers::{BACKGROUND_STATEMENTS, Backend, TestApp, TestDb, spawn_with, test_config};
 use tonic_health::pb::health_check_response::ServingStatus;
 
-/// Statements the server's background tasks run on their own clocks (the legacy-hash
-/// gauge, the purge of old attempts, the connection budget): not part of any login, and
-/// one may land between a login's two snapshots.
-const BACKGROUND: [&str; 3] = [
-    "legacy_hash_counts",
-    "purge_login_attempts",
-    "connection_budget",
-];
-
 /// Statements run so far, by name (the `query` label of the latency histogram), without
-/// the [`BACKGROUND`] ones.
+/// the [`BACKGROUND_STATEMENTS`] ones.
 fn statements(app: &TestApp) -> BTreeMap<String, u64> {
     let mut registry = prometheus_client::registry::Registry::default();
     app.db.metrics().register(&mut registry);
@@ -44,7 +39,7 @@ fn statements(app: &TestApp) -> BTreeMap<String, u64> {
             let (name, n) = rest.split_once("\"} ").unwrap();
             (name.to_owned(), n.parse().unwrap())
         })
-        .filter(|(name, _)| !BACKGROUND.contains(&name.as_str()))
+        .filter(|(name, _)| !BACKGROUND_STATEMENTS.contains(&name.as_str()))
         .collect()
 }
 
@@ -197,44 +192,19 @@ async fn measure_the_gap_between_unknown_users_and_wrong_passwords() {
             }
         }
     }
-    let (mu, mw) = (quantile(&unknown, 0.5), quantile(&wrong, 0.5));
-    let (lo, hi) = bootstrap_gap(&unknown, &wrong, 2000);
+    let g = stats::Gap::of(&unknown, &wrong);
     eprintln!(
-        "timing, {n} logins each, interleaved (ms): unknown user median {mu:.2} p90 {:.2}; \
-         wrong password median {mw:.2} p90 {:.2}; gap of medians {:+.2} ms ({:+.1} %), \
-         95 % bootstrap interval [{lo:+.2}, {hi:+.2}] ms",
-        quantile(&unknown, 0.9),
-        quantile(&wrong, 0.9),
-        mu - mw,
-        (mu - mw) / mw * 100.0,
+        "timing, {n} logins each, interleaved (ms): unknown user median {:.2} p90 {:.2}; \
+         wrong password median {:.2} p90 {:.2}; gap of medians {:+.2} ms ({:+.1} %), \
+         95 % bootstrap interval [{:+.2}, {:+.2}] ms (holds 0: {})",
+        g.median_a,
+        g.p90_a,
+        g.median_b,
+        g.p90_b,
+        g.gap,
+        g.gap / g.median_b * 100.0,
+        g.low,
+        g.high,
+        g.holds_zero(),
     );
-}
-
-/// The `q` quantile (nearest rank) of `samples`.
-fn quantile(samples: &[f64], q: f64) -> f64 {
-    let mut sorted = samples.to_vec();
-    sorted.sort_by(f64::total_cmp);
-    let rank = ((q * sorted.len() as f64).ceil() as usize).clamp(1, sorted.len());
-    sorted[rank - 1]
-}
-
-/// A 95 % bootstrap interval of median(a) - median(b), from `rounds` resamples (a small
-/// xorshift generator: the figures need no better randomness).
-fn bootstrap_gap(a: &[f64], b: &[f64], rounds: usize) -> (f64, f64) {
-    let mut state = 0x9E37_79B9_7F4A_7C15_u64;
-    let mut next = move |len: usize| {
-        state ^= state << 13;
-        state ^= state >> 7;
-        state ^= state << 17;
-        (state % len as u64) as usize
-    };
-    let mut gaps: Vec<f64> = (0..rounds)
-        .map(|_| {
-            let ra: Vec<f64> = (0..a.len()).map(|_| a[next(a.len())]).collect();
-            let rb: Vec<f64> = (0..b.len()).map(|_| b[next(b.len())]).collect();
-            quantile(&ra, 0.5) - quantile(&rb, 0.5)
-        })
-        .collect();
-    gaps.sort_by(f64::total_cmp);
-    (quantile(&gaps, 0.025), quantile(&gaps, 0.975))
 }

@@ -5,18 +5,18 @@
 //! size. Both answer Health/Check through tonic-health. Nothing else: no middleware, no
 //! metrics, no logging. What produto costs above them is what its own layers cost.
 
-use std::{net::SocketAddr, time::Duration};
+use std::net::SocketAddr;
 
-use produto::pb::{
-    self as pb, AdicionarUsuarioRequest, AdicionarUsuarioResponse, ObterNivelRequest,
-    ObterNivelResponse, VerificarLoginRequest, VerificarLoginResponse,
-    produto_service_server::{ProdutoService, ProdutoServiceServer},
+use produto::{
+    config::Limits,
+    pb::{
+        self as pb, AdicionarUsuarioRequest, AdicionarUsuarioResponse, ObterNivelRequest,
+        ObterNivelResponse, VerificarLoginRequest, VerificarLoginResponse,
+        produto_service_server::{ProdutoService, ProdutoServiceServer},
+    },
 };
 use sqlx::{PgPool, postgres::PgPoolOptions};
-use tonic::{
-    Request, Response, Status,
-    transport::{Server, server::TcpIncoming},
-};
+use tonic::{Request, Response, Status};
 
 /// Which floor to serve.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -114,7 +114,8 @@ impl ProdutoService for FloorService {
 }
 
 /// Serves `floor` on `addr` until killed. The runtime is `#[tokio::main]`'s, as in
-/// src/main.rs; the builder settings are src/app.rs's (keep them in step).
+/// src/main.rs; the builder and its settings are src/app.rs's ([`produto::app::server_builder`]
+/// over the default limits).
 pub fn serve(
     floor: Floor,
     addr: SocketAddr,
@@ -140,12 +141,9 @@ pub fn serve(
         let listener = tokio::net::TcpListener::bind(addr)
             .await
             .map_err(|e| format!("bind {addr}: {e}"))?;
-        let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
+        let incoming = produto::app::incoming(listener);
         let (_reporter, health) = tonic_health::server::health_reporter();
-        Server::builder()
-            .max_concurrent_streams(256)
-            .http2_keepalive_interval(Some(Duration::from_secs(30)))
-            .http2_keepalive_timeout(Some(Duration::from_secs(10)))
+        produto::app::server_builder(&Limits::default())
             .add_service(health)
             .add_service(
                 ProdutoServiceServer::new(FloorService { pool })

@@ -4,7 +4,7 @@
 //! (ObterNivel batching off and on) and, for scenarios 7-8, the two floors (this executable
 //! re-run with `--serve-floor`), seeds the users, runs the scenarios in one process, prints a
 //! table and the targets, writes JSON, then stops the servers and drops the database.
-//! BENCHMARKS.md explains the scenarios and records a run.
+//! docs/benchmarks.md explains the scenarios and records a run.
 
 mod calls;
 mod cost;
@@ -16,6 +16,8 @@ mod peer;
 mod report;
 mod runner;
 mod server;
+mod stats;
+mod timing;
 
 use std::{
     collections::BTreeMap,
@@ -31,7 +33,7 @@ use runner::{Group, Outcome};
 use server::{BenchDb, Server};
 use sqlx::postgres::PgPoolOptions;
 
-/// Load generator for produto-server (see BENCHMARKS.md).
+/// Load generator for produto-server (see docs/benchmarks.md).
 #[derive(Debug, Parser)]
 #[command(name = "produto-bench")]
 struct Args {
@@ -48,7 +50,7 @@ struct Args {
     #[arg(long, default_value_t = 32)]
     newconn_max_callers: usize,
 
-    /// Slices each compared measurement is cut into, played in ABBA order (see BENCHMARKS.md).
+    /// Slices each compared measurement is cut into, played in ABBA order (see docs/benchmarks.md).
     #[arg(long, default_value_t = 2)]
     rounds: u32,
 
@@ -68,10 +70,14 @@ struct Args {
     #[arg(long, default_value_t = 32)]
     mixed_callers: usize,
 
-    /// Scenarios to run (1-8); the servers start whatever is chosen. 8 runs only with more
+    /// Scenarios to run (1-9); the servers start whatever is chosen. 8 runs only with more
     /// than one `--users` size.
-    #[arg(long, value_delimiter = ',', default_value = "1,2,3,4,5,6,7,8")]
+    #[arg(long, value_delimiter = ',', default_value = "1,2,3,4,5,6,7,8,9")]
     scenarios: Vec<u8>,
+
+    /// Logins of each kind (unknown user, wrong password) in scenario 9, the timing gap.
+    #[arg(long, default_value_t = 200)]
+    timing_logins: usize,
 
     /// Table sizes: every scenario runs on the first (smallest); scenario 8 repeats
     /// ObterNivel at each, growing the table in between (10 000 000 users: 1-3 minutes of
@@ -500,6 +506,28 @@ async fn run(args: &Args, db: &BenchDb) -> Result<(), String> {
         })
         .await;
         rows.push(Row::from_outcome("6 AdicionarUsuario gRPC", "plain", &o));
+    }
+
+    if wants(9) {
+        let n = args.timing_logins;
+        let g = timing::login_gap(&plain_ch[0], n).await?;
+        notes.push((
+            format!("9 login timing, {n} each, interleaved (ms)"),
+            format!(
+                "unknown user median {:.2} p90 {:.2}; wrong password median {:.2} p90 {:.2}",
+                g.median_a, g.p90_a, g.median_b, g.p90_b
+            ),
+        ));
+        targets.push(Target {
+            name: format!(
+                "9 login timing: median gap, unknown - wrong password, 95 % interval [{:+.2}, {:+.2}]",
+                g.low, g.high
+            ),
+            measured: g.gap,
+            unit: "ms",
+            goal: "holds 0".into(),
+            met: g.holds_zero(),
+        });
     }
 
     // Last: scenario 8 grows the table, which the others must not see.

@@ -1,7 +1,7 @@
 //! Batching of ObterNivel lookups on PostgreSQL: while a lookup query is in flight, the
 //! lookups that arrive wait together and go out as one `WHERE usuario = ANY($1)` query, so a
 //! crowd shares round trips. There is no timer: a lone caller runs the plain single query on
-//! its own task and pays nothing. Switched by `PRODUTO_BATCH_NIVEL`; figures in BENCHMARKS.md.
+//! its own task and pays nothing. Switched by `PRODUTO_BATCH_NIVEL`; figures in docs/benchmarks.md.
 //!
 //! Exactness: a lookup only ever joins a query that has not been sent yet, so the query's
 //! snapshot is taken after the lookup started, and a user committed before then is found.

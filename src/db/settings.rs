@@ -4,8 +4,8 @@
 use std::{path::PathBuf, time::Duration};
 
 /// The database's flags: where it is, the pools' bounds and timeouts, batching, PgBouncer,
-/// read replicas.
-#[derive(Debug, Clone, clap::Args)]
+/// read replicas. Its `Debug` shows the URLs without their passwords.
+#[derive(Clone, clap::Args)]
 pub struct DbFlags {
     /// Database URL: `postgres://user@host/db` or `sqlite:path.db` (the file is created if missing).
     #[arg(long, env = "DATABASE_URL", default_value = "sqlite:produto.db")]
@@ -46,7 +46,7 @@ pub struct DbFlags {
 
     /// Batch concurrent ObterNivel lookups into one `= ANY($1)` query per round trip
     /// (PostgreSQL only; SQLite always runs one query per lookup). On by default: it doubled
-    /// ObterNivel throughput at 32+ callers and cost a lone caller nothing (BENCHMARKS.md).
+    /// ObterNivel throughput at 32+ callers and cost a lone caller nothing (docs/benchmarks.md).
     #[arg(long, env = "PRODUTO_BATCH_NIVEL", default_value_t = true, action = clap::ArgAction::Set)]
     pub batch_nivel: bool,
 
@@ -59,7 +59,7 @@ pub struct DbFlags {
     /// every statement is unnamed (no prepared-statement cache) and runs inside an explicit
     /// transaction, so that it never depends on a server connection's session. Needs
     /// PRODUTO_NO_MIGRATE: migrations take a session lock, so run `produto-server migrate`
-    /// against PostgreSQL directly. Costs about two round trips per statement (BENCHMARKS.md).
+    /// against PostgreSQL directly. Costs about two round trips per statement (docs/benchmarks.md).
     #[arg(long, env = "PRODUTO_PGBOUNCER_TRANSACTION_POOLING", default_value_t = false, action = clap::ArgAction::Set)]
     pub pgbouncer_transaction_pooling: bool,
 
@@ -181,8 +181,9 @@ impl DbFlags {
     }
 }
 
-/// What the pool needs to know: where the database is, the pool's size and bounds.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// What the pool needs to know: where the database is, the pool's size and bounds. Its
+/// `Debug` shows the URLs without their passwords.
+#[derive(Clone, PartialEq, Eq)]
 pub struct DbSettings {
     /// `postgres://...` or `sqlite:path`.
     pub url: String,
@@ -238,4 +239,116 @@ impl DbSettings {
 /// Whether a database URL is a PostgreSQL one.
 pub fn is_postgres_url(url: &str) -> bool {
     url.starts_with("postgres:") || url.starts_with("postgresql:")
+}
+
+/// `url` as a log or `Debug` may show it: a password in its user part or in its query
+/// (`?password=`) replaced by `***`.
+pub fn redacted(url: &str) -> String {
+    let Ok(mut parsed) = url::Url::parse(url) else {
+        return "(not a URL)".to_owned();
+    };
+    if parsed.password().is_some() {
+        let _ = parsed.set_password(Some("***"));
+    }
+    if parsed.query_pairs().any(|(k, _)| k == "password") {
+        let pairs: Vec<(String, String)> = parsed
+            .query_pairs()
+            .map(|(k, v)| {
+                let v = if k == "password" { "***".into() } else { v };
+                (k.into_owned(), v.into_owned())
+            })
+            .collect();
+        parsed.query_pairs_mut().clear().extend_pairs(pairs);
+    }
+    parsed.into()
+}
+
+fn redacted_all(urls: &[String]) -> Vec<String> {
+    urls.iter().map(|u| redacted(u)).collect()
+}
+
+// By hand, to keep the passwords in the URLs out: the flags as the settings they become
+// (every flag but the two files), then the files.
+impl std::fmt::Debug for DbFlags {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DbFlags")
+            .field("settings", &self.settings())
+            .field("database_url_file", &self.database_url_file)
+            .field("replica_urls_file", &self.replica_urls_file)
+            .finish()
+    }
+}
+
+// Every field is named, so that a new one is not left out by accident.
+impl std::fmt::Debug for DbSettings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let DbSettings {
+            url,
+            min_connections,
+            max_connections,
+            acquire_timeout,
+            query_timeout,
+            idle_timeout,
+            max_lifetime,
+            slow_query_threshold,
+            batch_nivel,
+            batch_nivel_lanes,
+            pgbouncer_transaction_pooling,
+            replica_urls,
+            replica_max_lag,
+            replica_min_connections,
+            replica_max_connections,
+        } = self;
+        f.debug_struct("DbSettings")
+            .field("url", &redacted(url))
+            .field("min_connections", min_connections)
+            .field("max_connections", max_connections)
+            .field("acquire_timeout", acquire_timeout)
+            .field("query_timeout", query_timeout)
+            .field("idle_timeout", idle_timeout)
+            .field("max_lifetime", max_lifetime)
+            .field("slow_query_threshold", slow_query_threshold)
+            .field("batch_nivel", batch_nivel)
+            .field("batch_nivel_lanes", batch_nivel_lanes)
+            .field(
+                "pgbouncer_transaction_pooling",
+                pgbouncer_transaction_pooling,
+            )
+            .field("replica_urls", &redacted_all(replica_urls))
+            .field("replica_max_lag", replica_max_lag)
+            .field("replica_min_connections", replica_min_connections)
+            .field("replica_max_connections", replica_max_connections)
+            .finish()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn debug_output_shows_no_database_password() {
+        let mut settings = DbSettings::new("postgres://produto:s3cret-pw@db:5432/produto");
+        settings.replica_urls = vec![
+            "postgres://produto@standby/produto?password=s3cret-replica&sslmode=require".into(),
+        ];
+        let shown = format!("{settings:?}");
+        assert!(!shown.contains("s3cret"), "{shown}");
+        assert!(shown.contains("produto:***@db:5432/produto"), "{shown}");
+        assert!(shown.contains("sslmode=require"), "{shown}");
+        assert_eq!(redacted("sqlite:produto.db"), "sqlite:produto.db");
+
+        #[derive(clap::Parser)]
+        struct Cli {
+            #[command(flatten)]
+            db: DbFlags,
+        }
+        let cli = <Cli as clap::Parser>::parse_from([
+            "produto-server",
+            "--database-url",
+            "postgres://u:s3cret-pw@db/produto",
+        ]);
+        let shown = format!("{:?}", cli.db);
+        assert!(!shown.contains("s3cret"), "{shown}");
+    }
 }

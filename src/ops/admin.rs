@@ -1,25 +1,23 @@
 //! The admin HTTP port: `GET /metrics` (Prometheus), `GET /health` (the old bot's JSON
 //! health page), `GET /livez` and `GET /readyz`. Readiness is the one the gRPC health
-//! service reports; liveness is "the process serves".
+//! service reports; liveness is "the process serves". `/livez`, `/readyz`, the `/metrics`
+//! answer and serving are the bot's too: they live in `produto_client::admin`.
 
 use std::sync::Arc;
 
 use axum::{
     Router,
     extract::State,
-    http::{StatusCode, header},
+    http::header,
     response::{IntoResponse, Response},
     routing::get,
 };
+use produto_client::admin::{metrics_response, probes, status};
 use serde_json::json;
-use tokio::net::TcpListener;
-use tokio_util::sync::CancellationToken;
 
-use crate::{
-    db::Db,
-    ops::metrics::{CONTENT_TYPE, Metrics},
-    ready::ReadyFlag,
-};
+use crate::{db::Db, ops::metrics::Metrics, ready::ReadyFlag};
+
+pub use produto_client::admin::serve;
 
 /// What the handlers read.
 #[derive(Clone)]
@@ -34,29 +32,12 @@ pub fn router(db: Db, ready: ReadyFlag, metrics: Arc<Metrics>) -> Router {
     Router::new()
         .route("/metrics", get(metrics_page))
         .route("/health", get(health))
-        .route("/livez", get(livez))
-        .route("/readyz", get(readyz))
+        .merge(probes(|admin: &Admin| admin.ready.get()))
         .with_state(Admin { db, ready, metrics })
 }
 
-/// Serves the admin routes on `listener` until `stop` is cancelled.
-pub async fn serve(listener: TcpListener, router: Router, stop: CancellationToken) {
-    if let Err(e) = axum::serve(listener, router)
-        .with_graceful_shutdown(stop.cancelled_owned())
-        .await
-    {
-        tracing::error!(error = %e, "admin HTTP server failed");
-    }
-}
-
 async fn metrics_page(State(admin): State<Admin>) -> Response {
-    match admin.metrics.encode() {
-        Ok(text) => ([(header::CONTENT_TYPE, CONTENT_TYPE)], text).into_response(),
-        Err(e) => {
-            tracing::error!(error = %e, "cannot encode the metrics");
-            StatusCode::INTERNAL_SERVER_ERROR.into_response()
-        }
-    }
+    metrics_response(admin.metrics.encode())
 }
 
 /// The old bot's shape, with a few more fields: 200 when ready, 503 when not.
@@ -101,21 +82,4 @@ async fn health(State(admin): State<Admin>) -> Response {
         body.to_string(),
     )
         .into_response()
-}
-
-async fn livez() -> &'static str {
-    "ok\n"
-}
-
-async fn readyz(State(admin): State<Admin>) -> (StatusCode, &'static str) {
-    let ready = admin.ready.get();
-    (status(ready), if ready { "ready\n" } else { "not ready\n" })
-}
-
-fn status(ready: bool) -> StatusCode {
-    if ready {
-        StatusCode::OK
-    } else {
-        StatusCode::SERVICE_UNAVAILABLE
-    }
 }

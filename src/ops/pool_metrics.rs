@@ -1,6 +1,8 @@
-//! Per-server pool figures for `/metrics`: one series per database server, labelled with
-//! its address (`pool`, without credentials) and its role now. The unlabelled
-//! `produto_db_pool_*` series keep describing the primary, as before replicas.
+//! The database's figures for `/metrics`, read at scrape time rather than counted twice:
+//! [`PoolCollector`] (the unlabelled `produto_db_pool_*` series of the primary, readiness,
+//! the throttle's and the logins' counts, the connection budget, the users on legacy hashes)
+//! and [`ServersCollector`] (one series per database server, labelled with its address
+//! (`pool`, without credentials) and its role now).
 
 use std::fmt;
 
@@ -11,7 +13,10 @@ use prometheus_client::{
     registry::Unit,
 };
 
-use crate::db::{Db, ServerView};
+use crate::{
+    db::{Db, ServerView},
+    ready::ReadyFlag,
+};
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct ServerLabels {
@@ -124,4 +129,194 @@ impl Collector for ServersCollector {
         }
         Ok(())
     }
+}
+
+/// The label of `produto_users_legacy_hash`: a legacy password format.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct FormatLabels {
+    format: &'static str,
+}
+
+/// Reads the pool's figures and readiness at scrape time.
+#[derive(Debug)]
+pub struct PoolCollector {
+    pub db: Db,
+    pub ready: ReadyFlag,
+}
+
+impl Collector for PoolCollector {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), fmt::Error> {
+        let s = self.db.snapshot();
+        let gauges: [(&str, &str, i64); 10] = [
+            (
+                "produto_db_pool_connections_open",
+                "Connections the pool holds, idle or in use",
+                s.pool_size.into(),
+            ),
+            (
+                "produto_db_pool_connections_idle",
+                "Idle connections in the pool",
+                s.idle_connections.into(),
+            ),
+            (
+                "produto_db_pool_connections_in_use",
+                "Connections checked out by callers",
+                s.used_connections.into(),
+            ),
+            (
+                "produto_db_pool_requests_waiting",
+                "Callers waiting for a connection",
+                s.requests_waiting.into(),
+            ),
+            (
+                "produto_db_pool_connections_min",
+                "Configured minimum of open connections",
+                s.min_connections.into(),
+            ),
+            (
+                "produto_db_pool_connections_max",
+                "Configured maximum of open connections",
+                s.max_connections.into(),
+            ),
+            (
+                "produto_db_up",
+                "1 if the last database probe succeeded",
+                s.healthy.into(),
+            ),
+            (
+                "produto_db_schema_migrated",
+                "1 once every migration this binary knows is applied",
+                self.db.is_migrated().into(),
+            ),
+            (
+                "produto_ready",
+                "1 while the server is ready (same source as gRPC health and /readyz)",
+                self.ready.get().into(),
+            ),
+            (
+                "produto_login_throttle_in_memory",
+                "1 while login attempts are counted in this instance's memory (throttling table unreachable)",
+                s.throttle_in_memory.into(),
+            ),
+        ];
+        // The connection budget, once read at start (PostgreSQL only).
+        let budget = self.db.budget().map(|(max, available, needed)| {
+            [
+                (
+                    "produto_db_connection_budget_ok",
+                    "1 if PostgreSQL had room for this instance's largest pool at start",
+                    i64::from(needed <= available),
+                ),
+                (
+                    "produto_db_max_connections",
+                    "PostgreSQL's max_connections, read at start",
+                    i64::from(max),
+                ),
+                (
+                    "produto_db_connections_available",
+                    "Connections ordinary roles had left at start, besides this instance's pool",
+                    i64::from(available),
+                ),
+            ]
+        });
+        for (name, help, value) in gauges.into_iter().chain(budget.into_iter().flatten()) {
+            encode_one(&mut encoder, name, help, None, ConstGauge::new(value))?;
+        }
+        // Users still on an imported legacy hash, once counted (see `db::users`).
+        if let Some(counts) = self.db.stats().legacy_hashes.get() {
+            let mut family = encoder.encode_descriptor(
+                "produto_users_legacy_hash",
+                "Users still on an imported legacy password hash, by format (each is replaced \
+                 by argon2id at the user's first login).",
+                None,
+                ConstGauge::new(0i64).metric_type(),
+            )?;
+            for (format, users) in counts {
+                ConstGauge::new(users).encode(family.encode_family(&FormatLabels { format })?)?;
+            }
+        }
+        let counters: [(&str, &str, u64); 8] = [
+            (
+                "produto_db_pool_acquires",
+                "Connection acquire attempts",
+                s.acquires_total,
+            ),
+            (
+                "produto_db_pool_acquire_timeouts",
+                "Acquire attempts that found no connection in time",
+                s.acquire_timeouts_total,
+            ),
+            (
+                "produto_db_pool_acquire_errors",
+                "Acquire attempts that failed otherwise (e.g. could not connect)",
+                s.acquire_errors_total,
+            ),
+            (
+                "produto_db_pool_connections_opened",
+                "Connections opened",
+                s.connections_opened_total,
+            ),
+            (
+                "produto_db_pool_connections_lost",
+                "Connections found broken or discarded mid-statement",
+                s.connections_lost_total,
+            ),
+            (
+                "produto_logins_throttled",
+                "Logins refused unchecked by brute-force throttling",
+                s.logins_throttled_total,
+            ),
+            (
+                "produto_password_verifications",
+                "Passwords checked against a user's stored hash (the dummy hash not counted)",
+                s.password_verifications_total,
+            ),
+            (
+                "produto_login_attempts_in_memory",
+                "Login attempts counted in memory because the throttling table could not be written",
+                s.logins_counted_in_memory_total,
+            ),
+        ];
+        for (name, help, value) in counters {
+            encode_one(&mut encoder, name, help, None, ConstCounter::new(value))?;
+        }
+        let seconds = [
+            (
+                "produto_db_probe_duration",
+                "Round trip of the last database probe",
+                s.last_probe_latency_us as f64 / 1e6,
+            ),
+            (
+                "produto_db_probe_last_timestamp",
+                "When the last database probe ran (Unix time)",
+                s.last_probe_unix_ms as f64 / 1e3,
+            ),
+        ];
+        for (name, help, value) in seconds {
+            encode_one(
+                &mut encoder,
+                name,
+                help,
+                Some(&Unit::Seconds),
+                ConstGauge::new(value),
+            )?;
+        }
+        Ok(())
+    }
+}
+
+/// Encodes one metric read at scrape time, its help text ending in a full stop.
+fn encode_one(
+    encoder: &mut DescriptorEncoder,
+    name: &str,
+    help: &str,
+    unit: Option<&Unit>,
+    metric: impl EncodeMetric,
+) -> Result<(), fmt::Error> {
+    metric.encode(encoder.encode_descriptor(
+        name,
+        &format!("{help}."),
+        unit,
+        metric.metric_type(),
+    )?)
 }

@@ -291,12 +291,17 @@ async fn the_python_package_installs_offline_and_every_function_works() {
         app.wait_for_readiness(ServingStatus::Serving).await;
         app
     };
+    // A third with TLS on, whose certificate only the test's CA vouches for.
+    let pki = crate::security::Pki::new();
+    let secure = crate::security::TlsServer::start(&pki, false).await;
     let run = Command::new(python)
         .arg(repo("tests/python/package.py"))
         .arg(&site)
         .arg(closed.to_string())
         .arg(guarded.addr.to_string())
+        .arg(secure.addr.to_string())
         .env("CALLER_TOKEN", CALLER_TOKEN)
+        .env("TLS_CA", pki.file("ca.pem", &pki.ca))
         // From the temporary directory: the package must come from the install, not the tree.
         .current_dir(tmp.path())
         .env("PYTHONPATH", &site)
@@ -316,4 +321,5 @@ async fn the_python_package_installs_offline_and_every_function_works() {
         output.status,
         String::from_utf8_lossy(&output.stderr)
     );
+    secure.stop().await;
 }

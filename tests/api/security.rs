@@ -59,8 +59,8 @@ async fn repeated_failures_lock_a_caller_out_of_a_username_across_instances_unti
 }
 
 /// A CA, a server certificate for localhost and a client certificate, made at test time.
-struct Pki {
-    ca: String,
+pub(crate) struct Pki {
+    pub(crate) ca: String,
     server_cert: String,
     server_key: String,
     client_cert: String,
@@ -69,17 +69,23 @@ struct Pki {
 }
 
 impl Pki {
-    fn new() -> Pki {
-        use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, IsCa, KeyPair};
+    pub(crate) fn new() -> Pki {
+        use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, DnType, IsCa, KeyPair};
+        // Every certificate gets a name of its own: with rcgen's one default name for all,
+        // a leaf's issuer equals its subject, and BoringSSL (grpcio) takes it for self-signed.
         let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
+        ca_params
+            .distinguished_name
+            .push(DnType::CommonName, "produto test CA");
         ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
         let ca = CertifiedIssuer::self_signed(ca_params, KeyPair::generate().unwrap()).unwrap();
         let leaf = |names: Vec<String>| {
             let key = KeyPair::generate().unwrap();
-            let cert = CertificateParams::new(names)
-                .unwrap()
-                .signed_by(&key, &ca)
-                .unwrap();
+            let mut params = CertificateParams::new(names.clone()).unwrap();
+            params
+                .distinguished_name
+                .push(DnType::CommonName, names[0].as_str());
+            let cert = params.signed_by(&key, &ca).unwrap();
             (cert.pem(), key.serialize_pem())
         };
         let (server_cert, server_key) = leaf(vec!["localhost".into(), "127.0.0.1".into()]);
@@ -94,7 +100,7 @@ impl Pki {
         }
     }
 
-    fn file(&self, name: &str, content: &str) -> std::path::PathBuf {
+    pub(crate) fn file(&self, name: &str, content: &str) -> std::path::PathBuf {
         let path = self.dir.path().join(name);
         std::fs::write(&path, content).unwrap();
         path
@@ -102,8 +108,8 @@ impl Pki {
 }
 
 /// A server with TLS on (and client certificates required when `mutual`).
-struct TlsServer {
-    addr: std::net::SocketAddr,
+pub(crate) struct TlsServer {
+    pub(crate) addr: std::net::SocketAddr,
     admin_addr: std::net::SocketAddr,
     stop: tokio::sync::oneshot::Sender<()>,
     task: tokio::task::JoinHandle<Result<(), produto::Error>>,
@@ -111,7 +117,7 @@ struct TlsServer {
 }
 
 impl TlsServer {
-    async fn start(pki: &Pki, mutual: bool) -> TlsServer {
+    pub(crate) async fn start(pki: &Pki, mutual: bool) -> TlsServer {
         Self::start_with(pki, mutual, |_| {}).await
     }
 
@@ -152,7 +158,7 @@ impl TlsServer {
         }
     }
 
-    async fn stop(self) {
+    pub(crate) async fn stop(self) {
         let _ = self.stop.send(());
         self.task.await.unwrap().unwrap();
     }

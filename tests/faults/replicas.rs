@@ -646,8 +646,9 @@ async fn an_unknown_user_costs_the_reads_a_known_one_does() {
 
 /// The primary stopped, reads going on from the standby: 20 wrong guesses from one address
 /// and then the right password are counted in memory with the same limit (5), and the right
-/// password is refused; the gauge and the counter say so. Once the primary is back, the next
-/// login is counted in the database, which has the outage's failures: still refused.
+/// password is refused; the gauge and the counter say so. Once the primary is back, with no
+/// login, the gauge goes back to 0 and the database gets the outage's failures (so an alert on
+/// the gauge ends with the outage); the next login is counted there: still refused.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn while_the_primary_is_down_attempts_are_counted_in_memory() {
     let _serial = SERIAL.lock().await;
@@ -704,8 +705,35 @@ async fn while_the_primary_is_down_attempts_are_counted_in_memory() {
         app.db.servers().get(0).reachable() && app.db.servers().primary_index() == 0
     })
     .await;
-    // Counted in the database now (the first logins may still meet connections the restart
-    // cut, and be counted in memory), the outage's five failures with it: refused all along.
+    // No login: the probe's finding alone moves counting back, the failures with it.
+    let started = Instant::now();
+    loop {
+        let (_, metrics) = super::http::http_get(admin, "/metrics").await;
+        if metrics.contains("produto_login_throttle_in_memory 0\n") {
+            break;
+        }
+        assert!(
+            started.elapsed() < NOTICE_BOUND,
+            "the gauge stays 1 with the primary back: {metrics}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    eprintln!(
+        "the gauge went back to 0 {:?} after the probe found the primary, with no login",
+        started.elapsed()
+    );
+    let failures = cluster::sql(
+        &primary.url(),
+        "SELECT tentativas FROM login_tentativas WHERE usuario = 'm0' AND identidade <> '*'",
+    )
+    .await;
+    assert_eq!(failures, "5", "the outage's failures, added with no login");
+    assert_eq!(
+        app.db.snapshot().password_verifications_total,
+        during.password_verifications_total
+    );
+    // Counted in the database now (a login may still meet a connection the restart cut, and
+    // be counted in memory), the outage's five failures with it: refused all along.
     let started = Instant::now();
     loop {
         assert_eq!(app.login("m0", "senha-forte-1").await.unwrap(), (false, 0));

@@ -1,7 +1,7 @@
 //! The cost per request of PgBouncer and of the transaction-pooling setting: one caller,
 //! sequential ObterNivel (one statement each) and VerificarLogin-free, so the figures are
 //! round trips, not hashing. Ignored by default (a measurement, not a check):
-//! `cargo test --test many -- --ignored --nocapture pgbouncer_cost` (BENCHMARKS.md).
+//! `cargo test --test many -- --ignored --nocapture pgbouncer_cost` (docs/benchmarks.md).
 
 use std::time::{Duration, Instant};
 

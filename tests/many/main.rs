@@ -15,6 +15,7 @@ mod cost;
 #[allow(dead_code, reason = "this binary uses part of the shared helpers")]
 mod helpers;
 mod instances;
+mod mixed;
 #[path = "../support/pgbouncer.rs"]
 #[allow(dead_code, reason = "not every test uses every setting")]
 mod pgbouncer;

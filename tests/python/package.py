@@ -1,16 +1,18 @@
 """The Python package (clients/python) as the old bot uses it, against a running server
 (tests/api/clients.rs installs it with pip into a temporary directory first).
 
-Usage: package.py <site-dir> <closed-addr> <guarded-addr>; PRODUTO_ADDR, PRODUTO_ADMIN_TOKEN
-and PRODUTO_TIMEOUT in the environment point it at the server; <guarded-addr> is a server
-with caller authentication, whose caller token is CALLER_TOKEN. Prints PASS at the end.
+Usage: package.py <site-dir> <closed-addr> <guarded-addr> <tls-addr>; PRODUTO_ADDR,
+PRODUTO_ADMIN_TOKEN and PRODUTO_TIMEOUT in the environment point it at the server;
+<guarded-addr> is a server with caller authentication, whose caller token is CALLER_TOKEN;
+<tls-addr> one with TLS on, whose certificate (for localhost) the CA in the PEM file TLS_CA
+signed. Prints PASS at the end.
 """
 
 import os
 import sys
 import time
 
-site, closed_addr, guarded_addr = sys.argv[1:4]
+site, closed_addr, guarded_addr, tls_addr = sys.argv[1:5]
 
 # The one import the old bot changes.
 from produto_client import adicionar_usuario, obter_nivel, verificar_login  # noqa: E402
@@ -110,6 +112,29 @@ def main():
         raises(errors.UnauthenticatedError, lambda: anonymous.obter_nivel("ana"), "CALLER_MISSING")
     with Client(guarded_addr, token="not-a-caller-token", timeout=30) as stranger:
         raises(errors.UnauthenticatedError, lambda: stranger.verificar_login("ana", "x"), "CALLER_TOKEN_INVALID")
+
+    # TLS: configured from the environment as the old bot would be (the CA's file, the name
+    # on the certificate), and by arguments. A client that does not trust the CA, or speaks
+    # plaintext to the TLS port, gets an exception, never an answer.
+    saved = {k: os.environ.get(k) for k in ("PRODUTO_TLS_CA", "PRODUTO_TLS_SERVER_NAME")}
+    os.environ["PRODUTO_TLS_CA"] = os.environ["TLS_CA"]
+    os.environ["PRODUTO_TLS_SERVER_NAME"] = "localhost"
+    try:
+        with Client(tls_addr, timeout=30) as secure:
+            assert secure.obter_nivel("ninguem") is None
+            assert secure.verificar_login("ninguem", "x") is False
+    finally:
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+    with Client(tls_addr, tls_ca=os.environ["TLS_CA"], tls_server_name="localhost", timeout=30) as secure:
+        assert secure.obter_nivel("ninguem") is None
+    with Client("https://" + tls_addr, tls_server_name="localhost", timeout=2) as untrusting:
+        raises(errors.UnavailableError, lambda: untrusting.obter_nivel("ninguem"))
+    with Client(tls_addr, timeout=2) as plaintext:
+        raises(errors.UnavailableError, lambda: plaintext.obter_nivel("ninguem"))
 
     # The service down: nothing listens at closed_addr. The calls fail within their deadline
     # (the channel retries the safe ones meanwhile) with an exception the caller can act on;

@@ -1,6 +1,8 @@
 //! The bot's own admin HTTP port: `GET /health` in the old bot's JSON shape (the service's
 //! readiness and pool figures plus the transport's state), `/livez`, `/readyz` and Prometheus
 //! `/metrics`. The service is asked at most once a second, however many probes arrive.
+//! `/livez`, `/readyz`, the `/metrics` answer and serving are the server's too: they live in
+//! `produto_client::admin`.
 
 use std::{
     sync::{
@@ -13,16 +15,20 @@ use std::{
 use axum::{
     Router,
     extract::State,
-    http::{StatusCode, header},
+    http::header,
     response::{IntoResponse, Response},
     routing::get,
 };
 use serde_json::json;
-use tokio::{net::TcpListener, sync::Mutex};
-use tokio_util::sync::CancellationToken;
+use tokio::sync::Mutex;
 
-use crate::{Bot, ServiceHealth, metrics::CONTENT_TYPE};
-use produto_client::pb::PoolStatusResponse;
+use crate::{Bot, ServiceHealth};
+use produto_client::{
+    admin::{metrics_response, probes, status},
+    pb::PoolStatusResponse,
+};
+
+pub use produto_client::admin::serve;
 
 /// How long one answer of the service is reused for.
 const CACHE_FOR: Duration = Duration::from_secs(1);
@@ -74,24 +80,15 @@ struct Admin {
 pub fn router(bot: Arc<Bot>, transport: Arc<TransportState>) -> Router {
     Router::new()
         .route("/health", get(health))
-        .route("/livez", get(livez))
-        .route("/readyz", get(readyz))
+        // Ready when the transport is: a bot whose service is down still answers its users
+        // (with "serviço indisponível"), so it stays in rotation.
+        .merge(probes(|admin: &Admin| admin.transport.is_ready()))
         .route("/metrics", get(metrics_page))
         .with_state(Admin {
             bot,
             transport,
             cache: Arc::new(Mutex::new(None)),
         })
-}
-
-/// Serves the admin routes on `listener` until `stop` is cancelled.
-pub async fn serve(listener: TcpListener, router: Router, stop: CancellationToken) {
-    if let Err(e) = axum::serve(listener, router)
-        .with_graceful_shutdown(stop.cancelled_owned())
-        .await
-    {
-        tracing::error!(error = %e, "admin HTTP server failed");
-    }
 }
 
 impl Admin {
@@ -164,31 +161,6 @@ async fn health(State(admin): State<Admin>) -> Response {
         .into_response()
 }
 
-async fn livez() -> &'static str {
-    "ok\n"
-}
-
-/// Ready when the transport is: a bot whose service is down still answers its users (with
-/// "serviço indisponível"), so it stays in rotation.
-async fn readyz(State(admin): State<Admin>) -> (StatusCode, &'static str) {
-    let ready = admin.transport.is_ready();
-    (status(ready), if ready { "ready\n" } else { "not ready\n" })
-}
-
 async fn metrics_page(State(admin): State<Admin>) -> Response {
-    match admin.bot.metrics().encode() {
-        Ok(text) => ([(header::CONTENT_TYPE, CONTENT_TYPE)], text).into_response(),
-        Err(e) => {
-            tracing::error!(error = %e, "cannot encode the metrics");
-            StatusCode::INTERNAL_SERVER_ERROR.into_response()
-        }
-    }
-}
-
-fn status(ready: bool) -> StatusCode {
-    if ready {
-        StatusCode::OK
-    } else {
-        StatusCode::SERVICE_UNAVAILABLE
-    }
+    metrics_response(admin.bot.metrics().encode())
 }

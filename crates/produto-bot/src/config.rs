@@ -10,8 +10,9 @@ use produto_client::telemetry::LogFormat;
 /// produto-bot: a chat bot over the produto service. With a Telegram token it talks Telegram
 /// (long polling, or a webhook when PRODUTO_BOT_WEBHOOK_URL is set); without one it reads chat
 /// messages from standard input, one per line, and writes each reply to standard output,
-/// followed by an empty line.
-#[derive(Clone, Parser)]
+/// followed by an empty line. Every secret in it (the admin token, the Telegram token, the
+/// webhook secret) is a [`SecretString`], so that its `Debug` shows none of them.
+#[derive(Debug, Clone, Parser)]
 #[command(name = "produto-bot", version)]
 pub struct BotConfig {
     /// Address of the produto service.
@@ -88,23 +89,6 @@ impl BotConfig {
             return Err("PRODUTO_ADMIN_TOKEN is set but empty; unset it or give a token".into());
         }
         Ok(())
-    }
-}
-
-// By hand: the Telegram settings stay out (the token is in them).
-impl std::fmt::Debug for BotConfig {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("BotConfig")
-            .field("server", &self.server)
-            .field("tls_ca", &self.tls_ca)
-            .field("tls_cert", &self.tls_cert)
-            .field("connect_timeout", &self.connect_timeout)
-            .field("timeout", &self.timeout)
-            .field("admin_token", &self.admin_token)
-            .field("admin_nivel", &self.admin_nivel)
-            .field("admin_addr", &self.admin_addr)
-            .field("log_format", &self.log_format)
-            .finish()
     }
 }
 

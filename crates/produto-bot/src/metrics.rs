@@ -133,13 +133,11 @@ impl BotMetrics {
             .inc();
     }
 
-    /// The OpenMetrics text exposition of every metric.
+    /// The OpenMetrics text exposition of every metric (served as
+    /// `produto_client::admin::METRICS_CONTENT_TYPE`).
     pub fn encode(&self) -> Result<String, fmt::Error> {
         let mut out = String::new();
         encode(&mut out, &self.registry)?;
         Ok(out)
     }
 }
-
-/// The content type of [`BotMetrics::encode`]'s output.
-pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";

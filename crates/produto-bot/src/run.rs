@@ -3,6 +3,7 @@
 
 use std::sync::Arc;
 
+use secrecy::SecretString;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
@@ -46,11 +47,11 @@ impl Listeners {
     }
 }
 
-/// The transport the configuration picks.
+/// The transport the configuration picks, with the token (and the webhook's secret).
 enum Mode {
     Stdin,
-    Polling(String),
-    Webhook(String, url::Url, String),
+    Polling(SecretString),
+    Webhook(SecretString, url::Url, SecretString),
 }
 
 impl Mode {

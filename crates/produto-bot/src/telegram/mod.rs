@@ -10,6 +10,7 @@ pub mod webhook;
 
 use std::{net::SocketAddr, path::PathBuf, sync::Arc, time::Duration};
 
+use secrecy::{ExposeSecret, SecretString};
 use teloxide::{
     ApiError, RequestError,
     prelude::Requester,
@@ -30,13 +31,14 @@ const ATTEMPTS: u32 = 6;
 /// The longest wait between two attempts after an error without `retry_after`.
 const MAX_BACKOFF: Duration = Duration::from_secs(30);
 
-/// The Telegram settings, flattened into [`crate::BotConfig`].
-#[derive(Clone, clap::Args)]
+/// The Telegram settings, flattened into [`crate::BotConfig`]. The token and the webhook
+/// secret are [`SecretString`]s: `Debug` shows neither.
+#[derive(Debug, Clone, clap::Args)]
 pub struct TelegramConfig {
     /// Bot API token from BotFather. Set (or PRODUTO_BOT_TELEGRAM_TOKEN_FILE): the bot talks
     /// Telegram; unset: it reads standard input.
     #[arg(long, env = "PRODUTO_BOT_TELEGRAM_TOKEN", hide_env_values = true)]
-    pub telegram_token: Option<String>,
+    pub telegram_token: Option<SecretString>,
 
     /// File holding the Bot API token (e.g. a mounted Kubernetes Secret).
     #[arg(
@@ -73,7 +75,7 @@ pub struct TelegramConfig {
     /// Secret Telegram sends in `X-Telegram-Bot-Api-Secret-Token` (1–256 of A-Z a-z 0-9 _ -);
     /// required in webhook mode.
     #[arg(long, env = "PRODUTO_BOT_WEBHOOK_SECRET", hide_env_values = true)]
-    pub webhook_secret: Option<String>,
+    pub webhook_secret: Option<SecretString>,
 
     /// File holding the webhook secret.
     #[arg(
@@ -94,28 +96,29 @@ pub struct TelegramConfig {
 
 impl TelegramConfig {
     /// The token, from the variable or the file; `None`: no Telegram.
-    pub fn token(&self) -> Result<Option<String>, String> {
+    pub fn token(&self) -> Result<Option<SecretString>, String> {
         secret(
-            self.telegram_token.as_deref(),
+            self.telegram_token.as_ref(),
             self.telegram_token_file.as_deref(),
             "PRODUTO_BOT_TELEGRAM_TOKEN",
         )
     }
 
     /// The webhook's URL and secret, when webhook mode is configured.
-    pub fn webhook(&self) -> Result<Option<(url::Url, String)>, String> {
+    pub fn webhook(&self) -> Result<Option<(url::Url, SecretString)>, String> {
         let Some(raw) = self.webhook_url.as_deref() else {
             return Ok(None);
         };
         let url = url::Url::parse(raw).map_err(|e| format!("PRODUTO_BOT_WEBHOOK_URL: {e}"))?;
         let secret = secret(
-            self.webhook_secret.as_deref(),
+            self.webhook_secret.as_ref(),
             self.webhook_secret_file.as_deref(),
             "PRODUTO_BOT_WEBHOOK_SECRET",
         )?
         .ok_or("webhook mode needs PRODUTO_BOT_WEBHOOK_SECRET (or _FILE)")?;
-        let valid = (1..=256).contains(&secret.len())
-            && secret
+        let text = secret.expose_secret();
+        let valid = (1..=256).contains(&text.len())
+            && text
                 .bytes()
                 .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-');
         if !valid {
@@ -127,19 +130,19 @@ impl TelegramConfig {
 
 /// A secret from its variable or its file (trimmed); an empty one is an error.
 fn secret(
-    value: Option<&str>,
+    value: Option<&SecretString>,
     file: Option<&std::path::Path>,
     name: &str,
-) -> Result<Option<String>, String> {
+) -> Result<Option<SecretString>, String> {
     let value = match (value, file) {
-        (Some(v), _) => v.to_owned(),
+        (Some(v), _) => v.clone(),
         (None, Some(path)) => std::fs::read_to_string(path)
             .map_err(|e| format!("{name}_FILE {}: {e}", path.display()))?
             .trim()
-            .to_owned(),
+            .into(),
         (None, None) => return Ok(None),
     };
-    if value.is_empty() {
+    if value.expose_secret().is_empty() {
         return Err(format!("{name} is set but empty"));
     }
     Ok(Some(value))
@@ -181,7 +184,7 @@ fn command_menu() -> Vec<BotCommand> {
 pub struct Telegram {
     api: teloxide::Bot,
     /// Kept only to scrub it from error messages (reqwest's include the URL, token and all).
-    token: String,
+    token: SecretString,
     bot: Arc<Bot>,
     state: Arc<TransportState>,
     limiter: RateLimiter,
@@ -194,7 +197,7 @@ impl Telegram {
     /// The Bot API client for `token`; `stop` ends polling (or the webhook) and retry waits.
     pub fn new(
         config: &TelegramConfig,
-        token: String,
+        token: SecretString,
         bot: Arc<Bot>,
         state: Arc<TransportState>,
         stop: CancellationToken,
@@ -209,7 +212,7 @@ impl Telegram {
             .timeout(config.poll_timeout + Duration::from_secs(10))
             .build()
             .map_err(|e| format!("HTTP client: {e}"))?;
-        let api = teloxide::Bot::with_client(token.clone(), client).set_api_url(api_url);
+        let api = teloxide::Bot::with_client(token.expose_secret(), client).set_api_url(api_url);
         Ok(Telegram {
             api,
             token,
@@ -259,7 +262,7 @@ impl Telegram {
                 let handled = self
                     .bot
                     .handle_incoming(Incoming {
-                        // Per user, not per chat: see the README's "Who is logged in".
+                        // Per user, not per chat: see docs/bot.md, "Who is logged in".
                         session: ChatId(user_id as i64),
                         end_user: Some(&end_user),
                         shared_chat: !private,
@@ -396,7 +399,7 @@ impl Telegram {
 
     /// An error's text with the token taken out (reqwest's errors carry the request URL).
     fn scrub(&self, error: &RequestError) -> String {
-        error.to_string().replace(&self.token, "***")
+        error.to_string().replace(self.token.expose_secret(), "***")
     }
 }
 
@@ -465,6 +468,17 @@ mod tests {
         config.webhook_secret = Some("s3cret_-X".into());
         let (url, secret) = config.webhook().unwrap().unwrap();
         assert_eq!(url.path(), "/telegram");
-        assert_eq!(secret, "s3cret_-X");
+        assert_eq!(secret.expose_secret(), "s3cret_-X");
+    }
+
+    #[test]
+    fn the_token_and_the_webhook_secret_never_show_in_debug_output() {
+        use clap::Parser;
+        let mut config = crate::BotConfig::parse_from(["produto-bot"]);
+        config.telegram.telegram_token = Some("123456:telegram-token".into());
+        config.telegram.webhook_secret = Some("webhook-s3cret".into());
+        let shown = format!("{config:?}");
+        assert!(!shown.contains("telegram-token"), "{shown}");
+        assert!(!shown.contains("webhook-s3cret"), "{shown}");
     }
 }

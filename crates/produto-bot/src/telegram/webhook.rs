@@ -13,6 +13,7 @@ use axum::{
     http::{HeaderMap, StatusCode},
     routing::post,
 };
+use secrecy::{ExposeSecret, SecretString};
 use subtle::ConstantTimeEq;
 use teloxide::{
     payloads::SetWebhookSetters,
@@ -30,7 +31,7 @@ pub const SECRET_HEADER: &str = "x-telegram-bot-api-secret-token";
 #[derive(Clone)]
 struct Hook {
     telegram: Arc<Telegram>,
-    secret: Arc<str>,
+    secret: SecretString,
 }
 
 /// Registers the webhook (`setWebhook` with the secret, retried until it succeeds) and serves
@@ -40,13 +41,13 @@ pub async fn run(
     telegram: Arc<Telegram>,
     listener: TcpListener,
     url: url::Url,
-    secret: String,
+    secret: SecretString,
 ) -> Result<(), String> {
     let router = Router::new()
         .route(url.path(), post(receive))
         .with_state(Hook {
             telegram: telegram.clone(),
-            secret: secret.clone().into(),
+            secret: secret.clone(),
         });
     // Serve first: Telegram may post as soon as the webhook is set.
     let stop = telegram.stop.clone();
@@ -62,7 +63,7 @@ pub async fn run(
                 telegram
                     .api
                     .set_webhook(url.clone())
-                    .secret_token(secret.clone())
+                    .secret_token(secret.expose_secret())
                     .allowed_updates([AllowedUpdate::Message])
                     .send()
             })
@@ -97,7 +98,11 @@ async fn receive(State(hook): State<Hook>, headers: HeaderMap, body: Bytes) -> S
         tracing::warn!("webhook request without the secret token; refused");
         return StatusCode::UNAUTHORIZED;
     };
-    if !bool::from(given.as_bytes().ct_eq(hook.secret.as_bytes())) {
+    if !bool::from(
+        given
+            .as_bytes()
+            .ct_eq(hook.secret.expose_secret().as_bytes()),
+    ) {
         tracing::warn!("webhook request with a wrong secret token; refused");
         return StatusCode::FORBIDDEN;
     }

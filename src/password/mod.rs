@@ -4,14 +4,17 @@
 //! so that logins can never starve the runtime that serves the cheap RPCs. Unknown users are
 //! verified against a dummy hash so that they cost the same. Imported users' legacy hashes
 //! ([`legacy`]) are verified on the same threads and replaced at their first login.
+//!
+//! Here the settings and the [`Hasher`] (its bounds: the slots, the queue timeout, the cost a
+//! stored hash may ask for); beside it the hashing threads (`threads.rs`) and argon2 on the
+//! memory each thread keeps (`reused_memory.rs`).
 
 pub mod legacy;
+mod reused_memory;
+mod threads;
 
 use std::{
-    sync::{
-        Arc,
-        atomic::{AtomicUsize, Ordering::Relaxed},
-    },
+    sync::{Arc, atomic::Ordering::Relaxed},
     time::Duration,
 };
 
@@ -22,6 +25,7 @@ use tracing::Instrument;
 
 use crate::{Error, domain::Senha};
 use legacy::{Format, Legacy};
+use threads::{HashThreads, IDLE_RELEASE};
 
 /// The hashing settings: argon2id's costs and how many hashes run at once.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -324,200 +328,6 @@ impl Hasher {
 /// anything else is a [`legacy`] hash or no hash at all.
 fn is_argon2(stored: &str) -> bool {
     stored.starts_with("$argon2")
-}
-
-/// Lowers the calling thread's scheduling priority (nice 10), so that while logins saturate
-/// the hashing threads the cheap RPCs, the runtime and a local database still get the CPU
-/// first; with the CPU otherwise idle, hashing runs at full speed all the same.
-fn lower_priority() {
-    #[cfg(target_os = "linux")]
-    {
-        // SAFETY: setpriority has no memory effects. On Linux, PRIO_PROCESS with who = 0
-        // applies to the calling thread only (threads have their own nice value).
-        let rc = unsafe { libc::setpriority(libc::PRIO_PROCESS, 0, HASH_THREAD_NICE) };
-        if rc != 0 {
-            tracing::debug!(
-                error = %std::io::Error::last_os_error(),
-                "could not lower the hashing thread's priority"
-            );
-        }
-    }
-}
-
-/// The nice value of the hashing threads (0 is normal, 19 the lowest priority).
-#[cfg(target_os = "linux")]
-const HASH_THREAD_NICE: libc::c_int = 10;
-
-/// argon2 hashing and verifying on the calling thread's own working memory, kept from one
-/// hash to the next: what `Argon2::hash_password` and `verify_password` compute, without
-/// allocating the memory cost (19 MiB) anew each time. Run only on the hashing threads, so
-/// the server holds at most one such block per thread, whatever the login rate.
-mod reused_memory {
-    use std::cell::RefCell;
-
-    use argon2::{Algorithm, Argon2, Block, Params, Version};
-    use password_hash::{Output, ParamsString, PasswordHash, Salt};
-    use subtle::ConstantTimeEq;
-
-    thread_local! {
-        static MEMORY: RefCell<Vec<Block>> = const { RefCell::new(Vec::new()) };
-    }
-
-    /// argon2 of `password` and `salt` into `out`, on this thread's memory.
-    fn compute(
-        argon2: &Argon2<'_>,
-        password: &[u8],
-        salt: &[u8],
-        out: &mut [u8],
-    ) -> argon2::Result<()> {
-        MEMORY.with_borrow_mut(|memory| {
-            memory.resize(argon2.params().block_count(), Block::default());
-            argon2.hash_password_into_with_memory(password, salt, out, &mut memory[..])
-        })
-    }
-
-    /// The bytes of working memory this thread keeps.
-    pub(super) fn held_bytes() -> usize {
-        MEMORY.with_borrow(|memory| memory.capacity() * size_of::<Block>())
-    }
-
-    /// Frees this thread's working memory and has glibc's malloc give free memory back to
-    /// the system: a freed block of 19 MiB stays in the thread's arena otherwise (glibc
-    /// raises its mmap and trim thresholds after the first such block is freed).
-    pub(super) fn release() {
-        drop(MEMORY.take());
-        #[cfg(all(target_os = "linux", target_env = "gnu"))]
-        // SAFETY: malloc_trim only returns free pages of malloc's own heaps to the kernel;
-        // it touches no memory in use.
-        unsafe {
-            libc::malloc_trim(0);
-        }
-    }
-
-    /// A new PHC hash, as `Argon2::hash_password` makes it.
-    pub(super) fn hash<'a>(
-        argon2: &Argon2<'_>,
-        password: &[u8],
-        salt: Salt<'a>,
-    ) -> password_hash::Result<PasswordHash<'a>> {
-        let mut salt_buf = [0u8; 64];
-        let salt_bytes = salt.decode_b64(&mut salt_buf)?;
-        let len = argon2
-            .params()
-            .output_len()
-            .unwrap_or(Params::DEFAULT_OUTPUT_LEN);
-        let output = Output::init_with(len, |out| Ok(compute(argon2, password, salt_bytes, out)?))?;
-        Ok(PasswordHash {
-            algorithm: argon2::Algorithm::Argon2id.ident(),
-            version: Some(Version::V0x13.into()),
-            params: ParamsString::try_from(argon2.params())?,
-            salt: Some(salt),
-            hash: Some(output),
-        })
-    }
-
-    /// Whether `password` matches a stored hash, with the stored hash's own algorithm,
-    /// version and parameters, as argon2's `verify_password` decides it (constant-time).
-    pub(super) fn verify(stored: &PasswordHash<'_>, password: &[u8]) -> bool {
-        let (Some(salt), Some(expected)) = (&stored.salt, &stored.hash) else {
-            return false;
-        };
-        let Ok(algorithm) = Algorithm::try_from(stored.algorithm) else {
-            return false;
-        };
-        let version = match stored.version.map(Version::try_from).transpose() {
-            Ok(v) => v.unwrap_or_default(),
-            Err(_) => return false,
-        };
-        let Ok(params) = Params::try_from(stored) else {
-            return false;
-        };
-        let mut salt_buf = [0u8; 64];
-        let Ok(salt_bytes) = salt.decode_b64(&mut salt_buf) else {
-            return false;
-        };
-        let argon2 = Argon2::new(algorithm, version, params);
-        let mut out = vec![0u8; expected.len()];
-        compute(&argon2, password, salt_bytes, &mut out).is_ok()
-            && bool::from(expected.as_bytes().ct_eq(&out))
-    }
-}
-
-/// Work for a hashing thread.
-type Job = Box<dyn FnOnce() + Send>;
-
-/// A hashing thread idle this long gives its argon2 block back to the system.
-const IDLE_RELEASE: Duration = Duration::from_secs(1);
-
-/// The hashing threads, fed by one queue; they end when the last [`Hasher`] clone is dropped.
-///
-/// Dedicated threads rather than tokio's blocking pool because of memory: argon2 allocates
-/// its whole memory cost (19 MiB by default) for each hash, and glibc's malloc keeps such a
-/// block cached in the arena of the thread that freed it. The blocking pool spreads hashes
-/// over many threads, hence many arenas: the benchmark saw the server's RSS reach ~470 MiB
-/// after a burst of logins. With a fixed set of threads each keeps one block
-/// (`reused_memory`) while logins come, so a busy server pays no allocation per hash; a
-/// thread idle for `idle` frees its block and asks malloc to return it
-/// (`reused_memory::release`), so that after a burst the server's RSS falls back to its
-/// idle size instead of holding 19 MiB per thread forever (the bench checks it).
-///
-/// A flume queue (multi-consumer, so each thread waits with its own timeout) rather than a
-/// rayon pool: the bounds live in front of it, in [`Hasher::run_blocking`] (the semaphore
-/// keeps at most one job per thread queued or running, waiting for it has the queue timeout,
-/// and a job whose caller has gone is skipped), so the queue itself needs none. rayon would
-/// add work stealing and no idle release.
-#[derive(Clone)]
-struct HashThreads {
-    queue: flume::Sender<Job>,
-    /// The bytes of argon2 memory each thread holds, for [`Hasher::memory_held`].
-    held: Arc<[AtomicUsize]>,
-}
-
-impl HashThreads {
-    fn start(n: usize, idle: Duration) -> Result<Self, Error> {
-        let (queue, jobs) = flume::unbounded::<Job>();
-        let held: Arc<[AtomicUsize]> = (0..n).map(|_| AtomicUsize::new(0)).collect();
-        for i in 0..n {
-            let jobs = jobs.clone();
-            let held = held.clone();
-            std::thread::Builder::new()
-                .name(format!("produto-hash-{i}"))
-                .spawn(move || {
-                    lower_priority();
-                    loop {
-                        // Holding a block, wait at most `idle` for the next job; holding
-                        // none, there is nothing to give back, so wait as long as it takes.
-                        let job = if held[i].load(Relaxed) > 0 {
-                            jobs.recv_timeout(idle)
-                        } else {
-                            jobs.recv()
-                                .map_err(|_| flume::RecvTimeoutError::Disconnected)
-                        };
-                        match job {
-                            // A panicking hash must not take the thread with it; its
-                            // caller sees the dropped reply as an internal error.
-                            Ok(job) => {
-                                let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(job));
-                                held[i].store(reused_memory::held_bytes(), Relaxed);
-                            }
-                            Err(flume::RecvTimeoutError::Timeout) => {
-                                reused_memory::release();
-                                held[i].store(0, Relaxed);
-                            }
-                            Err(flume::RecvTimeoutError::Disconnected) => return,
-                        }
-                    }
-                })
-                .map_err(|e| Error::Startup(format!("cannot start a hashing thread: {e}")))?;
-        }
-        Ok(HashThreads { queue, held })
-    }
-
-    fn run(&self, job: Job) -> Result<(), Error> {
-        self.queue
-            .send(job)
-            .map_err(|_| Error::Internal("hashing threads stopped".into()))
-    }
 }
 
 #[cfg(test)]

@@ -1,0 +1,68 @@
+//! Scenario 9: the login timing gap (issue 23). Unknown usernames against a known user's
+//! wrong password, interleaved, one at a time, on the production server with its default
+//! argon2 cost and throttling: the known user is guessed again and again (refused by the
+//! throttle from the 6th guess on, as an attacker meets it), the unknown names are fresh.
+//! Any gap whose 95 % interval excludes 0 would tell a stranger which names exist.
+
+use std::time::Instant;
+
+use produto::pb::{
+    AdicionarUsuarioRequest, VerificarLoginRequest, produto_service_client::ProdutoServiceClient,
+};
+use tonic::{Request, transport::Channel};
+
+use crate::{server::ADMIN_TOKEN, stats::Gap};
+
+/// The known user of this scenario: its own, so that throttling it touches no other scenario.
+const KNOWN: &str = "timing-conhecido";
+
+/// Runs `n` logins of each kind, alternating which goes first, after a warm-up; returns the
+/// gap of unknown minus wrong password, in ms.
+pub async fn login_gap(channel: &Channel, n: usize) -> Result<Gap, String> {
+    let mut client = ProdutoServiceClient::new(channel.clone());
+    let mut add = Request::new(AdicionarUsuarioRequest {
+        usuario: KNOWN.into(),
+        senha: "senha-do-conhecido-1".into(),
+        nivel: 1,
+    });
+    add.metadata_mut().insert(
+        "authorization",
+        format!("Bearer {ADMIN_TOKEN}")
+            .parse()
+            .expect("ascii token"),
+    );
+    match client.adicionar_usuario(add).await {
+        Ok(_) => {}
+        Err(s) if s.code() == tonic::Code::AlreadyExists => {}
+        Err(s) => return Err(format!("creating {KNOWN}: {s}")),
+    }
+    let mut login = async |usuario: String| -> Result<f64, String> {
+        let started = Instant::now();
+        let answer = client
+            .verificar_login(VerificarLoginRequest {
+                usuario,
+                senha: "senha-errada".into(),
+            })
+            .await
+            .map_err(|s| format!("VerificarLogin: {s}"))?;
+        if answer.get_ref().valido {
+            return Err("a wrong password was accepted".into());
+        }
+        Ok(started.elapsed().as_secs_f64() * 1e3)
+    };
+    // Warm-up: connections, statement caches, the hashing threads' memory.
+    for i in 0..10 {
+        login(format!("aquecer-{i}")).await?;
+    }
+    let (mut unknown, mut wrong) = (Vec::with_capacity(n), Vec::with_capacity(n));
+    for i in 0..n {
+        if i % 2 == 0 {
+            unknown.push(login(format!("ninguem-{i}")).await?);
+            wrong.push(login(KNOWN.into()).await?);
+        } else {
+            wrong.push(login(KNOWN.into()).await?);
+            unknown.push(login(format!("ninguem-{i}")).await?);
+        }
+    }
+    Ok(Gap::of(&unknown, &wrong))
+}

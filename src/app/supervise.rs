@@ -1,0 +1,182 @@
+//! The background tasks, until stopped: the supervisor (migrations or waiting for them, the
+//! readiness probe, the budget warning, the NOT_SERVING delay at shutdown), the throttle's
+//! purge of expired rows, and the count of users on legacy hashes.
+
+use std::time::{Duration, Instant};
+
+use tokio_util::{sync::CancellationToken, task::TaskTracker};
+
+use crate::{
+    config::Settings,
+    db::{Db, ProbeConnection},
+    service::Readiness,
+    throttle::Throttle,
+};
+
+/// Longest pause between two migration attempts while the database is unreachable.
+const MIGRATE_RETRY_MAX: Duration = Duration::from_secs(5);
+/// How often the users still on a legacy hash are counted for `/metrics` (a login that
+/// replaces one lowers the gauge at once; the count catches imports and other instances).
+const LEGACY_COUNT_INTERVAL: Duration = Duration::from_secs(60);
+
+/// The background tasks, until `stop`: the supervisor (migrations, the readiness probe, the
+/// NOT_SERVING delay at shutdown), the throttle's purge of expired rows and the count of
+/// users on legacy hashes.
+pub(super) fn start_background(
+    config: &Settings,
+    db: &Db,
+    throttle: Throttle,
+    readiness: Readiness,
+    stop: &CancellationToken,
+) -> TaskTracker {
+    let tasks = TaskTracker::new();
+    tasks.spawn(supervise(
+        db.clone(),
+        throttle.clone(),
+        readiness,
+        config.probe_interval,
+        !config.no_migrate,
+        config.shutdown_delay,
+        stop.clone(),
+    ));
+    tasks.spawn(throttle.purge_until_stopped(stop.clone()));
+    tasks.spawn(count_legacy_hashes(db.clone(), stop.clone()));
+    tasks
+}
+
+/// Counts the users on legacy hashes as soon as the schema is in place, then every
+/// [`LEGACY_COUNT_INTERVAL`], until `stop`. A failed count keeps the last figures.
+async fn count_legacy_hashes(db: Db, stop: CancellationToken) {
+    // Until the supervisor has the schema in place, look again shortly.
+    const SCHEMA_POLL: Duration = Duration::from_millis(200);
+    loop {
+        let pause = if db.is_migrated() {
+            if let Err(e) = db.refresh_legacy_hash_counts().await {
+                tracing::debug!(error = %e, "could not count the users on legacy hashes");
+            }
+            LEGACY_COUNT_INTERVAL
+        } else {
+            SCHEMA_POLL
+        };
+        tokio::select! {
+            () = stop.cancelled() => return,
+            () = tokio::time::sleep(pause) => {}
+        }
+    }
+}
+
+/// Reads the connection budget and warns when this instance's
+/// pool could not reach its maximum (README, "Running many instances").
+async fn warn_if_over_budget(db: &Db) {
+    match db.check_budget().await {
+        Ok(Some(budget)) if !budget.ok() => tracing::warn!(
+            max_connections = budget.max_connections,
+            superuser_reserved = budget.reserved,
+            in_use_by_others = budget.in_use_by_others,
+            available = budget.available(),
+            needed = budget.needed,
+            "PostgreSQL cannot serve this instance's largest pool (PRODUTO_MAX_CONNECTIONS + \
+             the probe): lower PRODUTO_MAX_CONNECTIONS or the replica count, or raise \
+             max_connections"
+        ),
+        Ok(Some(budget)) => tracing::info!(
+            max_connections = budget.max_connections,
+            available = budget.available(),
+            needed = budget.needed,
+            "connection budget ok"
+        ),
+        Ok(None) => {}
+        Err(e) => tracing::warn!(error = %e, "could not read the connection budget"),
+    }
+}
+
+/// Applies migrations (or, with `apply_migrations` false, waits until someone else has
+/// applied them), retrying with a backoff while the database is unreachable. `None` when
+/// stopped first.
+async fn ensure_schema(db: &Db, apply_migrations: bool, stop: &CancellationToken) -> Option<()> {
+    let mut backoff = Duration::from_millis(100);
+    while !db.is_migrated() {
+        let attempt = async {
+            if apply_migrations {
+                db.migrate().await.map_err(|e| e.to_string())
+            } else {
+                db.check_migrated().await
+            }
+        };
+        tokio::select! {
+            () = stop.cancelled() => return None,
+            result = attempt => match result {
+                Ok(()) if apply_migrations => {
+                    tracing::info!(backend = db.backend_name(), "schema migrated");
+                }
+                Ok(()) => tracing::info!(backend = db.backend_name(), "schema found migrated"),
+                Err(e) => {
+                    tracing::error!(error = %e, retry_in = ?backoff, "schema not in place; not ready");
+                    tokio::select! {
+                        () = stop.cancelled() => return None,
+                        () = tokio::time::sleep(backoff) => {}
+                    }
+                    backoff = (backoff * 2).min(MIGRATE_RETRY_MAX);
+                }
+            }
+        }
+    }
+    Some(())
+}
+
+/// The background task: applies migrations (or, with `apply_migrations` false, waits until
+/// someone else has applied them), retrying while the database is unreachable; then probes
+/// the database every `interval`, reports readiness and tells the throttle (which moves its
+/// counting back to the database once the primary answers again), until stopped; then reports
+/// NOT_SERVING for `shutdown_delay` before the listener may close.
+async fn supervise(
+    db: Db,
+    throttle: Throttle,
+    mut readiness: Readiness,
+    interval: Duration,
+    apply_migrations: bool,
+    shutdown_delay: Duration,
+    stop: CancellationToken,
+) {
+    // The probe's first connection is opened while the schema is checked: at startup each
+    // new connection is a TLS handshake (~100 ms on loopback, docs/benchmarks.md). Only a healthy
+    // early reading is used (one taken while the database was still down would hold
+    // readiness back for a probe interval)...
+    let mut probe = ProbeConnection::default();
+    let (schema, (early, probed_at)) =
+        tokio::join!(ensure_schema(&db, apply_migrations, &stop), async {
+            (db.probe(&mut probe).await, Instant::now())
+        },);
+    if schema.is_none() {
+        // Never ready: nobody is sending, no delay needed.
+        readiness.shut_down(Duration::ZERO).await;
+        return;
+    }
+    // Before readiness, so that no startup query runs under the first calls; after the
+    // schema, because no query runs before the schema is in place.
+    warn_if_over_budget(&db).await;
+    let mut healthy_early = early && probed_at.elapsed() < interval;
+    loop {
+        let healthy = std::mem::take(&mut healthy_early)
+            || tokio::select! {
+                () = stop.cancelled() => break,
+                healthy = db.probe(&mut probe) => healthy,
+            };
+        readiness.set(healthy).await;
+        if !healthy {
+            // Connections idle in the pool may have died with the database: have them
+            // pinged before reuse, so the first calls after it returns do not fail.
+            db.stats().mark_suspect();
+            tracing::warn!("database probe failed; not ready");
+        }
+        tokio::select! {
+            () = stop.cancelled() => break,
+            () = throttle.after_probe() => {}
+        }
+        tokio::select! {
+            () = stop.cancelled() => break,
+            () = tokio::time::sleep(interval) => {}
+        }
+    }
+    readiness.shut_down(shutdown_delay).await;
+}
