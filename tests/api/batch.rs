@@ -186,7 +186,7 @@ async fn callers_that_give_up_do_not_break_the_others_in_their_batch() {
     }
     // The service is intact afterwards and no connection is held.
     assert_eq!(nivel_of(&app, "u7".into()).await.unwrap(), 7);
-    assert_eq!(app.pool_status().await.used_connections, 0);
+    app.wait_for_idle_pool().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

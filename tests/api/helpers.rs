@@ -322,6 +322,25 @@ impl TestApp {
             .into_inner()
     }
 
+    /// The pool's status once no connection is in use, waiting up to 30 s for it: a
+    /// connection goes back to the pool a moment after its call answered (and a background
+    /// task may hold one briefly), so "nothing is held" is a condition to wait for. Fails
+    /// if a connection stays in use.
+    pub async fn wait_for_idle_pool(&self) -> produto::pb::PoolStatusResponse {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let status = self.pool_status().await;
+            if status.used_connections == 0 {
+                return status;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "a connection stays in use: {status:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
     /// Stops the server and hands back its address and database, so that a test can start
     /// another server in its place with [`spawn_on`].
     pub async fn stop_keeping_database(mut self) -> (SocketAddr, TestDb) {
