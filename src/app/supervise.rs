@@ -44,24 +44,24 @@ pub(super) fn start_background(
     tasks
 }
 
-/// Counts the users on legacy hashes as soon as the schema is in place, then every
-/// [`LEGACY_COUNT_INTERVAL`], until `stop`. A failed count keeps the last figures.
+/// Counts the users on legacy hashes every [`LEGACY_COUNT_INTERVAL`], until `stop`. The
+/// first count is the supervisor's, before readiness ([`supervise`]), so that no count runs
+/// under the first calls. A failed count keeps the last figures.
 async fn count_legacy_hashes(db: Db, stop: CancellationToken) {
-    // Until the supervisor has the schema in place, look again shortly.
-    const SCHEMA_POLL: Duration = Duration::from_millis(200);
     loop {
-        let pause = if db.is_migrated() {
-            if let Err(e) = db.refresh_legacy_hash_counts().await {
-                tracing::debug!(error = %e, "could not count the users on legacy hashes");
-            }
-            LEGACY_COUNT_INTERVAL
-        } else {
-            SCHEMA_POLL
-        };
         tokio::select! {
             () = stop.cancelled() => return,
-            () = tokio::time::sleep(pause) => {}
+            () = tokio::time::sleep(LEGACY_COUNT_INTERVAL) => {}
         }
+        if db.is_migrated() {
+            refresh_legacy_hash_counts(&db).await;
+        }
+    }
+}
+
+async fn refresh_legacy_hash_counts(db: &Db) {
+    if let Err(e) = db.refresh_legacy_hash_counts().await {
+        tracing::debug!(error = %e, "could not count the users on legacy hashes");
     }
 }
 
@@ -153,8 +153,10 @@ async fn supervise(
         return;
     }
     // Before readiness, so that no startup query runs under the first calls; after the
-    // schema, because no query runs before the schema is in place.
+    // schema, because no query runs before the schema is in place. (The legacy count reads
+    // a partial index of the legacy rows only: cheap even on a large table.)
     warn_if_over_budget(&db).await;
+    refresh_legacy_hash_counts(&db).await;
     let mut healthy_early = early && probed_at.elapsed() < interval;
     loop {
         let healthy = std::mem::take(&mut healthy_early)
