@@ -1,7 +1,10 @@
 #!/bin/bash
 # Cost per request of the plain request path, counted two ways:
 #
-#   scripts/profile-plain.sh [server-binary] [go|produto] [requests] [callgrind|stat]
+#   scripts/profile-plain.sh [server-binary] [go|produto|floor] [requests] [callgrind|stat]
+#
+# floor: the bench's sqlx floor (bare tonic + tonic-health + a plain PgPool; the binary is
+#   the bench executable, target/release/deps/load-*), the baseline of what produto adds.
 #
 # callgrind (the default): userspace instructions per request, counted by valgrind's
 #   callgrind (deterministic: the load of a shared machine does not move it). The Go peer
@@ -40,7 +43,10 @@ case $TOOL in
   stat) RUN=() ;;
   *) echo "tool: callgrind or stat, not $TOOL" >&2; exit 2 ;;
 esac
-if [ "$KIND" = go ]; then
+if [ "$KIND" = floor ]; then
+  PRODUTO_BENCH_DATABASE_URL="$PGURL/$DB" "${RUN[@]}" "$BIN" --serve-floor sqlx \
+    --floor-addr "127.0.0.1:$PORT" >/dev/null 2>&1 &
+elif [ "$KIND" = go ]; then
   "${RUN[@]}" "$BIN" --port "$PORT" --table usuarios --database-url "$PGURL/$DB" >/dev/null 2>&1 &
 else
   DATABASE_URL="$PGURL/$DB" PRODUTO_ADDR=127.0.0.1:$PORT PRODUTO_ADMIN_ADDR= RUST_LOG=warn \
@@ -49,10 +55,10 @@ fi
 SERVER=$!
 # Ready when the schema is there (produto migrates it; the Go peer needs it made first).
 for _ in $(seq 600); do
-  if [ "$KIND" = go ] || psql -qtA "$PGURL/$DB" -c "SELECT 1 FROM usuarios LIMIT 0" >/dev/null 2>&1; then break; fi
+  if [ "$KIND" != produto ] || psql -qtA "$PGURL/$DB" -c "SELECT 1 FROM usuarios LIMIT 0" >/dev/null 2>&1; then break; fi
   sleep 0.1
 done
-if [ "$KIND" = go ]; then
+if [ "$KIND" != produto ]; then
   for f in migrations/postgres/*.sql; do psql -q "$PGURL/$DB" -f "$f" >/dev/null; done
 fi
 psql -q "$PGURL/$DB" -c "INSERT INTO usuarios (usuario, senha_hash, nivel) VALUES ('user1', 'x', 1)"
