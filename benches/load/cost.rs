@@ -252,18 +252,34 @@ pub async fn run(
                             .await?;
                     }
                     (Job::Pgbench(c), Acc::Ext(acc)) => {
-                        let (tps, processed) =
-                            external::pgbench(plan.database_url, script.path(), *c, slice).await?;
-                        let secs = slice.as_secs_f64().round().max(1.0);
-                        acc.ok += processed;
-                        acc.secs += secs;
-                        acc.weighted_tps += tps * secs;
+                        // The servers' pools share max_connections with pgbench: where its
+                        // clients do not fit, that slice is left out and said so, not fatal.
+                        match external::pgbench(plan.database_url, script.path(), *c, slice).await {
+                            Ok((tps, processed)) => {
+                                let secs = slice.as_secs_f64().round().max(1.0);
+                                acc.ok += processed;
+                                acc.secs += secs;
+                                acc.weighted_tps += tps * secs;
+                            }
+                            Err(e) => {
+                                eprintln!("produto-bench: pgbench, {c} clients: {e}");
+                                notes.push((
+                                    format!("pgbench, {c} clients"),
+                                    format!("a slice left out: {}", first_line(&e)),
+                                ));
+                            }
+                        }
                     }
                     _ => unreachable!("accumulators match their jobs"),
                 }
             }
         }
         for (job, acc) in jobs.iter().zip(accs) {
+            if let (Job::Pgbench(_), Acc::Ext(e)) = (job, &acc)
+                && e.secs == 0.0
+            {
+                continue; // every slice of it was left out (a note says why)
+            }
             rows.push(match (job, acc) {
                 (Job::Rust(method, (server, _), _), Acc::Rust(Some(o))) => {
                     Row::from_outcome(method.scenario(), server.label, &o)
@@ -302,6 +318,11 @@ pub async fn run(
         }
     }
     Ok(())
+}
+
+/// The first line of a tool's error (pgbench repeats its connection error per client).
+fn first_line(e: &str) -> &str {
+    e.lines().next().unwrap_or(e)
 }
 
 /// One h2load slice: its requests, the server's CPU around it, and for produto the gRPC

@@ -100,7 +100,10 @@ pub(super) fn serve_grpc(
     Ok(builder
         .layer(layer)
         .add_routes(routes)
-        .serve_with_incoming_shutdown(incoming, stop.clone().cancelled_owned()))
+        .serve_with_incoming_shutdown(
+            super::coalesce::coalesced(incoming),
+            stop.clone().cancelled_owned(),
+        ))
 }
 
 /// Reads the TLS files.

@@ -3,10 +3,12 @@
 //! a bound, the admin port stopped, the pool closed.
 //!
 //! Here the [`Application`] (build, run until stopped) and the shutdown's steps; beside it
-//! the gRPC side (`grpc.rs`: routes, TLS, the one tonic builder), the background tasks
+//! the gRPC side (`grpc.rs`: routes, TLS, the one tonic builder; `coalesce.rs`: the
+//! connections' coalesced writes), the background tasks
 //! (`supervise.rs`: migrations, the readiness probe, the budget warning, the legacy-hash
 //! count) and the one-shot commands (`commands.rs`).
 
+mod coalesce;
 mod commands;
 mod grpc;
 mod supervise;
