@@ -53,7 +53,7 @@ else
     PRODUTO_BATCH_NIVEL=false PRODUTO_SHUTDOWN_DELAY=0s "${RUN[@]}" "$BIN" >/dev/null 2>&1 &
 fi
 SERVER=$!
-# Ready when the schema is there (produto migrates it; the Go peer needs it made first).
+# Ready when the schema is there (produto migrates it; the Go peer and the floor need it made first).
 for _ in $(seq 600); do
   if [ "$KIND" != produto ] || psql -qtA "$PGURL/$DB" -c "SELECT 1 FROM usuarios LIMIT 0" >/dev/null 2>&1; then break; fi
   sleep 0.1

@@ -27,6 +27,22 @@ pub const PASSWORD: &str = "senha-bench-1";
 /// The statement ObterNivel runs, issued by the bench itself in scenarios 2 and 3.
 pub const NIVEL_SQL: &str = "SELECT nivel FROM usuarios WHERE usuario = $1";
 
+/// An AdicionarUsuario request for `usuario` at level 1, with the bench servers' admin token.
+pub fn add_user_request(usuario: String, senha: &str) -> Request<AdicionarUsuarioRequest> {
+    let mut request = Request::new(AdicionarUsuarioRequest {
+        usuario,
+        senha: senha.into(),
+        nivel: 1,
+    });
+    request.metadata_mut().insert(
+        "authorization",
+        format!("Bearer {ADMIN_TOKEN}")
+            .parse()
+            .expect("ascii token"),
+    );
+    request
+}
+
 fn user(rng: &mut XorShift) -> String {
     format!("user{}", rng.below(USERS.load(Relaxed).max(1)))
 }
@@ -149,17 +165,7 @@ pub fn grpc_add(channels: &[Channel], i: usize) -> Call {
         let mut client = client.clone();
         let n = NEXT.fetch_add(1, Relaxed);
         Box::pin(async move {
-            let mut request = Request::new(AdicionarUsuarioRequest {
-                usuario: format!("added{n}"),
-                senha: PASSWORD.into(),
-                nivel: 1,
-            });
-            request.metadata_mut().insert(
-                "authorization",
-                format!("Bearer {ADMIN_TOKEN}")
-                    .parse()
-                    .expect("ascii token"),
-            );
+            let request = add_user_request(format!("added{n}"), PASSWORD);
             match client.adicionar_usuario(request).await {
                 Ok(_) => Ok(()),
                 Err(s) => Err(code(&s)),

@@ -6,12 +6,10 @@
 
 use std::time::Instant;
 
-use produto::pb::{
-    AdicionarUsuarioRequest, VerificarLoginRequest, produto_service_client::ProdutoServiceClient,
-};
-use tonic::{Request, transport::Channel};
+use produto::pb::{VerificarLoginRequest, produto_service_client::ProdutoServiceClient};
+use tonic::transport::Channel;
 
-use crate::{server::ADMIN_TOKEN, stats::Gap};
+use crate::{calls, stats::Gap};
 
 /// The known user of this scenario: its own, so that throttling it touches no other scenario.
 const KNOWN: &str = "timing-conhecido";
@@ -20,17 +18,7 @@ const KNOWN: &str = "timing-conhecido";
 /// gap of unknown minus wrong password, in ms.
 pub async fn login_gap(channel: &Channel, n: usize) -> Result<Gap, String> {
     let mut client = ProdutoServiceClient::new(channel.clone());
-    let mut add = Request::new(AdicionarUsuarioRequest {
-        usuario: KNOWN.into(),
-        senha: "senha-do-conhecido-1".into(),
-        nivel: 1,
-    });
-    add.metadata_mut().insert(
-        "authorization",
-        format!("Bearer {ADMIN_TOKEN}")
-            .parse()
-            .expect("ascii token"),
-    );
+    let add = calls::add_user_request(KNOWN.into(), "senha-do-conhecido-1");
     match client.adicionar_usuario(add).await {
         Ok(_) => {}
         Err(s) if s.code() == tonic::Code::AlreadyExists => {}

@@ -43,7 +43,7 @@ pub fn coalesced(
     })
 }
 
-impl<T: Unpin> CoalescedWrites<T> {
+impl<T> CoalescedWrites<T> {
     /// `Pending` (and woken at once) the first time in a round; `Ready` after.
     fn yield_once(&mut self, cx: &mut Context<'_>) -> Poll<()> {
         if self.yielded {
