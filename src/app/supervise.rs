@@ -15,6 +15,11 @@ use crate::{
 
 /// Longest pause between two migration attempts while the database is unreachable.
 const MIGRATE_RETRY_MAX: Duration = Duration::from_secs(5);
+/// With several write candidates and none writable (a failover under way), the probe runs
+/// at least this often, so that writes follow the promotion quickly.
+const LOST_PRIMARY_PROBE_INTERVAL: Duration = Duration::from_millis(200);
+/// Shortest pause between two probes asked for by a failed write.
+const REPROBE_MIN: Duration = Duration::from_millis(50);
 /// How often the users still on a legacy hash are counted for `/metrics` (a login that
 /// replaces one lowers the gauge at once; the count catches imports and other instances).
 const LEGACY_COUNT_INTERVAL: Duration = Duration::from_secs(60);
@@ -97,6 +102,12 @@ async fn ensure_schema(db: &Db, apply_migrations: bool, stop: &CancellationToken
     let mut backoff = Duration::from_millis(100);
     while !db.is_migrated() {
         let attempt = async {
+            db.find_primary().await;
+            let servers = db.servers();
+            if servers.follows_primary() && !servers.primary_writable() {
+                // Asking a dead host would cost the acquire timeout: wait for a primary.
+                return Err("no primary among the write candidates yet".to_owned());
+            }
             if apply_migrations {
                 db.migrate().await.map_err(|e| e.to_string())
             } else {
@@ -143,10 +154,16 @@ async fn supervise(
     // early reading is used (one taken while the database was still down would hold
     // readiness back for a probe interval)...
     let mut probe = ProbeConnection::default();
-    let (schema, (early, probed_at)) =
+    let (schema, (early, probed_at)) = if db.servers().follows_primary() {
+        // ...unless several servers may take the writes: then the probe first finds which
+        // does, and the schema is asked of that one.
+        let early = (db.probe(&mut probe).await, Instant::now());
+        (ensure_schema(&db, apply_migrations, &stop).await, early)
+    } else {
         tokio::join!(ensure_schema(&db, apply_migrations, &stop), async {
             (db.probe(&mut probe).await, Instant::now())
-        },);
+        })
+    };
     if schema.is_none() {
         // Never ready: nobody is sending, no delay needed.
         readiness.shut_down(Duration::ZERO).await;
@@ -175,9 +192,19 @@ async fn supervise(
             () = stop.cancelled() => break,
             () = throttle.after_probe() => {}
         }
+        // While no writable primary is known among several candidates, probe more often;
+        // a write that failed on the primary asks for a probe at once.
+        let next = if db.servers().follows_primary() && !db.servers().primary_writable() {
+            interval.min(LOST_PRIMARY_PROBE_INTERVAL)
+        } else {
+            interval
+        };
         tokio::select! {
             () = stop.cancelled() => break,
-            () = tokio::time::sleep(interval) => {}
+            () = tokio::time::sleep(next) => {}
+            () = db.servers().primary_lost_notified() => {
+                tokio::time::sleep(REPROBE_MIN).await;
+            }
         }
     }
     readiness.shut_down(shutdown_delay).await;

@@ -14,12 +14,14 @@
 pub mod batch;
 pub mod budget;
 mod connect;
+mod hosts;
 pub mod metrics;
 mod probe;
 mod query;
 pub mod replicas;
 mod settings;
 mod stats;
+pub mod url;
 pub mod users;
 
 use std::{
@@ -33,6 +35,7 @@ use std::{
 use sqlx::{Pool, migrate::Migrator, postgres::Postgres, sqlite::Sqlite};
 
 pub use batch::NivelBatcher;
+pub use hosts::check_urls;
 pub use probe::ProbeConnection;
 pub use query::{Conn, Statement};
 pub use replicas::{Access, Role, Server, Servers};
@@ -83,16 +86,15 @@ impl Db {
             ));
         }
         let bounds = (config.min_connections, config.max_connections);
-        let primary = if is_postgres_url(url) {
-            postgres_server(config, url, "DATABASE_URL", bounds)?
+        let mut servers = if is_postgres_url(url) {
+            postgres_servers(config, url, 0, bounds)?
         } else if url.starts_with("sqlite:") {
-            sqlite_server(config, url, bounds)?
+            vec![sqlite_server(config, url, bounds)?]
         } else {
             return Err(Error::Startup(
                 "DATABASE_URL must start with postgres://, postgresql:// or sqlite:".into(),
             ));
         };
-        let mut servers = vec![primary];
         let replica_bounds = (
             config
                 .replica_min_connections
@@ -102,8 +104,7 @@ impl Db {
                 .unwrap_or(config.max_connections),
         );
         for (n, url) in (1..).zip(&config.replica_urls) {
-            let name = format!("PRODUTO_REPLICA_URLS entry {n}");
-            servers.push(postgres_server(config, url, &name, replica_bounds)?);
+            servers.extend(postgres_servers(config, url, n, replica_bounds)?);
         }
         Ok(Db {
             servers: Arc::new(Servers::new(servers, config.replica_max_lag)),
@@ -177,9 +178,20 @@ impl Db {
         &self.metrics
     }
 
-    /// Applies the embedded migrations. On PostgreSQL sqlx holds an advisory lock while it
-    /// migrates, so several instances starting at once are safe; SQLite locks the file.
+    /// With several write candidates and no writable primary known yet, one probe finds
+    /// which is the primary (bounded: the probe's own timeouts), so that the schema is not
+    /// asked of a standby or a dead host.
+    pub async fn find_primary(&self) {
+        if self.servers.follows_primary() && !self.servers.primary_writable() {
+            self.probe(&mut ProbeConnection::default()).await;
+        }
+    }
+
+    /// Applies the embedded migrations, on the primary (found first among several hosts:
+    /// [`Db::find_primary`]). On PostgreSQL sqlx holds an advisory lock while it migrates,
+    /// so several instances starting at once are safe; SQLite locks the file.
     pub async fn migrate(&self) -> Result<(), sqlx::migrate::MigrateError> {
+        self.find_primary().await;
         match self.backend() {
             Backend::Postgres(pool) => PG_MIGRATOR.run(pool).await?,
             Backend::Sqlite(pool) => SQLITE_MIGRATOR.run(pool).await?,
@@ -199,6 +211,7 @@ impl Db {
     /// schema that is absent or older than this binary keeps the server not ready).
     pub async fn check_migrated(&self) -> Result<(), String> {
         const APPLIED: &str = "SELECT version FROM _sqlx_migrations WHERE success";
+        self.find_primary().await;
         // Inside a transaction: the one statement must survive transaction pooling.
         let named = self.named_statements();
         let (applied, migrator) = match self.backend() {
@@ -292,6 +305,35 @@ impl Db {
             tracing::warn!(?within, "pool did not close in time; connections dropped");
         }
     }
+}
+
+/// The servers of PostgreSQL URL number `n` (0: `DATABASE_URL`, then the replica URLs):
+/// one per host, each with what the configuration lets it be (see [`hosts`]).
+fn postgres_servers(
+    config: &DbSettings,
+    url: &str,
+    n: usize,
+    bounds: (u32, u32),
+) -> Result<Vec<Server>, Error> {
+    let setting = match n {
+        0 => "DATABASE_URL".to_owned(),
+        n => format!("PRODUTO_REPLICA_URLS entry {n}"),
+    };
+    let conn =
+        url::ConnString::parse(url).map_err(|e| Error::Startup(format!("{setting}: {e}")))?;
+    let candidacies = match n {
+        0 => hosts::primary_hosts(&conn),
+        n => hosts::replica_hosts(&conn, n, config.replica_failover),
+    }
+    .map_err(|e| Error::Startup(format!("{setting}: {e}")))?;
+    (0..conn.hosts.len())
+        .zip(candidacies)
+        .map(|(i, candidacy)| {
+            let server =
+                postgres_server(config, &conn.host_url(i), &setting, bounds, candidacy.attrs)?;
+            Ok(server.with_candidacy(candidacy))
+        })
+        .collect()
 }
 
 /// One server's state, for the operator.

@@ -265,6 +265,7 @@ impl Db {
             }
             Err(_) | Ok(Err(sqlx::Error::PoolTimedOut)) => {
                 stats.acquire_timeouts.fetch_add(1, Relaxed);
+                self.lost_if_primary(index);
                 Err(
                     Error::Unavailable(format!("no database connection within {bound:?}"))
                         .while_database_down(!healthy),
@@ -272,6 +273,7 @@ impl Db {
             }
             Ok(Err(e)) => {
                 stats.acquire_errors.fetch_add(1, Relaxed);
+                self.lost_if_primary(index);
                 Err(Error::from_sqlx(e).while_database_down(!healthy))
             }
         }
@@ -329,6 +331,7 @@ impl Db {
             ))),
             Ok(Err(e)) if is_connection_error(&e) => {
                 lease.discard();
+                self.lost_if_primary(index);
                 Err(Error::Unavailable(e.to_string()).while_database_down(down))
             }
             Ok(Err(e)) => Err(Error::Database(e)),
@@ -340,6 +343,16 @@ impl Db {
                 ))
                 .while_database_down(down))
             }
+        }
+    }
+}
+
+impl Db {
+    /// Server `index` could not run a statement: if it is the primary, the probe looks
+    /// for the primary at once (see [`replicas::Servers::primary_lost`]).
+    fn lost_if_primary(&self, index: usize) {
+        if index == self.servers.primary_index() {
+            self.servers.primary_lost();
         }
     }
 }

@@ -64,8 +64,9 @@ pub struct DbFlags {
     pub pgbouncer_transaction_pooling: bool,
 
     /// Streaming standbys to serve reads from, comma-separated `postgres://` URLs (PostgreSQL
-    /// only). Unset: every query goes to DATABASE_URL, as without replicas. A listed server
-    /// found out of recovery (promoted) becomes the primary.
+    /// only), each with one host or several in libpq's form (`postgres://u@h1:5432,h2/db?
+    /// target_session_attrs=standby`). Unset: every query goes to DATABASE_URL, as without
+    /// replicas. They take no writes unless PRODUTO_REPLICA_FAILOVER is on.
     #[arg(
         long,
         env = "PRODUTO_REPLICA_URLS",
@@ -73,6 +74,12 @@ pub struct DbFlags {
         hide_env_values = true
     )]
     pub replica_urls: Vec<String>,
+
+    /// The replicas' hosts are failover candidates: one found out of recovery (promoted) while
+    /// DATABASE_URL's hosts are not becomes the primary. Off: a read endpoint never takes
+    /// writes (a load balancer's read port may briefly reach a node just promoted).
+    #[arg(long, env = "PRODUTO_REPLICA_FAILOVER", default_value_t = false, action = clap::ArgAction::Set)]
+    pub replica_failover: bool,
 
     /// File holding the replica URLs (a mounted Secret), separated by commas or newlines;
     /// replaces PRODUTO_REPLICA_URLS.
@@ -126,7 +133,9 @@ impl DbFlags {
 
     /// The replica settings: PostgreSQL only, each URL a PostgreSQL one, pool bounds sane.
     fn validate_replicas(&self) -> Result<(), String> {
-        if self.replica_urls.is_empty() {
+        let replica_urls = super::url::regroup(&self.replica_urls);
+        super::check_urls(&self.database_url, &replica_urls, self.replica_failover)?;
+        if replica_urls.is_empty() {
             return Ok(());
         }
         if !is_postgres_url(&self.database_url) {
@@ -138,7 +147,7 @@ impl DbFlags {
             );
         }
         if let Some(n) = (1..)
-            .zip(&self.replica_urls)
+            .zip(&replica_urls)
             .find_map(|(n, url)| (!is_postgres_url(url)).then_some(n))
         {
             return Err(format!(
@@ -173,7 +182,8 @@ impl DbFlags {
             batch_nivel: self.batch_nivel,
             batch_nivel_lanes: self.batch_nivel_lanes,
             pgbouncer_transaction_pooling: self.pgbouncer_transaction_pooling,
-            replica_urls: self.replica_urls.clone(),
+            replica_urls: super::url::regroup(&self.replica_urls),
+            replica_failover: self.replica_failover,
             replica_max_lag: self.replica_max_lag,
             replica_min_connections: self.replica_min_connections,
             replica_max_connections: self.replica_max_connections,
@@ -206,6 +216,8 @@ pub struct DbSettings {
     /// Streaming standbys to read from (`postgres://` URLs); empty: none, every query on
     /// `url`. See [`replicas`].
     pub replica_urls: Vec<String>,
+    /// The replicas' hosts may become the primary (see [`super::hosts`]).
+    pub replica_failover: bool,
     /// A replica whose replay lag is past this gets no reads.
     pub replica_max_lag: Duration,
     /// Each replica pool's bounds; `None`: the primary's.
@@ -229,6 +241,7 @@ impl DbSettings {
             batch_nivel_lanes: 2,
             pgbouncer_transaction_pooling: false,
             replica_urls: Vec::new(),
+            replica_failover: false,
             replica_max_lag: Duration::from_secs(1),
             replica_min_connections: None,
             replica_max_connections: None,
@@ -245,7 +258,7 @@ pub fn is_postgres_url(url: &str) -> bool {
 /// (`?password=`) replaced by `***`.
 pub fn redacted(url: &str) -> String {
     let Ok(mut parsed) = url::Url::parse(url) else {
-        return "(not a URL)".to_owned();
+        return super::url::redacted(url).unwrap_or_else(|| "(not a URL)".to_owned());
     };
     if parsed.password().is_some() {
         let _ = parsed.set_password(Some("***"));
@@ -295,6 +308,7 @@ impl std::fmt::Debug for DbSettings {
             batch_nivel_lanes,
             pgbouncer_transaction_pooling,
             replica_urls,
+            replica_failover,
             replica_max_lag,
             replica_min_connections,
             replica_max_connections,
@@ -315,6 +329,7 @@ impl std::fmt::Debug for DbSettings {
                 pgbouncer_transaction_pooling,
             )
             .field("replica_urls", &redacted_all(replica_urls))
+            .field("replica_failover", replica_failover)
             .field("replica_max_lag", replica_max_lag)
             .field("replica_min_connections", replica_min_connections)
             .field("replica_max_connections", replica_max_connections)
