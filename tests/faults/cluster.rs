@@ -202,7 +202,7 @@ impl Drop for PgCluster {
 
 /// The newest installed PostgreSQL's bin directory (`/usr/lib/postgresql/<v>/bin`), or the
 /// one in `PRODUTO_TEST_PG_BIN`.
-fn pg_bin_dir() -> PathBuf {
+pub fn pg_bin_dir() -> PathBuf {
     if let Ok(dir) = std::env::var("PRODUTO_TEST_PG_BIN") {
         return dir.into();
     }
@@ -238,7 +238,7 @@ pub fn hand_to_postgres_if_root(dir: &Path) -> bool {
     as_root
 }
 
-fn free_port() -> u16 {
+pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()

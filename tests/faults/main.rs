@@ -13,6 +13,7 @@ mod cluster;
 mod helpers;
 #[path = "../support/http.rs"]
 mod http;
+mod patroni;
 #[path = "../support/process.rs"]
 mod process;
 #[path = "../api/proxy.rs"]

@@ -342,6 +342,8 @@ async fn the_primary_fails_reads_go_on_and_a_promoted_standby_takes_the_writes()
     }
     let mut config = replica_config(&primary, &standby);
     config.throttle.max_failures = 5;
+    // The standby is a failover candidate: once promoted, it takes the writes.
+    config.db.replica_failover = true;
     let app = app_with_standby(config, &primary, &standby).await;
     add_users(&app, "p", 10).await;
     cluster::wait_for_replay(&primary.url(), &standby.url()).await;
