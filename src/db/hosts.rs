@@ -233,6 +233,47 @@ mod tests {
     }
 
     #[test]
+    fn multi_host_urls_survive_the_flags_comma_split() {
+        #[derive(clap::Parser)]
+        struct Cli {
+            #[command(flatten)]
+            db: crate::db::DbFlags,
+        }
+        let cli = <Cli as clap::Parser>::parse_from([
+            "produto-server",
+            "--database-url",
+            "postgres://u:pw@a:1,b:2/db?target_session_attrs=read-write",
+            "--replica-urls",
+            "postgres://u@a:1,b:2/db?target_session_attrs=standby,postgres://u@c/db",
+            "--replica-failover",
+            "true",
+        ]);
+        cli.db.validate().unwrap();
+        let settings = cli.db.settings();
+        assert_eq!(
+            settings.replica_urls,
+            [
+                "postgres://u@a:1,b:2/db?target_session_attrs=standby",
+                "postgres://u@c/db"
+            ]
+        );
+        assert!(settings.replica_failover);
+        let shown = format!("{settings:?}");
+        assert!(shown.contains("postgres://u:***@a:1,b:2/db"), "{shown}");
+        assert!(!shown.contains("pw"), "{shown}");
+
+        let cli = <Cli as clap::Parser>::parse_from([
+            "produto-server",
+            "--database-url",
+            "postgres://a:1,b:x/db",
+        ]);
+        assert_eq!(
+            cli.db.validate().unwrap_err(),
+            "DATABASE_URL: host b: the port \"x\" is not a number from 1 to 65535"
+        );
+    }
+
+    #[test]
     fn lifetimes_spread_evenly_within_the_jitter() {
         let factors: Vec<f64> = (0..10_000).map(lifetime_factor).collect();
         assert!(factors.iter().all(|f| (0.85..=1.15).contains(f)));

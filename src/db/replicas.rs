@@ -46,7 +46,7 @@ use std::{
     time::Duration,
 };
 
-use tokio::sync::Notify;
+use tokio::sync::{Notify, watch};
 
 use super::{Backend, NivelBatcher, PoolStats, hosts::Candidacy, url::LoadBalance};
 
@@ -186,6 +186,8 @@ pub struct Servers {
     max_lag: Duration,
     /// Raised when the primary failed a statement while another server could take over.
     lost: Notify,
+    /// The primary's index, for those waiting for it to move.
+    primary_changes: watch::Sender<usize>,
 }
 
 impl Servers {
@@ -197,6 +199,7 @@ impl Servers {
             next_read: AtomicUsize::new(0),
             max_lag,
             lost: Notify::new(),
+            primary_changes: watch::channel(0).0,
         }
     }
 
@@ -247,6 +250,11 @@ impl Servers {
         if self.follows_primary() {
             self.lost.notify_one();
         }
+    }
+
+    /// The primary's index as it changes.
+    pub(crate) fn watch_primary(&self) -> watch::Receiver<usize> {
+        self.primary_changes.subscribe()
     }
 
     /// Resolves once [`Servers::primary_lost`] was called (at once if it was since the last
@@ -317,6 +325,7 @@ impl Servers {
         }
         if let Some(next) = self.list.iter().position(writable) {
             self.primary.store(next, Relaxed);
+            self.primary_changes.send_replace(next);
             tracing::warn!(
                 from = %self.list[current].address,
                 to = %self.list[next].address,

@@ -765,3 +765,75 @@ async fn while_the_primary_is_down_attempts_are_counted_in_memory() {
         "{metrics}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_multi_host_url_finds_the_primary_behind_a_dead_host_and_a_standby() {
+    let _serial = SERIAL.lock().await;
+    let (primary, standby) = primary_and_standby().await;
+    // Nothing listens on the first host's port; the second is a standby, which
+    // target_session_attrs=read-write refuses; the third is the primary.
+    let dead = cluster::free_port();
+    let url = format!(
+        "postgres://postgres@127.0.0.1:{dead},127.0.0.1:{},127.0.0.1:{}/postgres?target_session_attrs=read-write",
+        standby.port, primary.port
+    );
+    let mut config = fault_config(&url);
+    // Long enough that a start-up waiting on the dead host would show.
+    config.db.acquire_timeout = Duration::from_secs(5);
+    config.probe_interval = Duration::from_secs(2);
+    let started = Instant::now();
+    let app = app_on(config).await;
+    let took = started.elapsed();
+    assert!(
+        took < Duration::from_secs(4),
+        "ready after {took:?}: start-up waited on a dead host"
+    );
+    assert_eq!(app.db.servers().primary_index(), 2);
+    add_users(&app, "m", 3).await;
+    assert_eq!(app.nivel("m2").await.unwrap(), 2);
+    let stored = stored_usernames(&primary.url()).await;
+    assert!(stored.contains("m0"), "the writes went to the primary");
+    // The standby's host takes no reads: it belongs to DATABASE_URL.
+    assert!(!app.db.servers().readable(1));
+
+    // The primary moves: the standby is promoted, the old primary stops.
+    let killer = primary.clone();
+    tokio::task::spawn_blocking(move || killer.kill())
+        .await
+        .unwrap();
+    let promoter = standby.clone();
+    tokio::task::spawn_blocking(move || promoter.promote())
+        .await
+        .unwrap();
+    cluster::wait_until_primary(&standby.url()).await;
+    // A write fails on the dead primary, asks for a probe at once, and the next ones go to
+    // the promoted standby well within one probe interval.
+    let promoted = Instant::now();
+    let mut answered = Vec::new();
+    loop {
+        let result = app
+            .add_user(&format!("after{}", answered.len()), "senha-forte-1", 1)
+            .await;
+        answered.push(code_of(&result));
+        if result.is_ok() {
+            break;
+        }
+        assert!(
+            promoted.elapsed() < NOTICE_BOUND,
+            "writes did not follow the promotion: {answered:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(
+        answered
+            .iter()
+            .all(|c| matches!(c, Code::Ok | Code::Unavailable)),
+        "{answered:?}"
+    );
+    assert!(
+        promoted.elapsed() < Duration::from_secs(2),
+        "writes back {:?} after the promotion (probe interval 2 s)",
+        promoted.elapsed()
+    );
+    assert_eq!(app.db.servers().primary_index(), 1);
+}
