@@ -8,6 +8,8 @@ use std::{path::PathBuf, time::Duration};
 #[derive(Clone, clap::Args)]
 pub struct DbFlags {
     /// Database URL: `postgres://user@host/db` or `sqlite:path.db` (the file is created if missing).
+    /// PostgreSQL takes libpq's multi-host form (`postgres://u@h1:5432,h2:5432/db?
+    /// target_session_attrs=read-write`): the writes go to whichever host is the primary.
     #[arg(long, env = "DATABASE_URL", default_value = "sqlite:produto.db")]
     pub database_url: String,
 
@@ -36,7 +38,9 @@ pub struct DbFlags {
     #[arg(long, env = "PRODUTO_IDLE_TIMEOUT", default_value = "10m", value_parser = humantime::parse_duration)]
     pub idle_timeout: Duration,
 
-    /// Connections are replaced after this long, whatever their state.
+    /// Connections are replaced after about this long, whatever their state: each one's
+    /// lifetime is spread within ±15 % of it, so that connections opened together do not
+    /// all close together.
     #[arg(long, env = "PRODUTO_MAX_LIFETIME", default_value = "30m", value_parser = humantime::parse_duration)]
     pub max_lifetime: Duration,
 
