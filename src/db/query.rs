@@ -150,12 +150,12 @@ impl Db {
                     .await
                 }
             };
-            if let (Err(_), Retry::PrimaryMoved) = (&result, lost) {
-                if !followed {
-                    followed = true;
-                    server = self.servers().primary_index();
-                    continue;
-                }
+            if let (Err(_), Retry::PrimaryMoved) = (&result, lost)
+                && !followed
+            {
+                followed = true;
+                server = self.servers().primary_index();
+                continue;
             }
             let lost = lost == Retry::LostConnection;
             let on_replica = server != self.servers().primary_index();
