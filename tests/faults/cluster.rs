@@ -87,28 +87,12 @@ impl PgCluster {
     /// CPU time (user + system) used so far by the cluster's live processes: the
     /// postmaster and its children (backends, WAL sender or receiver, startup process).
     pub fn cpu_time(&self) -> std::time::Duration {
-        let pid_file = self.dir.path().join("data").join("postmaster.pid");
-        let postmaster: u32 = std::fs::read_to_string(pid_file)
-            .unwrap()
-            .lines()
-            .next()
-            .unwrap()
-            .trim()
-            .parse()
-            .unwrap();
-        let ticks: u64 = std::fs::read_dir("/proc")
-            .unwrap()
-            .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok())
-            .filter_map(|pid| {
-                let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-                // Fields after the command name, which is in parentheses: state, ppid, ...
-                let fields: Vec<&str> = stat.rsplit_once(')')?.1.split_whitespace().collect();
-                let ppid: u32 = fields.get(1)?.parse().ok()?;
-                (pid == postmaster || ppid == postmaster).then(|| {
-                    let utime: u64 = fields[11].parse().unwrap_or(0);
-                    let stime: u64 = fields[12].parse().unwrap_or(0);
-                    utime + stime
-                })
+        let ticks: u64 = postmaster_family(&self.dir.path().join("data"))
+            .iter()
+            .map(|(_, fields)| {
+                let utime: u64 = fields.get(11).and_then(|f| f.parse().ok()).unwrap_or(0);
+                let stime: u64 = fields.get(12).and_then(|f| f.parse().ok()).unwrap_or(0);
+                utime + stime
             })
             .sum();
         // Linux reports these in clock ticks of 1/100 s (USER_HZ).
@@ -161,15 +145,7 @@ impl PgCluster {
     }
 
     fn pg(&self, tool: &str, args: &[&str]) {
-        let program = self.bin.join(tool);
-        let mut command = if self.as_root {
-            let mut c = Command::new("runuser");
-            c.args(["-u", "postgres", "--"]).arg(&program);
-            c
-        } else {
-            Command::new(&program)
-        };
-        let output = command
+        let output = as_postgres(self.bin.join(tool), self.as_root)
             .args(args)
             .current_dir(self.dir.path())
             .output()
@@ -185,19 +161,53 @@ impl PgCluster {
 
 impl Drop for PgCluster {
     fn drop(&mut self) {
-        let program = self.bin.join("pg_ctl");
         let data = self.data();
-        let args = ["-D", data.as_str(), "-m", "immediate", "stop"];
-        let _ = if self.as_root {
-            Command::new("runuser")
-                .args(["-u", "postgres", "--"])
-                .arg(&program)
-                .args(args)
-                .output()
-        } else {
-            Command::new(&program).args(args).output()
-        };
+        let _ = as_postgres(self.bin.join("pg_ctl"), self.as_root)
+            .args(["-D", data.as_str(), "-m", "immediate", "stop"])
+            .output();
     }
+}
+
+/// A command for `program`, run as the postgres user when the tests run as root (see
+/// [`hand_to_postgres_if_root`]).
+pub fn as_postgres(program: impl AsRef<std::ffi::OsStr>, as_root: bool) -> Command {
+    if as_root {
+        let mut c = Command::new("runuser");
+        c.args(["-u", "postgres", "--"]).arg(program);
+        c
+    } else {
+        Command::new(program)
+    }
+}
+
+/// The live processes of the cluster in `data`: its postmaster and the postmaster's
+/// children (backends, WAL sender or receiver, startup process), each pid with the fields of
+/// its `/proc/<pid>/stat` after the command name (state, ppid, ...).
+pub fn postmaster_family(data: &Path) -> Vec<(u32, Vec<String>)> {
+    let postmaster: u32 = std::fs::read_to_string(data.join("postmaster.pid"))
+        .unwrap()
+        .lines()
+        .next()
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    std::fs::read_dir("/proc")
+        .unwrap()
+        .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok())
+        .filter_map(|pid| {
+            let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+            // The command name is in parentheses and may hold spaces: split after it.
+            let fields: Vec<String> = stat
+                .rsplit_once(')')?
+                .1
+                .split_whitespace()
+                .map(str::to_owned)
+                .collect();
+            let ppid: u32 = fields.get(1)?.parse().ok()?;
+            (pid == postmaster || ppid == postmaster).then_some((pid, fields))
+        })
+        .collect()
 }
 
 /// The newest installed PostgreSQL's bin directory (`/usr/lib/postgresql/<v>/bin`), or the

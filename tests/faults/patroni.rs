@@ -507,64 +507,37 @@ impl HaCluster {
 
     /// SIGKILL to the node's postmaster and every backend of it at once: a crash.
     fn kill_postgres(&self, leader: &Leader) {
-        let node = &self.nodes[leader.index];
-        let pid_file = self.dir.path().join(&node.name).join("data/postmaster.pid");
-        let postmaster: i32 = std::fs::read_to_string(pid_file)
-            .unwrap()
-            .lines()
-            .next()
-            .unwrap()
-            .trim()
-            .parse()
-            .unwrap();
-        let mut victims = vec![postmaster];
-        for entry in std::fs::read_dir("/proc").unwrap().flatten() {
-            let Some(pid) = entry
-                .file_name()
-                .to_str()
-                .and_then(|p| p.parse::<i32>().ok())
-            else {
-                continue;
-            };
-            let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-            let ppid = stat
-                .rsplit_once(')')
-                .and_then(|(_, rest)| rest.split_whitespace().nth(1))
-                .and_then(|p| p.parse::<i32>().ok());
-            if ppid == Some(postmaster) {
-                victims.push(pid);
-            }
-        }
-        for pid in victims {
+        let data = self
+            .dir
+            .path()
+            .join(&self.nodes[leader.index].name)
+            .join("data");
+        for (pid, _) in cluster::postmaster_family(&data) {
+            let pid = i32::try_from(pid).unwrap();
             // SAFETY: kill(2) on processes of the test's own cluster.
             unsafe { libc::kill(pid, libc::SIGKILL) };
         }
     }
 
     fn database_url(&self, via: Via) -> String {
-        match via {
-            Via::HaProxy => format!(
-                "postgres://postgres@127.0.0.1:{}/postgres?target_session_attrs=read-write",
-                self.write_port
-            ),
-            Via::MultiHost => format!(
-                "postgres://postgres@{}/postgres?target_session_attrs=read-write",
-                self.host_list()
-            ),
-        }
+        self.url(via, self.write_port, "target_session_attrs=read-write")
     }
 
     fn replica_url(&self, via: Via) -> String {
-        match via {
-            Via::HaProxy => format!(
-                "postgres://postgres@127.0.0.1:{}/postgres?target_session_attrs=standby",
-                self.read_port
-            ),
-            Via::MultiHost => format!(
-                "postgres://postgres@{}/postgres?target_session_attrs=standby&load_balance_hosts=random",
-                self.host_list()
-            ),
-        }
+        let params = match via {
+            Via::HaProxy => "target_session_attrs=standby",
+            Via::MultiHost => "target_session_attrs=standby&load_balance_hosts=random",
+        };
+        self.url(via, self.read_port, params)
+    }
+
+    /// A URL to HAProxy's `proxy_port`, or to every node.
+    fn url(&self, via: Via, proxy_port: u16, params: &str) -> String {
+        let hosts = match via {
+            Via::HaProxy => format!("127.0.0.1:{proxy_port}"),
+            Via::MultiHost => self.host_list(),
+        };
+        format!("postgres://postgres@{hosts}/postgres?{params}")
     }
 
     fn host_list(&self) -> String {
@@ -596,14 +569,7 @@ impl Drop for HaCluster {
             if !data.join("postmaster.pid").exists() {
                 continue;
             }
-            let mut command = if self.as_root {
-                let mut c = Command::new("runuser");
-                c.args(["-u", "postgres", "--"]).arg(&bin);
-                c
-            } else {
-                Command::new(&bin)
-            };
-            let _ = command
+            let _ = cluster::as_postgres(&bin, self.as_root)
                 .arg("-D")
                 .arg(&data)
                 .args(["-m", "immediate", "stop"])
