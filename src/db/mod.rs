@@ -106,6 +106,18 @@ impl Db {
         for (n, url) in (1..).zip(&config.replica_urls) {
             servers.extend(postgres_servers(config, url, n, replica_bounds)?);
         }
+        // The same host may be listed in DATABASE_URL and in a replica URL (the multi-host
+        // forms often are): each pool keeps a name of its own in PoolStatus, /metrics and
+        // /health.
+        let mut seen = std::collections::HashSet::new();
+        for server in &mut servers {
+            if !seen.insert(server.address.clone()) {
+                server.address = match server.candidacy.url {
+                    0 => format!("{} (DATABASE_URL)", server.address),
+                    n => format!("{} (replica URL {n})", server.address),
+                };
+            }
+        }
         Ok(Db {
             servers: Arc::new(Servers::new(servers, config.replica_max_lag)),
             migrated: Arc::new(AtomicBool::new(false)),

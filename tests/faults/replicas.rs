@@ -778,6 +778,11 @@ async fn a_multi_host_url_finds_the_primary_behind_a_dead_host_and_a_standby() {
         standby.port, primary.port
     );
     let mut config = fault_config(&url);
+    // The standby is also listed for reads, as multi-host setups list every node in both.
+    config.db.replica_urls = vec![format!(
+        "postgres://postgres@127.0.0.1:{}/postgres?target_session_attrs=standby",
+        standby.port
+    )];
     // Long enough that a start-up waiting on the dead host would show.
     config.db.acquire_timeout = Duration::from_secs(5);
     config.probe_interval = Duration::from_secs(2);
@@ -793,8 +798,22 @@ async fn a_multi_host_url_finds_the_primary_behind_a_dead_host_and_a_standby() {
     assert_eq!(app.nivel("m2").await.unwrap(), 2);
     let stored = stored_usernames(&primary.url()).await;
     assert!(stored.contains("m0"), "the writes went to the primary");
-    // The standby's host takes no reads: it belongs to DATABASE_URL.
+    // The standby takes reads through its replica URL's pool, not DATABASE_URL's; each
+    // pool has a name of its own.
+    cluster::wait_for_replay(&primary.url(), &standby.url()).await;
+    wait_until(&app, "the standby takes reads", |app| {
+        app.db.servers().readable(3)
+    })
+    .await;
     assert!(!app.db.servers().readable(1));
+    let views = app.db.server_views();
+    let names: std::collections::HashSet<&str> = views.iter().map(|v| v.address.as_str()).collect();
+    assert_eq!(names.len(), 4, "{views:?}");
+    assert!(
+        views[3].address.ends_with("(replica URL 1)"),
+        "{}",
+        views[3].address
+    );
 
     // The primary moves: the standby is promoted, the old primary stops.
     let killer = primary.clone();
