@@ -107,6 +107,20 @@ async fn run(via: Via) {
     }
     let load = Load::start(&app.produto);
     load.wait_for_writes(20).await;
+    // Through HAProxy the write port is the only write candidate: the read port must never
+    // become the primary, even when its connection lands on a node just promoted.
+    let (db, watching) = (app.db.clone(), Arc::new(AtomicBool::new(true)));
+    let primaries = tokio::spawn({
+        let watching = watching.clone();
+        async move {
+            let mut seen = std::collections::BTreeSet::new();
+            while watching.load(Ordering::SeqCst) {
+                seen.insert(db.servers().primary_index());
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+            seen
+        }
+    });
 
     // A planned switchover.
     let old = ha.leader().await;
@@ -127,6 +141,15 @@ async fn run(via: Via) {
 
     tokio::time::sleep(Duration::from_secs(3)).await;
     let mut outcome = load.finish().await;
+    watching.store(false, Ordering::SeqCst);
+    let primaries = primaries.await.unwrap();
+    if let Via::HaProxy = via {
+        assert_eq!(
+            primaries.into_iter().collect::<Vec<_>>(),
+            [0],
+            "writes left the write port"
+        );
+    }
     outcome.refused_at_end = refused_writes(&app);
     let leader = ha.leader().await;
     let stored = stored_levels(&ha.node_url(leader.index)).await;

@@ -856,3 +856,43 @@ async fn a_multi_host_url_finds_the_primary_behind_a_dead_host_and_a_standby() {
     );
     assert_eq!(app.db.servers().primary_index(), 1);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_read_endpoint_out_of_recovery_never_takes_the_writes() {
+    let _serial = SERIAL.lock().await;
+    // The replica URL reaches a server out of recovery, as a load balancer's read port does
+    // when its connection sits on a node just promoted.
+    let (primary, other) = tokio::task::spawn_blocking(|| {
+        (Arc::new(PgCluster::start()), Arc::new(PgCluster::start()))
+    })
+    .await
+    .unwrap();
+    let mut config = fault_config(&primary.url());
+    config.db.replica_urls = vec![other.url()];
+    let app = app_on(config).await;
+    app.add_user("before", "senha-forte-1", 1).await.unwrap();
+
+    let killer = primary.clone();
+    tokio::task::spawn_blocking(move || killer.kill())
+        .await
+        .unwrap();
+    wait_until(&app, "the probe notices the primary is down", |app| {
+        !app.db.servers().get(0).reachable()
+    })
+    .await;
+    // Several probes later (100 ms apart), the writes still wait for DATABASE_URL.
+    let last_probe = |app: &TestApp| app.db.server_views()[1].pool.last_probe_unix_ms;
+    let probed = last_probe(&app);
+    wait_until(&app, "five more probes", |app| {
+        last_probe(app) >= probed + 500
+    })
+    .await;
+    assert!(app.db.servers().get(1).reachable());
+    assert_eq!(app.db.servers().primary_index(), 0);
+    let err = app
+        .add_user("during", "senha-forte-1", 1)
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::Unavailable, "{err:?}");
+    assert_eq!(app.db.servers().primary_index(), 0);
+}
