@@ -408,7 +408,13 @@ fn encode(text: &str) -> String {
 pub fn regroup(pieces: &[String]) -> Vec<String> {
     let mut urls: Vec<String> = Vec::new();
     for piece in pieces.iter().map(|p| p.trim()).filter(|p| !p.is_empty()) {
-        let starts_url = piece.contains("://") || piece.starts_with("sqlite:");
+        let starts_url = piece.starts_with("sqlite:")
+            || piece.split_once("://").is_some_and(|(scheme, _)| {
+                !scheme.is_empty()
+                    && scheme
+                        .chars()
+                        .all(|c| c.is_ascii_alphanumeric() || "+-.".contains(c))
+            });
         match urls.last_mut() {
             Some(last) if !starts_url => {
                 last.push(',');
@@ -682,6 +688,10 @@ mod tests {
                 "postgresql:///db?host=d,e&port=1"
             ]
         );
+        let pieces: Vec<String> = ["postgres://a,b/db?sslcrl=x://y", "mysql://c/d"]
+            .map(str::to_owned)
+            .to_vec();
+        assert_eq!(regroup(&pieces), pieces, "a scheme starts a URL");
         let pieces = ["b:2/db".to_owned()];
         assert_eq!(
             regroup(&pieces),

@@ -127,7 +127,7 @@ async fn run(via: Via) {
     let watch = PromotionWatch::start(&ha, &old);
     let started = Instant::now();
     ha.switchover(&old.name).await;
-    let switchover = measure(&app, &load, watch, started).await;
+    let switchover = measure(&ha, &app, &load, watch, started).await;
     ha.wait_healthy().await;
 
     // A crash: the leader's postgres killed, every process of it at once.
@@ -137,7 +137,7 @@ async fn run(via: Via) {
     let before_kill = refused_writes(&app);
     let started = Instant::now();
     ha.kill_postgres(&old);
-    let crash = measure(&app, &load, watch, started).await;
+    let crash = measure(&ha, &app, &load, watch, started).await;
 
     tokio::time::sleep(Duration::from_secs(3)).await;
     let mut outcome = load.finish().await;
@@ -188,8 +188,20 @@ struct Fault {
 }
 
 /// Waits for the promotion and the first write acknowledged after it.
-async fn measure(app: &TestApp, load: &Load, watch: PromotionWatch, started: Instant) -> Fault {
-    let promoted = watch.wait().await;
+async fn measure(
+    ha: &HaCluster,
+    app: &TestApp,
+    load: &Load,
+    watch: PromotionWatch,
+    started: Instant,
+) -> Fault {
+    let Some(promoted) = watch.wait().await else {
+        panic!(
+            "no other node promoted within {PROMOTION_BOUND:?}: {:?}{}",
+            ha.members().await,
+            ha.logs()
+        );
+    };
     let back = load.first_write_done_after(promoted, PROMOTION_BOUND).await;
     let writes_back_after = back.saturating_duration_since(promoted);
     assert!(
@@ -422,7 +434,7 @@ impl HaCluster {
         );
         for file in files {
             let text = std::fs::read_to_string(&file).unwrap_or_default();
-            let tail: Vec<&str> = text.lines().rev().take(15).collect();
+            let tail: Vec<&str> = text.lines().rev().take(40).collect();
             out.push_str(&format!("\n--- {}\n", file.display()));
             for line in tail.into_iter().rev() {
                 out.push_str(line);
@@ -773,11 +785,12 @@ impl PromotionWatch {
         }))
     }
 
-    async fn wait(self) -> Instant {
-        tokio::time::timeout(PROMOTION_BOUND, self.0)
-            .await
-            .expect("no node promoted in time")
-            .unwrap()
+    /// When a node left recovery; `None` when none did within [`PROMOTION_BOUND`].
+    async fn wait(self) -> Option<Instant> {
+        let abort = self.0.abort_handle();
+        let promoted = tokio::time::timeout(PROMOTION_BOUND, self.0).await;
+        abort.abort();
+        promoted.ok().map(Result::unwrap)
     }
 }
 
