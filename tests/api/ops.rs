@@ -11,7 +11,7 @@ use std::{
 use produto::{
     Config,
     pb::{ObterNivelRequest, ObterNivelResponse},
-    service::health::{LIVENESS, READINESS_SERVICES},
+    rpc::health::{LIVENESS, READINESS_SERVICES},
 };
 use tokio::{
     io::{AsyncBufReadExt, BufReader},

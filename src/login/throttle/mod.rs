@@ -27,6 +27,8 @@ mod local;
 mod policy;
 mod store;
 
+pub use store::{AttemptCounts, claim_login_attempt};
+
 use std::{
     sync::{Arc, atomic::Ordering::Relaxed},
     time::{Duration, SystemTime, UNIX_EPOCH},
@@ -186,14 +188,14 @@ impl Held {
         let t = &self.throttle;
         match self.counted {
             Counted::Database => {
-                let result =
-                    t.db.resolve_login_attempt(
-                        &self.usuario,
-                        (&self.identity, t.every_identity(&self.identity)),
-                        outcome == Outcome::Failed,
-                        outcome == Outcome::Succeeded,
-                    )
-                    .await;
+                let result = store::resolve_login_attempt(
+                    &t.db,
+                    &self.usuario,
+                    (&self.identity, t.every_identity(&self.identity)),
+                    outcome == Outcome::Failed,
+                    outcome == Outcome::Succeeded,
+                )
+                .await;
                 if let Err(e) = result {
                     tracing::warn!(error = %e, ?outcome, "could not record a login attempt's outcome");
                     // A failure the database did not take is kept in memory, and added to

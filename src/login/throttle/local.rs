@@ -12,7 +12,7 @@ use std::{
 
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
-use super::{Found, Limit, Outcome, Throttle, Verdict, now_ms};
+use super::{Found, Limit, Outcome, Throttle, Verdict, now_ms, store};
 use crate::{Error, domain::Usuario};
 
 /// Keys (username, caller) the in-memory counts hold at most; past it, attempts on new keys
@@ -174,9 +174,14 @@ impl Throttle {
             .map(|(k, e)| (k.clone(), e.unflushed, e.window_start_ms))
             .collect();
         for (key, n, began) in pending {
-            self.db
-                .add_login_failures(&key.usuario, &key.identity, n, (began, window_start))
-                .await?;
+            store::add_login_failures(
+                &self.db,
+                &key.usuario,
+                &key.identity,
+                n,
+                (began, window_start),
+            )
+            .await?;
             if let Some(entry) = self.local.lock().get_mut(&key) {
                 entry.unflushed = entry.unflushed.saturating_sub(n);
             }

@@ -51,6 +51,18 @@ pub enum TrustEndUser {
     Always,
 }
 
+/// The throttling flags' defaults: the one place each is written, read by clap's attributes
+/// and by [`LoginThrottle::default`].
+pub mod defaults {
+    use super::TrustEndUser;
+
+    pub const MAX_FAILURES: u32 = 5;
+    pub const MAX_FAILURES_PER_USER: u32 = 50;
+    pub const TRUST_END_USER: TrustEndUser = TrustEndUser::Authenticated;
+    pub const WINDOW: &str = "15m";
+    pub const TELL_AUTHENTICATED: bool = true;
+}
+
 /// The throttling policy.
 #[derive(Debug, Clone, Copy)]
 pub struct LoginThrottle {
@@ -70,6 +82,20 @@ pub struct LoginThrottle {
     pub tell_authenticated: bool,
 }
 
+/// The flags' defaults; callers are told apart by [`is_authenticated`].
+impl Default for LoginThrottle {
+    fn default() -> Self {
+        LoginThrottle {
+            max_failures: defaults::MAX_FAILURES,
+            max_failures_per_user: defaults::MAX_FAILURES_PER_USER,
+            window: humantime::parse_duration(defaults::WINDOW).expect("the default window parses"),
+            trust_end_user: defaults::TRUST_END_USER,
+            authenticated: is_authenticated,
+            tell_authenticated: defaults::TELL_AUTHENTICATED,
+        }
+    }
+}
+
 /// The throttling flags, flattened into the server's command line by `config.rs`.
 #[derive(Debug, Clone, clap::Args)]
 pub struct ThrottleFlags {
@@ -77,7 +103,7 @@ pub struct ThrottleFlags {
     /// PRODUTO_LOGIN_WINDOW; past it, that caller's attempts on that username are refused
     /// unchecked (0: no throttling). Attempts in flight hold a slot until they resolve (more
     /// wait for them); a success clears the caller's failures.
-    #[arg(long, env = "PRODUTO_LOGIN_MAX_FAILURES", default_value_t = 5)]
+    #[arg(long, env = "PRODUTO_LOGIN_MAX_FAILURES", default_value_t = defaults::MAX_FAILURES)]
     pub login_max_failures: u32,
 
     /// Failed login attempts allowed per username from all callers together within
@@ -85,18 +111,18 @@ pub struct ThrottleFlags {
     #[arg(
         long,
         env = "PRODUTO_LOGIN_MAX_FAILURES_PER_USER",
-        default_value_t = 50
+        default_value_t = defaults::MAX_FAILURES_PER_USER
     )]
     pub login_max_failures_per_user: u32,
 
     /// Whose `produto-end-user` metadata names the caller for throttling: `authenticated`
     /// callers only (a client certificate), `always` (every caller is a trusted service), or
     /// `never` (the peer's IP address always).
-    #[arg(long, env = "PRODUTO_LOGIN_TRUST_END_USER", value_enum, default_value_t = TrustEndUser::Authenticated)]
+    #[arg(long, env = "PRODUTO_LOGIN_TRUST_END_USER", value_enum, default_value_t = defaults::TRUST_END_USER)]
     pub login_trust_end_user: TrustEndUser,
 
     /// The window failed logins are counted in (e.g. `15m`).
-    #[arg(long, env = "PRODUTO_LOGIN_WINDOW", default_value = "15m", value_parser = humantime::parse_duration)]
+    #[arg(long, env = "PRODUTO_LOGIN_WINDOW", default_value = defaults::WINDOW, value_parser = humantime::parse_duration)]
     pub login_window: Duration,
 
     /// Tell an authenticated caller (caller token or client certificate) that a login was
@@ -105,7 +131,7 @@ pub struct ThrottleFlags {
     #[arg(
         long,
         env = "PRODUTO_LOGIN_TELL_AUTHENTICATED",
-        default_value_t = true,
+        default_value_t = defaults::TELL_AUTHENTICATED,
         action = clap::ArgAction::Set
     )]
     pub login_tell_authenticated: bool,
