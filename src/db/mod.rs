@@ -29,11 +29,11 @@ use std::{
     time::Duration,
 };
 
-use sqlx::{Pool, migrate::Migrator, postgres::Postgres, sqlite::Sqlite};
+use sqlx::migrate::Migrator;
 
 pub use probe::ProbeConnection;
 pub use query::{Conn, Statement};
-pub use replicas::{Access, Role, Server, Servers};
+pub use replicas::{Access, Backend, Role, Server, Servers};
 pub use settings::{DbFlags, DbSettings, is_postgres_url};
 pub use stats::{PoolSnapshot, PoolStats};
 
@@ -43,13 +43,6 @@ use metrics::DbMetrics;
 
 static PG_MIGRATOR: Migrator = sqlx::migrate!("./migrations/postgres");
 static SQLITE_MIGRATOR: Migrator = sqlx::migrate!("./migrations/sqlite");
-
-/// The pool of one backend.
-#[derive(Clone, Debug)]
-pub enum Backend {
-    Postgres(Pool<Postgres>),
-    Sqlite(Pool<Sqlite>),
-}
 
 /// The shared database handle: the servers with their pools and figures, and the bounds
 /// every wait obeys.

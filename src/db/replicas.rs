@@ -41,7 +41,9 @@ use std::{
     time::Duration,
 };
 
-use super::{Backend, PoolStats};
+use sqlx::{Pool, postgres::Postgres, sqlite::Sqlite};
+
+use super::PoolStats;
 
 /// What a query needs of the server it runs on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -83,6 +85,13 @@ pub struct Reading {
     pub in_recovery: bool,
     /// Replay lag; `None` when the server cannot tell.
     pub lag: Option<Duration>,
+}
+
+/// The pool of one backend.
+#[derive(Clone, Debug)]
+pub enum Backend {
+    Postgres(Pool<Postgres>),
+    Sqlite(Pool<Sqlite>),
 }
 
 /// One server: its pool, its figures, and what the probe last saw of it.

@@ -4,12 +4,10 @@
 
 use std::{
     net::{IpAddr, SocketAddr},
-    time::Duration,
+    time::{Duration, SystemTime, UNIX_EPOCH},
 };
 
 use tonic::{Extensions, Request, metadata::MetadataMap};
-
-use super::now_ms;
 
 /// The metadata key through which a trusted caller (the bot, another service) names the end
 /// user it calls for, e.g. `telegram:12345`.
@@ -239,6 +237,13 @@ fn network_of(ip: IpAddr) -> String {
             format!("{}/64", std::net::Ipv6Addr::from(prefix))
         }
     }
+}
+
+/// Now, in Unix milliseconds: the clock the counts' windows are measured in.
+pub(super) fn now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
 }
 
 #[cfg(test)]
