@@ -152,15 +152,15 @@ pub struct Config {
     #[command(flatten)]
     pub db: DbFlags,
 
-    /// The admin token and caller authentication (`auth.rs`).
+    /// The admin token and caller authentication (`auth/mod.rs`).
     #[command(flatten)]
     pub auth: AuthFlags,
 
-    /// Brute-force throttling of logins (`throttle.rs`).
+    /// Brute-force throttling of logins (`login/throttle/policy.rs`).
     #[command(flatten)]
     pub throttle: ThrottleFlags,
 
-    /// argon2id's costs and the hashing threads (`password.rs`).
+    /// argon2id's costs and the hashing threads (`password/mod.rs`).
     #[command(flatten)]
     pub hashing: HashFlags,
 

@@ -38,7 +38,7 @@ pub fn has_client_certificate(_: &MetadataMap, extensions: &Extensions) -> bool 
         .is_some_and(|certs| !certs.is_empty())
 }
 
-/// When a login's `produto-end-user` metadata is believed (see `crate::throttle`).
+/// When a login's `produto-end-user` metadata is believed (see `crate::login::throttle`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum TrustEndUser {
     /// Never: the caller is the peer's IP address.
