@@ -8,18 +8,23 @@ use std::{
     time::Duration,
 };
 
-use sqlx::{Connection, PgConnection, PgPool, postgres::PgPoolOptions};
+use sqlx::{
+    Connection, Executor, PgConnection, PgPool,
+    postgres::{PgConnectOptions, PgPoolOptions},
+};
 
 /// The server the tests use, as the other test binaries read it.
-fn admin_url() -> String {
+fn admin_options() -> PgConnectOptions {
     std::env::var("PRODUTO_TEST_DATABASE_URL")
         .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into())
+        .parse()
+        .expect("PRODUTO_TEST_DATABASE_URL is a PostgreSQL URL")
 }
 
 /// A database of this test's own, dropped (with its connections) at the end.
 struct Database {
     name: String,
-    url: String,
+    options: PgConnectOptions,
 }
 
 impl Database {
@@ -30,13 +35,15 @@ impl Database {
             std::process::id(),
             N.fetch_add(1, Ordering::Relaxed)
         );
-        let mut admin = PgConnection::connect(&admin_url()).await.expect("connect");
-        sqlx::raw_sql(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
-            .execute(&mut admin)
+        let mut admin = PgConnection::connect_with(&admin_options())
+            .await
+            .expect("connect");
+        admin
+            .execute(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
             .await
             .expect("create the test database");
-        let url = produto_url(&admin_url(), &name);
-        Database { name, url }
+        let options = admin_options().database(&name);
+        Database { name, options }
     }
 
     /// A pool of one connection, so that every statement reuses the same one.
@@ -45,30 +52,22 @@ impl Database {
             .max_connections(1)
             .min_connections(0)
             .acquire_timeout(Duration::from_secs(30))
-            .connect(&self.url)
+            .connect_with(self.options.clone())
             .await
             .expect("connect the pool")
     }
 
     async fn drop_now(self) {
-        let mut admin = PgConnection::connect(&admin_url()).await.expect("connect");
-        sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
-            "DROP DATABASE IF EXISTS {} WITH (FORCE)",
-            self.name
-        )))
-        .execute(&mut admin)
-        .await
-        .expect("drop the test database");
-    }
-}
-
-/// `url` with its database name replaced by `name`, query parameters kept.
-fn produto_url(url: &str, name: &str) -> String {
-    let (base, query) = url.split_once('?').map_or((url, None), |(b, q)| (b, Some(q)));
-    let base = base.rsplit_once('/').map_or(base, |(b, _)| b);
-    match query {
-        Some(q) => format!("{base}/{name}?{q}"),
-        None => format!("{base}/{name}"),
+        let mut admin = PgConnection::connect_with(&admin_options())
+            .await
+            .expect("connect");
+        admin
+            .execute(sqlx::AssertSqlSafe(format!(
+                "DROP DATABASE IF EXISTS {} WITH (FORCE)",
+                self.name
+            )))
+            .await
+            .expect("drop the test database");
     }
 }
 
@@ -174,7 +173,10 @@ async fn the_postgres_socket_has_tcp_nodelay() {
     let nodelay = tcp_nodelay_of_local_port(port as u16);
 
     // The same reading on a socket without the option says false: the check can fail.
-    let plain = tokio::net::TcpStream::connect(database_addr()).await.unwrap();
+    let server = admin_options();
+    let plain = tokio::net::TcpStream::connect((server.get_host(), server.get_port()))
+        .await
+        .unwrap();
     let plain_nodelay = tcp_nodelay_of_local_port(plain.local_addr().unwrap().port());
 
     drop(connection);
@@ -189,30 +191,20 @@ async fn the_postgres_socket_has_tcp_nodelay() {
     assert_eq!(plain_nodelay, Some(false));
 }
 
-/// The host and port of the tests' PostgreSQL server.
-fn database_addr() -> String {
-    let url = admin_url();
-    let after_scheme = url.split_once("://").map_or(url.as_str(), |(_, rest)| rest);
-    let authority = after_scheme.split('/').next().unwrap_or(after_scheme);
-    let host_port = authority.rsplit_once('@').map_or(authority, |(_, hp)| hp);
-    if host_port.contains(':') {
-        host_port.to_owned()
-    } else {
-        format!("{host_port}:5432")
-    }
-}
-
 /// TCP_NODELAY of this process's TCP socket bound to local `port`, if there is one.
 fn tcp_nodelay_of_local_port(port: u16) -> Option<bool> {
-    let inode = ["/proc/net/tcp", "/proc/net/tcp6"].iter().find_map(|table| {
-        let text = std::fs::read_to_string(table).ok()?;
-        text.lines().skip(1).find_map(|line| {
-            // sl local_address rem_address st tx:rx tr:when retrnsmt uid timeout inode
-            let fields: Vec<&str> = line.split_whitespace().collect();
-            let local_port = fields.get(1)?.rsplit_once(':')?.1;
-            (u16::from_str_radix(local_port, 16).ok()? == port).then(|| fields.get(9).copied())?
-        })
-    })?;
+    let inode = ["/proc/net/tcp", "/proc/net/tcp6"]
+        .iter()
+        .find_map(|table| {
+            let text = std::fs::read_to_string(table).ok()?;
+            text.lines().skip(1).find_map(|line| {
+                // sl local_address rem_address st tx:rx tr:when retrnsmt uid timeout inode
+                let fields: Vec<&str> = line.split_whitespace().collect();
+                let local_port = fields.get(1)?.rsplit_once(':')?.1;
+                (u16::from_str_radix(local_port, 16).ok()? == port)
+                    .then(|| fields.get(9).copied())?
+            })
+        })?;
     let target = format!("socket:[{inode}]");
     let fd = std::fs::read_dir("/proc/self/fd")
         .ok()?
@@ -226,7 +218,10 @@ fn tcp_nodelay_of_local_port(port: u16) -> Option<bool> {
         .ok()?;
     // SAFETY: `fd` is the socket of a connection the caller holds open until after this call
     // returns; it is only borrowed for one getsockopt, never closed here.
-    #[allow(unsafe_code, reason = "reading an option of a socket owned by sqlx needs its fd")]
+    #[allow(
+        unsafe_code,
+        reason = "reading an option of a socket owned by sqlx needs its fd"
+    )]
     let fd = unsafe { BorrowedFd::borrow_raw(fd) };
     socket2::SockRef::from(&fd).tcp_nodelay().ok()
 }

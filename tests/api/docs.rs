@@ -364,8 +364,18 @@ fn every_link_between_the_docs_reaches_a_file_and_a_heading() {
 
 /// The top-level folders whose files the docs name; a path into one of them must exist.
 const REPOSITORY_FOLDERS: &[&str] = &[
-    ".ci", "benches", "clients", "crates", "deploy", "docs", "migrations", "proto", "scripts",
-    "src", "tests", "vendor",
+    ".ci",
+    "benches",
+    "clients",
+    "crates",
+    "deploy",
+    "docs",
+    "migrations",
+    "proto",
+    "scripts",
+    "src",
+    "tests",
+    "vendor",
 ];
 
 /// The repository paths a document names (`src/db/`, `tests/api/docs.rs`,
@@ -454,6 +464,17 @@ fn every_repository_file_the_docs_name_exists() {
         missing.is_empty(),
         "the docs name files that do not exist (rename them, or name the module or folder):\n{}",
         missing.join("\n")
+    );
+}
+
+#[test]
+fn the_readme_stays_a_newcomers_five_minutes() {
+    let readme = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("README.md"))
+        .expect("read README.md");
+    let lines = readme.lines().count();
+    assert!(
+        lines <= 300,
+        "README.md has {lines} lines: move detail to the guide of its reader in docs/"
     );
 }
 
