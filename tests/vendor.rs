@@ -57,7 +57,9 @@ impl Database {
             .expect("connect the pool")
     }
 
-    async fn drop_now(self) {
+    /// Closes `pool`, then drops the database with any connection left.
+    async fn close(self, pool: PgPool) {
+        pool.close().await;
         let mut admin = PgConnection::connect_with(&admin_options())
             .await
             .expect("connect");
@@ -80,8 +82,8 @@ async fn the_acquire_future_stays_small() {
     let acquire = pool.acquire();
     let size = std::mem::size_of_val(&acquire);
     drop(acquire);
-    pool.close().await;
-    database.drop_now().await;
+    eprintln!("Pool::acquire()'s future: {size} bytes");
+    database.close(pool).await;
     assert!(
         size < 2048,
         "Pool::acquire()'s future is {size} bytes: is vendor/patches/0003 still applied?"
@@ -118,8 +120,7 @@ async fn a_clean_connection_is_idle_again_as_soon_as_it_is_released() {
             "round {round}: the released connection is not idle at once"
         );
     }
-    pool.close().await;
-    database.drop_now().await;
+    database.close(pool).await;
 }
 
 /// Patch 0002's limit: a connection dropped inside a transaction has a rollback to send, so
@@ -153,8 +154,7 @@ async fn a_connection_left_in_a_transaction_goes_through_the_slow_path() {
         .await
         .unwrap();
     assert_eq!(table, None, "the transaction was not rolled back");
-    pool.close().await;
-    database.drop_now().await;
+    database.close(pool).await;
 }
 
 /// Patch 0001: the socket sqlx opens to PostgreSQL has TCP_NODELAY. The connection's own
@@ -181,8 +181,7 @@ async fn the_postgres_socket_has_tcp_nodelay() {
 
     drop(connection);
     drop(plain);
-    pool.close().await;
-    database.drop_now().await;
+    database.close(pool).await;
     assert_eq!(
         nodelay,
         Some(true),
@@ -202,7 +201,7 @@ fn tcp_nodelay_of_local_port(port: u16) -> Option<bool> {
                 let fields: Vec<&str> = line.split_whitespace().collect();
                 let local_port = fields.get(1)?.rsplit_once(':')?.1;
                 (u16::from_str_radix(local_port, 16).ok()? == port)
-                    .then(|| fields.get(9).copied())?
+                    .then(|| fields.get(9).map(|inode| inode.to_string()))?
             })
         })?;
     let target = format!("socket:[{inode}]");
