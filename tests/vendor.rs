@@ -74,7 +74,8 @@ impl Database {
 }
 
 /// Patch 0003: `Pool::acquire()`'s future does not carry the connection set-up inline.
-/// Upstream 0.9.0's is ~14.5 KiB with the TLS handshake in it; boxed, a few hundred bytes.
+/// In this (debug) test build it is 792 bytes with the patch and 4 096 without it (the
+/// release server measured 14.5 KiB without it): the bound sits between.
 #[tokio::test]
 async fn the_acquire_future_stays_small() {
     let database = Database::create().await;
