@@ -25,6 +25,7 @@ if [ -z "$archive" ]; then
   if ! curl -sSfL --retry 3 -o "$archive" \
     "https://static.crates.io/crates/$crate/$crate-$version.crate"; then
     # No curl or no direct access: let cargo fetch it into a CARGO_HOME of our own.
+    echo "check-vendor: no direct download; fetching $crate $version with cargo" >&2
     mkdir -p "$scratch/fetch/src"
     printf '[package]\nname = "fetch"\nversion = "0.0.0"\nedition = "2021"\n[dependencies]\n%s = "=%s"\n' \
       "$crate" "$version" >"$scratch/fetch/Cargo.toml"
