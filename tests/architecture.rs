@@ -778,3 +778,26 @@ fn the_bot_and_client_dependency_trees_hold_no_server_crate() {
         );
     }
 }
+
+#[test]
+fn tests_and_benches_share_helpers_through_the_testkit_crate_only() {
+    // The server's [dependencies] never name the testkit: it is a dev-dependency.
+    let server = manifest_dependencies(&member("."));
+    assert!(
+        !server.contains(&"produto-testkit".to_owned()),
+        "{server:?}"
+    );
+    // No test or bench includes another's file through a path attribute: shared code lives
+    // in crates/produto-testkit. (Spelt in two halves, so this file does not match itself.)
+    let attribute = concat!("#[", "path");
+    let mut files = Vec::new();
+    for dir in ["tests", "benches"] {
+        rust_files(&member(dir), &mut files);
+    }
+    let includes: Vec<String> = files
+        .into_iter()
+        .filter(|file| fs::read_to_string(file).unwrap().contains(attribute))
+        .map(|file| file.display().to_string())
+        .collect();
+    assert!(includes.is_empty(), "files included by path: {includes:#?}");
+}

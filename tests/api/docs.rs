@@ -28,10 +28,9 @@ use std::{
 use serde_json::Value;
 use tokio::process::Command;
 
-use crate::{
-    clients::grpcurl_is_installed,
-    helpers::{ADMIN_TOKEN, Backend, spawn_app},
-};
+use produto_testkit::{ADMIN_TOKEN, Backend, spawn_app};
+
+use crate::clients::grpcurl_is_installed;
 
 /// One grpcurl example: where it is, the command, and the expected output's lines.
 #[derive(Debug)]

@@ -19,10 +19,7 @@ use produto::{
 use sha2::{Digest, Sha256};
 use tonic_health::pb::health_check_response::ServingStatus;
 
-use crate::{
-    helpers::{Backend, TestDb, spawn_with, test_config},
-    http::http_get,
-};
+use produto_testkit::{Backend, TestDb, http::http_get, spawn_with, test_config};
 
 /// A user of the old bot: name, stored password, the password itself, level.
 struct OldUser {

@@ -17,7 +17,7 @@ use produto::{
 use tonic::Request;
 use tonic_health::pb::health_check_response::ServingStatus;
 
-use crate::helpers::{Backend, TestApp, TestDb, spawn_with, test_config};
+use produto_testkit::{Backend, TestApp, TestDb, spawn_with, test_config};
 
 /// Passwords checked against a stored hash by these instances so far.
 fn verifications(apps: &[&TestApp]) -> u64 {
