@@ -21,6 +21,7 @@ use crate::{
     db::Db,
     domain::{Nivel, Senha, Usuario},
     password::{Hasher, legacy::Format},
+    users::Users,
 };
 
 /// Bound on connecting to the source database.
@@ -160,6 +161,7 @@ pub async fn import_users(
     settings: &ImportSettings,
     target_migrated: bool,
 ) -> Result<Report, Error> {
+    let users = Users::new(db.clone());
     let sql = select_sql(&settings.source, &settings.columns).map_err(Error::Startup)?;
     let mut conn = tokio::time::timeout(
         CONNECT_TIMEOUT,
@@ -220,7 +222,7 @@ pub async fn import_users(
         }
         seen.insert(usuario.as_str().to_owned(), row);
         // Checked first so that a second run hashes no plaintext and a dry run can say it.
-        if target_migrated && db.usuario_exists(&usuario).await? {
+        if target_migrated && users.usuario_exists(&usuario).await? {
             report.already_there += 1;
             continue;
         }
@@ -238,7 +240,7 @@ pub async fn import_users(
                 }
             },
         };
-        match db.insert_imported_user(&usuario, &hash, nivel).await {
+        match users.insert_imported_user(&usuario, &hash, nivel).await {
             Ok(Some(_)) => *report.imported.entry(label).or_default() += 1,
             // Created since the check (another import running at the same time).
             Ok(None) => report.already_there += 1,

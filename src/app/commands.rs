@@ -2,7 +2,7 @@
 //! `import-users`, each over its own pool, closed before it returns.
 
 use super::POOL_CLOSE_TIMEOUT;
-use crate::{Error, config::Settings, db::Db, password::Hasher};
+use crate::{Error, config::Settings, db::Db, password::Hasher, users::Users};
 
 /// `produto-server migrate`: applies the migrations once and returns (an init container or
 /// a Job retries on failure).
@@ -35,7 +35,9 @@ pub async fn add_user(
             .await
             .map_err(|e| Error::Startup(format!("migrations failed: {e}")))?;
         let hash = Hasher::new(&config.hashing)?.hash(senha).await?;
-        db.insert_user(&usuario, &hash, nivel).await
+        Users::new(db.clone())
+            .insert_user(&usuario, &hash, nivel)
+            .await
     }
     .await;
     db.close(POOL_CLOSE_TIMEOUT).await;

@@ -9,8 +9,9 @@ use tokio_util::{sync::CancellationToken, task::TaskTracker};
 use crate::{
     config::Settings,
     db::{Db, ProbeConnection},
-    service::Readiness,
-    throttle::Throttle,
+    login::throttle::Throttle,
+    rpc::Readiness,
+    users::Users,
 };
 
 /// Longest pause between two migration attempts while the database is unreachable.
@@ -29,14 +30,14 @@ const LEGACY_COUNT_INTERVAL: Duration = Duration::from_secs(60);
 /// users on legacy hashes.
 pub(super) fn start_background(
     config: &Settings,
-    db: &Db,
+    users: &Users,
     throttle: Throttle,
     readiness: Readiness,
     stop: &CancellationToken,
 ) -> TaskTracker {
     let tasks = TaskTracker::new();
     tasks.spawn(supervise(
-        db.clone(),
+        users.clone(),
         throttle.clone(),
         readiness,
         config.probe_interval,
@@ -45,27 +46,27 @@ pub(super) fn start_background(
         stop.clone(),
     ));
     tasks.spawn(throttle.purge_until_stopped(stop.clone()));
-    tasks.spawn(count_legacy_hashes(db.clone(), stop.clone()));
+    tasks.spawn(count_legacy_hashes(users.clone(), stop.clone()));
     tasks
 }
 
 /// Counts the users on legacy hashes every [`LEGACY_COUNT_INTERVAL`], until `stop`. The
 /// first count is the supervisor's, before readiness ([`supervise`]), so that no count runs
 /// under the first calls. A failed count keeps the last figures.
-async fn count_legacy_hashes(db: Db, stop: CancellationToken) {
+async fn count_legacy_hashes(users: Users, stop: CancellationToken) {
     loop {
         tokio::select! {
             () = stop.cancelled() => return,
             () = tokio::time::sleep(LEGACY_COUNT_INTERVAL) => {}
         }
-        if db.is_migrated() {
-            refresh_legacy_hash_counts(&db).await;
+        if users.db().is_migrated() {
+            refresh_legacy_hash_counts(&users).await;
         }
     }
 }
 
-async fn refresh_legacy_hash_counts(db: &Db) {
-    if let Err(e) = db.refresh_legacy_hash_counts().await {
+async fn refresh_legacy_hash_counts(users: &Users) {
+    if let Err(e) = users.refresh_legacy_hash_counts().await {
         tracing::debug!(error = %e, "could not count the users on legacy hashes");
     }
 }
@@ -141,7 +142,7 @@ async fn ensure_schema(db: &Db, apply_migrations: bool, stop: &CancellationToken
 /// counting back to the database once the primary answers again), until stopped; then reports
 /// NOT_SERVING for `shutdown_delay` before the listener may close.
 async fn supervise(
-    db: Db,
+    users: Users,
     throttle: Throttle,
     mut readiness: Readiness,
     interval: Duration,
@@ -149,6 +150,7 @@ async fn supervise(
     shutdown_delay: Duration,
     stop: CancellationToken,
 ) {
+    let db = users.db();
     // The probe's first connection is opened while the schema is checked: at startup each
     // new connection is a TLS handshake (~100 ms on loopback, docs/benchmarks.md). Only a healthy
     // early reading is used (one taken while the database was still down would hold
@@ -158,9 +160,9 @@ async fn supervise(
         // ...unless several servers may take the writes: then the probe first finds which
         // does, and the schema is asked of that one.
         let early = (db.probe(&mut probe).await, Instant::now());
-        (ensure_schema(&db, apply_migrations, &stop).await, early)
+        (ensure_schema(db, apply_migrations, &stop).await, early)
     } else {
-        tokio::join!(ensure_schema(&db, apply_migrations, &stop), async {
+        tokio::join!(ensure_schema(db, apply_migrations, &stop), async {
             (db.probe(&mut probe).await, Instant::now())
         })
     };
@@ -172,8 +174,8 @@ async fn supervise(
     // Before readiness, so that no startup query runs under the first calls; after the
     // schema, because no query runs before the schema is in place. (The legacy count reads
     // a partial index of the legacy rows only: cheap even on a large table.)
-    warn_if_over_budget(&db).await;
-    refresh_legacy_hash_counts(&db).await;
+    warn_if_over_budget(db).await;
+    refresh_legacy_hash_counts(&users).await;
     let mut healthy_early = early && probed_at.elapsed() < interval;
     loop {
         let healthy = std::mem::take(&mut healthy_early)

@@ -13,9 +13,7 @@ use sqlx::{
     sqlite::{Sqlite, SqliteConnectOptions, SqliteJournalMode, SqliteSynchronous},
 };
 
-use super::{
-    Backend, DbSettings, NivelBatcher, PoolStats, Server, hosts, replicas, url::SessionAttrs,
-};
+use super::{Backend, DbSettings, PoolStats, Server, hosts, replicas, url::SessionAttrs};
 use crate::Error;
 
 /// A connection idle longer than this is pinged before it is handed out; younger ones are
@@ -121,9 +119,8 @@ fn ping_if_idle<DB: Database>(
     })
 }
 
-/// A PostgreSQL server's pool (built lazily), its figures and, with batching on, its
-/// ObterNivel batcher. `url` names one host; `setting` names the URL's origin in errors;
-/// each new connection must be what `attrs` asks.
+/// A PostgreSQL server's pool (built lazily) and its figures. `url` names one host;
+/// `setting` names the URL's origin in errors; each new connection must be what `attrs` asks.
 pub(super) fn postgres_server(
     config: &DbSettings,
     url: &str,
@@ -147,9 +144,6 @@ pub(super) fn postgres_server(
     };
     let address = replicas::address_of(&options);
     let stats = Arc::new(PoolStats::default());
-    let batch = config
-        .batch_nivel
-        .then(|| Arc::new(NivelBatcher::new(config.batch_nivel_lanes)));
     let query_timeout = config.query_timeout;
     let session_bounds = !config.pgbouncer_transaction_pooling;
     let opened = stats.clone();
@@ -168,7 +162,7 @@ pub(super) fn postgres_server(
         })
         .connect_lazy_with(options);
     let backend = Backend::Postgres(pool);
-    Ok(Server::new(backend, address, bounds, stats, batch))
+    Ok(Server::new(backend, address, bounds, stats))
 }
 
 /// A SQLite file's pool (built lazily; the file is created if missing) and its figures.
@@ -198,6 +192,5 @@ pub(super) fn sqlite_server(
         url.to_owned(),
         bounds,
         stats,
-        None,
     ))
 }

@@ -46,9 +46,10 @@ use std::{
     time::Duration,
 };
 
+use sqlx::{Pool, postgres::Postgres, sqlite::Sqlite};
 use tokio::sync::{Notify, watch};
 
-use super::{Backend, NivelBatcher, PoolStats, hosts::Candidacy, url::LoadBalance};
+use super::{PoolStats, hosts::Candidacy, url::LoadBalance};
 
 /// What a query needs of the server it runs on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -92,6 +93,13 @@ pub struct Reading {
     pub lag: Option<Duration>,
 }
 
+/// The pool of one backend.
+#[derive(Clone, Debug)]
+pub enum Backend {
+    Postgres(Pool<Postgres>),
+    Sqlite(Pool<Sqlite>),
+}
+
 /// One server: its pool, its figures, and what the probe last saw of it.
 #[derive(Debug)]
 pub struct Server {
@@ -101,8 +109,6 @@ pub struct Server {
     pub(crate) address: String,
     pub(crate) min_connections: u32,
     pub(crate) max_connections: u32,
-    /// Set when ObterNivel lookups are batched; one per server, so a batch runs on one.
-    pub(crate) nivel_batch: Option<Arc<NivelBatcher>>,
     /// What the configuration lets it be: a write candidate, a read target, or both.
     pub(crate) candidacy: Candidacy,
     in_recovery: AtomicBool,
@@ -121,7 +127,6 @@ impl Server {
         address: String,
         (min_connections, max_connections): (u32, u32),
         stats: Arc<PoolStats>,
-        nivel_batch: Option<Arc<NivelBatcher>>,
     ) -> Self {
         Server {
             backend,
@@ -129,7 +134,6 @@ impl Server {
             address,
             min_connections,
             max_connections,
-            nivel_batch,
             // Until told otherwise (see `with_candidacy`), as before multi-host URLs: any
             // server may take writes or reads, reads spread over all.
             candidacy: Candidacy {
@@ -380,13 +384,7 @@ mod tests {
                         .unwrap();
                 let address = address_of(&options);
                 let pool = PgPoolOptions::new().connect_lazy_with(options);
-                Server::new(
-                    Backend::Postgres(pool),
-                    address,
-                    (0, 1),
-                    Arc::default(),
-                    None,
-                )
+                Server::new(Backend::Postgres(pool), address, (0, 1), Arc::default())
             })
             .collect();
         Servers::new(list, Duration::from_secs(1))

@@ -27,10 +27,9 @@ use produto::pb::{
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tonic::{Code, transport::Channel};
 
-use super::{
-    SERIAL, app_on, cluster, code_of,
-    helpers::{TestApp, admin, test_config},
-};
+use produto_testkit::{TestApp, admin, cluster, test_config};
+
+use super::{SERIAL, app_on, code_of};
 
 /// Bound on the cluster's start (initdb, two base backups, the sync standby chosen) and on
 /// a member's return after a switchover or a crash.
