@@ -160,7 +160,9 @@ impl DbFlags {
     /// The replica settings: PostgreSQL only, each URL a PostgreSQL one, pool bounds sane.
     fn validate_replicas(&self) -> Result<(), String> {
         let replica_urls = super::url::regroup(&self.replica_urls);
-        super::check_urls(&self.database_url, &replica_urls, self.replica_failover)?;
+        let database_url =
+            is_postgres_url(&self.database_url).then_some(self.database_url.as_str());
+        super::check_urls(database_url, &replica_urls, self.replica_failover)?;
         if replica_urls.is_empty() {
             return Ok(());
         }
@@ -391,5 +393,46 @@ mod tests {
         ]);
         let shown = format!("{:?}", cli.db);
         assert!(!shown.contains("s3cret"), "{shown}");
+    }
+
+    #[test]
+    fn multi_host_urls_survive_the_flags_comma_split() {
+        #[derive(clap::Parser)]
+        struct Cli {
+            #[command(flatten)]
+            db: DbFlags,
+        }
+        let cli = <Cli as clap::Parser>::parse_from([
+            "produto-server",
+            "--database-url",
+            "postgres://u:pw@a:1,b:2/db?target_session_attrs=read-write",
+            "--replica-urls",
+            "postgres://u@a:1,b:2/db?target_session_attrs=standby,postgres://u@c/db",
+            "--replica-failover",
+            "true",
+        ]);
+        cli.db.validate().unwrap();
+        let settings = cli.db.settings();
+        assert_eq!(
+            settings.replica_urls,
+            [
+                "postgres://u@a:1,b:2/db?target_session_attrs=standby",
+                "postgres://u@c/db"
+            ]
+        );
+        assert!(settings.replica_failover);
+        let shown = format!("{settings:?}");
+        assert!(shown.contains("postgres://u:***@a:1,b:2/db"), "{shown}");
+        assert!(!shown.contains("pw"), "{shown}");
+
+        let cli = <Cli as clap::Parser>::parse_from([
+            "produto-server",
+            "--database-url",
+            "postgres://a:1,b:x/db",
+        ]);
+        assert_eq!(
+            cli.db.validate().unwrap_err(),
+            "DATABASE_URL: host b: the port \"x\" is not a number from 1 to 65535"
+        );
     }
 }
