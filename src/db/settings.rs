@@ -381,29 +381,25 @@ mod tests {
         assert!(shown.contains("sslmode=require"), "{shown}");
         assert_eq!(redacted("sqlite:produto.db"), "sqlite:produto.db");
 
+        let flags = flags(&["--database-url", "postgres://u:s3cret-pw@db/produto"]);
+        let shown = format!("{flags:?}");
+        assert!(!shown.contains("s3cret"), "{shown}");
+    }
+
+    /// The flags as the command line `args` gives them.
+    fn flags(args: &[&str]) -> DbFlags {
         #[derive(clap::Parser)]
         struct Cli {
             #[command(flatten)]
             db: DbFlags,
         }
-        let cli = <Cli as clap::Parser>::parse_from([
-            "produto-server",
-            "--database-url",
-            "postgres://u:s3cret-pw@db/produto",
-        ]);
-        let shown = format!("{:?}", cli.db);
-        assert!(!shown.contains("s3cret"), "{shown}");
+        let args = std::iter::once("produto-server").chain(args.iter().copied());
+        <Cli as clap::Parser>::parse_from(args).db
     }
 
     #[test]
     fn multi_host_urls_survive_the_flags_comma_split() {
-        #[derive(clap::Parser)]
-        struct Cli {
-            #[command(flatten)]
-            db: DbFlags,
-        }
-        let cli = <Cli as clap::Parser>::parse_from([
-            "produto-server",
+        let db = flags(&[
             "--database-url",
             "postgres://u:pw@a:1,b:2/db?target_session_attrs=read-write",
             "--replica-urls",
@@ -411,8 +407,8 @@ mod tests {
             "--replica-failover",
             "true",
         ]);
-        cli.db.validate().unwrap();
-        let settings = cli.db.settings();
+        db.validate().unwrap();
+        let settings = db.settings();
         assert_eq!(
             settings.replica_urls,
             [
@@ -425,13 +421,9 @@ mod tests {
         assert!(shown.contains("postgres://u:***@a:1,b:2/db"), "{shown}");
         assert!(!shown.contains("pw"), "{shown}");
 
-        let cli = <Cli as clap::Parser>::parse_from([
-            "produto-server",
-            "--database-url",
-            "postgres://a:1,b:x/db",
-        ]);
+        let db = flags(&["--database-url", "postgres://a:1,b:x/db"]);
         assert_eq!(
-            cli.db.validate().unwrap_err(),
+            db.validate().unwrap_err(),
             "DATABASE_URL: host b: the port \"x\" is not a number from 1 to 65535"
         );
     }
