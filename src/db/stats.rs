@@ -39,7 +39,7 @@ pub struct PoolStats {
 /// counted in the database periodically, lowered at once when a login replaces one.
 #[derive(Debug, Default)]
 pub struct LegacyHashCounts {
-    counts: [AtomicI64; 4],
+    counts: [AtomicI64; super::users::LEGACY_FORMATS.len()],
     /// False until the first count: `/metrics` shows nothing rather than zeros it never read.
     counted: AtomicBool,
 }

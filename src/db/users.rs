@@ -6,6 +6,7 @@ use super::{Access, Db, query::per_backend};
 use crate::{
     Error,
     domain::{Nivel, UserPage, Usuario},
+    password::legacy::{Format, LEGACY, LEGACY_LABELS},
 };
 
 /// The unique key on `usuarios.usuario`, as migrations/postgres names it.
@@ -191,7 +192,7 @@ impl Db {
     /// costs nothing once every imported user has logged in.
     pub async fn refresh_legacy_hash_counts(&self) -> Result<(), Error> {
         let count = per_backend!(|conn| {
-            sqlx::query_as(LEGACY_COUNT_SQL)
+            sqlx::query_as(sqlx::AssertSqlSafe(legacy_count_sql()))
                 .persistent(self.named_statements())
                 .fetch_all(conn)
                 .await
@@ -204,39 +205,43 @@ impl Db {
     }
 }
 
-/// The legacy formats as the gauge labels them (`password::legacy::Format::label`; the
-/// import test checks that the two agree), in [`LEGACY_COUNT_SQL`]'s and
-/// [`legacy_format_of`]'s terms.
-pub const LEGACY_FORMATS: [&str; 4] = [
-    "bcrypt",
-    "werkzeug_pbkdf2_sha256",
-    "django_pbkdf2_sha256",
-    "sha256",
-];
+/// The legacy formats as the gauge labels them, in its order: `password::legacy`'s one list
+/// ([`LEGACY_LABELS`]), which [`legacy_count_sql`] and [`legacy_format_of`] follow too.
+pub const LEGACY_FORMATS: [&str; LEGACY_LABELS.len()] = LEGACY_LABELS;
 
-/// Users on a legacy hash by format; its `WHERE` is the partial index's, word for word, so
-/// that both planners use the index. The shapes are the import's ([`legacy_format_of`]).
-const LEGACY_COUNT_SQL: &str = "SELECT CASE
-         WHEN senha_hash LIKE '$2%' THEN 'bcrypt'
-         WHEN senha_hash LIKE 'pbkdf2:%' THEN 'werkzeug_pbkdf2_sha256'
-         WHEN senha_hash LIKE 'pbkdf2!_%' ESCAPE '!' THEN 'django_pbkdf2_sha256'
-         ELSE 'sha256' END AS formato, COUNT(*) AS n
-     FROM usuarios WHERE senha_hash NOT LIKE '$argon2%' GROUP BY 1";
+/// Users on a legacy hash by format, told apart by the prefixes of `password::legacy`; its
+/// `WHERE` is the partial index's, word for word, so that both planners use the index.
+/// Built once from those constants (no input reaches it).
+fn legacy_count_sql() -> &'static str {
+    static SQL: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
+        let mut sql = String::from("SELECT CASE");
+        for format in LEGACY {
+            if let Some(prefix) = format.prefix() {
+                // `_` and `%` are LIKE's wildcards: escaped, so that each prefix is literal.
+                let literal = prefix
+                    .replace('!', "!!")
+                    .replace('_', "!_")
+                    .replace('%', "!%");
+                sql.push_str(&format!(
+                    " WHEN senha_hash LIKE '{literal}%' ESCAPE '!' THEN '{}'",
+                    format.label()
+                ));
+            }
+        }
+        sql.push_str(&format!(
+            " ELSE '{}' END AS formato, COUNT(*) AS n \
+             FROM usuarios WHERE senha_hash NOT LIKE '$argon2%' GROUP BY 1",
+            Format::Sha256.label()
+        ));
+        sql
+    });
+    &SQL
+}
 
-/// The index in [`LEGACY_FORMATS`] of a stored legacy hash, as [`LEGACY_COUNT_SQL`] sorts it;
+/// The index in [`LEGACY_FORMATS`] of a stored legacy hash, as [`legacy_count_sql`] sorts it;
 /// `None` for argon2.
 fn legacy_format_of(stored: &str) -> Option<usize> {
-    if stored.starts_with("$argon2") {
-        None
-    } else if stored.starts_with("$2") {
-        Some(0)
-    } else if stored.starts_with("pbkdf2:") {
-        Some(1)
-    } else if stored.starts_with("pbkdf2_") {
-        Some(2)
-    } else {
-        Some(3)
-    }
+    Format::legacy_index(stored)
 }
 
 /// Login-attempt bookkeeping for brute-force throttling (see [`crate::throttle`]). Times

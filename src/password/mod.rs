@@ -103,6 +103,10 @@ pub struct Hasher {
     dummy_hash: Arc<str>,
     /// The most a stored hash may ask for (see [`CostBound`]).
     bound: CostBound,
+    /// Held while a memory-hard legacy hash (scrypt, Django's argon2: up to
+    /// [`legacy::MAX_MEMORY_KIB`] each) is verified: one at a time, so that a burst of them
+    /// holds that memory once, not once per hashing thread.
+    memory_hard: Arc<std::sync::Mutex<()>>,
 }
 
 /// The most argon2 work a stored hash may ask for: four times the configured cost, and never
@@ -195,6 +199,7 @@ impl Hasher {
             queue_timeout: settings.queue_timeout,
             dummy_hash: dummy_hash.into(),
             bound,
+            memory_hard: Arc::default(),
         })
     }
 
@@ -271,16 +276,27 @@ impl Hasher {
     /// An imported user's legacy hash (within its caps, checked by [`Legacy::parse`]), on the
     /// hashing threads. The dummy argon2 verification runs first, whatever the outcome: a
     /// stranger's wrong guess then costs what it costs for an unknown user, plus the legacy
-    /// hash's own work (nothing for SHA-256; bcrypt's or PBKDF2's cost otherwise, see
-    /// docs/moving-from-the-old-bot.md). A match is re-hashed with argon2id at once.
+    /// hash's own work (nothing for SHA-256; bcrypt's, PBKDF2's, sha-crypt's, scrypt's or
+    /// argon2's cost otherwise, see docs/moving-from-the-old-bot.md). A memory-hard one waits
+    /// for the others of its kind (see `memory_hard`). A match is re-hashed with argon2id at once.
     async fn verify_legacy(&self, senha: Senha, legacy: Legacy) -> Result<Verified, Error> {
         let argon2 = self.argon2.clone();
         let dummy = self.dummy_hash.clone();
+        let memory_hard = self.memory_hard.clone();
         self.run_blocking(move || {
             let dummy = PasswordHash::new(&dummy)
                 .map_err(|e| Error::Internal(format!("dummy hash is malformed: {e}")))?;
             let _ = reused_memory::verify(&dummy, senha.expose());
-            if !legacy.verify(senha.expose()) {
+            let matches = if legacy.memory_kib() > 0 {
+                // A panic while verifying cannot leave the `()` inside in a bad state.
+                let _one_at_a_time = memory_hard
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner);
+                legacy.verify(senha.expose())
+            } else {
+                legacy.verify(senha.expose())
+            };
+            if !matches {
                 return Ok(Verified::No);
             }
             let salt = SaltString::generate(&mut OsRng);
