@@ -469,6 +469,44 @@ mod tests {
     }
 
     #[tokio::test]
+    #[allow(
+        clippy::await_holding_lock,
+        reason = "the test holds the lock across the other login on purpose"
+    )]
+    async fn memory_hard_legacy_hashes_verify_one_at_a_time() {
+        let mut settings = cheap_settings();
+        settings.concurrency = 2;
+        let hasher = Hasher::new(&settings).unwrap();
+        // Werkzeug 3.1.8's `generate_password_hash("secret", "scrypt:1024:8:1")`.
+        let scrypt = "scrypt:1024:8:1$2dCru39NnXH8aXqN$3445a61967fad29a6ff121581c878730e262f8\
+                      002c18bdaceeb2e70486a6a9007162556ee00921925d8f5bf91af6270ce4574654a88516ea\
+                      23e9a613553b9f67";
+        assert_eq!(hasher.check_stored(scrypt), Ok(Format::WerkzeugScrypt));
+        // While another memory-hard verification holds the memory, this one waits...
+        let held = hasher.memory_hard.lock().unwrap();
+        let waiting = tokio::spawn({
+            let hasher = hasher.clone();
+            async move {
+                let good = Senha::parse_login("secret".into()).unwrap();
+                hasher.verify(good, Some(scrypt.into())).await
+            }
+        });
+        // ...and the other hashing thread still serves the rest (a bcrypt hash here).
+        let bcrypt = bcrypt::hash("senha antiga", 4).unwrap();
+        let good = Senha::parse_login("senha antiga".into()).unwrap();
+        assert!(matches!(
+            hasher.verify(good, Some(bcrypt)).await.unwrap(),
+            Verified::YesRehashed(_)
+        ));
+        assert!(!waiting.is_finished());
+        drop(held);
+        match waiting.await.unwrap().unwrap() {
+            Verified::YesRehashed(fresh) => assert!(fresh.starts_with("$argon2id$"), "{fresh}"),
+            other => panic!("expected a rehash, got {other:?}"),
+        }
+    }
+
+    #[tokio::test]
     async fn idle_hashing_threads_give_their_memory_back() {
         let mut hasher = Hasher::new(&cheap_settings()).unwrap();
         hasher.threads = HashThreads::start(2, Duration::from_secs(2)).unwrap();
