@@ -363,6 +363,10 @@ impl Db {
                 self.lost_if_primary(index);
                 Err(Error::Unavailable(e.to_string()).while_database_down(down))
             }
+            // A standby cancels a query that conflicts with its replay (40001, "conflict with
+            // recovery"), as PostgreSQL cancels a deadlock's victim (40P01): the statement did
+            // nothing and may run again (a read is retried on the primary).
+            Ok(Err(e)) if is_retryable_conflict(&e) => Err(Error::Unavailable(e.to_string())),
             Ok(Err(e)) => Err(Error::Database(e)),
             Err(_) => {
                 lease.discard();
@@ -471,6 +475,12 @@ impl<DB: Database> Drop for Lease<DB> {
     fn drop(&mut self) {
         self.stats.used.fetch_sub(1, Relaxed);
     }
+}
+
+/// A statement cancelled by a conflict: with a standby's replay or a deadlock.
+fn is_retryable_conflict(e: &sqlx::Error) -> bool {
+    matches!(e, sqlx::Error::Database(db)
+        if matches!(db.code().as_deref(), Some("40001" | "40P01")))
 }
 
 /// A statement the database ended on its own bound: `query_canceled` (57014, which

@@ -92,6 +92,20 @@ async fn run(via: Via) {
         return;
     }
     let _serial = SERIAL.lock().await;
+    // produto's own log, for a failure's cause (the server logs what it answers INTERNAL);
+    // one file for the binary (a global subscriber is set once).
+    let log = std::env::temp_dir().join("produto-patroni.log");
+    if let Ok(writer) = std::fs::File::create(&log) {
+        let _ = tracing::subscriber::set_global_default(
+            tracing_subscriber::fmt()
+                .with_writer(Mutex::new(writer))
+                .with_ansi(false)
+                .with_env_filter("info")
+                .finish(),
+        );
+    }
+    tracing::info!(?via, "Patroni scenario starts");
+    eprintln!("produto's log: {}", log.display());
     let mut ha = tokio::task::spawn_blocking(HaCluster::start).await.unwrap();
     ha.wait_healthy().await;
 
