@@ -100,11 +100,11 @@ async fn run(via: Via) {
             tracing_subscriber::fmt()
                 .with_writer(Mutex::new(writer))
                 .with_ansi(false)
-                .with_env_filter("info")
+                .with_env_filter("warn")
                 .finish(),
         );
     }
-    tracing::info!(?via, "Patroni scenario starts");
+    tracing::warn!(?via, "Patroni scenario starts (a marker, not a problem)");
     eprintln!("produto's log: {}", log.display());
     let mut ha = tokio::task::spawn_blocking(HaCluster::start).await.unwrap();
     ha.wait_healthy().await;
