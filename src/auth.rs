@@ -87,7 +87,7 @@ impl AdminToken {
                 metadata
                     .get("authorization")
                     .and_then(|v| v.to_str().ok())
-                    .and_then(|v| v.strip_prefix("Bearer "))
+                    .and_then(bearer)
             })
             .ok_or(Error::Unauthenticated(
                 Reason::AdminTokenMissing,
@@ -103,6 +103,14 @@ impl AdminToken {
             ))
         }
     }
+}
+
+/// The token of an `authorization: Bearer <token>` value. The scheme is case-insensitive
+/// (RFC 9110: `bearer`, `BEARER` too), followed by one or more spaces.
+fn bearer(value: &str) -> Option<&str> {
+    let (scheme, token) = value.split_once(' ')?;
+    let token = token.trim_start_matches(' ');
+    (scheme.eq_ignore_ascii_case("bearer") && !token.is_empty()).then_some(token)
 }
 
 impl std::fmt::Debug for AdminToken {
@@ -134,6 +142,14 @@ mod tests {
     fn only_the_right_bearer_token_passes() {
         let token = AdminToken::new(Some("s3cret-token-value"));
         assert_eq!(code(&token, &with_auth("Bearer s3cret-token-value")), None);
+        for scheme in ["bearer", "BEARER", "bEaReR"] {
+            let value = format!("{scheme} s3cret-token-value");
+            assert_eq!(code(&token, &with_auth(&value)), None, "{scheme}");
+        }
+        assert_eq!(
+            code(&token, &with_auth("Bearers3cret-token-value")),
+            Some(Code::Unauthenticated)
+        );
         assert_eq!(
             code(&token, &with_auth("Bearer s3cret-token-valuX")),
             Some(Code::Unauthenticated)
@@ -178,6 +194,11 @@ mod tests {
             .unwrap()
             .unwrap();
         assert_eq!((&*caller.name, caller.via), ("billing", Via::Token));
+        let lower = auth
+            .identify(&headers("bearer billing-token-0123456789"), None)
+            .unwrap()
+            .unwrap();
+        assert_eq!(&*lower.name, "billing");
         assert_eq!(&*auth.label(Some(&caller)), "billing");
         assert_eq!(&*auth.label(None), ANONYMOUS);
         for bad in [
@@ -373,7 +394,7 @@ impl CallerAuth {
         let bearer = headers
             .get("authorization")
             .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.strip_prefix("Bearer "));
+            .and_then(bearer);
         if let Some(given) = bearer {
             // Every token is compared, in constant time, so that the time taken does not
             // say which one (or how much of one) matched.

@@ -14,6 +14,7 @@
 pub mod batch;
 pub mod budget;
 mod connect;
+pub mod diagnose;
 pub mod metrics;
 mod probe;
 mod query;
@@ -33,6 +34,7 @@ use std::{
 use sqlx::{Pool, migrate::Migrator, postgres::Postgres, sqlite::Sqlite};
 
 pub use batch::NivelBatcher;
+pub use diagnose::Diagnosis;
 pub use probe::ProbeConnection;
 pub use query::{Conn, Statement};
 pub use replicas::{Access, Role, Server, Servers};
@@ -220,7 +222,12 @@ impl Db {
                 &SQLITE_MIGRATOR,
             ),
         };
-        let applied = applied.map_err(|e| format!("cannot read the applied migrations: {e}"))?;
+        let applied = applied.map_err(|e| {
+            format!(
+                "cannot read the applied migrations: {}",
+                diagnose::describe(&e)
+            )
+        })?;
         let missing: Vec<i64> = migrator
             .iter()
             .filter(|m| !m.migration_type.is_down_migration() && !applied.contains(&m.version))

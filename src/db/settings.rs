@@ -8,7 +8,12 @@ use std::{path::PathBuf, time::Duration};
 #[derive(Clone, clap::Args)]
 pub struct DbFlags {
     /// Database URL: `postgres://user@host/db` or `sqlite:path.db` (the file is created if missing).
-    #[arg(long, env = "DATABASE_URL", default_value = "sqlite:produto.db")]
+    #[arg(
+        long,
+        env = "DATABASE_URL",
+        default_value = "sqlite:produto.db",
+        hide_env_values = true
+    )]
     pub database_url: String,
 
     /// File holding the database URL (a mounted Secret); replaces DATABASE_URL. A trailing

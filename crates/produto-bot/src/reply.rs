@@ -22,6 +22,9 @@ Comandos:
 /ajuda — esta lista
 Usuário e senha não podem conter espaços.";
 
+/// The first thing a person at the terminal reads (standard input only).
+pub const GREETING: &str =
+    "produto-bot: escreva um comando por linha; /ajuda mostra a lista (Ctrl-D sai).";
 pub const UNAVAILABLE: &str = "Serviço indisponível, tente de novo em instantes.";
 pub const LOGIN_FAILED: &str = "Usuário ou senha incorretos.";
 pub const NOT_LOGGED_IN: &str = "Você não está logado. Use /login <usuario> <senha>.";

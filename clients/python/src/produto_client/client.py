@@ -19,6 +19,7 @@ DEFAULT_TIMEOUT = 10.0
 DEFAULT_PAGE_SIZE = 100
 
 _ADMIN_TOKEN_KEY = "produto-admin-token"
+_END_USER_KEY = "produto-end-user"
 
 
 def service_config() -> str:
@@ -66,6 +67,11 @@ class Client:
     - ``admin_token``: PRODUTO_ADMIN_TOKEN (or PRODUTO_ADMIN_TOKEN_FILE), sent with the
       admin operations only.
     - ``timeout``: PRODUTO_TIMEOUT, seconds per call, retries included (default 10).
+
+    Every method takes ``end_user=``: who is behind this call (a chat user, a web session),
+    sent as ``produto-end-user`` metadata. A server that trusts this caller (a caller token,
+    by default) throttles logins per end user, so that one chat user's typos never lock out
+    the others who share this client's address.
 
     Thread-safe; reuse one client (a channel is costly to open). Not fork-safe: open clients
     after forking.
@@ -130,8 +136,10 @@ class Client:
     def __exit__(self, *exc) -> None:
         self.close()
 
-    def _metadata(self, admin: bool) -> List[Tuple[str, str]]:
+    def _metadata(self, admin: bool, end_user: Optional[str] = None) -> List[Tuple[str, str]]:
         metadata = []
+        if end_user:
+            metadata.append((_END_USER_KEY, end_user))
         if self.token:
             metadata.append(("authorization", f"Bearer {self.token}"))
         if admin and self.admin_token:
@@ -142,47 +150,54 @@ class Client:
                 metadata.append(("authorization", f"Bearer {self.admin_token}"))
         return metadata
 
-    def _call(self, method: str, request, admin: bool = False):
+    def _call(self, method: str, request, admin: bool = False, end_user: Optional[str] = None):
         try:
             return getattr(self._stub, method)(
-                request, timeout=self.timeout, metadata=self._metadata(admin)
+                request, timeout=self.timeout, metadata=self._metadata(admin, end_user)
             )
         except grpc.RpcError as err:
             raise errors.from_rpc_error(err) from None
 
     # -- the old bot's functions -------------------------------------------------------------
 
-    def verificar_login(self, usuario: str, senha: str) -> bool:
+    def verificar_login(self, usuario: str, senha: str, *, end_user: Optional[str] = None) -> bool:
         """Whether the password is the user's. False too for an unknown user (the server
         answers both alike) and for a login refused by throttling."""
-        return self.login(usuario, senha) is not None
+        return self.login(usuario, senha, end_user=end_user) is not None
 
-    def obter_nivel(self, usuario: str) -> Optional[int]:
+    def obter_nivel(self, usuario: str, *, end_user: Optional[str] = None) -> Optional[int]:
         """The user's access level, or None when there is no such user."""
         try:
-            return self._call("ObterNivel", pb.ObterNivelRequest(usuario=usuario)).nivel
+            return self._call(
+                "ObterNivel", pb.ObterNivelRequest(usuario=usuario), end_user=end_user
+            ).nivel
         except errors.NotFoundError:
             return None
 
-    def adicionar_usuario(self, usuario: str, senha: str, nivel: int) -> bool:
+    def adicionar_usuario(
+        self, usuario: str, senha: str, nivel: int, *, end_user: Optional[str] = None
+    ) -> bool:
         """Creates a user (admin token): True, or False when the name is taken. A weak
         password or a bad field raises InvalidArgumentError (a ValueError)."""
         request = pb.AdicionarUsuarioRequest(usuario=usuario, senha=senha, nivel=nivel)
         try:
-            self._call("AdicionarUsuario", request, admin=True)
+            self._call("AdicionarUsuario", request, admin=True, end_user=end_user)
             return True
         except errors.AlreadyExistsError:
             return False
 
     # -- the rest ------------------------------------------------------------------------------
 
-    def login(self, usuario: str, senha: str) -> Optional[int]:
+    def login(self, usuario: str, senha: str, *, end_user: Optional[str] = None) -> Optional[int]:
         """The user's level when the password is right, else None (one round trip where
         verificar_login and obter_nivel take two)."""
-        answer = self._call("VerificarLogin", pb.VerificarLoginRequest(usuario=usuario, senha=senha))
+        request = pb.VerificarLoginRequest(usuario=usuario, senha=senha)
+        answer = self._call("VerificarLogin", request, end_user=end_user)
         return answer.nivel if answer.valido else None
 
-    def alterar_senha(self, usuario: str, senha_atual: str, senha_nova: str) -> bool:
+    def alterar_senha(
+        self, usuario: str, senha_atual: str, senha_nova: str, *, end_user: Optional[str] = None
+    ) -> bool:
         """The user changes its own password: True, or False when ``senha_atual`` is wrong,
         the user unknown, or the attempt refused by throttling (it counts as a login). Never
         retried: a retry of a change that went through would fail on ``senha_atual``."""
@@ -192,57 +207,66 @@ class Client:
             usuario=usuario, senha_atual=senha_atual, senha_nova=senha_nova
         )
         try:
-            self._call("AlterarSenha", request)
+            self._call("AlterarSenha", request, end_user=end_user)
             return True
         except errors.UnauthenticatedError as err:
             if err.reason == "INVALID_CREDENTIALS":
                 return False
             raise
 
-    def definir_senha(self, usuario: str, senha_nova: str) -> bool:
+    def definir_senha(self, usuario: str, senha_nova: str, *, end_user: Optional[str] = None) -> bool:
         """An admin sets a user's password (admin token): True, or False for an unknown
         user."""
         request = pb.AlterarSenhaRequest(usuario=usuario, senha_nova=senha_nova)
         try:
-            self._call("AlterarSenha", request, admin=True)
+            self._call("AlterarSenha", request, admin=True, end_user=end_user)
             return True
         except errors.NotFoundError:
             return False
 
-    def alterar_nivel(self, usuario: str, nivel: int) -> bool:
+    def alterar_nivel(self, usuario: str, nivel: int, *, end_user: Optional[str] = None) -> bool:
         """Sets a user's level (admin token): True, or False for an unknown user."""
         try:
-            self._call("AlterarNivel", pb.AlterarNivelRequest(usuario=usuario, nivel=nivel), admin=True)
+            request = pb.AlterarNivelRequest(usuario=usuario, nivel=nivel)
+            self._call("AlterarNivel", request, admin=True, end_user=end_user)
             return True
         except errors.NotFoundError:
             return False
 
-    def remover_usuario(self, usuario: str) -> bool:
+    def remover_usuario(self, usuario: str, *, end_user: Optional[str] = None) -> bool:
         """Removes a user (admin token): True, or False for an unknown user. The call is
         retried when the service is unavailable, so False can also mean that a first attempt
         removed the user: either way the user is gone."""
         try:
-            self._call("RemoverUsuario", pb.RemoverUsuarioRequest(usuario=usuario), admin=True)
+            request = pb.RemoverUsuarioRequest(usuario=usuario)
+            self._call("RemoverUsuario", request, admin=True, end_user=end_user)
             return True
         except errors.NotFoundError:
             return False
 
     def listar_pagina(
-        self, prefixo: str = "", page_size: int = DEFAULT_PAGE_SIZE, page_token: str = ""
+        self,
+        prefixo: str = "",
+        page_size: int = DEFAULT_PAGE_SIZE,
+        page_token: str = "",
+        *,
+        end_user: Optional[str] = None,
     ) -> Tuple[List[Usuario], str]:
         """One page of users (admin token) in order of name, and the token of the next page
         ("" after the last)."""
         request = pb.ListarUsuariosRequest(page_size=page_size, page_token=page_token, prefixo=prefixo)
-        page = self._call("ListarUsuarios", request, admin=True)
+        page = self._call("ListarUsuarios", request, admin=True, end_user=end_user)
         users = [Usuario(u.id, u.usuario, u.nivel) for u in page.usuarios]
         return users, page.next_page_token
 
-    def listar_usuarios(self, prefixo: str = "", page_size: int = DEFAULT_PAGE_SIZE) -> Iterator[Usuario]:
+    def listar_usuarios(
+        self, prefixo: str = "", page_size: int = DEFAULT_PAGE_SIZE, *, end_user: Optional[str] = None
+    ) -> Iterator[Usuario]:
         """Every user (admin token) whose name starts with ``prefixo``, in order of name,
         fetched a page at a time as the iteration goes."""
         token = ""
         while True:
-            users, token = self.listar_pagina(prefixo, page_size, token)
+            users, token = self.listar_pagina(prefixo, page_size, token, end_user=end_user)
             yield from users
             if not token:
                 return
