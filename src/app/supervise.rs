@@ -111,7 +111,9 @@ async fn ensure_schema(db: &Db, apply_migrations: bool, stop: &CancellationToken
     while !db.is_migrated() {
         let attempt = async {
             let result = if apply_migrations {
-                db.migrate().await.map_err(|e| diagnose::describe_migrate(&e))
+                db.migrate()
+                    .await
+                    .map_err(|e| diagnose::describe_migrate(&e))
             } else {
                 db.check_migrated().await
             };

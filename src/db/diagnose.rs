@@ -133,9 +133,9 @@ impl Target {
                     )),
                 }
             }
-            (Target::Postgres { .. }, sqlx::Error::Tls(tls)) => {
-                Diagnosis::Permanent(format!("{address}: TLS failed: {tls} (see sslmode in DATABASE_URL)"))
-            }
+            (Target::Postgres { .. }, sqlx::Error::Tls(tls)) => Diagnosis::Permanent(format!(
+                "{address}: TLS failed: {tls} (see sslmode in DATABASE_URL)"
+            )),
             (Target::Sqlite(_), sqlx::Error::Database(db)) => {
                 // The primary result code is the extended code's low byte.
                 let code = db
@@ -233,7 +233,11 @@ mod tests {
         let dns = sqlx::Error::Io(io::Error::other(
             "failed to lookup address information: Name or service not known",
         ));
-        assert!(describe(&dns).starts_with("name not resolved"), "{}", describe(&dns));
+        assert!(
+            describe(&dns).starts_with("name not resolved"),
+            "{}",
+            describe(&dns)
+        );
     }
 
     #[test]

@@ -9,7 +9,7 @@ use std::{
 };
 
 #[path = "../support/db_url.rs"]
-mod db_url;
+pub mod db_url;
 
 use produto::{
     Application, Settings,

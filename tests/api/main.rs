@@ -14,6 +14,7 @@ mod pool_release;
 mod proxy;
 mod security;
 mod standin;
+mod startup;
 mod telegram;
 
 use std::time::{Duration, Instant};

@@ -15,8 +15,9 @@ use produto_client::telemetry::LogFormat;
 #[derive(Debug, Clone, Parser)]
 #[command(name = "produto-bot", version)]
 pub struct BotConfig {
-    /// Address of the produto service.
-    #[arg(long, env = "PRODUTO_SERVER", default_value = "http://127.0.0.1:50051")]
+    /// Address of the produto service: `host:port` (plaintext), `http://host:port`, or
+    /// `https://host:port` for TLS.
+    #[arg(long, env = "PRODUTO_SERVER", default_value = "127.0.0.1:50051")]
     pub server: String,
 
     /// PEM CA bundle to verify the service's certificate with (for an `https://` server;

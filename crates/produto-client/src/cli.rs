@@ -42,7 +42,10 @@ fn from_environment(
     command: &clap::Command,
     is_set: impl Fn(&OsStr) -> bool,
 ) -> Option<(String, String)> {
-    if !matches!(e.kind(), ErrorKind::InvalidValue | ErrorKind::ValueValidation) {
+    if !matches!(
+        e.kind(),
+        ErrorKind::InvalidValue | ErrorKind::ValueValidation
+    ) {
         return None;
     }
     let Some(ContextValue::String(flag)) = e.get(ContextKind::InvalidArg) else {
