@@ -562,6 +562,7 @@ async fn the_bearer_scheme_is_case_insensitive() {
     let tokens = dir.path().join("caller-tokens");
     std::fs::write(&tokens, format!("billing {BILLING_TOKEN}\n")).unwrap();
     let app = spawn_with(test_config(&database.url), database).await;
+    app.wait_for_readiness(ServingStatus::Serving).await;
     let mut client = app.produto.clone();
     for (n, scheme) in ["bearer", "BEARER", "Bearer"].into_iter().enumerate() {
         let mut request = Request::new(AdicionarUsuarioRequest {
@@ -582,6 +583,7 @@ async fn the_bearer_scheme_is_case_insensitive() {
     config.caller_auth = true;
     config.caller_tokens_file = Some(tokens);
     let guarded = spawn_with(config, database).await;
+    guarded.wait_for_readiness(ServingStatus::Serving).await;
     let mut request = Request::new(ObterNivelRequest {
         usuario: "ninguem".into(),
     });

@@ -284,7 +284,7 @@ async fn adicionar_usuario_asks_for_the_password_on_a_terminal_without_echo() {
         return;
     };
     let database = TestDb::create(Backend::Sqlite).await;
-    let tty = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/python/tty.py");
+    let tty = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/python/terminal.py");
     let senha = "fiel-cobalto-marmita-9317";
     let steps = serde_json::json!([["Password for admin:", senha], ["again:", senha],]);
     let (output, text) = run_to_exit(

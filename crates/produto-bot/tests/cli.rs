@@ -89,7 +89,8 @@ fn at_a_terminal_the_bot_greets_with_ajuda() {
     if !python3() {
         return;
     }
-    let tty = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/python/tty.py");
+    let tty =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/python/terminal.py");
     let out = Command::new("python3")
         .arg(tty)
         .arg(r#"[["/ajuda", "/ajuda"], ["/logout", "\u0004"]]"#)

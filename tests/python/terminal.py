@@ -1,7 +1,7 @@
 """Runs a command on a pseudo-terminal, as a person at a terminal would (standard library
 only): waits for each expected text in its output, then types the matching line.
 
-Usage: tty.py '<json list of [expect, type] pairs>' <command> [args...]
+Usage: terminal.py '<json list of [expect, type] pairs>' <command> [args...]
 A `type` of "\\u0004" (Ctrl-D) ends the input. Prints everything the terminal showed (the
 typed text only where the program echoed it), then exits with the command's status.
 """
@@ -44,7 +44,7 @@ for expect, typed in steps:
     while expect.encode() not in shown[seen_from:]:
         if time.monotonic() > deadline or not read_some(0.2):
             sys.stdout.write(shown.decode(errors="replace"))
-            sys.exit(f"tty.py: never saw {expect!r}")
+            sys.exit(f"terminal.py: never saw {expect!r}")
     seen_from = len(shown)
     os.write(fd, typed.encode() if typed == "\u0004" else (typed + "\n").encode())
 
