@@ -4,21 +4,24 @@
 //! replaced by argon2id at the user's first login; plaintext only when asked, hashed here.
 //!
 //! Idempotent: a user whose name is already there is left alone. Each row is judged on its
-//! own, so a bad row is reported and never stops the rest; no hash is ever printed.
+//! own, so a bad row is reported and never stops the rest; no hash is ever printed. It says
+//! where it reads and writes (never a password), and on a terminal how far it has got.
 
 use std::{
     collections::{BTreeMap, HashMap},
     fmt,
-    time::Duration,
+    io::{IsTerminal, Write},
+    str::FromStr,
+    time::{Duration, Instant},
 };
 
 use futures_util::StreamExt;
 use secrecy::{ExposeSecret, SecretString};
-use sqlx::{Connection, PgConnection};
+use sqlx::{Connection, PgConnection, postgres::PgConnectOptions};
 
 use crate::{
     Error,
-    db::Db,
+    db::{Db, diagnose::postgres_target},
     domain::{Nivel, Senha, Usuario},
     password::{Hasher, legacy::Format},
 };
@@ -28,8 +31,10 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 /// Bound on waiting for the source's next row (the first one includes the query's planning
 /// and, for a `--query` that sorts, its sort).
 const ROW_TIMEOUT: Duration = Duration::from_secs(120);
-/// A progress line is logged every this many rows.
+/// Away from a terminal, a progress line is logged every this many rows.
 const PROGRESS_EVERY: u64 = 10_000;
+/// On a terminal, the progress line is redrawn this often.
+const REDRAW_EVERY: Duration = Duration::from_millis(500);
 /// What the report calls rows stored from plaintext.
 const PLAINTEXT: &str = "plaintext, hashed with argon2id";
 
@@ -79,6 +84,9 @@ impl Default for Columns {
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct Report {
     pub dry_run: bool,
+    /// Where the users went, in words (`PostgreSQL at host:port, database "produto"` or
+    /// `SQLite file produto.db`; never a password). Empty: not said.
+    pub target: String,
     /// Rows imported, by the stored format's label (or [`PLAINTEXT`]).
     pub imported: BTreeMap<&'static str, u64>,
     /// Rows whose user was already in the target (left as it is).
@@ -127,9 +135,14 @@ impl fmt::Display for Report {
         } else {
             "imported"
         };
+        let target = if self.target.is_empty() {
+            String::new()
+        } else {
+            format!(" into {}", self.target)
+        };
         write!(
             f,
-            "{verb} {}{formats}, already there {}, rejected {}",
+            "{verb} {}{formats}{target}, already there {}, rejected {}",
             self.imported_total(),
             self.already_there,
             self.rejected.len()
@@ -161,13 +174,31 @@ pub async fn import_users(
     target_migrated: bool,
 ) -> Result<Report, Error> {
     let sql = select_sql(&settings.source, &settings.columns).map_err(Error::Startup)?;
-    let mut conn = tokio::time::timeout(
-        CONNECT_TIMEOUT,
-        PgConnection::connect(settings.from.expose_secret()),
-    )
-    .await
-    .map_err(|_| Error::Startup(format!("source: no connection within {CONNECT_TIMEOUT:?}")))?
-    .map_err(|e| Error::Startup(format!("source: cannot connect: {e}")))?;
+    let from = PgConnectOptions::from_str(settings.from.expose_secret())
+        .map_err(|e| Error::Startup(format!("PRODUTO_IMPORT_FROM is not a PostgreSQL URL: {e}")))?;
+    let source_name = postgres_target(&from);
+    let target = db.target();
+    eprintln!(
+        "import-users: reading {source_name}; {} {target}",
+        if settings.dry_run {
+            "dry run, would write to"
+        } else {
+            "writing to"
+        }
+    );
+    let mut conn = tokio::time::timeout(CONNECT_TIMEOUT, PgConnection::connect_with(&from))
+        .await
+        .map_err(|_| {
+            Error::Startup(format!(
+                "source {source_name}: no connection within {CONNECT_TIMEOUT:?}"
+            ))
+        })?
+        .map_err(|e| {
+            Error::Startup(format!(
+                "source {source_name}: cannot connect: {}",
+                crate::db::diagnose::describe(&e)
+            ))
+        })?;
     // The import never writes the source, whatever the query says.
     let mut tx = conn.begin().await.map_err(source_error)?;
     sqlx::query("SET TRANSACTION READ ONLY")
@@ -175,8 +206,16 @@ pub async fn import_users(
         .await
         .map_err(source_error)?;
 
+    // On a terminal, the rows to come, for the time left (the source runs the SELECT twice).
+    let mut progress = if std::io::stderr().is_terminal() {
+        let total = count_rows(&mut tx, &sql).await?;
+        Some(Progress::new(total))
+    } else {
+        None
+    };
     let mut report = Report {
         dry_run: settings.dry_run,
+        target,
         ..Report::default()
     };
     // Usernames seen so far, with their row: a name twice in the source is imported once.
@@ -195,8 +234,12 @@ pub async fn import_users(
         let Some(fields) = next else { break };
         let (usuario, senha, nivel) = fields.map_err(source_error)?;
         row += 1;
-        if row % PROGRESS_EVERY == 0 {
-            tracing::info!(rows = row, imported = report.imported_total(), "importing");
+        match &mut progress {
+            Some(progress) => progress.update(row),
+            None if row % PROGRESS_EVERY == 0 => {
+                tracing::info!(rows = row, imported = report.imported_total(), "importing");
+            }
+            None => {}
         }
         let usuario_text = usuario.clone();
         let reject = |reason: String| Rejected {
@@ -253,9 +296,82 @@ pub async fn import_users(
         }
     }
     drop(rows);
+    if let Some(progress) = progress {
+        progress.finish(row);
+    }
     // Read-only: nothing to commit; ending it is all.
     let _ = tx.rollback().await;
     Ok(report)
+}
+
+/// How many rows the source's SELECT returns.
+async fn count_rows(conn: &mut PgConnection, sql: &str) -> Result<u64, Error> {
+    let count = format!("SELECT count(*) FROM ({sql}) AS todas");
+    // The same statement as the import's own, inside the read-only transaction.
+    let n = tokio::time::timeout(
+        ROW_TIMEOUT,
+        sqlx::query_scalar::<_, i64>(sqlx::AssertSqlSafe(count)).fetch_one(conn),
+    )
+    .await
+    .map_err(|_| Error::Startup(format!("source: no count within {ROW_TIMEOUT:?}")))?
+    .map_err(source_error)?;
+    Ok(u64::try_from(n).unwrap_or(0))
+}
+
+/// The progress line on a terminal (stderr): rows done, the rate, the time left; redrawn in
+/// place every [`REDRAW_EVERY`].
+struct Progress {
+    total: u64,
+    started: Instant,
+    drawn: Instant,
+}
+
+impl Progress {
+    fn new(total: u64) -> Self {
+        let now = Instant::now();
+        Progress {
+            total,
+            started: now,
+            drawn: now,
+        }
+    }
+
+    fn update(&mut self, done: u64) {
+        if self.drawn.elapsed() >= REDRAW_EVERY {
+            self.drawn = Instant::now();
+            self.draw(done, "");
+        }
+    }
+
+    fn finish(self, done: u64) {
+        if self.started.elapsed() >= REDRAW_EVERY {
+            self.draw(done, "\n");
+        }
+    }
+
+    fn draw(&self, done: u64, end: &str) {
+        let line = progress_line(done, self.total, self.started.elapsed());
+        let mut stderr = std::io::stderr().lock();
+        // `\r` and the erase-line sequence redraw the line in place.
+        let _ = write!(stderr, "\r\x1b[2K{line}{end}");
+        let _ = stderr.flush();
+    }
+}
+
+/// `row 40000 of 100000 (40%), 8123 rows/s, about 7s left`.
+fn progress_line(done: u64, total: u64, elapsed: Duration) -> String {
+    let rate = done as f64 / elapsed.as_secs_f64().max(0.001);
+    let total = total.max(done);
+    let percent = done * 100 / total.max(1);
+    let left = if rate > 0.0 {
+        Duration::from_secs_f64(((total - done) as f64 / rate).round())
+    } else {
+        Duration::ZERO
+    };
+    format!(
+        "row {done} of {total} ({percent}%), {rate:.0} rows/s, about {} left",
+        humantime::format_duration(left)
+    )
 }
 
 /// The report label of a checked row.
@@ -393,6 +509,14 @@ mod tests {
             "row 4 (\"eve\"): rejected: senha: unrecognised password format\n\
              imported 3 (bcrypt 2, sha256 1), already there 0, rejected 1"
         );
+        report.target = "SQLite file produto.db".into();
+        assert!(
+            report.to_string().ends_with(
+                "imported 3 (bcrypt 2, sha256 1) into SQLite file produto.db, already there 0, \
+                 rejected 1"
+            ),
+            "{report}"
+        );
         let again = Report {
             already_there: 3,
             ..Report::default()
@@ -400,6 +524,19 @@ mod tests {
         assert_eq!(
             again.to_string(),
             "imported 0, already there 3, rejected 0; nothing changed"
+        );
+    }
+
+    #[test]
+    fn the_progress_line_says_rows_rate_and_time_left() {
+        assert_eq!(
+            progress_line(40_000, 100_000, Duration::from_secs(5)),
+            "row 40000 of 100000 (40%), 8000 rows/s, about 8s left"
+        );
+        // More rows than counted (the table grew): never a negative time.
+        assert_eq!(
+            progress_line(12, 10, Duration::from_secs(1)),
+            "row 12 of 12 (100%), 12 rows/s, about 0s left"
         );
     }
 }

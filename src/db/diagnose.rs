@@ -3,9 +3,9 @@
 //! out"), its failure classified by SQLSTATE and the OS error into permanent (stop the
 //! server) or passing (stay up, not ready, retry). Never PostgreSQL's "at line N".
 
-use std::{io, time::Duration};
+use std::{fmt, io, time::Duration};
 
-use sqlx::{Connection, Database, Pool};
+use sqlx::{Connection, Database, Pool, postgres::PgConnectOptions};
 
 use super::{Backend, Db};
 
@@ -28,26 +28,20 @@ pub enum Diagnosis {
 }
 
 impl Db {
+    /// `DATABASE_URL` in words, without credentials: `PostgreSQL at host:port, database
+    /// "name"` or `SQLite file path`.
+    pub fn target(&self) -> String {
+        Target::of(&self.servers.get(0).backend).to_string()
+    }
+
     /// Opens one connection to `DATABASE_URL` outside the pool (bounded) and says what
     /// stands in the way, if anything.
     pub async fn diagnose(&self) -> Diagnosis {
-        let server = self.servers.get(0);
-        let (target, outcome) = match &server.backend {
-            Backend::Postgres(pool) => {
-                let options = pool.connect_options();
-                let target = Target::Postgres {
-                    host: options.get_host().to_owned(),
-                    port: options.get_port(),
-                    database: options.get_database().unwrap_or("postgres").to_owned(),
-                    user: options.get_username().to_owned(),
-                };
-                (target, try_connect(pool).await)
-            }
-            Backend::Sqlite(pool) => {
-                let options = pool.connect_options();
-                let target = Target::Sqlite(options.get_filename().display().to_string());
-                (target, try_connect(pool).await)
-            }
+        let backend = &self.servers.get(0).backend;
+        let target = Target::of(backend);
+        let outcome = match backend {
+            Backend::Postgres(pool) => try_connect(pool).await,
+            Backend::Sqlite(pool) => try_connect(pool).await,
         };
         match outcome {
             Ok(()) => Diagnosis::Reachable,
@@ -84,7 +78,46 @@ enum Target {
     Sqlite(String),
 }
 
+/// A PostgreSQL server and database in words, without credentials: `PostgreSQL at
+/// host:port, database "name"`.
+pub fn postgres_target(options: &PgConnectOptions) -> String {
+    Target::postgres(options).to_string()
+}
+
+impl fmt::Display for Target {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Target::Postgres { database, .. } => {
+                write!(f, "{}, database \"{database}\"", self.address())
+            }
+            Target::Sqlite(_) => f.write_str(&self.address()),
+        }
+    }
+}
+
 impl Target {
+    fn of(backend: &Backend) -> Target {
+        match backend {
+            Backend::Postgres(pool) => Target::postgres(&pool.connect_options()),
+            Backend::Sqlite(pool) => {
+                Target::Sqlite(pool.connect_options().get_filename().display().to_string())
+            }
+        }
+    }
+
+    fn postgres(options: &PgConnectOptions) -> Target {
+        Target::Postgres {
+            host: options.get_host().to_owned(),
+            port: options.get_port(),
+            // PostgreSQL's default database is the user's name.
+            database: options
+                .get_database()
+                .unwrap_or(options.get_username())
+                .to_owned(),
+            user: options.get_username().to_owned(),
+        }
+    }
+
     fn address(&self) -> String {
         match self {
             Target::Postgres { host, port, .. } => format!("PostgreSQL at {host}:{port}"),
@@ -173,7 +206,9 @@ fn io_cause(e: &io::Error) -> String {
         io::ErrorKind::PermissionDenied => "permission denied",
         // getaddrinfo's failures have no kind of their own; tokio says "failed to lookup
         // address information".
-        _ if e.to_string().contains("lookup address") => "name not resolved",
+        _ if e.to_string().contains("lookup address") => {
+            return format!("name not resolved ({e})");
+        }
         _ => return e.to_string(),
     };
     match e.raw_os_error() {
