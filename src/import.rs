@@ -35,6 +35,9 @@ const ROW_TIMEOUT: Duration = Duration::from_secs(120);
 const PROGRESS_EVERY: u64 = 10_000;
 /// On a terminal, the progress line is redrawn this often.
 const REDRAW_EVERY: Duration = Duration::from_millis(500);
+/// Rows checked before they are written together: one query finds those already there and
+/// one statement inserts the rest (a row at a time, the round trips were the import's cost).
+const BATCH_ROWS: usize = 500;
 /// What the report calls rows stored from plaintext.
 const PLAINTEXT: &str = "plaintext, hashed with argon2id";
 
@@ -226,6 +229,8 @@ pub async fn import_users(
         sqlx::AssertSqlSafe(sql),
     )
     .fetch(&mut *tx);
+    // Rows checked and waiting to be written, a batch at a time.
+    let mut batch: Vec<Checked> = Vec::with_capacity(BATCH_ROWS);
     let mut row = 0;
     loop {
         let next = tokio::time::timeout(ROW_TIMEOUT, rows.next())
@@ -262,39 +267,35 @@ pub async fn import_users(
             continue;
         }
         seen.insert(usuario.as_str().to_owned(), row);
-        // Checked first so that a second run hashes no plaintext and a dry run can say it.
-        if target_migrated && db.usuario_exists(&usuario).await? {
-            report.already_there += 1;
-            continue;
-        }
-        if settings.dry_run {
-            *report.imported.entry(label_of(&ready)).or_default() += 1;
-            continue;
-        }
-        let (hash, label) = match ready {
-            Ready::Hash(hash, format) => (hash, format.label()),
-            Ready::Plaintext(senha) => match hasher.hash(senha).await {
-                Ok(hash) => (hash, PLAINTEXT),
-                Err(e) => {
-                    report.rejected.push(reject(format!("hashing failed: {e}")));
-                    continue;
-                }
-            },
-        };
-        match db.insert_imported_user(&usuario, &hash, nivel).await {
-            Ok(Some(_)) => *report.imported.entry(label).or_default() += 1,
-            // Created since the check (another import running at the same time).
-            Ok(None) => report.already_there += 1,
-            // The database refused this row (a constraint): the next may pass.
-            Err(Error::Database(sqlx::Error::Database(e))) => {
-                tracing::warn!(row, error = %e, "row refused by the target database");
-                report.rejected.push(reject(
-                    "the target database refused it (see the log)".into(),
-                ));
-            }
-            Err(e) => return Err(e),
+        batch.push(Checked {
+            row,
+            usuario,
+            ready,
+            nivel,
+        });
+        if batch.len() >= BATCH_ROWS {
+            write_batch(
+                db,
+                hasher,
+                settings.dry_run,
+                target_migrated,
+                &mut batch,
+                &mut report,
+            )
+            .await?;
         }
     }
+    write_batch(
+        db,
+        hasher,
+        settings.dry_run,
+        target_migrated,
+        &mut batch,
+        &mut report,
+    )
+    .await?;
+    // Rows refused while writing a batch were reported after later rows were checked.
+    report.rejected.sort_by_key(|r| r.row);
     drop(rows);
     if let Some(progress) = progress {
         progress.finish(row);
@@ -372,6 +373,119 @@ fn progress_line(done: u64, total: u64, elapsed: Duration) -> String {
         "row {done} of {total} ({percent}%), {rate:.0} rows/s, about {} left",
         humantime::format_duration(left)
     )
+}
+
+/// A row that passed every check, waiting for its batch.
+struct Checked {
+    row: u64,
+    usuario: Usuario,
+    ready: Ready,
+    nivel: Nivel,
+}
+
+/// Writes (or, dry, counts) a batch of checked rows and empties it: the users already there
+/// are found in one query (before any plaintext is hashed, so that a second run hashes
+/// none), the rest inserted in one statement; should the database refuse that statement (a
+/// constraint one row breaks), the rows are inserted one by one, so that only that row is
+/// rejected.
+async fn write_batch(
+    db: &Db,
+    hasher: &Hasher,
+    dry_run: bool,
+    target_migrated: bool,
+    batch: &mut Vec<Checked>,
+    report: &mut Report,
+) -> Result<(), Error> {
+    if batch.is_empty() {
+        return Ok(());
+    }
+    let existing = if target_migrated {
+        let names: Vec<&str> = batch.iter().map(|c| c.usuario.as_str()).collect();
+        db.existing_usuarios(&names).await?
+    } else {
+        Default::default()
+    };
+    let mut ready = Vec::with_capacity(batch.len());
+    for checked in batch.drain(..) {
+        if existing.contains(checked.usuario.as_str()) {
+            report.already_there += 1;
+            continue;
+        }
+        if dry_run {
+            *report.imported.entry(label_of(&checked.ready)).or_default() += 1;
+            continue;
+        }
+        let (hash, label) = match checked.ready {
+            Ready::Hash(hash, format) => (hash, format.label()),
+            Ready::Plaintext(senha) => match hasher.hash(senha).await {
+                Ok(hash) => (hash, PLAINTEXT),
+                Err(e) => {
+                    report.rejected.push(Rejected {
+                        row: checked.row,
+                        usuario: Some(checked.usuario.as_str().to_owned()),
+                        reason: format!("hashing failed: {e}"),
+                    });
+                    continue;
+                }
+            },
+        };
+        ready.push((checked.row, checked.usuario, hash, checked.nivel, label));
+    }
+    if ready.is_empty() {
+        return Ok(());
+    }
+    let rows: Vec<(&Usuario, &str, Nivel)> = ready
+        .iter()
+        .map(|(_, usuario, hash, nivel, _)| (usuario, hash.as_str(), *nivel))
+        .collect();
+    match db.insert_imported_users(&rows).await {
+        Ok(inserted) => {
+            let inserted: std::collections::HashSet<String> = inserted.into_iter().collect();
+            for (_, usuario, _, _, label) in &ready {
+                if inserted.contains(usuario.as_str()) {
+                    *report.imported.entry(label).or_default() += 1;
+                } else {
+                    // Created since the check (another import running at the same time).
+                    report.already_there += 1;
+                }
+            }
+            Ok(())
+        }
+        Err(Error::Database(sqlx::Error::Database(_))) => {
+            for (row, usuario, hash, nivel, label) in &ready {
+                insert_one(db, *row, usuario, hash, *nivel, label, report).await?;
+            }
+            Ok(())
+        }
+        Err(e) => Err(e),
+    }
+}
+
+/// Inserts one imported user into the report's counts; a row the database refuses is
+/// rejected, and the next may pass.
+async fn insert_one(
+    db: &Db,
+    row: u64,
+    usuario: &Usuario,
+    hash: &str,
+    nivel: Nivel,
+    label: &'static str,
+    report: &mut Report,
+) -> Result<(), Error> {
+    match db.insert_imported_user(usuario, hash, nivel).await {
+        Ok(Some(_)) => *report.imported.entry(label).or_default() += 1,
+        Ok(None) => report.already_there += 1,
+        Err(Error::Database(sqlx::Error::Database(e))) => {
+            tracing::warn!(row, error = %e, "row refused by the target database");
+            report.rejected.push(Rejected {
+                row,
+                usuario: Some(usuario.as_str().to_owned()),
+                reason: "the target database refused it (see the log)".into(),
+            });
+        }
+        Err(e) => return Err(e),
+    }
+    Ok(())
 }
 
 /// The report label of a checked row.

@@ -653,7 +653,9 @@ async fn the_first_admin_is_made_with_the_adicionar_usuario_command() {
     let app = spawn_with(config, database).await;
     app.wait_for_readiness(ServingStatus::Serving).await;
     assert_eq!(
-        app.login("admin", "trevo-gaveta-pimenta-4821").await.unwrap(),
+        app.login("admin", "trevo-gaveta-pimenta-4821")
+            .await
+            .unwrap(),
         (true, 2)
     );
     assert_eq!(

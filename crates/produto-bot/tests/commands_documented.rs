@@ -50,7 +50,10 @@ fn every_command_of_ajuda_is_in_the_bots_doc_and_the_other_way_round() {
     assert!(help.len() >= 10, "{help:?}");
     let documented = documented_commands();
     let missing: Vec<_> = help.difference(&documented).collect();
-    assert!(missing.is_empty(), "in /ajuda, not in docs/bot.md: {missing:?}");
+    assert!(
+        missing.is_empty(),
+        "in /ajuda, not in docs/bot.md: {missing:?}"
+    );
     let aliases = BTreeSet::from(["/start".to_owned(), "/help".to_owned()]);
     let extra: Vec<_> = documented
         .difference(&help)
@@ -74,5 +77,8 @@ fn every_command_the_readme_names_is_one_the_bot_knows() {
         .iter()
         .filter(|c| !known.contains(*c) && !["/start", "/help"].contains(&c.as_str()))
         .collect();
-    assert!(unknown.is_empty(), "the README names {unknown:?}, which /ajuda does not list");
+    assert!(
+        unknown.is_empty(),
+        "the README names {unknown:?}, which /ajuda does not list"
+    );
 }
