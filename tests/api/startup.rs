@@ -325,3 +325,84 @@ async fn adicionar_usuario_asks_for_the_password_on_a_terminal_without_echo() {
     assert!(!output.status.success(), "{text}");
     assert!(text.contains("differ"), "{text}");
 }
+
+/// `import-users` says where it reads and where it writes, at the start and in its summary,
+/// never with a password: with DATABASE_URL unset that is the SQLite file in the current
+/// directory, which a team must not mistake for its PostgreSQL.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn import_users_names_its_source_and_target_never_a_password() {
+    use sqlx::Connection;
+    let source = TestDb::create(Backend::Postgres).await;
+    let mut conn = sqlx::PgConnection::connect(&source.url).await.unwrap();
+    sqlx::raw_sql(
+        "CREATE TABLE usuarios (usuario text, senha text, nivel int);
+         INSERT INTO usuarios VALUES
+           ('ana', '5df6357d20e3908f46c725a2d6e98bb71e527033e5c29a04698ae916ba321142', 1),
+           ('bia', 'not a hash', 2);",
+    )
+    .execute(&mut conn)
+    .await
+    .unwrap();
+    // Trust authentication ignores the password: it is there to be hidden.
+    let with_password = |url: &str| {
+        let mut url = url::Url::parse(url).unwrap();
+        url.set_password(Some("secretpw")).unwrap();
+        url.to_string()
+    };
+    let from = with_password(&source.url);
+    let dir = tempfile::tempdir().unwrap();
+
+    let (output, text) = run_to_exit(
+        server(&[("PRODUTO_IMPORT_FROM", &from)])
+            .args(["import-users", "--table", "usuarios"])
+            .current_dir(dir.path()),
+    )
+    .await;
+    // One row rejected (not a hash): exit 3.
+    assert_eq!(output.status.code(), Some(3), "{text}");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let source_name = described(&source.url);
+    assert!(
+        stderr.contains(&format!(
+            "reading {source_name}; writing to SQLite file produto.db"
+        )),
+        "{stderr}"
+    );
+    assert!(stdout.contains("row 2 (\"bia\"): rejected"), "{stdout}");
+    assert!(
+        stdout.contains(
+            "imported 1 (sha256 1) into SQLite file produto.db, already there 0, rejected 1"
+        ),
+        "{stdout}"
+    );
+    assert!(dir.path().join("produto.db").exists());
+
+    let target = TestDb::create(Backend::Postgres).await;
+    let (output, text) = run_to_exit(
+        server(&[
+            ("PRODUTO_IMPORT_FROM", &from),
+            ("DATABASE_URL", &with_password(&target.url)),
+        ])
+        .args(["import-users", "--table", "usuarios"]),
+    )
+    .await;
+    assert_eq!(output.status.code(), Some(3), "{text}");
+    let target_name = described(&target.url);
+    assert!(
+        text.contains(&format!("imported 1 (sha256 1) into {target_name}")),
+        "{text}"
+    );
+    assert!(!text.contains("secretpw"), "a password is shown:\n{text}");
+}
+
+/// A PostgreSQL URL as produto describes it: `PostgreSQL at host:port, database "name"`.
+fn described(url: &str) -> String {
+    let url = url::Url::parse(url).unwrap();
+    format!(
+        "PostgreSQL at {}:{}, database \"{}\"",
+        url.host_str().unwrap(),
+        url.port().unwrap_or(5432),
+        url.path().trim_start_matches('/')
+    )
+}
