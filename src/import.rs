@@ -24,6 +24,7 @@ use crate::{
     db::{Db, diagnose::postgres_target},
     domain::{Nivel, Senha, Usuario},
     password::{Hasher, legacy::Format},
+    users::Users,
 };
 
 /// Bound on connecting to the source database.
@@ -176,6 +177,7 @@ pub async fn import_users(
     settings: &ImportSettings,
     target_migrated: bool,
 ) -> Result<Report, Error> {
+    let users = Users::new(db.clone());
     let sql = select_sql(&settings.source, &settings.columns).map_err(Error::Startup)?;
     let from = PgConnectOptions::from_str(settings.from.expose_secret())
         .map_err(|e| Error::Startup(format!("PRODUTO_IMPORT_FROM is not a PostgreSQL URL: {e}")))?;
@@ -275,7 +277,7 @@ pub async fn import_users(
         });
         if batch.len() >= BATCH_ROWS {
             write_batch(
-                db,
+                &users,
                 hasher,
                 settings.dry_run,
                 target_migrated,
@@ -286,7 +288,7 @@ pub async fn import_users(
         }
     }
     write_batch(
-        db,
+        &users,
         hasher,
         settings.dry_run,
         target_migrated,
@@ -389,7 +391,7 @@ struct Checked {
 /// constraint one row breaks), the rows are inserted one by one, so that only that row is
 /// rejected.
 async fn write_batch(
-    db: &Db,
+    users: &Users,
     hasher: &Hasher,
     dry_run: bool,
     target_migrated: bool,
@@ -401,7 +403,7 @@ async fn write_batch(
     }
     let existing = if target_migrated {
         let names: Vec<&str> = batch.iter().map(|c| c.usuario.as_str()).collect();
-        db.existing_usuarios(&names).await?
+        users.existing_usuarios(&names).await?
     } else {
         Default::default()
     };
@@ -438,7 +440,7 @@ async fn write_batch(
         .iter()
         .map(|(_, usuario, hash, nivel, _)| (usuario, hash.as_str(), *nivel))
         .collect();
-    match db.insert_imported_users(&rows).await {
+    match users.insert_imported_users(&rows).await {
         Ok(inserted) => {
             let inserted: std::collections::HashSet<String> = inserted.into_iter().collect();
             for (_, usuario, _, _, label) in &ready {
@@ -453,7 +455,7 @@ async fn write_batch(
         }
         Err(Error::Database(sqlx::Error::Database(_))) => {
             for (row, usuario, hash, nivel, label) in &ready {
-                insert_one(db, *row, usuario, hash, *nivel, label, report).await?;
+                insert_one(users, *row, usuario, hash, *nivel, label, report).await?;
             }
             Ok(())
         }
@@ -464,7 +466,7 @@ async fn write_batch(
 /// Inserts one imported user into the report's counts; a row the database refuses is
 /// rejected, and the next may pass.
 async fn insert_one(
-    db: &Db,
+    users: &Users,
     row: u64,
     usuario: &Usuario,
     hash: &str,
@@ -472,7 +474,7 @@ async fn insert_one(
     label: &'static str,
     report: &mut Report,
 ) -> Result<(), Error> {
-    match db.insert_imported_user(usuario, hash, nivel).await {
+    match users.insert_imported_user(usuario, hash, nivel).await {
         Ok(Some(_)) => *report.imported.entry(label).or_default() += 1,
         Ok(None) => report.already_there += 1,
         Err(Error::Database(sqlx::Error::Database(e))) => {

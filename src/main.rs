@@ -12,7 +12,9 @@ async fn main() -> ExitCode {
     let config: Config = produto_client::cli::parse();
     telemetry::init(config.log_format);
     let command = config.command.clone();
-    let settings = config.into_settings().map_err(Error::Startup);
+    let settings = config
+        .into_settings()
+        .map_err(|e| Error::Startup(e.to_string()));
     match command {
         Some(Command::Migrate) => {
             let result = match settings {

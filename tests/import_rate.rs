@@ -8,17 +8,10 @@
 //! `PRODUTO_IMPORT_RATE_ROWS` changes the row count; PostgreSQL as for the other tests
 //! (`PRODUTO_TEST_DATABASE_URL`, default `postgres://postgres@127.0.0.1:5432/postgres`).
 
-#[path = "support/db_url.rs"]
-mod db_url;
-
 use std::time::{Duration, Instant};
 
+use produto_testkit::{database::with_database, postgres_admin_url as admin_url};
 use sqlx::{Connection, PgConnection};
-
-fn admin_url() -> String {
-    std::env::var("PRODUTO_TEST_DATABASE_URL")
-        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into())
-}
 
 /// A database of its own, dropped at the end.
 struct Database {
@@ -40,7 +33,7 @@ impl Database {
             .execute(&mut admin)
             .await
             .unwrap();
-        let url = db_url::with_database(&admin_url(), &name);
+        let url = with_database(&admin_url(), &name);
         Database { name, url }
     }
 

@@ -43,7 +43,7 @@ impl Floor {
     }
 }
 
-/// The statement produto's ObterNivel runs (src/db/users.rs).
+/// The statement produto's ObterNivel runs (src/users/levels.rs).
 const NIVEL_SQL: &str = "SELECT nivel FROM usuarios WHERE usuario = $1";
 
 struct FloorService {

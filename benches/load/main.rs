@@ -8,15 +8,12 @@
 
 mod calls;
 mod cost;
-#[path = "../../tests/support/db_url.rs"]
-mod db_url;
 mod external;
 mod floor;
 mod peer;
 mod report;
 mod runner;
 mod server;
-mod stats;
 mod timing;
 
 use std::{

@@ -7,6 +7,7 @@ use crate::{
     config::Settings,
     db::{Db, Diagnosis, diagnose::describe_migrate},
     password::Hasher,
+    users::Users,
 };
 
 /// `produto-server migrate`: applies the migrations once and returns (an init container or
@@ -47,7 +48,9 @@ pub async fn add_user(
     let result = async {
         migrate_or_explain(&db).await?;
         let hash = Hasher::new(&config.hashing)?.hash(senha).await?;
-        db.insert_user(&usuario, &hash, nivel).await
+        Users::new(db.clone())
+            .insert_user(&usuario, &hash, nivel)
+            .await
     }
     .await;
     db.close(POOL_CLOSE_TIMEOUT).await;

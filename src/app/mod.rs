@@ -28,12 +28,13 @@ use crate::{
     auth::CallerAuth,
     config::Settings,
     db::Db,
-    middleware::RpcLayer,
+    login::{Login, throttle::Throttle},
     ops::{admin, metrics::Metrics},
     password::Hasher,
     ready::ReadyFlag,
-    service::Readiness,
-    throttle::Throttle,
+    rpc::Readiness,
+    rpc::middleware::RpcLayer,
+    users::Users,
 };
 use grpc::{grpc_routes, serve_grpc, tls_config};
 use supervise::start_background;
@@ -135,11 +136,13 @@ impl Application {
         let (reporter, health_server) = tonic_health::server::health_reporter();
         let ready = ReadyFlag::default();
         let readiness = Readiness::new(reporter, ready.clone()).await;
-        let metrics = Arc::new(Metrics::new(&db, ready.clone()));
+        let users = Users::new(db.clone());
+        let metrics = Arc::new(Metrics::new(&db, ready.clone()).with_users(&users));
 
         // Everything that can fail comes before anything is spawned.
         let throttle = Throttle::new(config.throttle, db.clone());
-        let routes = grpc_routes(health_server, &config, &db, hasher, throttle.clone())?;
+        let login = Login::new(users.clone(), hasher.clone(), throttle.clone());
+        let routes = grpc_routes(health_server, &config, &users, login, hasher)?;
         let layer = RpcLayer::new(
             metrics.rpc(),
             config.limits.max_concurrent_calls,
@@ -153,7 +156,7 @@ impl Application {
         let stop_tasks = CancellationToken::new();
         // A database that can never be used as configured stops the server.
         let (fatal, unusable) = tokio::sync::oneshot::channel();
-        let tasks = start_background(&config, &db, throttle, readiness, &stop_tasks, fatal);
+        let tasks = start_background(&config, &users, throttle, readiness, &stop_tasks, fatal);
         let admin = admin.map(|(listener, _)| {
             AdminPort::serve(listener, admin::router(db.clone(), ready, metrics.clone()))
         });

@@ -11,8 +11,9 @@ use crate::{
     Error,
     config::Settings,
     db::{Db, Diagnosis, ProbeConnection, diagnose},
-    service::Readiness,
-    throttle::Throttle,
+    login::throttle::Throttle,
+    rpc::Readiness,
+    users::Users,
 };
 
 /// Longest pause between two migration attempts while the database is unreachable.
@@ -27,7 +28,7 @@ const LEGACY_COUNT_INTERVAL: Duration = Duration::from_secs(60);
 /// sent on `fatal`.
 pub(super) fn start_background(
     config: &Settings,
-    db: &Db,
+    users: &Users,
     throttle: Throttle,
     readiness: Readiness,
     stop: &CancellationToken,
@@ -35,7 +36,7 @@ pub(super) fn start_background(
 ) -> TaskTracker {
     let tasks = TaskTracker::new();
     tasks.spawn(supervise(
-        db.clone(),
+        users.clone(),
         throttle.clone(),
         readiness,
         config.probe_interval,
@@ -45,27 +46,27 @@ pub(super) fn start_background(
         fatal,
     ));
     tasks.spawn(throttle.purge_until_stopped(stop.clone()));
-    tasks.spawn(count_legacy_hashes(db.clone(), stop.clone()));
+    tasks.spawn(count_legacy_hashes(users.clone(), stop.clone()));
     tasks
 }
 
 /// Counts the users on legacy hashes every [`LEGACY_COUNT_INTERVAL`], until `stop`. The
 /// first count is the supervisor's, before readiness ([`supervise`]), so that no count runs
 /// under the first calls. A failed count keeps the last figures.
-async fn count_legacy_hashes(db: Db, stop: CancellationToken) {
+async fn count_legacy_hashes(users: Users, stop: CancellationToken) {
     loop {
         tokio::select! {
             () = stop.cancelled() => return,
             () = tokio::time::sleep(LEGACY_COUNT_INTERVAL) => {}
         }
-        if db.is_migrated() {
-            refresh_legacy_hash_counts(&db).await;
+        if users.db().is_migrated() {
+            refresh_legacy_hash_counts(&users).await;
         }
     }
 }
 
-async fn refresh_legacy_hash_counts(db: &Db) {
-    if let Err(e) = db.refresh_legacy_hash_counts().await {
+async fn refresh_legacy_hash_counts(users: &Users) {
+    if let Err(e) = users.refresh_legacy_hash_counts().await {
         tracing::debug!(error = %e, "could not count the users on legacy hashes");
     }
 }
@@ -167,7 +168,7 @@ async fn ensure_schema(db: &Db, apply_migrations: bool, stop: &CancellationToken
     reason = "the task's parts, each used once; a struct would only rename them"
 )]
 async fn supervise(
-    db: Db,
+    users: Users,
     throttle: Throttle,
     mut readiness: Readiness,
     interval: Duration,
@@ -176,13 +177,14 @@ async fn supervise(
     stop: CancellationToken,
     fatal: oneshot::Sender<Error>,
 ) {
+    let db = users.db();
     // The probe's first connection is opened while the schema is checked: at startup each
     // new connection is a TLS handshake (~100 ms on loopback, docs/benchmarks.md). Only a healthy
     // early reading is used (one taken while the database was still down would hold
     // readiness back for a probe interval)...
     let mut probe = ProbeConnection::default();
     let (schema, (early, probed_at)) =
-        tokio::join!(ensure_schema(&db, apply_migrations, &stop), async {
+        tokio::join!(ensure_schema(db, apply_migrations, &stop), async {
             (db.probe(&mut probe).await, Instant::now())
         },);
     match schema {
@@ -201,8 +203,8 @@ async fn supervise(
     // Before readiness, so that no startup query runs under the first calls; after the
     // schema, because no query runs before the schema is in place. (The legacy count reads
     // a partial index of the legacy rows only: cheap even on a large table.)
-    warn_if_over_budget(&db).await;
-    refresh_legacy_hash_counts(&db).await;
+    warn_if_over_budget(db).await;
+    refresh_legacy_hash_counts(&users).await;
     let mut healthy_early = early && probed_at.elapsed() < interval;
     loop {
         let healthy = std::mem::take(&mut healthy_early)

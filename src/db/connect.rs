@@ -12,7 +12,7 @@ use sqlx::{
     sqlite::{Sqlite, SqliteConnectOptions, SqliteJournalMode, SqliteSynchronous},
 };
 
-use super::{Backend, DbSettings, NivelBatcher, PoolStats, Server, replicas};
+use super::{Backend, DbSettings, PoolStats, Server, replicas};
 use crate::Error;
 
 /// A connection idle longer than this is pinged before it is handed out; younger ones are
@@ -109,8 +109,7 @@ fn ping_if_idle<DB: Database>(
     })
 }
 
-/// A PostgreSQL server's pool (built lazily), its figures and, with batching on, its
-/// ObterNivel batcher. `setting` names the URL's origin in errors.
+/// A PostgreSQL server's pool (built lazily) and its figures. `setting` names the URL's origin in errors.
 pub(super) fn postgres_server(
     config: &DbSettings,
     url: &str,
@@ -133,9 +132,6 @@ pub(super) fn postgres_server(
     };
     let address = replicas::address_of(&options);
     let stats = Arc::new(PoolStats::default());
-    let batch = config
-        .batch_nivel
-        .then(|| Arc::new(NivelBatcher::new(config.batch_nivel_lanes)));
     let query_timeout = config.query_timeout;
     let session_bounds = !config.pgbouncer_transaction_pooling;
     let opened = stats.clone();
@@ -150,7 +146,7 @@ pub(super) fn postgres_server(
         })
         .connect_lazy_with(options);
     let backend = Backend::Postgres(pool);
-    Ok(Server::new(backend, address, bounds, stats, batch))
+    Ok(Server::new(backend, address, bounds, stats))
 }
 
 /// A SQLite file's pool (built lazily; the file is created if missing) and its figures.
@@ -180,6 +176,5 @@ pub(super) fn sqlite_server(
         url.to_owned(),
         bounds,
         stats,
-        None,
     ))
 }

@@ -4,24 +4,23 @@
 //! [`Db::run`] (`db/query.rs`): acquire, time, classify, retry a read once.
 //!
 //! The two backends are native sqlx pools behind one enum, so that each gets its own
-//! driver's full speed (and PostgreSQL its arrays); the queries in [`users`] are written once
-//! (see [`Conn`]).
+//! driver's full speed (and PostgreSQL its arrays); a feature writes its SQL once (see
+//! [`Conn`] and `per_backend!`). `db` is the storage engine and knows no feature: the
+//! features (`users`, `login`) own their SQL and call [`Db::run`].
 //!
 //! Here the handle ([`Db`]), migrations and the figures; beside it building the pools
-//! (`db/connect.rs`), the probe (`db/probe.rs`), the settings, the query path, the queries,
-//! the replicas' routing, the ObterNivel batcher, the budget and the counters.
+//! (`db/connect.rs`), the probe (`db/probe.rs`), the settings, the query path, the
+//! replicas' routing, the budget and the pool's figures.
 
-pub mod batch;
 pub mod budget;
 mod connect;
 pub mod diagnose;
 pub mod metrics;
 mod probe;
-mod query;
+pub(crate) mod query;
 pub mod replicas;
 mod settings;
 mod stats;
-pub mod users;
 
 use std::{
     sync::{
@@ -31,15 +30,14 @@ use std::{
     time::Duration,
 };
 
-use sqlx::{Pool, migrate::Migrator, postgres::Postgres, sqlite::Sqlite};
+use sqlx::migrate::Migrator;
 
-pub use batch::NivelBatcher;
 pub use diagnose::Diagnosis;
 pub use probe::ProbeConnection;
 pub use query::{Conn, Statement};
-pub use replicas::{Access, Role, Server, Servers};
+pub use replicas::{Access, Backend, Role, Server, Servers};
 pub use settings::{DbFlags, DbSettings, is_postgres_url};
-pub use stats::{LegacyHashCounts, PoolSnapshot, PoolStats};
+pub use stats::{PoolSnapshot, PoolStats};
 
 use crate::Error;
 use connect::{Scope, pg_bounds_sql, postgres_server, sqlite_server};
@@ -47,13 +45,6 @@ use metrics::DbMetrics;
 
 static PG_MIGRATOR: Migrator = sqlx::migrate!("./migrations/postgres");
 static SQLITE_MIGRATOR: Migrator = sqlx::migrate!("./migrations/sqlite");
-
-/// The pool of one backend.
-#[derive(Clone, Debug)]
-pub enum Backend {
-    Postgres(Pool<Postgres>),
-    Sqlite(Pool<Sqlite>),
-}
 
 /// The shared database handle: the servers with their pools and figures, and the bounds
 /// every wait obeys.
@@ -72,6 +63,8 @@ pub struct Db {
     /// The `BEGIN` of each statement's transaction under transaction pooling, with the
     /// server-side bounds set for that transaction only (see [`pg_bounds_sql`]).
     bounded_begin: Arc<str>,
+    /// `PRODUTO_BATCH_NIVEL`'s lanes when lookups may be batched (see [`Db::nivel_batch`]).
+    batch_lanes: Option<usize>,
 }
 
 impl Db {
@@ -120,6 +113,7 @@ impl Db {
                 pg_bounds_sql(config.query_timeout, Scope::Transaction)
             )
             .into(),
+            batch_lanes: config.batch_nivel.then_some(config.batch_nivel_lanes),
         })
     }
 
@@ -163,9 +157,14 @@ impl Db {
         sqlx::AssertSqlSafe(self.bounded_begin.clone())
     }
 
-    /// The primary's ObterNivel batcher, when lookups are batched.
-    pub fn nivel_batch(&self) -> Option<&Arc<NivelBatcher>> {
-        self.servers.primary().nivel_batch.as_ref()
+    /// How many batched lookup queries may be in flight at once on each PostgreSQL server,
+    /// when `PRODUTO_BATCH_NIVEL` is on (`users::Levels` batches ObterNivel within it);
+    /// `None` when lookups are not batched, and always on SQLite (no arrays to batch with).
+    pub fn nivel_batch(&self) -> Option<usize> {
+        match self.backend() {
+            Backend::Postgres(_) => self.batch_lanes,
+            Backend::Sqlite(_) => None,
+        }
     }
 
     /// The figures of `DATABASE_URL`'s pool, which also hold the service-wide counters

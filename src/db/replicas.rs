@@ -41,7 +41,9 @@ use std::{
     time::Duration,
 };
 
-use super::{Backend, NivelBatcher, PoolStats};
+use sqlx::{Pool, postgres::Postgres, sqlite::Sqlite};
+
+use super::PoolStats;
 
 /// What a query needs of the server it runs on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -85,6 +87,13 @@ pub struct Reading {
     pub lag: Option<Duration>,
 }
 
+/// The pool of one backend.
+#[derive(Clone, Debug)]
+pub enum Backend {
+    Postgres(Pool<Postgres>),
+    Sqlite(Pool<Sqlite>),
+}
+
 /// One server: its pool, its figures, and what the probe last saw of it.
 #[derive(Debug)]
 pub struct Server {
@@ -94,8 +103,6 @@ pub struct Server {
     pub(crate) address: String,
     pub(crate) min_connections: u32,
     pub(crate) max_connections: u32,
-    /// Set when ObterNivel lookups are batched; one per server, so a batch runs on one.
-    pub(crate) nivel_batch: Option<Arc<NivelBatcher>>,
     in_recovery: AtomicBool,
     /// Replay lag in ms at the last probe; -1: unknown.
     lag_ms: AtomicI64,
@@ -110,7 +117,6 @@ impl Server {
         address: String,
         (min_connections, max_connections): (u32, u32),
         stats: Arc<PoolStats>,
-        nivel_batch: Option<Arc<NivelBatcher>>,
     ) -> Self {
         Server {
             backend,
@@ -118,7 +124,6 @@ impl Server {
             address,
             min_connections,
             max_connections,
-            nivel_batch,
             in_recovery: AtomicBool::new(false),
             lag_ms: AtomicI64::new(-1),
             reads: AtomicU64::new(0),
@@ -296,13 +301,7 @@ mod tests {
                         .unwrap();
                 let address = address_of(&options);
                 let pool = PgPoolOptions::new().connect_lazy_with(options);
-                Server::new(
-                    Backend::Postgres(pool),
-                    address,
-                    (0, 1),
-                    Arc::default(),
-                    None,
-                )
+                Server::new(Backend::Postgres(pool), address, (0, 1), Arc::default())
             })
             .collect();
         Servers::new(list, Duration::from_secs(1))

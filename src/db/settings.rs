@@ -3,6 +3,28 @@
 
 use std::{path::PathBuf, time::Duration};
 
+/// The database flags' defaults: the one place each is written, read by clap's attributes
+/// and by [`DbSettings::new`].
+pub mod defaults {
+    pub const DATABASE_URL: &str = "sqlite:produto.db";
+    pub const MIN_CONNECTIONS: u32 = 1;
+    pub const MAX_CONNECTIONS: u32 = 20;
+    pub const ACQUIRE_TIMEOUT: &str = "5s";
+    pub const QUERY_TIMEOUT: &str = "5s";
+    pub const IDLE_TIMEOUT: &str = "10m";
+    pub const MAX_LIFETIME: &str = "30m";
+    pub const SLOW_QUERY_THRESHOLD: &str = "200ms";
+    pub const BATCH_NIVEL: bool = true;
+    pub const BATCH_NIVEL_LANES: usize = 2;
+    pub const PGBOUNCER_TRANSACTION_POOLING: bool = false;
+    pub const REPLICA_MAX_LAG: &str = "1s";
+}
+
+/// A default duration as its flag writes it.
+fn duration(text: &str) -> Duration {
+    humantime::parse_duration(text).expect("every default duration parses")
+}
+
 /// The database's flags: where it is, the pools' bounds and timeouts, batching, PgBouncer,
 /// read replicas. Its `Debug` shows the URLs without their passwords.
 #[derive(Clone, clap::Args)]
@@ -11,7 +33,7 @@ pub struct DbFlags {
     #[arg(
         long,
         env = "DATABASE_URL",
-        default_value = "sqlite:produto.db",
+        default_value = defaults::DATABASE_URL,
         hide_env_values = true
     )]
     pub database_url: String,
@@ -22,42 +44,42 @@ pub struct DbFlags {
     pub database_url_file: Option<PathBuf>,
 
     /// Connections the pool keeps open even when idle.
-    #[arg(long, env = "PRODUTO_MIN_CONNECTIONS", default_value_t = 1)]
+    #[arg(long, env = "PRODUTO_MIN_CONNECTIONS", default_value_t = defaults::MIN_CONNECTIONS)]
     pub min_connections: u32,
 
     /// Most connections the pool opens.
-    #[arg(long, env = "PRODUTO_MAX_CONNECTIONS", default_value_t = 20)]
+    #[arg(long, env = "PRODUTO_MAX_CONNECTIONS", default_value_t = defaults::MAX_CONNECTIONS)]
     pub max_connections: u32,
 
     /// Longest wait for a pool connection before answering UNAVAILABLE (e.g. `5s`, `500ms`).
-    #[arg(long, env = "PRODUTO_ACQUIRE_TIMEOUT", default_value = "5s", value_parser = humantime::parse_duration)]
+    #[arg(long, env = "PRODUTO_ACQUIRE_TIMEOUT", default_value = defaults::ACQUIRE_TIMEOUT, value_parser = humantime::parse_duration)]
     pub acquire_timeout: Duration,
 
     /// Longest time one SQL statement may run before it is abandoned (UNAVAILABLE).
-    #[arg(long, env = "PRODUTO_QUERY_TIMEOUT", default_value = "5s", value_parser = humantime::parse_duration)]
+    #[arg(long, env = "PRODUTO_QUERY_TIMEOUT", default_value = defaults::QUERY_TIMEOUT, value_parser = humantime::parse_duration)]
     pub query_timeout: Duration,
 
     /// Idle connections above the minimum are closed after this long.
-    #[arg(long, env = "PRODUTO_IDLE_TIMEOUT", default_value = "10m", value_parser = humantime::parse_duration)]
+    #[arg(long, env = "PRODUTO_IDLE_TIMEOUT", default_value = defaults::IDLE_TIMEOUT, value_parser = humantime::parse_duration)]
     pub idle_timeout: Duration,
 
     /// Connections are replaced after this long, whatever their state.
-    #[arg(long, env = "PRODUTO_MAX_LIFETIME", default_value = "30m", value_parser = humantime::parse_duration)]
+    #[arg(long, env = "PRODUTO_MAX_LIFETIME", default_value = defaults::MAX_LIFETIME, value_parser = humantime::parse_duration)]
     pub max_lifetime: Duration,
 
     /// Queries slower than this are logged (name and duration, never the parameters).
-    #[arg(long, env = "PRODUTO_SLOW_QUERY_THRESHOLD", default_value = "200ms", value_parser = humantime::parse_duration)]
+    #[arg(long, env = "PRODUTO_SLOW_QUERY_THRESHOLD", default_value = defaults::SLOW_QUERY_THRESHOLD, value_parser = humantime::parse_duration)]
     pub slow_query_threshold: Duration,
 
     /// Batch concurrent ObterNivel lookups into one `= ANY($1)` query per round trip
     /// (PostgreSQL only; SQLite always runs one query per lookup). On by default: it doubled
     /// ObterNivel throughput at 32+ callers and cost a lone caller nothing (docs/benchmarks.md).
-    #[arg(long, env = "PRODUTO_BATCH_NIVEL", default_value_t = true, action = clap::ArgAction::Set)]
+    #[arg(long, env = "PRODUTO_BATCH_NIVEL", default_value_t = defaults::BATCH_NIVEL, action = clap::ArgAction::Set)]
     pub batch_nivel: bool,
 
     /// With batching on: most batched lookup queries in flight at once (each holds one pool
     /// connection). More lanes mean smaller batches; about the database's CPU count is right.
-    #[arg(long, env = "PRODUTO_BATCH_NIVEL_LANES", default_value_t = 2)]
+    #[arg(long, env = "PRODUTO_BATCH_NIVEL_LANES", default_value_t = defaults::BATCH_NIVEL_LANES)]
     pub batch_nivel_lanes: usize,
 
     /// The database URL points at PgBouncer in transaction pooling (`pool_mode = transaction`):
@@ -65,7 +87,7 @@ pub struct DbFlags {
     /// transaction, so that it never depends on a server connection's session. Needs
     /// PRODUTO_NO_MIGRATE: migrations take a session lock, so run `produto-server migrate`
     /// against PostgreSQL directly. Costs about two round trips per statement (docs/benchmarks.md).
-    #[arg(long, env = "PRODUTO_PGBOUNCER_TRANSACTION_POOLING", default_value_t = false, action = clap::ArgAction::Set)]
+    #[arg(long, env = "PRODUTO_PGBOUNCER_TRANSACTION_POOLING", default_value_t = defaults::PGBOUNCER_TRANSACTION_POOLING, action = clap::ArgAction::Set)]
     pub pgbouncer_transaction_pooling: bool,
 
     /// Streaming standbys to serve reads from, comma-separated `postgres://` URLs (PostgreSQL
@@ -90,7 +112,7 @@ pub struct DbFlags {
 
     /// A replica whose replay lag exceeds this gets no reads until it catches up; also the
     /// longest a change made on the primary outside produto may be read stale.
-    #[arg(long, env = "PRODUTO_REPLICA_MAX_LAG", default_value = "1s", value_parser = humantime::parse_duration)]
+    #[arg(long, env = "PRODUTO_REPLICA_MAX_LAG", default_value = defaults::REPLICA_MAX_LAG, value_parser = humantime::parse_duration)]
     pub replica_max_lag: Duration,
 
     /// Connections each replica's pool keeps open (default: PRODUTO_MIN_CONNECTIONS).
@@ -223,18 +245,18 @@ impl DbSettings {
     pub fn new(url: impl Into<String>) -> Self {
         DbSettings {
             url: url.into(),
-            min_connections: 1,
-            max_connections: 20,
-            acquire_timeout: Duration::from_secs(5),
-            query_timeout: Duration::from_secs(5),
-            idle_timeout: Duration::from_secs(600),
-            max_lifetime: Duration::from_secs(1800),
-            slow_query_threshold: Duration::from_millis(200),
-            batch_nivel: true,
-            batch_nivel_lanes: 2,
-            pgbouncer_transaction_pooling: false,
+            min_connections: defaults::MIN_CONNECTIONS,
+            max_connections: defaults::MAX_CONNECTIONS,
+            acquire_timeout: duration(defaults::ACQUIRE_TIMEOUT),
+            query_timeout: duration(defaults::QUERY_TIMEOUT),
+            idle_timeout: duration(defaults::IDLE_TIMEOUT),
+            max_lifetime: duration(defaults::MAX_LIFETIME),
+            slow_query_threshold: duration(defaults::SLOW_QUERY_THRESHOLD),
+            batch_nivel: defaults::BATCH_NIVEL,
+            batch_nivel_lanes: defaults::BATCH_NIVEL_LANES,
+            pgbouncer_transaction_pooling: defaults::PGBOUNCER_TRANSACTION_POOLING,
             replica_urls: Vec::new(),
-            replica_max_lag: Duration::from_secs(1),
+            replica_max_lag: duration(defaults::REPLICA_MAX_LAG),
             replica_min_connections: None,
             replica_max_connections: None,
         }

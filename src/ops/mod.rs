@@ -8,3 +8,4 @@ pub mod metrics;
 pub mod pool_metrics;
 pub mod request_id;
 pub mod rpc_metrics;
+pub mod user_metrics;

@@ -38,6 +38,15 @@ pub enum Format {
 }
 
 impl Format {
+    /// The legacy formats: every format but produto's own, in the order the import's report
+    /// and the `produto_users_legacy_hash` gauge list them. The one list of them.
+    pub const LEGACY: [Format; 4] = [
+        Format::Bcrypt,
+        Format::WerkzeugPbkdf2,
+        Format::DjangoPbkdf2,
+        Format::Sha256,
+    ];
+
     /// Its name in reports and in the `format` label of `produto_users_legacy_hash`.
     pub fn label(self) -> &'static str {
         match self {

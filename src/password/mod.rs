@@ -44,8 +44,8 @@ impl HashSettings {
     pub fn new(m_kib: u32, t: u32, p: u32) -> Result<Self, argon2::Error> {
         Ok(HashSettings {
             params: Params::new(m_kib, t, p, None)?,
-            concurrency: 0,
-            queue_timeout: Duration::from_secs(5),
+            concurrency: defaults::HASH_CONCURRENCY,
+            queue_timeout: defaults::QUEUE_TIMEOUT,
         })
     }
 
@@ -58,23 +58,49 @@ impl HashSettings {
     }
 }
 
+/// The hashing flags' defaults (argon2id's costs are OWASP's): the one place each is
+/// written, read by clap's attributes and by [`HashSettings::default`].
+pub mod defaults {
+    use std::time::Duration;
+
+    pub const ARGON2_M_KIB: u32 = 19456;
+    pub const ARGON2_T: u32 = 2;
+    pub const ARGON2_P: u32 = 1;
+    pub const HASH_CONCURRENCY: usize = 0;
+    /// How long a caller waits for a hashing slot (the server passes the pool's acquire
+    /// timeout instead).
+    pub const QUEUE_TIMEOUT: Duration = Duration::from_secs(5);
+}
+
+/// The flags' defaults.
+impl Default for HashSettings {
+    fn default() -> Self {
+        HashSettings::new(
+            defaults::ARGON2_M_KIB,
+            defaults::ARGON2_T,
+            defaults::ARGON2_P,
+        )
+        .expect("the OWASP argon2 parameters are valid")
+    }
+}
+
 /// The hashing flags, flattened into the server's command line by `config.rs`.
 #[derive(Debug, Clone, clap::Args)]
 pub struct HashFlags {
     /// argon2id memory cost in KiB (OWASP: 19456).
-    #[arg(long, env = "PRODUTO_ARGON2_M_KIB", default_value_t = 19456)]
+    #[arg(long, env = "PRODUTO_ARGON2_M_KIB", default_value_t = defaults::ARGON2_M_KIB)]
     pub argon2_m_kib: u32,
 
     /// argon2id iterations (OWASP: 2).
-    #[arg(long, env = "PRODUTO_ARGON2_T", default_value_t = 2)]
+    #[arg(long, env = "PRODUTO_ARGON2_T", default_value_t = defaults::ARGON2_T)]
     pub argon2_t: u32,
 
     /// argon2id parallelism (OWASP: 1).
-    #[arg(long, env = "PRODUTO_ARGON2_P", default_value_t = 1)]
+    #[arg(long, env = "PRODUTO_ARGON2_P", default_value_t = defaults::ARGON2_P)]
     pub argon2_p: u32,
 
     /// Password hashes computed at once (0: one per CPU core).
-    #[arg(long, env = "PRODUTO_HASH_CONCURRENCY", default_value_t = 0)]
+    #[arg(long, env = "PRODUTO_HASH_CONCURRENCY", default_value_t = defaults::HASH_CONCURRENCY)]
     pub hash_concurrency: usize,
 }
 

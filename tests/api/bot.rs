@@ -17,11 +17,9 @@ use tokio::{
 use tonic::Code;
 use tonic_health::pb::health_check_response::ServingStatus;
 
-use crate::{
-    helpers::{
-        ADMIN_TOKEN, Backend, TestApp, TestDb, spawn_app, spawn_on, spawn_with, test_config,
-    },
-    proxy::Proxy,
+use produto_testkit::{
+    ADMIN_TOKEN, Backend, TestApp, TestDb, proxy::Proxy, spawn_app, spawn_on, spawn_with,
+    test_config,
 };
 
 const CHAT: ChatId = ChatId(42);
@@ -659,7 +657,7 @@ struct BotProcess {
 
 impl BotProcess {
     fn start(server: SocketAddr) -> BotProcess {
-        let mut child = tokio::process::Command::new(crate::helpers::bot_binary())
+        let mut child = tokio::process::Command::new(produto_testkit::process::bot_binary())
             .env("PRODUTO_SERVER", format!("http://{server}"))
             .env("PRODUTO_ADMIN_TOKEN", ADMIN_TOKEN)
             .env("PRODUTO_BOT_ADMIN_NIVEL", "2")
@@ -715,7 +713,7 @@ impl BotProcess {
                 assert!(
                     n > 0,
                     "{} ended its output mid-reply: {lines:?}; its stderr:\n{}",
-                    crate::helpers::bot_binary().display(),
+                    produto_testkit::process::bot_binary().display(),
                     self.stderr()
                 );
                 if line == "\n" {

@@ -5,13 +5,8 @@ mod batch;
 mod bot;
 mod clients;
 mod docs;
-mod helpers;
-#[path = "../support/http.rs"]
-mod http;
 mod ops;
 mod pool_release;
-#[allow(dead_code, reason = "the fault tests use the rest of the proxy")]
-mod proxy;
 mod security;
 mod standin;
 mod startup;
@@ -19,8 +14,10 @@ mod telegram;
 
 use std::time::{Duration, Instant};
 
-use helpers::{Backend, TestDb, admin, spawn_app, spawn_with, test_config};
 use produto::pb::{AdicionarUsuarioRequest, ObterNivelRequest, VerificarLoginRequest};
+use produto_testkit::{
+    Backend, TestApp, TestDb, admin, http, proxy, spawn_app, spawn_with, test_config,
+};
 use tokio_stream::StreamExt;
 use tonic::{Code, Request};
 use tonic_health::pb::{HealthCheckRequest, health_check_response::ServingStatus};
@@ -143,7 +140,7 @@ async fn adicionar_usuario_requires_the_admin_token(backend: Backend) {
         .insert("authorization", "Bearer not-the-token".parse().unwrap());
     let err = client.adicionar_usuario(wrong).await.unwrap_err();
     assert_eq!(err.code(), Code::Unauthenticated);
-    assert!(!err.message().contains(helpers::ADMIN_TOKEN));
+    assert!(!err.message().contains(produto_testkit::ADMIN_TOKEN));
 
     // Unauthenticated callers learn nothing about their fields either.
     let mut bad_fields = Request::new(AdicionarUsuarioRequest {
@@ -453,7 +450,7 @@ async fn usernames_are_stored_literally(backend: Backend) {
 }
 
 /// Reads a user's stored hash straight from the database, bypassing the service.
-async fn stored_hash(app: &helpers::TestApp, usuario: &str) -> String {
+async fn stored_hash(app: &TestApp, usuario: &str) -> String {
     use produto::db::Backend as Pool;
     let sql = "SELECT senha_hash FROM usuarios WHERE usuario = $1";
     match app.db.backend() {

@@ -11,7 +11,7 @@ use std::{
 use produto::{
     Config,
     pb::{ObterNivelRequest, ObterNivelResponse},
-    service::health::{LIVENESS, READINESS_SERVICES},
+    rpc::health::{LIVENESS, READINESS_SERVICES},
 };
 use tokio::{
     io::{AsyncBufReadExt, BufReader},
@@ -20,11 +20,7 @@ use tokio::{
 use tonic::{Code, Request};
 use tonic_health::pb::health_check_response::ServingStatus;
 
-use crate::{
-    helpers::{Backend, TestApp, TestDb, spawn_with, test_config},
-    http::http_get,
-    proxy,
-};
+use produto_testkit::{Backend, TestApp, TestDb, http::http_get, proxy, spawn_with, test_config};
 
 /// A server with the admin port on 127.0.0.1:0, ready.
 pub(crate) async fn spawn_with_admin(url: &str, database: TestDb) -> TestApp {
@@ -138,7 +134,7 @@ async fn metrics_count_calls_queries_and_pool_use() {
     assert_eq!(moved(queries, &[("query", "nivel")]), 3.0);
     assert_eq!(moved(queries, &[("query", "unnamed")]), 0.0);
     // The background tasks' statements may land in between: one acquire each.
-    let background: f64 = crate::helpers::BACKGROUND_STATEMENTS
+    let background: f64 = produto_testkit::BACKGROUND_STATEMENTS
         .iter()
         .map(|q| moved(queries, &[("query", q)]))
         .sum();

@@ -19,7 +19,7 @@ use tonic_health::pb::{
     HealthCheckRequest, health_check_response::ServingStatus, health_client::HealthClient,
 };
 
-use crate::helpers::{Backend, TestDb, postgres_admin_url};
+use produto_testkit::{Backend, TestDb, database::with_database, postgres_admin_url};
 
 /// Generous: the machine is busy, and the first attempt waits out the pool's acquire timeout.
 const BOUND: Duration = Duration::from_secs(90);
@@ -76,7 +76,7 @@ fn the_line(output: &Output) -> String {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_database_that_does_not_exist_stops_the_server_with_one_line_naming_it() {
     let name = format!("produto_missing_{}", std::process::id());
-    let url = crate::helpers::db_url::with_database(&postgres_admin_url(), &name);
+    let url = with_database(&postgres_admin_url(), &name);
     let (output, text) = run_to_exit(&mut server(&[("DATABASE_URL", &url)])).await;
     assert!(!output.status.success(), "{text}");
     let line = the_line(&output);
@@ -120,7 +120,7 @@ async fn an_sqlite_path_that_cannot_be_opened_stops_the_server_naming_it() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn migrate_names_a_missing_database_too() {
     let name = format!("produto_missing_m_{}", std::process::id());
-    let url = crate::helpers::db_url::with_database(&postgres_admin_url(), &name);
+    let url = with_database(&postgres_admin_url(), &name);
     let (output, text) = run_to_exit(server(&[("DATABASE_URL", &url)]).arg("migrate")).await;
     assert!(!output.status.success(), "{text}");
     assert!(

@@ -21,11 +21,9 @@ use tokio::{
 };
 use tokio_util::sync::CancellationToken;
 
-use crate::{
-    helpers::{ADMIN_TOKEN, Backend, TestApp, spawn_app, spawn_on},
-    http::http_get,
-    standin::{self, Fault, StandIn},
-};
+use produto_testkit::{ADMIN_TOKEN, Backend, TestApp, http::http_get, spawn_app, spawn_on};
+
+use crate::standin::{self, Fault, StandIn};
 
 /// Ana's Telegram user id; her private chat has the same id.
 const ANA: u64 = 5001;
@@ -518,7 +516,7 @@ async fn a_user_sending_too_fast_is_told_once_and_then_ignored() {
 async fn the_binary_on_sigterm_finishes_confirms_and_exits_0_without_logging_the_token() {
     let app = app_with_users().await;
     let standin = StandIn::start().await;
-    let mut child = tokio::process::Command::new(crate::helpers::bot_binary())
+    let mut child = tokio::process::Command::new(produto_testkit::process::bot_binary())
         .env("PRODUTO_SERVER", format!("http://{}", app.addr))
         .env("PRODUTO_BOT_TELEGRAM_TOKEN", standin::TOKEN)
         .env("PRODUTO_BOT_TELEGRAM_API_URL", standin.url())

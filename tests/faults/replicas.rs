@@ -12,14 +12,14 @@ use std::{
 };
 
 use produto::{Settings, pb::produto_service_client::ProdutoServiceClient};
+use produto_testkit::{
+    TestApp,
+    cluster::{self, PgCluster},
+};
 use tonic::{Code, transport::Endpoint};
 
 use super::{
-    SERIAL, ServingStatus, Tally, Writers, app_on,
-    cluster::{self, PgCluster},
-    code_of, fault_config,
-    helpers::TestApp,
-    stored_usernames,
+    SERIAL, ServingStatus, Tally, Writers, app_on, code_of, fault_config, stored_usernames,
 };
 
 /// The primary is server 0, the standby server 1.
@@ -185,7 +185,7 @@ async fn reads_are_served_by_the_replica() {
     assert_eq!(status.max_connections, status.pools[0].max_connections);
     // So do /metrics and /health.
     let admin = app.admin_addr.unwrap();
-    let (code, metrics) = super::http::http_get(admin, "/metrics").await;
+    let (code, metrics) = produto_testkit::http::http_get(admin, "/metrics").await;
     assert_eq!(code, 200);
     let series = format!(
         "produto_db_server_reads_total{{pool=\"127.0.0.1:{}/postgres\",role=\"replica\"}} {}",
@@ -193,7 +193,7 @@ async fn reads_are_served_by_the_replica() {
     );
     assert!(metrics.contains(&series), "{series} not in:\n{metrics}");
     assert!(metrics.contains("produto_db_server_readable{"), "{metrics}");
-    let (code, health) = super::http::http_get(admin, "/health").await;
+    let (code, health) = produto_testkit::http::http_get(admin, "/health").await;
     assert_eq!(code, 200);
     let health: serde_json::Value = serde_json::from_str(&health).unwrap();
     assert_eq!(health["servers"][1]["role"], "replica", "{health}");
@@ -687,7 +687,7 @@ async fn while_the_primary_is_down_attempts_are_counted_in_memory() {
     assert!(during.throttle_in_memory);
     assert_eq!(during.logins_counted_in_memory_total, 22);
     let admin = app.admin_addr.unwrap();
-    let (_, metrics) = super::http::http_get(admin, "/metrics").await;
+    let (_, metrics) = produto_testkit::http::http_get(admin, "/metrics").await;
     assert!(
         metrics.contains("produto_login_throttle_in_memory 1\n"),
         "{metrics}"
@@ -708,7 +708,7 @@ async fn while_the_primary_is_down_attempts_are_counted_in_memory() {
     // No login: the probe's finding alone moves counting back, the failures with it.
     let started = Instant::now();
     loop {
-        let (_, metrics) = super::http::http_get(admin, "/metrics").await;
+        let (_, metrics) = produto_testkit::http::http_get(admin, "/metrics").await;
         if metrics.contains("produto_login_throttle_in_memory 0\n") {
             break;
         }
@@ -757,7 +757,7 @@ async fn while_the_primary_is_down_attempts_are_counted_in_memory() {
     )
     .await;
     assert_eq!(failures, "5");
-    let (_, metrics) = super::http::http_get(admin, "/metrics").await;
+    let (_, metrics) = produto_testkit::http::http_get(admin, "/metrics").await;
     assert!(
         metrics.contains("produto_login_throttle_in_memory 0\n"),
         "{metrics}"

@@ -4,12 +4,10 @@
 
 use std::{
     net::{IpAddr, SocketAddr},
-    time::Duration,
+    time::{Duration, SystemTime, UNIX_EPOCH},
 };
 
 use tonic::{Extensions, Request, metadata::MetadataMap};
-
-use super::now_ms;
 
 /// The metadata key through which a trusted caller (the bot, another service) names the end
 /// user it calls for, e.g. `telegram:12345`.
@@ -40,7 +38,7 @@ pub fn has_client_certificate(_: &MetadataMap, extensions: &Extensions) -> bool 
         .is_some_and(|certs| !certs.is_empty())
 }
 
-/// When a login's `produto-end-user` metadata is believed (see `crate::throttle`).
+/// When a login's `produto-end-user` metadata is believed (see `crate::login::throttle`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum TrustEndUser {
     /// Never: the caller is the peer's IP address.
@@ -49,6 +47,18 @@ pub enum TrustEndUser {
     Authenticated,
     /// From every caller: only where nothing but trusted services can reach the port.
     Always,
+}
+
+/// The throttling flags' defaults: the one place each is written, read by clap's attributes
+/// and by [`LoginThrottle::default`].
+pub mod defaults {
+    use super::TrustEndUser;
+
+    pub const MAX_FAILURES: u32 = 5;
+    pub const MAX_FAILURES_PER_USER: u32 = 50;
+    pub const TRUST_END_USER: TrustEndUser = TrustEndUser::Authenticated;
+    pub const WINDOW: &str = "15m";
+    pub const TELL_AUTHENTICATED: bool = true;
 }
 
 /// The throttling policy.
@@ -70,6 +80,20 @@ pub struct LoginThrottle {
     pub tell_authenticated: bool,
 }
 
+/// The flags' defaults; callers are told apart by [`is_authenticated`].
+impl Default for LoginThrottle {
+    fn default() -> Self {
+        LoginThrottle {
+            max_failures: defaults::MAX_FAILURES,
+            max_failures_per_user: defaults::MAX_FAILURES_PER_USER,
+            window: humantime::parse_duration(defaults::WINDOW).expect("the default window parses"),
+            trust_end_user: defaults::TRUST_END_USER,
+            authenticated: is_authenticated,
+            tell_authenticated: defaults::TELL_AUTHENTICATED,
+        }
+    }
+}
+
 /// The throttling flags, flattened into the server's command line by `config.rs`.
 #[derive(Debug, Clone, clap::Args)]
 pub struct ThrottleFlags {
@@ -77,7 +101,7 @@ pub struct ThrottleFlags {
     /// PRODUTO_LOGIN_WINDOW; past it, that caller's attempts on that username are refused
     /// unchecked (0: no throttling). Attempts in flight hold a slot until they resolve (more
     /// wait for them); a success clears the caller's failures.
-    #[arg(long, env = "PRODUTO_LOGIN_MAX_FAILURES", default_value_t = 5)]
+    #[arg(long, env = "PRODUTO_LOGIN_MAX_FAILURES", default_value_t = defaults::MAX_FAILURES)]
     pub login_max_failures: u32,
 
     /// Failed login attempts allowed per username from all callers together within
@@ -85,18 +109,18 @@ pub struct ThrottleFlags {
     #[arg(
         long,
         env = "PRODUTO_LOGIN_MAX_FAILURES_PER_USER",
-        default_value_t = 50
+        default_value_t = defaults::MAX_FAILURES_PER_USER
     )]
     pub login_max_failures_per_user: u32,
 
     /// Whose `produto-end-user` metadata names the caller for throttling: `authenticated`
     /// callers only (a client certificate), `always` (every caller is a trusted service), or
     /// `never` (the peer's IP address always).
-    #[arg(long, env = "PRODUTO_LOGIN_TRUST_END_USER", value_enum, default_value_t = TrustEndUser::Authenticated)]
+    #[arg(long, env = "PRODUTO_LOGIN_TRUST_END_USER", value_enum, default_value_t = defaults::TRUST_END_USER)]
     pub login_trust_end_user: TrustEndUser,
 
     /// The window failed logins are counted in (e.g. `15m`).
-    #[arg(long, env = "PRODUTO_LOGIN_WINDOW", default_value = "15m", value_parser = humantime::parse_duration)]
+    #[arg(long, env = "PRODUTO_LOGIN_WINDOW", default_value = defaults::WINDOW, value_parser = humantime::parse_duration)]
     pub login_window: Duration,
 
     /// Tell an authenticated caller (caller token or client certificate) that a login was
@@ -105,7 +129,7 @@ pub struct ThrottleFlags {
     #[arg(
         long,
         env = "PRODUTO_LOGIN_TELL_AUTHENTICATED",
-        default_value_t = true,
+        default_value_t = defaults::TELL_AUTHENTICATED,
         action = clap::ArgAction::Set
     )]
     pub login_tell_authenticated: bool,
@@ -213,6 +237,13 @@ fn network_of(ip: IpAddr) -> String {
             format!("{}/64", std::net::Ipv6Addr::from(prefix))
         }
     }
+}
+
+/// Now, in Unix milliseconds: the clock the counts' windows are measured in.
+pub(super) fn now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
 }
 
 #[cfg(test)]

@@ -1,17 +1,20 @@
-//! The real `produto-server` binary as a child process, for the tests that signal it or
-//! measure it from outside (SIGTERM under load, the soak).
+//! The workspace's binaries as child processes: the real `produto-server`, for the tests that
+//! signal it or measure it from outside (SIGTERM under load, the soak), and the `produto-bot`
+//! binary for the tests that drive it.
 
-use std::{net::SocketAddr, path::Path, process::Stdio, time::Duration};
+use std::{
+    net::SocketAddr,
+    path::{Path, PathBuf},
+    process::Stdio,
+    sync::OnceLock,
+    time::Duration,
+};
 
 use tonic::transport::{Channel, Endpoint};
 
 pub struct ServerProcess {
     pub child: tokio::process::Child,
     pub channel: Channel,
-    #[allow(
-        dead_code,
-        reason = "not every test binary addresses its servers by address"
-    )]
     pub addr: SocketAddr,
 }
 
@@ -45,7 +48,7 @@ impl ServerProcess {
             ),
             None => Stdio::inherit(),
         };
-        let child = tokio::process::Command::new(env!("CARGO_BIN_EXE_produto-server"))
+        let child = tokio::process::Command::new(server_binary())
             .env_clear()
             .env("PRODUTO_ADDR", format!("127.0.0.1:{port}"))
             .env("PRODUTO_ADMIN_ADDR", "")
@@ -84,7 +87,6 @@ impl ServerProcess {
     }
 
     /// Sends SIGKILL: the process dies mid-call, as a crashed or evicted pod does.
-    #[allow(dead_code, reason = "not every test binary kills its servers")]
     pub fn sigkill(&self) {
         self.signal("-KILL");
     }
@@ -96,4 +98,63 @@ impl ServerProcess {
             .unwrap();
         assert!(sent.success(), "kill {signal} failed");
     }
+}
+
+/// The `produto-server` binary of the build the calling test belongs to. Cargo builds a
+/// package's binaries before its integration tests and benches, beside their `deps/`
+/// directory; `CARGO_BIN_EXE_*` would name it too, but only to code compiled as the test
+/// itself, not to this library.
+pub fn server_binary() -> PathBuf {
+    let server = profile_dir().join(format!("produto-server{}", std::env::consts::EXE_SUFFIX));
+    assert!(
+        server.is_file(),
+        "{} is missing: run the test through cargo, which builds it",
+        server.display()
+    );
+    server
+}
+
+/// The `produto-bot` binary, built (once per test binary) if it is missing or stale. It
+/// belongs to the bot's crate, and cargo hands a test only its own package's binaries
+/// (`CARGO_BIN_EXE_*`): so the test asks cargo for the bot crate's own test (`--test cli`,
+/// which needs the binary), in the profile this test was built in. A plain `cargo test` has
+/// built it already (the same features: nothing to rebuild).
+pub fn bot_binary() -> &'static Path {
+    static BOT: OnceLock<PathBuf> = OnceLock::new();
+    BOT.get_or_init(|| {
+        let profile_dir = profile_dir();
+        let mut build = std::process::Command::new(env!("CARGO"));
+        build
+            .args(["test", "--quiet", "--no-run", "--test", "cli"])
+            .current_dir(workspace_root());
+        if profile_dir.file_name().is_some_and(|p| p == "release") {
+            build.arg("--release");
+        }
+        let status = build.status().expect("run cargo for produto-bot");
+        assert!(
+            status.success(),
+            "cargo test --no-run --test cli (produto-bot) failed"
+        );
+        let bot = profile_dir.join(format!("produto-bot{}", std::env::consts::EXE_SUFFIX));
+        assert!(
+            bot.is_file(),
+            "{} is missing after the build",
+            bot.display()
+        );
+        bot
+    })
+}
+
+/// `target/<profile>`, from the running test or bench binary's `target/<profile>/deps/<name>`.
+fn profile_dir() -> PathBuf {
+    let exe = std::env::current_exe().expect("the test binary's path");
+    exe.parent()
+        .and_then(Path::parent)
+        .expect("a test binary lives in target/<profile>/deps")
+        .to_path_buf()
+}
+
+/// The workspace's root directory, where cargo is run for the bot's binary.
+fn workspace_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
 }

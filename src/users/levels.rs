@@ -1,4 +1,5 @@
-//! Batching of ObterNivel lookups on PostgreSQL: while a lookup query is in flight, the
+//! A user's level (ObterNivel), with its one lookup query ([`NIVEL_SQL`]), and the batching
+//! of those lookups on PostgreSQL: while a lookup query is in flight, the
 //! lookups that arrive wait together and go out as one `WHERE usuario = ANY($1)` query, so a
 //! crowd shares round trips. There is no timer: a lone caller runs the plain single query on
 //! its own task and pays nothing. Switched by `PRODUTO_BATCH_NIVEL`; figures in docs/benchmarks.md.
@@ -15,8 +16,64 @@ use futures_util::FutureExt;
 use std::panic::AssertUnwindSafe;
 use tokio::sync::oneshot;
 
-use super::{Access, Db};
-use crate::{Error, domain::Usuario};
+use crate::{
+    Error,
+    db::{Access, Backend, Db, query::per_backend},
+    domain::Usuario,
+};
+
+/// The one lookup of a user's level: a lone lookup, batched or not, runs this.
+const NIVEL_SQL: &str = "SELECT nivel FROM usuarios WHERE usuario = $1";
+
+/// The ObterNivel batchers: one per PostgreSQL server when `PRODUTO_BATCH_NIVEL` is on (so
+/// a batch never mixes servers), none otherwise.
+#[derive(Debug)]
+pub struct Levels {
+    /// By server index, as [`Db::servers`] numbers them.
+    batchers: Vec<Option<Arc<NivelBatcher>>>,
+}
+
+impl Levels {
+    pub fn new(db: &Db) -> Self {
+        let lanes = db.nivel_batch();
+        let batchers = db
+            .servers()
+            .all()
+            .iter()
+            .map(|server| match (&server.backend, lanes) {
+                (Backend::Postgres(_), Some(lanes)) => Some(Arc::new(NivelBatcher::new(lanes))),
+                _ => None,
+            })
+            .collect();
+        Levels { batchers }
+    }
+
+    /// The batcher of server `server`, when its lookups are batched.
+    pub fn batcher(&self, server: usize) -> Option<&Arc<NivelBatcher>> {
+        self.batchers.get(server).and_then(Option::as_ref)
+    }
+
+    /// A user's level on server `server`: batched with concurrent lookups when that server
+    /// has a batcher, one query of its own otherwise.
+    pub async fn nivel(
+        &self,
+        db: &Db,
+        server: usize,
+        usuario: &Usuario,
+    ) -> Result<Option<i32>, Error> {
+        if let Some(batch) = self.batcher(server) {
+            return batch.nivel(db, server, usuario).await;
+        }
+        let select = per_backend!(|conn| {
+            sqlx::query_scalar(NIVEL_SQL)
+                .bind(usuario.as_str())
+                .persistent(db.named_statements())
+                .fetch_optional(conn)
+                .await
+        });
+        db.run_on(server, Access::Read, "nivel", select).await
+    }
+}
 
 /// Most names sent in one query; a larger crowd is served by the next query of the lane.
 const MAX_BATCH: usize = 512;
@@ -220,7 +277,7 @@ async fn lookup(
 ) -> Result<HashMap<String, i32>, sqlx::Error> {
     if let [only] = batch {
         // A lone lookup runs the plain query: alone, it pays nothing for the batching.
-        let nivel = sqlx::query_scalar::<_, i32>("SELECT nivel FROM usuarios WHERE usuario = $1")
+        let nivel = sqlx::query_scalar::<_, i32>(NIVEL_SQL)
             .bind(only.usuario.as_str())
             .persistent(named)
             .fetch_optional(conn)
@@ -316,7 +373,10 @@ mod tests {
             db.migrate().await.unwrap();
             let usuario = Usuario::parse("maria".into()).unwrap();
             let nivel = crate::domain::Nivel::parse(7).unwrap();
-            db.insert_user(&usuario, "not-a-hash", nivel).await.unwrap();
+            crate::users::Users::new(db.clone())
+                .insert_user(&usuario, "not-a-hash", nivel)
+                .await
+                .unwrap();
             (PgDb { admin, name }, db)
         }
     }
@@ -344,7 +404,7 @@ mod tests {
     #[tokio::test]
     async fn a_panicking_batch_fails_its_callers_and_leaks_no_lane() {
         let (pg, db) = PgDb::create().await;
-        let batcher = db.nivel_batch().unwrap().clone();
+        let batcher = Levels::new(&db).batcher(0).unwrap().clone();
         let maria = Usuario::parse("maria".into()).unwrap();
         let poison = Usuario::parse(PANIC_FOR.into()).unwrap();
 

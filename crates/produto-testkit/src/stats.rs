@@ -1,6 +1,6 @@
 //! Small statistics for timing comparisons: a nearest-rank quantile and a bootstrap interval
 //! of the gap between two medians. Shared by the bench's login-timing scenario and the
-//! ignored measurement in tests/timing.rs (which includes this file by path).
+//! ignored measurement in tests/timing.rs.
 
 /// The `q` quantile (nearest rank) of `samples`.
 pub fn quantile(samples: &[f64], q: f64) -> f64 {

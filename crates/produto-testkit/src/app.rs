@@ -1,20 +1,19 @@
 //! Starts the real server on 127.0.0.1:0 against a fresh database (a new PostgreSQL database
 //! or a new SQLite file per test) and hands back real gRPC clients. Dropping the app stops
-//! the server and drops its database.
+//! the server and drops its database. The one module that uses the server library's types.
 
 use std::{
     net::SocketAddr,
-    sync::atomic::{AtomicU32, Ordering},
     time::{Duration, Instant},
 };
 
-#[path = "../support/db_url.rs"]
-pub mod db_url;
-
+// The server library's types, all in this one place.
 use produto::{
-    Application, Settings,
+    Application, Error, Settings,
     db::Db,
-    pb::{pool_service_client::PoolServiceClient, produto_service_client::ProdutoServiceClient},
+    pb::{
+        self, pool_service_client::PoolServiceClient, produto_service_client::ProdutoServiceClient,
+    },
 };
 use tokio::{sync::oneshot, task::JoinHandle};
 use tonic::{
@@ -24,6 +23,8 @@ use tonic::{
 use tonic_health::pb::{
     HealthCheckRequest, health_check_response::ServingStatus, health_client::HealthClient,
 };
+
+use crate::database::{Backend, TestDb};
 
 pub const ADMIN_TOKEN: &str = "test-admin-token-0123456789";
 
@@ -35,108 +36,6 @@ pub const BACKGROUND_STATEMENTS: [&str; 3] = [
     "purge_login_attempts",
     "connection_budget",
 ];
-
-/// Which database a test runs against.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Backend {
-    Postgres,
-    Sqlite,
-}
-
-/// The PostgreSQL server tests create their databases on.
-pub fn postgres_admin_url() -> String {
-    std::env::var("PRODUTO_TEST_DATABASE_URL")
-        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into())
-}
-
-/// A database that exists for one test only.
-///
-/// Not `#[sqlx::test]`, though it too makes a database per test: it hands the test a pool or
-/// connect options, where the server under test takes a URL and builds its own pools; it runs
-/// the test on a current-thread runtime (ours run server and client side by side on
-/// `multi_thread`); it picks the backend by the argument's type (ours run one body on both);
-/// and by default it applies the migrations itself, which the server must do on its own.
-pub struct TestDb {
-    pub url: String,
-    pg_name: Option<String>,
-    _dir: Option<tempfile::TempDir>,
-}
-
-impl TestDb {
-    pub async fn create(backend: Backend) -> TestDb {
-        match backend {
-            Backend::Postgres => {
-                static N: AtomicU32 = AtomicU32::new(0);
-                let name = format!(
-                    "produto_test_{}_{}_{}",
-                    std::process::id(),
-                    N.fetch_add(1, Ordering::Relaxed),
-                    rand_suffix()
-                );
-                let admin = postgres_admin_url();
-                let mut conn = connect_pg(&admin).await;
-                sqlx::Executor::execute(
-                    &mut conn,
-                    sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")),
-                )
-                .await
-                .expect("create the test database");
-                let url = db_url::with_database(&admin, &name);
-                TestDb {
-                    url,
-                    pg_name: Some(name),
-                    _dir: None,
-                }
-            }
-            Backend::Sqlite => {
-                let dir = tempfile::tempdir().expect("temp dir");
-                let url = format!("sqlite:{}", dir.path().join("produto.db").display());
-                TestDb {
-                    url,
-                    pg_name: None,
-                    _dir: Some(dir),
-                }
-            }
-        }
-    }
-}
-
-impl Drop for TestDb {
-    fn drop(&mut self) {
-        let Some(name) = self.pg_name.take() else {
-            return;
-        };
-        // Drop runs inside the test's runtime: do the async clean-up on a thread of its own.
-        let admin = postgres_admin_url();
-        let _ = std::thread::spawn(move || {
-            let rt = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .unwrap();
-            rt.block_on(async {
-                let mut conn = connect_pg(&admin).await;
-                let _ = sqlx::Executor::execute(
-                    &mut conn,
-                    sqlx::AssertSqlSafe(format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)")),
-                )
-                .await;
-            });
-        })
-        .join();
-    }
-}
-
-async fn connect_pg(url: &str) -> sqlx::PgConnection {
-    use sqlx::Connection;
-    sqlx::PgConnection::connect(url)
-        .await
-        .unwrap_or_else(|e| panic!("tests need PostgreSQL at {url}: {e}"))
-}
-
-fn rand_suffix() -> u32 {
-    use std::hash::{BuildHasher, RandomState};
-    RandomState::new().hash_one(Instant::now()) as u32
-}
 
 /// A test configuration: port 0, fast probes, cheap argon2 so tests stay quick (the admin
 /// HTTP port is off, as in `Settings::new`; tests of it turn it on at port 0). Built by hand:
@@ -155,7 +54,6 @@ pub fn test_config(database_url: &str) -> Settings {
 }
 
 /// A running server and clients connected to it.
-#[allow(dead_code, reason = "each test uses the fields it needs")]
 pub struct TestApp {
     pub addr: SocketAddr,
     /// The admin HTTP port, when the configuration turned it on.
@@ -167,7 +65,7 @@ pub struct TestApp {
     pub db: Db,
     pub database: TestDb,
     shutdown: Option<oneshot::Sender<()>>,
-    server: Option<JoinHandle<Result<(), produto::Error>>>,
+    server: Option<JoinHandle<Result<(), Error>>>,
 }
 
 /// Starts a server on a fresh database and waits until it is ready.
@@ -262,7 +160,7 @@ impl TestApp {
         senha: &str,
         nivel: i32,
     ) -> Result<i64, tonic::Status> {
-        let request = admin(produto::pb::AdicionarUsuarioRequest {
+        let request = admin(pb::AdicionarUsuarioRequest {
             usuario: usuario.into(),
             senha: senha.into(),
             nivel,
@@ -280,7 +178,7 @@ impl TestApp {
         let r = self
             .produto
             .clone()
-            .verificar_login(produto::pb::VerificarLoginRequest {
+            .verificar_login(pb::VerificarLoginRequest {
                 usuario: usuario.into(),
                 senha: senha.into(),
             })
@@ -305,7 +203,7 @@ impl TestApp {
         Ok(self
             .produto
             .clone()
-            .obter_nivel(produto::pb::ObterNivelRequest {
+            .obter_nivel(pb::ObterNivelRequest {
                 usuario: usuario.into(),
             })
             .await?
@@ -313,10 +211,10 @@ impl TestApp {
             .nivel)
     }
 
-    pub async fn pool_status(&self) -> produto::pb::PoolStatusResponse {
+    pub async fn pool_status(&self) -> pb::PoolStatusResponse {
         self.pool
             .clone()
-            .pool_status(produto::pb::PoolStatusRequest {})
+            .pool_status(pb::PoolStatusRequest {})
             .await
             .expect("PoolStatus always answers")
             .into_inner()
@@ -326,7 +224,7 @@ impl TestApp {
     /// connection goes back to the pool a moment after its call answered (and a background
     /// task may hold one briefly), so "nothing is held" is a condition to wait for. Fails
     /// if a connection stays in use.
-    pub async fn wait_for_idle_pool(&self) -> produto::pb::PoolStatusResponse {
+    pub async fn wait_for_idle_pool(&self) -> pb::PoolStatusResponse {
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
             let status = self.pool_status().await;
@@ -338,6 +236,80 @@ impl TestApp {
                 "a connection stays in use: {status:?}"
             );
             tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    pub async fn change_own_password(
+        &self,
+        usuario: &str,
+        atual: &str,
+        nova: &str,
+    ) -> Result<(), tonic::Status> {
+        self.produto
+            .clone()
+            .alterar_senha(senha_request(usuario, atual, nova))
+            .await
+            .map(|_| ())
+    }
+
+    pub async fn set_password(&self, usuario: &str, nova: &str) -> Result<(), tonic::Status> {
+        self.produto
+            .clone()
+            .alterar_senha(admin(senha_request(usuario, "", nova)))
+            .await
+            .map(|_| ())
+    }
+
+    pub async fn set_nivel(&self, usuario: &str, nivel: i32) -> Result<(), tonic::Status> {
+        self.produto
+            .clone()
+            .alterar_nivel(admin(pb::AlterarNivelRequest {
+                usuario: usuario.into(),
+                nivel,
+            }))
+            .await
+            .map(|_| ())
+    }
+
+    pub async fn remove(&self, usuario: &str) -> Result<(), tonic::Status> {
+        self.produto
+            .clone()
+            .remover_usuario(admin(pb::RemoverUsuarioRequest {
+                usuario: usuario.into(),
+            }))
+            .await
+            .map(|_| ())
+    }
+
+    pub async fn list(
+        &self,
+        page_size: i32,
+        page_token: &str,
+        prefixo: &str,
+    ) -> Result<pb::ListarUsuariosResponse, tonic::Status> {
+        self.produto
+            .clone()
+            .listar_usuarios(admin(pb::ListarUsuariosRequest {
+                page_size,
+                page_token: page_token.into(),
+                prefixo: prefixo.into(),
+            }))
+            .await
+            .map(|r| r.into_inner())
+    }
+
+    /// Every name of a listing, page by page (asserting the pages are at most `page_size`).
+    pub async fn list_all(&self, page_size: i32, prefixo: &str) -> Vec<Vec<String>> {
+        let mut pages = Vec::new();
+        let mut token = String::new();
+        loop {
+            let page = self.list(page_size, &token, prefixo).await.unwrap();
+            assert!(page.usuarios.len() <= page_size as usize);
+            pages.push(page.usuarios.into_iter().map(|u| u.usuario).collect());
+            if page.next_page_token.is_empty() {
+                return pages;
+            }
+            token = page.next_page_token;
         }
     }
 
@@ -398,38 +370,11 @@ pub fn admin<T>(message: T) -> Request<T> {
     request
 }
 
-/// The `produto-bot` binary, built (once per test binary) if it is missing or stale. It
-/// belongs to the bot's crate, and cargo hands a test only its own package's binaries
-/// (`CARGO_BIN_EXE_*`): so the test asks cargo for the bot crate's own test (`--test cli`,
-/// which needs the binary), in the profile this test was built in. A plain `cargo test` has
-/// built it already (the same features: nothing to rebuild).
-pub fn bot_binary() -> &'static std::path::Path {
-    static BOT: std::sync::OnceLock<std::path::PathBuf> = std::sync::OnceLock::new();
-    BOT.get_or_init(|| {
-        // target/<profile>/deps/<test binary> -> target/<profile>
-        let exe = std::env::current_exe().expect("the test binary's path");
-        let profile_dir = exe
-            .parent()
-            .and_then(std::path::Path::parent)
-            .expect("a test binary lives in target/<profile>/deps");
-        let mut build = std::process::Command::new(env!("CARGO"));
-        build
-            .args(["test", "--quiet", "--no-run", "--test", "cli"])
-            .current_dir(env!("CARGO_MANIFEST_DIR"));
-        if profile_dir.file_name().is_some_and(|p| p == "release") {
-            build.arg("--release");
-        }
-        let status = build.status().expect("run cargo for produto-bot");
-        assert!(
-            status.success(),
-            "cargo test --no-run --test cli (produto-bot) failed"
-        );
-        let bot = profile_dir.join(format!("produto-bot{}", std::env::consts::EXE_SUFFIX));
-        assert!(
-            bot.is_file(),
-            "{} is missing after the build",
-            bot.display()
-        );
-        bot
-    })
+/// An AlterarSenha request (no token: wrap it in [`admin`] for an admin's change).
+pub fn senha_request(usuario: &str, atual: &str, nova: &str) -> pb::AlterarSenhaRequest {
+    pb::AlterarSenhaRequest {
+        usuario: usuario.into(),
+        senha_atual: atual.into(),
+        senha_nova: nova.into(),
+    }
 }

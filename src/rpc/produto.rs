@@ -6,20 +6,13 @@ use tonic::{Request, Response, Status};
 use crate::{
     Error,
     auth::AdminToken,
-    db::Db,
     domain::{Nivel, Senha, UserPage, Usuario},
     error::Reason,
-    password::{Hasher, Verified},
+    login::Login,
+    password::Hasher,
     pb::{self, produto_service_server::ProdutoService},
-    throttle::{ATTEMPT_MAX, Caller, Outcome, Throttle, Verdict},
+    users::Users,
 };
-
-/// A user whose password matched: what VerificarLogin and AlterarSenha go on with.
-#[derive(Debug, Clone, Copy)]
-struct LoggedIn {
-    id: i64,
-    nivel: i32,
-}
 
 /// AlterarSenha's answer to a wrong senha_atual, an unknown user and a refused attempt alike.
 fn invalid_credentials() -> Error {
@@ -33,107 +26,24 @@ fn not_found(usuario: &Usuario) -> Error {
     Error::NotFound(format!("usuario '{usuario}' not found"))
 }
 
-/// The handlers: parse at the edge, then call the database and the hasher.
+/// The handlers: parse the request into domain values at the edge, call the feature
+/// (`users`, `login`), map its answer.
 #[derive(Clone)]
 pub struct ProdutoSvc {
-    db: Db,
+    users: Users,
+    login: Login,
     hasher: Hasher,
     admin: AdminToken,
-    throttle: Throttle,
 }
 
 impl ProdutoSvc {
-    pub fn new(db: Db, hasher: Hasher, admin: AdminToken, throttle: Throttle) -> Self {
+    pub fn new(users: Users, login: Login, hasher: Hasher, admin: AdminToken) -> Self {
         ProdutoSvc {
-            db,
+            users,
+            login,
             hasher,
             admin,
-            throttle,
         }
-    }
-}
-
-impl ProdutoSvc {
-    /// The one password check of VerificarLogin and AlterarSenha: throttled (the attempt
-    /// counts before the password is looked at), an unknown user and a refused attempt doing
-    /// the same work as a wrong password. `None`: no login, whichever of the three it was.
-    async fn check_login(
-        &self,
-        caller: &Caller,
-        usuario: &Usuario,
-        senha: Senha,
-    ) -> Result<Option<LoggedIn>, Error> {
-        // The attempt counts from here, before the password is looked at (in memory while
-        // the primary is down and replicas serve the credentials: see `crate::throttle`).
-        let claim = self.throttle.begin(usuario, caller).await?;
-        let verdict = claim.verdict();
-        if let Verdict::Refused { limit, retry_after } = verdict {
-            self.db.stats().record_login_throttled();
-            tracing::warn!(
-                %usuario,
-                identity = %caller.identity,
-                peer = ?caller.peer,
-                limit = limit.as_str(),
-                "login refused: too many failed attempts"
-            );
-            // A trusted service is told the truth, so that its user reads "too many
-            // attempts" rather than "wrong password"; nothing else needs hiding from it.
-            if self.throttle.policy().tells(caller) {
-                return Err(Error::LoginThrottled {
-                    limit: limit.as_str(),
-                    retry_after,
-                });
-            }
-        }
-        // The same work whatever the user and the verdict: one credential lookup and one
-        // argon2 verification, of the dummy hash for an unknown user or a refused attempt.
-        // Bounded, so that an attempt never outlives its claim (see `ATTEMPT_MAX`): past it,
-        // the claim is dropped unfinished and given back.
-        let checked = tokio::time::timeout(ATTEMPT_MAX, async {
-            let credentials = self.db.credentials(usuario).await?;
-            let (stored, id, nivel) = match credentials {
-                Some(c) if !verdict.is_refused() => (Some(c.senha_hash), c.id, c.nivel),
-                _ => (None, 0, 0),
-            };
-            if stored.is_some() {
-                self.db.stats().record_password_verification();
-            }
-            // A rehash replaces the row's hash only if it is still this one.
-            let previous = stored.clone().unwrap_or_default();
-            let verified = self.hasher.verify(senha, stored).await?;
-            Ok::<_, Error>((verified, id, nivel, previous))
-        })
-        .await
-        .map_err(|_| Error::Overloaded("the login took too long, retry later"))?;
-        let (verified, id, nivel, previous) = match checked {
-            Ok(checked) => checked,
-            Err(e) => {
-                // Not checked: the attempt is given back (the error is what the caller sees).
-                claim.finish(Outcome::NotChecked).await;
-                return Err(e);
-            }
-        };
-        let valido = match verified {
-            Verified::No => false,
-            Verified::Yes => true,
-            Verified::YesRehashed(fresh) => {
-                // The login stands even if storing the upgraded hash fails; the next login
-                // tries again. An imported user's legacy hash is gone after this.
-                if let Err(e) = self.db.update_hash(id, &previous, &fresh).await {
-                    tracing::warn!(error = %e, "could not store the rehashed password");
-                }
-                true
-            }
-        };
-        // Recorded before the answer leaves: the next attempt sees this one's outcome.
-        claim
-            .finish(if valido {
-                Outcome::Succeeded
-            } else {
-                Outcome::Failed
-            })
-            .await;
-        Ok(valido.then_some(LoggedIn { id, nivel }))
     }
 }
 
@@ -143,12 +53,12 @@ impl ProdutoService for ProdutoSvc {
         &self,
         request: Request<pb::VerificarLoginRequest>,
     ) -> Result<Response<pb::VerificarLoginResponse>, Status> {
-        let caller = self.throttle.policy().caller(&request);
+        let caller = self.login.throttle().policy().caller(&request);
         let req = request.into_inner();
         let usuario = Usuario::parse(req.usuario)?;
         let senha = Senha::parse_login(req.senha)?;
 
-        let logged_in = self.check_login(&caller, &usuario, senha).await?;
+        let logged_in = self.login.check(&caller, &usuario, senha).await?;
         Ok(Response::new(pb::VerificarLoginResponse {
             valido: logged_in.is_some(),
             nivel: logged_in.map_or(0, |user| user.nivel),
@@ -160,7 +70,7 @@ impl ProdutoService for ProdutoSvc {
         request: Request<pb::ObterNivelRequest>,
     ) -> Result<Response<pb::ObterNivelResponse>, Status> {
         let usuario = Usuario::parse(request.into_inner().usuario)?;
-        match self.db.nivel(&usuario).await? {
+        match self.users.nivel(&usuario).await? {
             Some(nivel) => Ok(Response::new(pb::ObterNivelResponse { nivel })),
             None => Err(Error::NotFound(format!("usuario '{usuario}' not found")).into()),
         }
@@ -178,7 +88,7 @@ impl ProdutoService for ProdutoSvc {
         let nivel = Nivel::parse(req.nivel)?;
 
         let hash = self.hasher.hash(senha).await?;
-        let id = self.db.insert_user(&usuario, &hash, nivel).await?;
+        let id = self.users.insert_user(&usuario, &hash, nivel).await?;
         tracing::info!(id, nivel = nivel.get(), "user added");
         Ok(Response::new(pb::AdicionarUsuarioResponse { id }))
     }
@@ -194,7 +104,7 @@ impl ProdutoService for ProdutoSvc {
             let usuario = Usuario::parse(req.usuario)?;
             let senha = Senha::parse_new_field(req.senha_nova, "senha_nova")?;
             let hash = self.hasher.hash(senha).await?;
-            if !self.db.set_password(&usuario, None, &hash).await? {
+            if !self.users.set_password(&usuario, None, &hash).await? {
                 return Err(not_found(&usuario).into());
             }
             tracing::info!(%usuario, "password set by an admin");
@@ -202,18 +112,22 @@ impl ProdutoService for ProdutoSvc {
         }
         // The user's change: the current password is checked as a login is, throttle
         // included, and every failure gives the one answer.
-        let caller = self.throttle.policy().caller(&request);
+        let caller = self.login.throttle().policy().caller(&request);
         let req = request.into_inner();
         let usuario = Usuario::parse(req.usuario)?;
         let atual = Senha::parse_login_field(req.senha_atual, "senha_atual")?;
         let nova = Senha::parse_new_field(req.senha_nova, "senha_nova")?;
-        let Some(user) = self.check_login(&caller, &usuario, atual).await? else {
+        let Some(user) = self.login.check(&caller, &usuario, atual).await? else {
             return Err(invalid_credentials().into());
         };
         let hash = self.hasher.hash(nova).await?;
         // Bound to the id that was checked: if the name was removed (or re-created) since,
         // nothing changes and the caller hears what an unknown user hears.
-        if !self.db.set_password(&usuario, Some(user.id), &hash).await? {
+        if !self
+            .users
+            .set_password(&usuario, Some(user.id), &hash)
+            .await?
+        {
             return Err(invalid_credentials().into());
         }
         tracing::info!(%usuario, "password changed by its user");
@@ -228,7 +142,7 @@ impl ProdutoService for ProdutoSvc {
         let req = request.into_inner();
         let usuario = Usuario::parse(req.usuario)?;
         let nivel = Nivel::parse(req.nivel)?;
-        if !self.db.set_nivel(&usuario, nivel).await? {
+        if !self.users.set_nivel(&usuario, nivel).await? {
             return Err(not_found(&usuario).into());
         }
         tracing::info!(%usuario, nivel = nivel.get(), "level changed");
@@ -243,7 +157,7 @@ impl ProdutoService for ProdutoSvc {
         let usuario = Usuario::parse(request.into_inner().usuario)?;
         // The row and its login-attempt counts go together. Nothing else holds the user:
         // the ObterNivel batcher caches nothing (a lookup only joins a query not yet sent).
-        if !self.db.remove_user(&usuario).await? {
+        if !self.users.remove_user(&usuario).await? {
             return Err(not_found(&usuario).into());
         }
         tracing::info!(%usuario, "user removed");
@@ -260,7 +174,7 @@ impl ProdutoService for ProdutoSvc {
         // One row more than the page says whether another page follows, so the last page
         // has no token (and no empty page is ever handed out after it).
         let limit = i64::try_from(page.size + 1).unwrap_or(i64::MAX);
-        let mut users = self.db.list_users(&page, limit).await?;
+        let mut users = self.users.list_users(&page, limit).await?;
         let next_page_token = if users.len() > page.size {
             users.truncate(page.size);
             users

@@ -1,10 +1,14 @@
-//! The queries on `usuarios` and `login_tentativas`. Each is written once and runs on
-//! either backend through [`Db::run`]: the SQL is plain enough for both (`$n` placeholders,
-//! `RETURNING`), and `per_backend!` compiles it for the backend's own connection type.
+//! The queries on `usuarios`. Each is written once and runs on either backend through
+//! [`Db::run`]: the SQL is plain enough for both (`$n` placeholders, `RETURNING`), and
+//! `per_backend!` compiles it for the backend's own connection type.
 
-use super::{Access, Db, query::per_backend};
+use super::{
+    Users,
+    legacy_counts::{LEGACY_COUNT_SQL, legacy_format_of},
+};
 use crate::{
     Error,
+    db::{Access, Backend, query::per_backend},
     domain::{Nivel, UserPage, Usuario},
 };
 
@@ -30,7 +34,7 @@ pub struct Credentials {
     pub nivel: i32,
 }
 
-impl Db {
+impl Users {
     /// The stored hash and level of a user, if the user exists, for a login: one query
     /// whether the user exists or not, so that an unknown username costs what a wrong
     /// password costs. It runs on the primary while the probe finds it reachable (the login
@@ -38,7 +42,7 @@ impl Db {
     /// path confirmed a replica's miss on the primary, one query more for unknown users
     /// only, a timing oracle), else on a replica.
     pub async fn credentials(&self, usuario: &Usuario) -> Result<Option<Credentials>, Error> {
-        let servers = self.servers();
+        let servers = self.db.servers();
         let primary = servers.primary_index();
         let server = if servers.primary().reachable() {
             primary
@@ -49,11 +53,11 @@ impl Db {
             let select = per_backend!(|conn| {
                 sqlx::query_as("SELECT id, senha_hash, nivel FROM usuarios WHERE usuario = $1")
                     .bind(usuario.as_str())
-                    .persistent(self.named_statements())
+                    .persistent(self.db.named_statements())
                     .fetch_optional(conn)
                     .await
             });
-            self.run_on(server, Access::Read, "credentials", select)
+            self.db.run_on(server, Access::Read, "credentials", select)
         };
         let row: Option<(i64, String, i32)> = match lookup(server).await {
             // The primary died since the last probe: a replica answers instead (a read on a
@@ -76,22 +80,12 @@ impl Db {
     }
 
     /// A user's level, if the user exists: batched with concurrent lookups when the batcher
-    /// is on (see [`super::batch`]), one query of its own otherwise.
+    /// is on (see [`super::levels`]), one query of its own otherwise; a replica's miss is
+    /// confirmed on the primary.
     pub async fn nivel(&self, usuario: &Usuario) -> Result<Option<i32>, Error> {
-        self.read_confirmed(|server| async move {
-            if let Some(batch) = &self.servers().get(server).nivel_batch {
-                return batch.nivel(self, server, usuario).await;
-            }
-            let select = per_backend!(|conn| {
-                sqlx::query_scalar("SELECT nivel FROM usuarios WHERE usuario = $1")
-                    .bind(usuario.as_str())
-                    .persistent(self.named_statements())
-                    .fetch_optional(conn)
-                    .await
-            });
-            self.run_on(server, Access::Read, "nivel", select).await
-        })
-        .await
+        self.db
+            .read_confirmed(|server| self.levels.nivel(&self.db, server, usuario))
+            .await
     }
 
     /// Creates a user and returns its id; ALREADY_EXISTS when the name is taken.
@@ -108,11 +102,11 @@ impl Db {
             .bind(usuario.as_str())
             .bind(senha_hash)
             .bind(nivel.get())
-            .persistent(self.named_statements())
+            .persistent(self.db.named_statements())
             .fetch_one(conn)
             .await
         });
-        match self.run(Access::Primary, "insert_user", insert).await {
+        match self.db.run(Access::Primary, "insert_user", insert).await {
             Err(Error::Database(sqlx::Error::Database(e))) if is_usuario_taken(&*e) => Err(
                 Error::AlreadyExists(format!("usuario '{usuario}' already exists")),
             ),
@@ -135,15 +129,15 @@ impl Db {
                 .bind(senha_hash)
                 .bind(id)
                 .bind(previous)
-                .persistent(self.named_statements())
+                .persistent(self.db.named_statements())
                 .execute(conn)
                 .await
                 // The two backends' results differ in type; only the row count matters here.
                 .map(|r| r.rows_affected() > 0)
         });
-        let changed = self.run(Access::Primary, "update_hash", update).await?;
+        let changed = self.db.run(Access::Primary, "update_hash", update).await?;
         if changed && let Some(format) = legacy_format_of(previous) {
-            self.stats().legacy_hashes.forget_one(format);
+            self.legacy.forget_one(format);
         }
         Ok(changed)
     }
@@ -164,11 +158,12 @@ impl Db {
             .bind(usuario.as_str())
             .bind(senha_hash)
             .bind(nivel.get())
-            .persistent(self.named_statements())
+            .persistent(self.db.named_statements())
             .fetch_optional(conn)
             .await
         });
-        self.run(Access::Primary, "insert_imported_user", insert)
+        self.db
+            .run(Access::Primary, "insert_imported_user", insert)
             .await
     }
 
@@ -178,35 +173,35 @@ impl Db {
         let select = per_backend!(|conn| {
             sqlx::query_scalar("SELECT 1 FROM usuarios WHERE usuario = $1")
                 .bind(usuario.as_str())
-                .persistent(self.named_statements())
+                .persistent(self.db.named_statements())
                 .fetch_optional(conn)
                 .await
                 .map(|found: Option<i32>| found.is_some())
         });
-        self.run(Access::Primary, "usuario_exists", select).await
+        self.db.run(Access::Primary, "usuario_exists", select).await
     }
 
     /// Which of `names` are users already, read on the primary: an import's check, a batch
-    /// of rows at a time (one round trip where [`Db::usuario_exists`] takes one per row).
+    /// of rows at a time (one round trip where [`Users::usuario_exists`] takes one per row).
     pub async fn existing_usuarios(
         &self,
         names: &[&str],
     ) -> Result<std::collections::HashSet<String>, Error> {
         let names: Vec<&str> = names.to_vec();
         let json = serde_json::to_string(&names).map_err(|e| Error::Internal(e.to_string()))?;
-        let named = self.named_statements();
-        let select = super::query::statement(|conn| {
+        let named = self.db.named_statements();
+        let select = crate::db::query::statement(|conn| {
             let (names, json) = (names.clone(), json.clone());
             Box::pin(async move {
                 let found: Vec<String> = match conn {
-                    super::Conn::Postgres(c, _) => {
+                    crate::db::Conn::Postgres(c, _) => {
                         sqlx::query_scalar("SELECT usuario FROM usuarios WHERE usuario = ANY($1)")
                             .bind(names)
                             .persistent(named)
                             .fetch_all(c)
                             .await?
                     }
-                    super::Conn::Sqlite(c, _) => {
+                    crate::db::Conn::Sqlite(c, _) => {
                         sqlx::query_scalar(
                             "SELECT usuario FROM usuarios \
                              WHERE usuario IN (SELECT value FROM json_each($1))",
@@ -219,7 +214,9 @@ impl Db {
                 Ok(found.into_iter().collect())
             })
         });
-        self.run(Access::Primary, "existing_usuarios", select).await
+        self.db
+            .run(Access::Primary, "existing_usuarios", select)
+            .await
     }
 
     /// Inserts imported users in one statement, each `(usuario, hash, nivel)`, leaving a
@@ -239,8 +236,8 @@ impl Db {
                 .collect::<Vec<_>>(),
         )
         .map_err(|e| Error::Internal(e.to_string()))?;
-        let named = self.named_statements();
-        let insert = super::query::statement(|conn| {
+        let named = self.db.named_statements();
+        let insert = crate::db::query::statement(|conn| {
             let (usuarios, hashes, niveis, json) = (
                 usuarios.clone(),
                 hashes.clone(),
@@ -249,7 +246,7 @@ impl Db {
             );
             Box::pin(async move {
                 match conn {
-                    super::Conn::Postgres(c, _) => {
+                    crate::db::Conn::Postgres(c, _) => {
                         sqlx::query_scalar(
                             "INSERT INTO usuarios (usuario, senha_hash, nivel) \
                              SELECT * FROM UNNEST($1::text[], $2::text[], $3::int4[]) \
@@ -263,7 +260,7 @@ impl Db {
                         .await
                     }
                     // `WHERE true`: SQLite's upsert after a SELECT needs a WHERE to parse.
-                    super::Conn::Sqlite(c, _) => {
+                    crate::db::Conn::Sqlite(c, _) => {
                         sqlx::query_scalar(
                             "INSERT INTO usuarios (usuario, senha_hash, nivel) \
                              SELECT json_extract(value, '$[0]'), json_extract(value, '$[1]'), \
@@ -278,7 +275,8 @@ impl Db {
                 }
             })
         });
-        self.run(Access::Primary, "insert_imported_users", insert)
+        self.db
+            .run(Access::Primary, "insert_imported_users", insert)
             .await
     }
 
@@ -288,197 +286,20 @@ impl Db {
     pub async fn refresh_legacy_hash_counts(&self) -> Result<(), Error> {
         let count = per_backend!(|conn| {
             sqlx::query_as(LEGACY_COUNT_SQL)
-                .persistent(self.named_statements())
+                .persistent(self.db.named_statements())
                 .fetch_all(conn)
                 .await
         });
         let rows: Vec<(String, i64)> = self
+            .db
             .run(Access::Primary, "legacy_hash_counts", count)
             .await?;
-        self.stats().legacy_hashes.set(&rows);
+        self.legacy.set(&rows);
         Ok(())
     }
 }
 
-/// The legacy formats as the gauge labels them (`password::legacy::Format::label`; the
-/// import test checks that the two agree), in [`LEGACY_COUNT_SQL`]'s and
-/// [`legacy_format_of`]'s terms.
-pub const LEGACY_FORMATS: [&str; 4] = [
-    "bcrypt",
-    "werkzeug_pbkdf2_sha256",
-    "django_pbkdf2_sha256",
-    "sha256",
-];
-
-/// Users on a legacy hash by format; its `WHERE` is the partial index's, word for word, so
-/// that both planners use the index. The shapes are the import's ([`legacy_format_of`]).
-const LEGACY_COUNT_SQL: &str = "SELECT CASE
-         WHEN senha_hash LIKE '$2%' THEN 'bcrypt'
-         WHEN senha_hash LIKE 'pbkdf2:%' THEN 'werkzeug_pbkdf2_sha256'
-         WHEN senha_hash LIKE 'pbkdf2!_%' ESCAPE '!' THEN 'django_pbkdf2_sha256'
-         ELSE 'sha256' END AS formato, COUNT(*) AS n
-     FROM usuarios WHERE senha_hash NOT LIKE '$argon2%' GROUP BY 1";
-
-/// The index in [`LEGACY_FORMATS`] of a stored legacy hash, as [`LEGACY_COUNT_SQL`] sorts it;
-/// `None` for argon2.
-fn legacy_format_of(stored: &str) -> Option<usize> {
-    if stored.starts_with("$argon2") {
-        None
-    } else if stored.starts_with("$2") {
-        Some(0)
-    } else if stored.starts_with("pbkdf2:") {
-        Some(1)
-    } else if stored.starts_with("pbkdf2_") {
-        Some(2)
-    } else {
-        Some(3)
-    }
-}
-
-/// Login-attempt bookkeeping for brute-force throttling (see [`crate::throttle`]). Times
-/// are Unix milliseconds from the service's clock, passed in so that the SQL is the same on
-/// both backends; a row whose window began at or before `window_start_ms` counts as empty,
-/// and its attempts in flight count as none once `em_curso_ate_ms` has passed.
-impl Db {
-    /// Claims a slot for one attempt on `(usuario, identidade)`: one more attempt in flight,
-    /// valid until `claim_until_ms`, opening a new window when the last one has passed.
-    /// Returns the row after it. One atomic upsert, so that attempts begun at the same time
-    /// on any instance each see a different count.
-    pub async fn claim_login_attempt(
-        &self,
-        usuario: &Usuario,
-        identidade: &str,
-        (now_ms, window_start_ms, claim_until_ms): (i64, i64, i64),
-    ) -> Result<AttemptCounts, Error> {
-        let claim = per_backend!(|conn| {
-            sqlx::query_as(
-                "INSERT INTO login_tentativas
-                   (usuario, identidade, tentativas, em_curso, em_curso_ate_ms, janela_inicio_ms)
-                 VALUES ($1, $2, 0, 1, $5, $3)
-                 ON CONFLICT (usuario, identidade) DO UPDATE SET
-                   tentativas = CASE WHEN login_tentativas.janela_inicio_ms <= $4 THEN 0
-                                     ELSE login_tentativas.tentativas END,
-                   em_curso = CASE WHEN login_tentativas.em_curso_ate_ms <= $3 THEN 1
-                                   ELSE login_tentativas.em_curso + 1 END,
-                   em_curso_ate_ms = CASE WHEN login_tentativas.em_curso_ate_ms > $5
-                                          THEN login_tentativas.em_curso_ate_ms ELSE $5 END,
-                   janela_inicio_ms = CASE WHEN login_tentativas.janela_inicio_ms <= $4 THEN $3
-                                           ELSE login_tentativas.janela_inicio_ms END
-                 RETURNING tentativas, em_curso, janela_inicio_ms",
-            )
-            .bind(usuario.as_str())
-            .bind(identidade)
-            .bind(now_ms)
-            .bind(window_start_ms)
-            .bind(claim_until_ms)
-            .persistent(self.named_statements())
-            .fetch_one(conn)
-            .await
-        });
-        let (failed, in_flight, window_start_ms): (i32, i32, i64) = self
-            .run(Access::Primary, "claim_login_attempt", claim)
-            .await?;
-        Ok(AttemptCounts {
-            failed: u32::try_from(failed).unwrap_or(0),
-            in_flight: u32::try_from(in_flight).unwrap_or(0),
-            window_start_ms,
-        })
-    }
-
-    /// Resolves one claimed attempt on `(usuario, identidade)` and, unless `every` is the
-    /// same identity, on `(usuario, every)`, in one statement: the attempt leaves the
-    /// in-flight count; `failed` adds it to both rows' failures; `clear_own` (a success)
-    /// zeroes the caller's failures instead.
-    pub async fn resolve_login_attempt(
-        &self,
-        usuario: &Usuario,
-        (identidade, every): (&str, &str),
-        failed: bool,
-        clear_own: bool,
-    ) -> Result<(), Error> {
-        let resolve = per_backend!(|conn| {
-            sqlx::query(
-                "UPDATE login_tentativas SET
-                   em_curso = CASE WHEN em_curso > 0 THEN em_curso - 1 ELSE 0 END,
-                   tentativas = CASE WHEN identidade = $2 AND $5 = 1 THEN 0
-                                     ELSE tentativas + $4 END
-                 WHERE usuario = $1 AND identidade IN ($2, $3)",
-            )
-            .bind(usuario.as_str())
-            .bind(identidade)
-            .bind(every)
-            .bind(i32::from(failed))
-            .bind(i32::from(clear_own))
-            .persistent(self.named_statements())
-            .execute(conn)
-            .await
-            .map(|_| ())
-        });
-        self.run(Access::Primary, "resolve_login_attempt", resolve)
-            .await
-    }
-
-    /// Adds `failed` failures counted elsewhere (in memory, while the primary was down) to
-    /// `(usuario, identidade)`, in a window begun at `began_ms` unless one is running.
-    pub async fn add_login_failures(
-        &self,
-        usuario: &Usuario,
-        identidade: &str,
-        failed: u32,
-        (began_ms, window_start_ms): (i64, i64),
-    ) -> Result<(), Error> {
-        let failed = i32::try_from(failed).unwrap_or(i32::MAX);
-        let add = per_backend!(|conn| {
-            sqlx::query(
-                "INSERT INTO login_tentativas (usuario, identidade, tentativas, janela_inicio_ms)
-                 VALUES ($1, $2, $3, $4)
-                 ON CONFLICT (usuario, identidade) DO UPDATE SET
-                   tentativas = CASE WHEN login_tentativas.janela_inicio_ms <= $5 THEN $3
-                                     ELSE login_tentativas.tentativas + $3 END,
-                   janela_inicio_ms = CASE WHEN login_tentativas.janela_inicio_ms <= $5 THEN $4
-                                           ELSE login_tentativas.janela_inicio_ms END",
-            )
-            .bind(usuario.as_str())
-            .bind(identidade)
-            .bind(failed)
-            .bind(began_ms)
-            .bind(window_start_ms)
-            .persistent(self.named_statements())
-            .execute(conn)
-            .await
-            .map(|_| ())
-        });
-        self.run(Access::Primary, "add_login_failures", add).await
-    }
-
-    /// Deletes up to `limit` rows whose window has passed and that have no attempt in
-    /// flight; returns how many it deleted.
-    pub async fn purge_login_attempts(
-        &self,
-        (now_ms, window_start_ms): (i64, i64),
-        limit: i64,
-    ) -> Result<u64, Error> {
-        let purge = per_backend!(|conn| {
-            sqlx::query(
-                "DELETE FROM login_tentativas WHERE (usuario, identidade) IN (
-                   SELECT usuario, identidade FROM login_tentativas
-                   WHERE janela_inicio_ms <= $1 AND (em_curso = 0 OR em_curso_ate_ms <= $3)
-                   LIMIT $2)",
-            )
-            .bind(window_start_ms)
-            .bind(limit)
-            .bind(now_ms)
-            .persistent(self.named_statements())
-            .execute(conn)
-            .await
-            .map(|r| r.rows_affected())
-        });
-        self.run(Access::Primary, "purge_login_attempts", purge)
-            .await
-    }
-}
-
-/// A user as [`Db::list_users`] gives it: never the hash.
+/// A user as [`Users::list_users`] gives it: never the hash.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct UserSummary {
     pub id: i64,
@@ -499,7 +320,7 @@ const LIST_USERS_SQLITE: &str = "SELECT id, usuario, nivel FROM usuarios
 
 /// The administration of users: AlterarSenha, AlterarNivel, RemoverUsuario, ListarUsuarios.
 /// Each change answers whether the user existed (`false`: NOT_FOUND for the caller).
-impl Db {
+impl Users {
     /// Replaces the hash of the user named `usuario`; with `id`, only while the name still
     /// belongs to that user (a password change checked against one user must not land on a
     /// user re-created under the same name in between).
@@ -516,12 +337,12 @@ impl Db {
             .bind(senha_hash)
             .bind(usuario.as_str())
             .bind(id)
-            .persistent(self.named_statements())
+            .persistent(self.db.named_statements())
             .execute(conn)
             .await
             .map(|r| r.rows_affected() > 0)
         });
-        self.run(Access::Primary, "set_password", update).await
+        self.db.run(Access::Primary, "set_password", update).await
     }
 
     /// Sets a user's level.
@@ -530,12 +351,12 @@ impl Db {
             sqlx::query("UPDATE usuarios SET nivel = $1 WHERE usuario = $2")
                 .bind(nivel.get())
                 .bind(usuario.as_str())
-                .persistent(self.named_statements())
+                .persistent(self.db.named_statements())
                 .execute(conn)
                 .await
                 .map(|r| r.rows_affected() > 0)
         });
-        self.run(Access::Primary, "set_nivel", update).await
+        self.db.run(Access::Primary, "set_nivel", update).await
     }
 
     /// Removes a user and, in the same transaction, every login-attempt row of its name, so
@@ -547,19 +368,19 @@ impl Db {
             let mut tx = sqlx::Connection::begin(conn).await?;
             let removed = sqlx::query("DELETE FROM usuarios WHERE usuario = $1")
                 .bind(usuario.as_str())
-                .persistent(self.named_statements())
+                .persistent(self.db.named_statements())
                 .execute(&mut *tx)
                 .await?
                 .rows_affected()
                 > 0;
             sqlx::query("DELETE FROM login_tentativas WHERE usuario = $1")
                 .bind(usuario.as_str())
-                .persistent(self.named_statements())
+                .persistent(self.db.named_statements())
                 .execute(&mut *tx)
                 .await?;
             tx.commit().await.map(|()| removed)
         });
-        self.run(Access::Primary, "remove_user", remove).await
+        self.db.run(Access::Primary, "remove_user", remove).await
     }
 
     /// Up to `limit` users of `page` (its prefix, after its last name), in code point order
@@ -567,9 +388,9 @@ impl Db {
     pub async fn list_users(&self, page: &UserPage, limit: i64) -> Result<Vec<UserSummary>, Error> {
         let until = page.until();
         let until = until.as_str();
-        let sql = match self.backend() {
-            super::Backend::Postgres(_) => LIST_USERS_PG,
-            super::Backend::Sqlite(_) => LIST_USERS_SQLITE,
+        let sql = match self.db.backend() {
+            Backend::Postgres(_) => LIST_USERS_PG,
+            Backend::Sqlite(_) => LIST_USERS_SQLITE,
         };
         let select = per_backend!(|conn| {
             sqlx::query_as(sql)
@@ -577,25 +398,14 @@ impl Db {
                 .bind(page.prefixo.as_str())
                 .bind(until)
                 .bind(limit)
-                .persistent(self.named_statements())
+                .persistent(self.db.named_statements())
                 .fetch_all(conn)
                 .await
         });
-        let rows: Vec<(i64, String, i32)> = self.run(Access::Read, "list_users", select).await?;
+        let rows: Vec<(i64, String, i32)> = self.db.run(Access::Read, "list_users", select).await?;
         Ok(rows
             .into_iter()
             .map(|(id, usuario, nivel)| UserSummary { id, usuario, nivel })
             .collect())
     }
-}
-
-/// One row of `login_tentativas` after a claim.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct AttemptCounts {
-    /// Attempts of the window whose password was checked and wrong.
-    pub failed: u32,
-    /// Attempts claimed and not resolved yet, this one included.
-    pub in_flight: u32,
-    /// When the window began (Unix ms).
-    pub window_start_ms: i64,
 }

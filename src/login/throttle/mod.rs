@@ -27,16 +27,20 @@ mod local;
 mod policy;
 mod store;
 
+pub use store::{AttemptCounts, claim_login_attempt};
+
 use std::{
     sync::{Arc, atomic::Ordering::Relaxed},
-    time::{Duration, SystemTime, UNIX_EPOCH},
+    time::Duration,
 };
 
-use tokio::sync::OwnedSemaphorePermit;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio_util::sync::CancellationToken;
 
 use crate::{Error, db::Db, domain::Usuario};
-use local::{Key, Local, idle};
+use local::{Entry, Key, Local, MEMORY_MAX_KEYS, idle};
+use policy::now_ms;
+use store::{CLAIM_TTL, add_login_failures, resolve_login_attempt};
 
 pub use policy::{
     AuthenticatedCaller, Caller, END_USER_KEY, LoginThrottle, ThrottleFlags, TrustEndUser,
@@ -186,14 +190,14 @@ impl Held {
         let t = &self.throttle;
         match self.counted {
             Counted::Database => {
-                let result =
-                    t.db.resolve_login_attempt(
-                        &self.usuario,
-                        (&self.identity, t.every_identity(&self.identity)),
-                        outcome == Outcome::Failed,
-                        outcome == Outcome::Succeeded,
-                    )
-                    .await;
+                let result = resolve_login_attempt(
+                    &t.db,
+                    &self.usuario,
+                    (&self.identity, t.every_identity(&self.identity)),
+                    outcome == Outcome::Failed,
+                    outcome == Outcome::Succeeded,
+                )
+                .await;
                 if let Err(e) = result {
                     tracing::warn!(error = %e, ?outcome, "could not record a login attempt's outcome");
                     // A failure the database did not take is kept in memory, and added to
@@ -401,8 +405,221 @@ impl Throttle {
     }
 }
 
-fn now_ms() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+// This instance's queues and in-memory counts (see [`local`]).
+impl Throttle {
+    /// Takes this instance's place on each key's queue, in order (so two attempts cannot
+    /// each hold what the other waits for). Past `deadline`: UNAVAILABLE. With the table
+    /// full, a key gets no queue (returns fewer permits than keys).
+    async fn queue(
+        &self,
+        usuario: &Usuario,
+        identity: &str,
+        deadline: tokio::time::Instant,
+    ) -> Result<Vec<OwnedSemaphorePermit>, Error> {
+        let mut permits = Vec::with_capacity(2);
+        for (key, limit) in self.keys(usuario, identity) {
+            let gate = {
+                let mut keys = self.local.lock();
+                if !keys.contains_key(&key) && keys.len() >= MEMORY_MAX_KEYS {
+                    continue;
+                }
+                keys.entry(key)
+                    .or_insert_with(|| Entry {
+                        gate: Arc::new(Semaphore::new(limit as usize)),
+                        failed: 0,
+                        unflushed: 0,
+                        window_start_ms: 0,
+                    })
+                    .gate
+                    .clone()
+            };
+            match tokio::time::timeout_at(deadline, gate.acquire_owned()).await {
+                Ok(Ok(permit)) => permits.push(permit),
+                _ => {
+                    drop(permits);
+                    self.tidy(&self.keys(usuario, identity));
+                    return Err(Error::Overloaded(
+                        "too many logins of this user in progress, retry later",
+                    ));
+                }
+            }
+        }
+        Ok(permits)
+    }
+
+    /// Counts the attempt in this instance's memory, with the same rule as the database:
+    /// refused when a count's failures reached its limit, allowed while its failures and
+    /// attempts in flight (the places taken on its queue, this one's included) stay within
+    /// it, else wait.
+    fn claim_in_memory(
+        &self,
+        usuario: &Usuario,
+        identity: &str,
+        permits: &[OwnedSemaphorePermit],
+    ) -> Found {
+        let keys = self.keys(usuario, identity);
+        let (now, window_start) = (now_ms(), self.policy.window_start_ms());
+        let mut table = self.local.lock();
+        let mut busy = false;
+        for (i, (key, limit)) in keys.iter().enumerate() {
+            let limit_name = if i == 0 {
+                Limit::Caller
+            } else {
+                Limit::Username
+            };
+            let Some(entry) = table.get_mut(key).filter(|_| permits.len() == keys.len()) else {
+                // No room to count it: refused, failing closed.
+                return Found::Decided(Verdict::Refused {
+                    limit: limit_name,
+                    retry_after: self.policy.window,
+                });
+            };
+            if entry.window_start_ms <= window_start {
+                (entry.failed, entry.unflushed, entry.window_start_ms) = (0, 0, now);
+            }
+            if entry.failed >= *limit {
+                return Found::Decided(Verdict::Refused {
+                    limit: limit_name,
+                    retry_after: self.policy.retry_after(entry.window_start_ms),
+                });
+            }
+            let in_flight = (*limit as usize).saturating_sub(entry.gate.available_permits());
+            busy |= entry.failed as usize + in_flight > *limit as usize;
+        }
+        if busy {
+            Found::Busy
+        } else {
+            Found::Decided(Verdict::Allowed)
+        }
+    }
+
+    /// Records an outcome in memory: a failure on both counts (to be added to the database
+    /// later), a success clears the caller's.
+    fn resolve_in_memory(&self, usuario: &Usuario, identity: &str, outcome: Outcome) {
+        let keys = self.keys(usuario, identity);
+        let (now, window_start) = (now_ms(), self.policy.window_start_ms());
+        let mut table = self.local.lock();
+        for (i, (key, _)) in keys.iter().enumerate() {
+            let Some(entry) = table.get_mut(key) else {
+                continue;
+            };
+            match outcome {
+                Outcome::Failed => {
+                    if entry.window_start_ms <= window_start {
+                        (entry.failed, entry.unflushed, entry.window_start_ms) = (0, 0, now);
+                    }
+                    entry.failed += 1;
+                    entry.unflushed += 1;
+                    self.local.unflushed.store(true, Relaxed);
+                }
+                Outcome::Succeeded if i == 0 => (entry.failed, entry.unflushed) = (0, 0),
+                _ => {}
+            }
+        }
+    }
+
+    /// Adds the failures counted in memory to the database (before a claim there, so that
+    /// the claim sees them): counting moves back to the database with nothing forgotten.
+    async fn flush(&self) -> Result<(), Error> {
+        if !self.local.unflushed.load(Relaxed) {
+            return Ok(());
+        }
+        let window_start = self.policy.window_start_ms();
+        let pending: Vec<(Key, u32, i64)> = self
+            .local
+            .lock()
+            .iter()
+            .filter(|(_, e)| e.unflushed > 0 && e.window_start_ms > window_start)
+            .map(|(k, e)| (k.clone(), e.unflushed, e.window_start_ms))
+            .collect();
+        for (key, n, began) in pending {
+            add_login_failures(
+                &self.db,
+                &key.usuario,
+                &key.identity,
+                n,
+                (began, window_start),
+            )
+            .await?;
+            if let Some(entry) = self.local.lock().get_mut(&key) {
+                entry.unflushed = entry.unflushed.saturating_sub(n);
+            }
+        }
+        let mut table = self.local.lock();
+        if table
+            .values()
+            .all(|e| e.unflushed == 0 || e.window_start_ms <= window_start)
+        {
+            self.local.unflushed.store(false, Relaxed);
+            table.retain(|_, e| !idle(e, window_start));
+            tracing::info!("login failures counted in memory added to the throttling table");
+        }
+        Ok(())
+    }
+
+    /// Forgets the entries of `keys` that nothing waits on and that hold no failure of the
+    /// current window.
+    fn tidy(&self, keys: &[(Key, u32)]) {
+        let window_start = self.policy.window_start_ms();
+        let mut table = self.local.lock();
+        for (key, _) in keys {
+            if table.get(key).is_some_and(|e| idle(e, window_start)) {
+                table.remove(key);
+            }
+        }
+    }
+}
+
+// The claim in the database (see [`store`]).
+impl Throttle {
+    /// Claims in the database: the caller's row, then the username's; gives both back at
+    /// once unless the attempt is allowed.
+    async fn claim_in_db(&self, usuario: &Usuario, identity: &str) -> Result<Found, Error> {
+        self.flush().await?;
+        let now = now_ms();
+        let ttl = i64::try_from(CLAIM_TTL.as_millis()).unwrap_or(i64::MAX);
+        let times = (now, self.policy.window_start_ms(), now + ttl);
+        let own = claim_login_attempt(&self.db, usuario, identity, times).await?;
+        let every = self.every_identity(identity);
+        let all = if every == identity {
+            None
+        } else {
+            match claim_login_attempt(&self.db, usuario, every, times).await {
+                Ok(all) => Some(all),
+                Err(e) => {
+                    self.give_back_in_db(usuario, (identity, identity)).await;
+                    return Err(e);
+                }
+            }
+        };
+        let over = |counts: &AttemptCounts, limit| counts.failed >= limit;
+        let busy = |counts: &AttemptCounts, limit| counts.failed + counts.in_flight > limit;
+        let (max, max_all) = (self.policy.max_failures, self.policy.max_failures_per_user);
+        let decided = if over(&own, max) {
+            Found::Decided(Verdict::Refused {
+                limit: Limit::Caller,
+                retry_after: self.policy.retry_after(own.window_start_ms),
+            })
+        } else if let Some(all) = all.filter(|all| over(all, max_all)) {
+            Found::Decided(Verdict::Refused {
+                limit: Limit::Username,
+                retry_after: self.policy.retry_after(all.window_start_ms),
+            })
+        } else if busy(&own, max) || all.is_some_and(|all| busy(&all, max_all)) {
+            Found::Busy
+        } else {
+            return Ok(Found::Decided(Verdict::Allowed));
+        };
+        // Not checked, so held against neither count: a victim refused while the username
+        // is locked keeps its own attempts for when the lock ends.
+        self.give_back_in_db(usuario, (identity, every)).await;
+        Ok(decided)
+    }
+
+    async fn give_back_in_db(&self, usuario: &Usuario, rows: (&str, &str)) {
+        if let Err(e) = resolve_login_attempt(&self.db, usuario, rows, false, false).await {
+            // The claim stops counting when it expires (CLAIM_TTL).
+            tracing::warn!(error = %e, "could not give back a login attempt");
+        }
+    }
 }

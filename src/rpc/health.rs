@@ -11,7 +11,7 @@ use tonic_health::{ServingStatus, server::HealthReporter};
 use crate::{
     pb::{pool_service_server::PoolServiceServer, produto_service_server::ProdutoServiceServer},
     ready::ReadyFlag,
-    service::{PoolSvc, ProdutoSvc},
+    rpc::{PoolSvc, ProdutoSvc},
 };
 
 /// The services as served: their health names come from their generated `NamedService`.
