@@ -307,8 +307,8 @@ async fn adicionar_usuario_asks_for_the_password_on_a_terminal_without_echo() {
 
     // Two different passwords: nothing is created.
     let steps = serde_json::json!([
-        ["Password for outro:", senha],
-        ["again:", "something-else-entirely-42"],
+        ["Password for outro:", senha, "noecho"],
+        ["again:", "something-else-entirely-42", "noecho"],
     ]);
     let (output, text) = run_to_exit(
         Command::new(python)

@@ -1,9 +1,11 @@
 """Runs a command on a pseudo-terminal, as a person at a terminal would (standard library
 only): waits for each expected text in its output, then types the matching line.
 
-Usage: terminal.py '<json list of [expect, type] pairs>' <command> [args...]
-A `type` of "\\u0004" (Ctrl-D) ends the input. Prints everything the terminal showed (the
-typed text only where the program echoed it), then exits with the command's status.
+Usage: terminal.py '<json list of [expect, type] or [expect, type, "noecho"]>' <command> [args...]
+With "noecho" the line is typed once the program has switched the terminal's echo off (a
+password prompt), not before. A `type` of "\\u0004" (Ctrl-D) ends the input. Prints
+everything the terminal showed (the typed text only where the program echoed it), then exits
+with the command's status.
 """
 
 import json
@@ -11,6 +13,7 @@ import os
 import pty
 import select
 import sys
+import termios
 import time
 
 BOUND = 120  # seconds for each expected text: generous, the machine may be busy
@@ -39,12 +42,17 @@ def read_some(timeout):
 
 
 seen_from = 0  # each expected text is looked for in what came after the last one
-for expect, typed in steps:
+for expect, typed, *flags in steps:
     deadline = time.monotonic() + BOUND
     while expect.encode() not in shown[seen_from:]:
         if time.monotonic() > deadline or not read_some(0.2):
             sys.stdout.write(shown.decode(errors="replace"))
             sys.exit(f"terminal.py: never saw {expect!r}")
+    # The master side reads the terminal's settings: wait for the program to turn echo off.
+    while "noecho" in flags and termios.tcgetattr(fd)[3] & termios.ECHO:
+        if time.monotonic() > deadline:
+            sys.exit(f"terminal.py: echo still on after {expect!r}")
+        read_some(0.05)
     seen_from = len(shown)
     os.write(fd, typed.encode() if typed == "\u0004" else (typed + "\n").encode())
 
