@@ -301,9 +301,12 @@ async fn adicionar_usuario_asks_for_the_password_on_a_terminal_without_echo() {
             .kill_on_drop(true),
     )
     .await;
+    // terminal.py typed each password only once the terminal's echo was off ("noecho"), and
+    // fails when it never goes off. (The transcript is not searched for the password: under
+    // load it once showed the first one, typed after echo was seen off; the terminal's state
+    // is what the program controls.)
     assert!(output.status.success(), "{text}");
     assert!(text.contains("created user admin with level 2"), "{text}");
-    assert!(!text.contains(senha), "the password was echoed:\n{text}");
 
     // Two different passwords: nothing is created.
     let steps = serde_json::json!([
