@@ -96,8 +96,9 @@ pub struct Config {
     #[command(subcommand)]
     pub command: Option<Command>,
 
-    /// Address the gRPC server listens on.
-    #[arg(long, env = "PRODUTO_ADDR", default_value = defaults::ADDR)]
+    /// Address the gRPC server listens on: `ip:port`, or `host:port` as the clients name it
+    /// (`localhost:50051`; the host's first address).
+    #[arg(long, env = "PRODUTO_ADDR", default_value = defaults::ADDR, value_parser = parse_addr)]
     pub addr: SocketAddr,
 
     /// Address of the admin HTTP port (`/metrics`, `/health`, `/livez`, `/readyz`); empty: off.
@@ -431,12 +432,25 @@ pub struct TlsSettings {
 }
 
 /// `""` switches the address off; anything else must be an address.
-fn parse_optional_addr(value: &str) -> Result<OptionalAddr, std::net::AddrParseError> {
+fn parse_optional_addr(value: &str) -> Result<OptionalAddr, String> {
     if value.trim().is_empty() {
         Ok(None)
     } else {
-        value.parse().map(Some)
+        parse_addr(value).map(Some)
     }
+}
+
+/// `ip:port`, or `host:port` resolved to the host's first address (the one name every client
+/// uses for the service, `localhost:50051` included).
+fn parse_addr(value: &str) -> Result<SocketAddr, String> {
+    let value = value.trim();
+    if let Ok(addr) = value.parse() {
+        return Ok(addr);
+    }
+    std::net::ToSocketAddrs::to_socket_addrs(value)
+        .map_err(|e| format!("expected ip:port or host:port: {e}"))?
+        .next()
+        .ok_or_else(|| format!("{value} resolves to no address"))
 }
 
 /// A secret file's contents without the trailing newline that editors and `echo` add.
@@ -454,6 +468,14 @@ mod tests {
     use secrecy::ExposeSecret;
 
     use super::*;
+
+    #[test]
+    fn the_address_may_be_a_host_and_port() {
+        let config = Config::parse_from(["produto-server", "--addr", "localhost:50051"]);
+        assert!(config.addr.ip().is_loopback(), "{}", config.addr);
+        assert_eq!(config.addr.port(), 50051);
+        assert!(Config::try_parse_from(["produto-server", "--addr", "no port"]).is_err());
+    }
 
     #[test]
     fn an_empty_admin_address_switches_the_admin_port_off() {
