@@ -346,10 +346,9 @@ impl Progress {
         }
     }
 
+    /// The last state, left on its own line.
     fn finish(self, done: u64) {
-        if self.started.elapsed() >= REDRAW_EVERY {
-            self.draw(done, "\n");
-        }
+        self.draw(done, "\n");
     }
 
     fn draw(&self, done: u64, end: &str) {

@@ -409,3 +409,52 @@ fn described(url: &str) -> String {
         url.path().trim_start_matches('/')
     )
 }
+
+/// On a terminal, `import-users` redraws a progress line (rows done of the total, the rate
+/// and the time left) and leaves its last state.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn import_users_shows_its_progress_on_a_terminal() {
+    use sqlx::Connection;
+    let Some(python) = python3().await else {
+        return;
+    };
+    let source = TestDb::create(Backend::Postgres).await;
+    let mut conn = sqlx::PgConnection::connect(&source.url).await.unwrap();
+    sqlx::raw_sql(
+        "CREATE TABLE usuarios AS
+         SELECT 'usuario' || i AS usuario,
+                encode(sha256(('senha' || i)::bytea), 'hex') AS senha,
+                1 AS nivel
+         FROM generate_series(1, 40000) AS i",
+    )
+    .execute(&mut conn)
+    .await
+    .unwrap();
+    let target = TestDb::create(Backend::Sqlite).await;
+    let tty = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/python/terminal.py");
+    let (output, text) = run_to_exit(
+        Command::new(python)
+            .arg(&tty)
+            .arg("[]")
+            .arg(env!("CARGO_BIN_EXE_produto-server"))
+            .args(["import-users", "--table", "usuarios"])
+            .env_clear()
+            .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+            .env("PRODUTO_IMPORT_FROM", &source.url)
+            .env("DATABASE_URL", &target.url)
+            .env("RUST_LOG", "warn")
+            .kill_on_drop(true),
+    )
+    .await;
+    assert!(output.status.success(), "{text}");
+    assert!(
+        text.contains("row 40000 of 40000 (100%), "),
+        "no progress line:\n{text}"
+    );
+    assert!(text.contains("rows/s, about"), "{text}");
+    assert!(text.contains("left"), "{text}");
+    assert!(
+        text.contains("imported 40000 (sha256 40000) into SQLite file"),
+        "{text}"
+    );
+}
