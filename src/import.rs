@@ -23,7 +23,10 @@ use crate::{
     Error,
     db::{Db, diagnose::postgres_target},
     domain::{Nivel, Senha, Usuario},
-    password::{Hasher, legacy::Format},
+    password::{
+        Hasher,
+        legacy::{self, Format},
+    },
     users::Users,
 };
 
@@ -516,21 +519,12 @@ fn check_row(
     let senha = senha.ok_or("senha is NULL")?;
     let ready = match hasher.check_stored(&senha) {
         Ok(format) => Ready::Hash(senha, format),
-        Err(reason) if !plaintext || looks_like_a_hash(&senha) => {
+        Err(reason) if !plaintext || legacy::looks_like_a_hash(&senha) => {
             return Err(format!("senha: {reason}"));
         }
         Err(_) => Ready::Plaintext(Senha::parse_login(senha).map_err(|e| e.to_string())?),
     };
     Ok((usuario, ready, nivel))
-}
-
-/// Whether a value is shaped like a hash (of a known family, maybe broken): never taken as a
-/// plaintext password, so that a damaged hash is reported rather than becoming the password.
-fn looks_like_a_hash(senha: &str) -> bool {
-    senha.starts_with('$')
-        || senha.starts_with("pbkdf2")
-        || senha.starts_with("scrypt:")
-        || (senha.len() == 64 && senha.bytes().all(|b| b.is_ascii_hexdigit()))
 }
 
 /// The SELECT run on the source: each field as text, so that a value of an unexpected type

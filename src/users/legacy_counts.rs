@@ -1,40 +1,49 @@
 //! Users still on a legacy (imported) hash, by format: counted in the database periodically
 //! (`app/supervise.rs`), lowered at once when a login replaces one, shown on `/metrics`.
-//! The formats are `password::legacy`'s one list ([`Format::LEGACY`]).
+//! The formats are `password::legacy`'s one list ([`LEGACY`]).
 
 use std::sync::atomic::{AtomicBool, AtomicI64, Ordering::Relaxed};
 
-use crate::password::legacy::Format;
+use crate::password::legacy::{Format, LEGACY};
 
-/// Users on a legacy hash by format; its `WHERE` is the partial index's, word for word, so
-/// that both planners use the index. The shapes are the import's ([`legacy_format_of`]), the
-/// labels [`Format::label`]'s.
-pub(super) const LEGACY_COUNT_SQL: &str = "SELECT CASE
-         WHEN senha_hash LIKE '$2%' THEN 'bcrypt'
-         WHEN senha_hash LIKE 'pbkdf2:%' THEN 'werkzeug_pbkdf2_sha256'
-         WHEN senha_hash LIKE 'pbkdf2!_%' ESCAPE '!' THEN 'django_pbkdf2_sha256'
-         ELSE 'sha256' END AS formato, COUNT(*) AS n
-     FROM usuarios WHERE senha_hash NOT LIKE '$argon2%' GROUP BY 1";
-
-/// The format of a stored hash as [`LEGACY_COUNT_SQL`] sorts it; `None` for argon2.
-pub(super) fn legacy_format_of(stored: &str) -> Option<Format> {
-    if stored.starts_with("$argon2") {
-        None
-    } else if stored.starts_with("$2") {
-        Some(Format::Bcrypt)
-    } else if stored.starts_with("pbkdf2:") {
-        Some(Format::WerkzeugPbkdf2)
-    } else if stored.starts_with("pbkdf2_") {
-        Some(Format::DjangoPbkdf2)
-    } else {
-        Some(Format::Sha256)
-    }
+/// Users on a legacy hash by format, told apart by the prefixes of `password::legacy`; its
+/// `WHERE` is the partial index's, word for word, so that both planners use the index.
+/// Built once from those constants (no input reaches it).
+pub(super) fn legacy_count_sql() -> &'static str {
+    static SQL: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
+        let mut sql = String::from("SELECT CASE");
+        for format in LEGACY {
+            if let Some(prefix) = format.prefix() {
+                // `_` and `%` are LIKE's wildcards: escaped, so that each prefix is literal.
+                let literal = prefix
+                    .replace('!', "!!")
+                    .replace('_', "!_")
+                    .replace('%', "!%");
+                sql.push_str(&format!(
+                    " WHEN senha_hash LIKE '{literal}%' ESCAPE '!' THEN '{}'",
+                    format.label()
+                ));
+            }
+        }
+        sql.push_str(&format!(
+            " ELSE '{}' END AS formato, COUNT(*) AS n \
+             FROM usuarios WHERE senha_hash NOT LIKE '$argon2%' GROUP BY 1",
+            Format::Sha256.label()
+        ));
+        sql
+    });
+    &SQL
 }
 
-/// Users still on a legacy hash, by format (the order of [`Format::LEGACY`]).
+/// The format of a stored hash as [`legacy_count_sql`] sorts it; `None` for argon2.
+pub(super) fn legacy_format_of(stored: &str) -> Option<Format> {
+    Format::legacy_index(stored).map(|i| LEGACY[i])
+}
+
+/// Users still on a legacy hash, by format (the order of [`LEGACY`]).
 #[derive(Debug, Default)]
 pub struct LegacyHashCounts {
-    counts: [AtomicI64; Format::LEGACY.len()],
+    counts: [AtomicI64; LEGACY.len()],
     /// False until the first count: `/metrics` shows nothing rather than zeros it never read.
     counted: AtomicBool,
 }
@@ -42,7 +51,7 @@ pub struct LegacyHashCounts {
 impl LegacyHashCounts {
     /// The counts read from the database, `(format label, users)`; formats absent are 0.
     pub(crate) fn set(&self, rows: &[(String, i64)]) {
-        for (format, count) in Format::LEGACY.iter().zip(&self.counts) {
+        for (format, count) in LEGACY.iter().zip(&self.counts) {
             let n = rows
                 .iter()
                 .find(|(l, _)| l == format.label())
@@ -54,7 +63,7 @@ impl LegacyHashCounts {
 
     /// One user of `format` moved to argon2id.
     pub(crate) fn forget_one(&self, format: Format) {
-        let index = Format::LEGACY.iter().position(|f| *f == format);
+        let index = LEGACY.iter().position(|f| *f == format);
         if let Some(count) = index.and_then(|i| self.counts.get(i)) {
             // Never below zero: the count may predate an import made since.
             let _ = count.fetch_update(Relaxed, Relaxed, |n| Some((n - 1).max(0)));
@@ -64,7 +73,7 @@ impl LegacyHashCounts {
     /// `(format label, users)` for each legacy format, once counted.
     pub fn get(&self) -> Option<Vec<(&'static str, i64)>> {
         self.counted.load(Relaxed).then(|| {
-            Format::LEGACY
+            LEGACY
                 .iter()
                 .zip(&self.counts)
                 .map(|(format, n)| (format.label(), n.load(Relaxed)))

@@ -4,7 +4,7 @@
 
 use super::{
     Users,
-    legacy_counts::{LEGACY_COUNT_SQL, legacy_format_of},
+    legacy_counts::{legacy_count_sql, legacy_format_of},
 };
 use crate::{
     Error,
@@ -285,7 +285,7 @@ impl Users {
     /// costs nothing once every imported user has logged in.
     pub async fn refresh_legacy_hash_counts(&self) -> Result<(), Error> {
         let count = per_backend!(|conn| {
-            sqlx::query_as(LEGACY_COUNT_SQL)
+            sqlx::query_as(sqlx::AssertSqlSafe(legacy_count_sql()))
                 .persistent(self.db.named_statements())
                 .fetch_all(conn)
                 .await

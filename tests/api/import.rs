@@ -160,7 +160,7 @@ fn broken_rows() -> Vec<BrokenRow> {
             Some("mauro"),
             Some("scrypt:32768:8:1$salt$00".into()),
             Some(1),
-            "scrypt is not supported",
+            "werkzeug_scrypt: the hash is not 128 hex digits",
         ),
         (Some("ana"), Some(sha), Some(4), "appears again"),
     ]
@@ -217,14 +217,14 @@ fn import_settings(source: &TestDb) -> ImportSettings {
     }
 }
 
-async fn import(target: &TestDb, settings: &ImportSettings) -> Report {
+pub(crate) async fn import(target: &TestDb, settings: &ImportSettings) -> Report {
     produto::app::import_users(test_config(&target.url), settings.clone())
         .await
         .expect("the import runs")
 }
 
 /// The `/metrics` line of the legacy-hash gauge of `format`, waited for (up to 10 s).
-async fn wait_for_gauge(admin: std::net::SocketAddr, format: &str, want: i64) {
+pub(crate) async fn wait_for_gauge(admin: std::net::SocketAddr, format: &str, want: i64) {
     let line = format!("produto_users_legacy_hash{{format=\"{format}\"}} {want}");
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
@@ -338,7 +338,7 @@ pub async fn the_old_bots_users_log_in_with_their_passwords_after_the_import(bac
         );
     }
     // ...and no user is left on a legacy hash.
-    for format in Format::LEGACY {
+    for format in produto::password::legacy::LEGACY {
         wait_for_gauge(admin, format.label(), 0).await;
     }
 }
