@@ -167,22 +167,8 @@ impl Users {
             .await
     }
 
-    /// Whether a user of that name exists, read on the primary (an import checks before it
-    /// hashes a plaintext password, and reads its own writes).
-    pub async fn usuario_exists(&self, usuario: &Usuario) -> Result<bool, Error> {
-        let select = per_backend!(|conn| {
-            sqlx::query_scalar("SELECT 1 FROM usuarios WHERE usuario = $1")
-                .bind(usuario.as_str())
-                .persistent(self.db.named_statements())
-                .fetch_optional(conn)
-                .await
-                .map(|found: Option<i32>| found.is_some())
-        });
-        self.db.run(Access::Primary, "usuario_exists", select).await
-    }
-
-    /// Which of `names` are users already, read on the primary: an import's check, a batch
-    /// of rows at a time (one round trip where [`Users::usuario_exists`] takes one per row).
+    /// Which of `names` are users already, read on the primary (an import checks before it
+    /// hashes a plaintext password, and reads its own writes): a batch of rows at a time.
     pub async fn existing_usuarios(
         &self,
         names: &[&str],
