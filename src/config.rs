@@ -14,7 +14,8 @@ use crate::{
     auth::AuthFlags,
     db::{DbFlags, DbSettings},
     import::{Columns, ImportSettings, Source},
-    password::{HashFlags, HashSettings},
+    password::{HashFlags, HashSettings, PasswordPolicy, PolicyFlags},
+    sessions::{SessionFlags, SessionSettings},
     telemetry::LogFormat,
     throttle::{self, LoginThrottle, ThrottleFlags, TrustEndUser},
 };
@@ -98,6 +99,14 @@ pub struct Config {
     /// argon2id's costs and the hashing threads (`password.rs`).
     #[command(flatten)]
     pub hashing: HashFlags,
+
+    /// Sessions, admin rights and the audit trail (`sessions/settings.rs`).
+    #[command(flatten)]
+    pub sessions: SessionFlags,
+
+    /// The policy for new passwords (`password/policy.rs`).
+    #[command(flatten)]
+    pub password_policy: PolicyFlags,
 
     /// Log format: `text` or `json`. Levels come from RUST_LOG (default `info`).
     #[arg(long, env = "PRODUTO_LOG_FORMAT", default_value = "text")]
@@ -241,6 +250,7 @@ impl Config {
             );
         }
         self.auth.validate()?;
+        self.sessions.validate()?;
         self.hash_settings()?;
         Ok(())
     }
@@ -275,6 +285,8 @@ impl Config {
             caller_auth: self.auth.caller_auth,
             caller_tokens_file: self.auth.caller_tokens_file,
             no_migrate: self.no_migrate,
+            sessions: self.sessions.settings(),
+            password_policy: self.password_policy.settings(),
             log_format: self.log_format,
         })
     }
@@ -319,6 +331,8 @@ pub struct Settings {
     pub caller_tokens_file: Option<PathBuf>,
     /// Wait for someone else to migrate instead of migrating.
     pub no_migrate: bool,
+    pub sessions: SessionSettings,
+    pub password_policy: PasswordPolicy,
     pub log_format: LogFormat,
 }
 
@@ -348,6 +362,8 @@ impl Settings {
             caller_auth: false,
             caller_tokens_file: None,
             no_migrate: false,
+            sessions: SessionSettings::default(),
+            password_policy: PasswordPolicy::default(),
             log_format: LogFormat::Text,
         }
     }

@@ -23,6 +23,7 @@
 //! | | [`password`] | argon2id ([`password::HashSettings`], [`password::HashFlags`]) on dedicated threads (`password/threads.rs`, each keeping its block: `password/reused_memory.rs`); the legacy hashes of imported users (`password/legacy.rs`) |
 //! | | [`import`] | `import-users`: the old bot's users copied in with their passwords ([`import::ImportSettings`]) |
 //! | | [`throttle`], [`auth`] | brute-force throttling of logins (the claim in `throttle/mod.rs`, the policy, flags and caller identity in `throttle/policy.rs`, the database's counts in `throttle/store.rs`, this instance's in `throttle/local.rs`); caller authentication (tokens, certificates) and the admin token check; each with its flags |
+//! | | [`sessions`], [`audit`] | sessions kept by the service (tokens, end-user binding, lifetimes, the SQL, the purge) and admin rights from a session's current level (`sessions/rights.rs`); the audit trail (its SQL, pages, retention) |
 //! | | [`client`] | from `produto-client`: the balancing, retrying client |
 //! | settings | [`config`] | the command line: each component's flags flattened, the serving flags, turned into each component's settings in one place: [`Config::into_settings`] |
 //! | serving | [`service`] | the RPC handlers: `service/produto.rs` (ProdutoService), `service/pool.rs`, `service/health.rs` |
@@ -30,6 +31,7 @@
 //! | top | [`app`] | wiring: build (bind ports), serve, shut down (`app/mod.rs`); the gRPC routes, TLS and the one tonic builder (`app/grpc.rs`); the background tasks (`app/supervise.rs`); `migrate`, `adicionar-usuario` and `import-users` (`app/commands.rs`) |
 
 pub mod app;
+pub mod audit;
 pub mod auth;
 pub mod config;
 pub mod db;
@@ -41,6 +43,7 @@ pub mod ops;
 pub mod password;
 pub mod ready;
 pub mod service;
+pub mod sessions;
 pub mod throttle;
 
 // What moved to the client crate, under the names the server's code and tests have always

@@ -35,7 +35,9 @@ const LAYERS: &[&[&str]] = &[
     // Storage, hashing, the throttle's arithmetic, caller authentication, the balancing
     // client (over the generated code and the service config only), the import of the old
     // bot's users (over storage and hashing).
-    &["db", "password", "throttle", "auth", "client", "import"],
+    &[
+        "db", "password", "throttle", "auth", "client", "import", "audit", "sessions",
+    ],
     // Settings: the flags, and the small settings each component takes.
     &["config"],
     // The gRPC services, the request middleware, operations (metrics, admin port).

@@ -15,6 +15,7 @@ use tonic_health::pb::health_server::{Health, HealthServer};
 
 use crate::{
     Error,
+    audit::Audit,
     auth::AdminToken,
     config::{Limits, Settings, TlsSettings},
     db::Db,
@@ -22,6 +23,7 @@ use crate::{
     password::Hasher,
     pb::{pool_service_server::PoolServiceServer, produto_service_server::ProdutoServiceServer},
     service::{PoolSvc, ProdutoSvc},
+    sessions::{Rights, Sessions},
     throttle::Throttle,
 };
 
@@ -38,6 +40,7 @@ pub(super) fn grpc_routes(
     db: &Db,
     hasher: Hasher,
     throttle: Throttle,
+    sessions: Sessions,
 ) -> Result<Routes, Error> {
     let reflection = || {
         tonic_reflection::server::Builder::configure()
@@ -46,11 +49,13 @@ pub(super) fn grpc_routes(
             .register_encoded_file_descriptor_set(tonic_types::pb::FILE_DESCRIPTOR_SET)
     };
     let reflection_error = |e| Error::Startup(format!("reflection: {e}"));
+    let admin = AdminToken::new(config.admin_token.as_ref().map(ExposeSecret::expose_secret));
     let produto = ProdutoSvc::new(
         db.clone(),
         hasher,
-        AdminToken::new(config.admin_token.as_ref().map(ExposeSecret::expose_secret)),
+        Rights::new(sessions, admin, Audit::new(db.clone())),
         throttle,
+        config.password_policy,
     );
     Ok(Routes::new(health)
         .add_service(reflection().build_v1().map_err(reflection_error)?)

@@ -33,6 +33,7 @@ use crate::{
     password::Hasher,
     ready::ReadyFlag,
     service::Readiness,
+    sessions::Sessions,
     throttle::Throttle,
 };
 use grpc::{grpc_routes, serve_grpc, tls_config};
@@ -139,7 +140,15 @@ impl Application {
 
         // Everything that can fail comes before anything is spawned.
         let throttle = Throttle::new(config.throttle, db.clone());
-        let routes = grpc_routes(health_server, &config, &db, hasher, throttle.clone())?;
+        let sessions = Sessions::new(db.clone(), config.sessions);
+        let routes = grpc_routes(
+            health_server,
+            &config,
+            &db,
+            hasher,
+            throttle.clone(),
+            sessions.clone(),
+        )?;
         let layer = RpcLayer::new(
             metrics.rpc(),
             config.limits.max_concurrent_calls,
@@ -151,7 +160,7 @@ impl Application {
         tokio::pin!(server);
 
         let stop_tasks = CancellationToken::new();
-        let tasks = start_background(&config, &db, throttle, readiness, &stop_tasks);
+        let tasks = start_background(&config, &db, (throttle, sessions), readiness, &stop_tasks);
         let admin = admin.map(|(listener, _)| {
             AdminPort::serve(listener, admin::router(db.clone(), ready, metrics.clone()))
         });

@@ -1,15 +1,18 @@
 //! The background tasks, until stopped: the supervisor (migrations or waiting for them, the
 //! readiness probe, the budget warning, the NOT_SERVING delay at shutdown), the throttle's
-//! purge of expired rows, and the count of users on legacy hashes.
+//! purge of expired rows, the purge of expired sessions and old audit entries, and the count
+//! of users on legacy hashes.
 
 use std::time::{Duration, Instant};
 
 use tokio_util::{sync::CancellationToken, task::TaskTracker};
 
 use crate::{
+    audit::Audit,
     config::Settings,
     db::{Db, ProbeConnection},
     service::Readiness,
+    sessions::Sessions,
     throttle::Throttle,
 };
 
@@ -25,7 +28,7 @@ const LEGACY_COUNT_INTERVAL: Duration = Duration::from_secs(60);
 pub(super) fn start_background(
     config: &Settings,
     db: &Db,
-    throttle: Throttle,
+    (throttle, sessions): (Throttle, Sessions),
     readiness: Readiness,
     stop: &CancellationToken,
 ) -> TaskTracker {
@@ -40,6 +43,7 @@ pub(super) fn start_background(
         stop.clone(),
     ));
     tasks.spawn(throttle.purge_until_stopped(stop.clone()));
+    tasks.spawn(sessions.purge_until_stopped(Audit::new(db.clone()), stop.clone()));
     tasks.spawn(count_legacy_hashes(db.clone(), stop.clone()));
     tasks
 }

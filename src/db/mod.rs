@@ -16,7 +16,7 @@ pub mod budget;
 mod connect;
 pub mod metrics;
 mod probe;
-mod query;
+pub(crate) mod query;
 pub mod replicas;
 mod settings;
 mod stats;
