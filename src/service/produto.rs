@@ -404,7 +404,10 @@ impl ProdutoService for ProdutoSvc {
         };
         let sessions = self.rights.sessions();
         let token = sessions.open(user.id, &origin).await?;
-        let sessao = sessions.by_token(&token).await?.to_pb();
+        let sessao = sessions
+            .by_token(&token)
+            .await?
+            .to_pb(sessions.settings().admin_nivel);
         tracing::info!(%usuario, sessao = sessao.id, end_user = origin.usuario_final.as_deref(), "session opened");
         Ok(Response::new(pb::AbrirSessaoResponse {
             valido: true,

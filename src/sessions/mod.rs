@@ -129,12 +129,13 @@ impl Current {
     pub fn nivel(&self) -> i32 {
         self.0.nivel
     }
-    pub fn to_pb(&self) -> pb::Sessao {
-        to_pb(&self.0)
+    /// The session as answered, with the admin level `nivel_admin`.
+    pub fn to_pb(&self, nivel_admin: i32) -> pb::Sessao {
+        to_pb(&self.0, nivel_admin)
     }
 }
 
-fn to_pb(row: &Row) -> pb::Sessao {
+fn to_pb(row: &Row, nivel_admin: i32) -> pb::Sessao {
     pb::Sessao {
         id: row.id,
         usuario: row.usuario.clone(),
@@ -144,6 +145,7 @@ fn to_pb(row: &Row) -> pb::Sessao {
         usada_em_unix_ms: row.usada_ms,
         chamador: row.chamador.clone().unwrap_or_default(),
         usuario_final: row.usuario_final.clone().unwrap_or_default(),
+        nivel_admin,
     }
 }
 
@@ -275,7 +277,8 @@ impl Sessions {
     /// The open sessions of the user named `usuario`, newest first.
     pub async fn list(&self, usuario: &str) -> Result<Vec<pb::Sessao>, Error> {
         let rows = store::list(&self.db, usuario, self.bounds(), LIST_MAX).await?;
-        Ok(rows.iter().map(to_pb).collect())
+        let nivel_admin = self.settings.admin_nivel;
+        Ok(rows.iter().map(|row| to_pb(row, nivel_admin)).collect())
     }
 
     /// Sessions stored now, expired or not (tests, the bench).

@@ -15,7 +15,7 @@ impl Rights {
     ) -> Result<pb::ObterSessaoResponse, Error> {
         let current = self.sessions().current(&Origin::of(&request)).await?;
         Ok(pb::ObterSessaoResponse {
-            sessao: Some(current.to_pb()),
+            sessao: Some(current.to_pb(self.sessions().settings().admin_nivel)),
         })
     }
 

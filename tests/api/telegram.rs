@@ -22,7 +22,7 @@ use tokio::{
 use tokio_util::sync::CancellationToken;
 
 use crate::{
-    helpers::{ADMIN_TOKEN, Backend, TestApp, spawn_app, spawn_on},
+    helpers::{Backend, TestApp, spawn_app, spawn_on},
     http::http_get,
     standin::{self, Fault, StandIn},
 };
@@ -44,8 +44,7 @@ struct TelegramBot {
 
 fn config(server: SocketAddr, standin: &StandIn) -> BotConfig {
     let mut config = BotConfig::for_server(format!("http://{server}"));
-    config.admin_token = Some(ADMIN_TOKEN.into());
-    config.admin_nivel = 2;
+    config.token = Some(crate::helpers::BOT_TOKEN.into());
     config.connect_timeout = Duration::from_millis(500);
     config.timeout = Duration::from_secs(2);
     config.telegram.telegram_token = Some(standin::TOKEN.into());
