@@ -736,6 +736,29 @@ fn the_bot_manifests_match_the_bot() {
         secret["stringData"][key].is_string(),
         "{key} not in the Secret"
     );
+    // The bot names itself with a caller token from its Secret, and holds no admin token.
+    assert!(env.iter().all(|v| v["name"] != "PRODUTO_ADMIN_TOKEN"));
+    let token_path = env
+        .iter()
+        .find(|v| v["name"] == "PRODUTO_TOKEN_FILE")
+        .and_then(|v| v["value"].as_str())
+        .expect("PRODUTO_TOKEN_FILE set");
+    let key = token_path.strip_prefix(&format!("{mount}/")).unwrap();
+    let caller_token = secret["stringData"][key]
+        .as_str()
+        .expect("the caller token");
+    // ... and the server's caller tokens name it with the same token.
+    let server_docs = manifests();
+    let server_secret = of_kind(&server_docs, "Secret");
+    let callers = server_secret["stringData"]["caller-tokens"]
+        .as_str()
+        .unwrap();
+    assert!(
+        callers
+            .lines()
+            .any(|l| l.split_whitespace().nth(1) == Some(caller_token)),
+        "the server's caller-tokens lack the bot's token"
+    );
     let security = &pod["securityContext"];
     assert_eq!(security["runAsNonRoot"], true);
     assert_eq!(security["fsGroup"], security["runAsGroup"]);

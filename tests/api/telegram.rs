@@ -428,9 +428,8 @@ async fn the_health_page_shows_the_service_pool_and_transport() {
         "{metrics}"
     );
     assert!(
-        metrics.contains(
-            r#"produto_bot_service_call_duration_seconds_count{method="VerificarLogin"} 1"#
-        ),
+        metrics
+            .contains(r#"produto_bot_service_call_duration_seconds_count{method="AbrirSessao"} 1"#),
         "{metrics}"
     );
     bot.stop().await;
@@ -520,6 +519,7 @@ async fn the_binary_on_sigterm_finishes_confirms_and_exits_0_without_logging_the
     let mut child = tokio::process::Command::new(crate::helpers::bot_binary())
         .env("PRODUTO_SERVER", format!("http://{}", app.addr))
         .env("PRODUTO_BOT_TELEGRAM_TOKEN", standin::TOKEN)
+        .env("PRODUTO_TOKEN", crate::helpers::BOT_TOKEN)
         .env("PRODUTO_BOT_TELEGRAM_API_URL", standin.url())
         .env("PRODUTO_BOT_POLL_TIMEOUT", "1s")
         .env("PRODUTO_BOT_ADMIN_ADDR", "")
