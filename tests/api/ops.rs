@@ -127,11 +127,12 @@ async fn metrics_count_calls_queries_and_pool_use() {
         3.0
     );
 
-    // Statements: an insert; per login, right or wrong, two throttle slots claimed (the
-    // caller's and the username's), a credential lookup and one resolution of both slots;
-    // three level lookups. Twelve in all, one acquire each.
+    // Statements: an insert and its audit entry; per login, right or wrong, two throttle
+    // slots claimed (the caller's and the username's), a credential lookup and one
+    // resolution of both slots; three level lookups. Thirteen in all, one acquire each.
     let queries = "produto_db_query_duration_seconds_count";
     assert_eq!(moved(queries, &[("query", "insert_user")]), 1.0);
+    assert_eq!(moved(queries, &[("query", "audit_insert")]), 1.0);
     assert_eq!(moved(queries, &[("query", "claim_login_attempt")]), 4.0);
     assert_eq!(moved(queries, &[("query", "credentials")]), 2.0);
     assert_eq!(moved(queries, &[("query", "resolve_login_attempt")]), 2.0);
@@ -144,11 +145,11 @@ async fn metrics_count_calls_queries_and_pool_use() {
         .sum();
     assert_eq!(
         moved("produto_db_pool_acquires_total", &[]),
-        12.0 + background
+        13.0 + background
     );
     assert_eq!(
         moved("produto_db_pool_acquire_wait_seconds_count", &[]),
-        12.0 + background
+        13.0 + background
     );
     assert_eq!(moved("produto_db_pool_acquire_timeouts_total", &[]), 0.0);
 
