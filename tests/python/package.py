@@ -79,6 +79,7 @@ def main():
         assert [x.id for x in c.listar_sessoes("ana")] == [s.id]
         c.encerrar_sessao(s.token)
         assert c.obter_sessao(s.token) is None
+        assert c.remover_usuario("sessao") is True
     assert verificar_login("ana", "a brand new one") is True
     assert verificar_login("ana", "correct horse battery") is False
     err = raises(errors.InvalidArgumentError, lambda: produto_client.alterar_senha("ana", "a brand new one", "short"))
