@@ -697,3 +697,23 @@ async fn new_passwords_must_be_strong_and_not_the_username() {
         (true, 1)
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn audit_entries_past_their_retention_are_purged() {
+    let app = start(Backend::Sqlite, |c| {
+        c.sessions.audit_retention = Duration::from_secs(3);
+        c.sessions.purge_interval = Duration::from_millis(200);
+    })
+    .await;
+    app.add_user("maria", "senha-da-maria", 1).await.unwrap();
+    let all = || app.audit(ListarAuditoriaRequest::default());
+    assert_eq!(all().await.len(), 1);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !all().await.is_empty() {
+        assert!(
+            Instant::now() < deadline,
+            "the entry outlives its retention"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
