@@ -34,6 +34,7 @@ use crate::{
     ready::ReadyFlag,
     rpc::Readiness,
     rpc::middleware::RpcLayer,
+    sessions::Sessions,
     users::Users,
 };
 use grpc::{grpc_routes, serve_grpc, tls_config};
@@ -142,7 +143,15 @@ impl Application {
         // Everything that can fail comes before anything is spawned.
         let throttle = Throttle::new(config.throttle, db.clone());
         let login = Login::new(users.clone(), hasher.clone(), throttle.clone());
-        let routes = grpc_routes(health_server, &config, &users, login, hasher)?;
+        let sessions = Sessions::new(db.clone(), config.sessions);
+        let routes = grpc_routes(
+            health_server,
+            &config,
+            &users,
+            login,
+            hasher,
+            sessions.clone(),
+        )?;
         let layer = RpcLayer::new(
             metrics.rpc(),
             config.limits.max_concurrent_calls,
@@ -154,7 +163,13 @@ impl Application {
         tokio::pin!(server);
 
         let stop_tasks = CancellationToken::new();
-        let tasks = start_background(&config, &users, throttle, readiness, &stop_tasks);
+        let tasks = start_background(
+            &config,
+            &users,
+            (throttle, sessions),
+            readiness,
+            &stop_tasks,
+        );
         let admin = admin.map(|(listener, _)| {
             AdminPort::serve(listener, admin::router(db.clone(), ready, metrics.clone()))
         });
