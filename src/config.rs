@@ -17,7 +17,8 @@ use crate::{
     db::{DbFlags, DbSettings},
     import::{Columns, ImportSettings, Source},
     login::throttle::{LoginThrottle, ThrottleFlags},
-    password::{HashFlags, HashSettings},
+    password::{HashFlags, HashSettings, PasswordPolicy, PolicyFlags},
+    sessions::{SessionFlags, SessionSettings},
     telemetry::LogFormat,
 };
 
@@ -43,6 +44,9 @@ pub enum SettingsError {
     /// argon2's costs.
     #[error("{0}")]
     Hashing(String),
+    /// Sessions and the audit trail (`sessions/settings.rs`).
+    #[error("{0}")]
+    Sessions(String),
     #[error("PRODUTO_PROBE_INTERVAL must be greater than zero")]
     ZeroProbeInterval,
     #[error(
@@ -164,6 +168,14 @@ pub struct Config {
     /// argon2id's costs and the hashing threads (`password/mod.rs`).
     #[command(flatten)]
     pub hashing: HashFlags,
+
+    /// Sessions, admin rights and the audit trail (`sessions/settings.rs`).
+    #[command(flatten)]
+    pub sessions: SessionFlags,
+
+    /// The policy for new passwords (`password/policy.rs`).
+    #[command(flatten)]
+    pub password_policy: PolicyFlags,
 
     /// Log format: `text` or `json`. Levels come from RUST_LOG (default `info`).
     #[arg(long, env = "PRODUTO_LOG_FORMAT", value_enum, default_value_t = defaults::LOG_FORMAT)]
@@ -296,6 +308,7 @@ impl Config {
             return Err(SettingsError::TransactionPoolingWithMigrations);
         }
         self.auth.validate().map_err(SettingsError::Auth)?;
+        self.sessions.validate().map_err(SettingsError::Sessions)?;
         self.hash_settings()?;
         Ok(())
     }
@@ -330,6 +343,8 @@ impl Config {
             caller_auth: self.auth.caller_auth,
             caller_tokens_file: self.auth.caller_tokens_file,
             no_migrate: self.no_migrate,
+            sessions: self.sessions.settings(),
+            password_policy: self.password_policy.settings(),
             log_format: self.log_format,
         })
     }
@@ -376,6 +391,8 @@ pub struct Settings {
     pub caller_tokens_file: Option<PathBuf>,
     /// Wait for someone else to migrate instead of migrating.
     pub no_migrate: bool,
+    pub sessions: SessionSettings,
+    pub password_policy: PasswordPolicy,
     pub log_format: LogFormat,
 }
 
@@ -398,6 +415,8 @@ impl Settings {
             caller_auth: false,
             caller_tokens_file: None,
             no_migrate: false,
+            sessions: SessionSettings::default(),
+            password_policy: PasswordPolicy::default(),
             log_format: defaults::LOG_FORMAT,
         }
     }
@@ -574,6 +593,8 @@ mod tests {
             caller_auth,
             caller_tokens_file,
             no_migrate,
+            sessions,
+            password_policy,
             log_format,
         } = settings;
         assert_eq!(addr, expected.addr);
@@ -601,6 +622,8 @@ mod tests {
         assert_eq!(caller_auth, expected.caller_auth);
         assert_eq!(caller_tokens_file, expected.caller_tokens_file);
         assert_eq!(no_migrate, expected.no_migrate);
+        assert_eq!(sessions, expected.sessions);
+        assert_eq!(password_policy, expected.password_policy);
         assert_eq!(log_format, expected.log_format);
     }
 

@@ -44,6 +44,10 @@ pub async fn add_user(
     let usuario = Usuario::parse(usuario)?;
     let senha = Senha::parse_new(senha)?;
     let nivel = Nivel::parse(nivel)?;
+    config
+        .password_policy
+        .check(&senha, &usuario, "senha")
+        .await?;
     let db = Db::new(&config.db)?;
     let result = async {
         migrate_or_explain(&db).await?;

@@ -34,6 +34,7 @@ use crate::{
     ready::ReadyFlag,
     rpc::Readiness,
     rpc::middleware::RpcLayer,
+    sessions::Sessions,
     users::Users,
 };
 use grpc::{grpc_routes, serve_grpc, tls_config};
@@ -142,7 +143,15 @@ impl Application {
         // Everything that can fail comes before anything is spawned.
         let throttle = Throttle::new(config.throttle, db.clone());
         let login = Login::new(users.clone(), hasher.clone(), throttle.clone());
-        let routes = grpc_routes(health_server, &config, &users, login, hasher)?;
+        let sessions = Sessions::new(db.clone(), config.sessions);
+        let routes = grpc_routes(
+            health_server,
+            &config,
+            &users,
+            login,
+            hasher,
+            sessions.clone(),
+        )?;
         let layer = RpcLayer::new(
             metrics.rpc(),
             config.limits.max_concurrent_calls,
@@ -156,7 +165,14 @@ impl Application {
         let stop_tasks = CancellationToken::new();
         // A database that can never be used as configured stops the server.
         let (fatal, unusable) = tokio::sync::oneshot::channel();
-        let tasks = start_background(&config, &users, throttle, readiness, &stop_tasks, fatal);
+        let tasks = start_background(
+            &config,
+            &users,
+            (throttle, sessions),
+            readiness,
+            &stop_tasks,
+            fatal,
+        );
         let admin = admin.map(|(listener, _)| {
             AdminPort::serve(listener, admin::router(db.clone(), ready, metrics.clone()))
         });

@@ -1,6 +1,7 @@
 //! The background tasks, until stopped: the supervisor (migrations or waiting for them, the
 //! readiness probe, the budget warning, the NOT_SERVING delay at shutdown), the throttle's
-//! purge of expired rows, and the count of users on legacy hashes.
+//! purge of expired rows, the purge of expired sessions and old audit entries, and the count
+//! of users on legacy hashes.
 
 use std::time::{Duration, Instant};
 
@@ -9,10 +10,12 @@ use tokio_util::{sync::CancellationToken, task::TaskTracker};
 
 use crate::{
     Error,
+    audit::Audit,
     config::Settings,
     db::{Db, Diagnosis, ProbeConnection, diagnose},
     login::throttle::Throttle,
     rpc::Readiness,
+    sessions::Sessions,
     users::Users,
 };
 
@@ -29,7 +32,7 @@ const LEGACY_COUNT_INTERVAL: Duration = Duration::from_secs(60);
 pub(super) fn start_background(
     config: &Settings,
     users: &Users,
-    throttle: Throttle,
+    (throttle, sessions): (Throttle, Sessions),
     readiness: Readiness,
     stop: &CancellationToken,
     fatal: oneshot::Sender<Error>,
@@ -46,6 +49,7 @@ pub(super) fn start_background(
         fatal,
     ));
     tasks.spawn(throttle.purge_until_stopped(stop.clone()));
+    tasks.spawn(sessions.purge_until_stopped(Audit::new(users.db().clone()), stop.clone()));
     tasks.spawn(count_legacy_hashes(users.clone(), stop.clone()));
     tasks
 }

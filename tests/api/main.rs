@@ -47,6 +47,7 @@ macro_rules! on_both_backends {
 // After the macro: they run their tests on both backends too.
 mod import;
 mod legacy_hashes;
+mod sessions;
 mod throttling;
 mod users;
 

@@ -59,6 +59,28 @@ def main():
     assert produto_client.login("ana", "wrong password") is None
     assert produto_client.alterar_senha("ana", "wrong password", "a brand new one") is False
     assert produto_client.alterar_senha("ana", "correct horse battery", "a brand new one") is True
+
+    # Sessions: a token shown once, the level now, admin rights from it, its end.
+    with Client(timeout=30) as c:
+        s = c.abrir_sessao("ana", "a brand new one")
+        assert s is not None and s.token.startswith("ps_") and s.nivel == 3 and s.admin, s
+        assert "ps_" not in repr(s)
+        assert c.abrir_sessao("ana", "wrong password") is None
+        assert c.obter_sessao(s.token).nivel == 3
+        assert c.adicionar_usuario("sessao", "correct horse battery", 0, session=s.token) is True
+        assert c.alterar_nivel("ana", 0) is True
+        assert c.obter_sessao(s.token).nivel == 0
+        raises(errors.PermissionDeniedError, lambda: c.remover_usuario("sessao", session=s.token), "NOT_ADMIN")
+        eventos, _ = c.listar_auditoria(usuario="sessao")
+        assert [(e.acao, e.ator) for e in eventos] == [
+            ("admin_recusado", "usuario:ana"),
+            ("usuario_criado", "usuario:ana"),
+        ], eventos
+        assert c.alterar_nivel("ana", 3) is True
+        assert [x.id for x in c.listar_sessoes("ana")] == [s.id]
+        c.encerrar_sessao(s.token)
+        assert c.obter_sessao(s.token) is None
+        assert c.remover_usuario("sessao") is True
     assert verificar_login("ana", "a brand new one") is True
     assert verificar_login("ana", "correct horse battery") is False
     err = raises(errors.InvalidArgumentError, lambda: produto_client.alterar_senha("ana", "a brand new one", "short"))

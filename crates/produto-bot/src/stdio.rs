@@ -87,7 +87,8 @@ mod tests {
     use super::*;
     use crate::BotConfig;
 
-    /// Commands that need no service, against a bot whose service is nowhere.
+    /// One reply per line, against a bot whose service is nowhere: the commands that need no
+    /// service answer, `/logout` (the session is the service's) says the service is away.
     #[tokio::test]
     async fn every_line_gets_one_reply_and_blank_lines_none() {
         let bot = Bot::build(&BotConfig::for_server("http://127.0.0.1:1")).unwrap();
@@ -105,9 +106,9 @@ mod tests {
         assert_eq!(replies[0], reply::HELP);
         assert!(replies[1].contains("/ajuda"));
         assert_eq!(replies[2], reply::TOO_LONG);
-        assert_eq!(replies[3], "Você não estava logado.");
+        assert_eq!(replies[3], reply::UNAVAILABLE);
         assert!(replies[4].contains("/ajuda"));
-        assert_eq!(replies[5], "Você não estava logado.");
+        assert_eq!(replies[5], reply::UNAVAILABLE);
         assert!(output.ends_with("\n\n"));
     }
 

@@ -16,7 +16,7 @@ is down, InvalidArgumentError for a bad field, UnauthenticatedError for a missin
 import threading
 from typing import Iterator, Optional
 
-from .client import DEFAULT_PAGE_SIZE, Client, Usuario, service_config
+from .client import DEFAULT_PAGE_SIZE, Client, Sessao, Usuario, service_config
 from .errors import (
     AlreadyExistsError,
     DeadlineExceededError,
@@ -31,7 +31,7 @@ from .errors import (
 )
 
 __all__ = [
-    "Client", "Usuario", "configure", "default_client", "service_config",
+    "Client", "Sessao", "Usuario", "configure", "default_client", "service_config",
     "verificar_login", "obter_nivel", "adicionar_usuario", "login", "alterar_senha",
     "definir_senha", "alterar_nivel", "remover_usuario", "listar_usuarios",
     "ProdutoError", "UnavailableError", "DeadlineExceededError", "ResourceExhaustedError",
