@@ -17,7 +17,8 @@ use crate::{
     db::{DbFlags, DbSettings},
     import::{Columns, ImportSettings, Source},
     login::throttle::{LoginThrottle, ThrottleFlags},
-    password::{HashFlags, HashSettings},
+    password::{HashFlags, HashSettings, PasswordPolicy, PolicyFlags},
+    sessions::{SessionFlags, SessionSettings},
     telemetry::LogFormat,
 };
 
@@ -43,6 +44,9 @@ pub enum SettingsError {
     /// argon2's costs.
     #[error("{0}")]
     Hashing(String),
+    /// Sessions and the audit trail (`sessions/settings.rs`).
+    #[error("{0}")]
+    Sessions(String),
     #[error("PRODUTO_PROBE_INTERVAL must be greater than zero")]
     ZeroProbeInterval,
     #[error(
@@ -96,8 +100,9 @@ pub struct Config {
     #[command(subcommand)]
     pub command: Option<Command>,
 
-    /// Address the gRPC server listens on.
-    #[arg(long, env = "PRODUTO_ADDR", default_value = defaults::ADDR)]
+    /// Address the gRPC server listens on: `ip:port`, or `host:port` as the clients name it
+    /// (`localhost:50051`; the host's first address).
+    #[arg(long, env = "PRODUTO_ADDR", default_value = defaults::ADDR, value_parser = parse_addr)]
     pub addr: SocketAddr,
 
     /// Address of the admin HTTP port (`/metrics`, `/health`, `/livez`, `/readyz`); empty: off.
@@ -163,6 +168,14 @@ pub struct Config {
     /// argon2id's costs and the hashing threads (`password/mod.rs`).
     #[command(flatten)]
     pub hashing: HashFlags,
+
+    /// Sessions, admin rights and the audit trail (`sessions/settings.rs`).
+    #[command(flatten)]
+    pub sessions: SessionFlags,
+
+    /// The policy for new passwords (`password/policy.rs`).
+    #[command(flatten)]
+    pub password_policy: PolicyFlags,
 
     /// Log format: `text` or `json`. Levels come from RUST_LOG (default `info`).
     #[arg(long, env = "PRODUTO_LOG_FORMAT", value_enum, default_value_t = defaults::LOG_FORMAT)]
@@ -295,6 +308,7 @@ impl Config {
             return Err(SettingsError::TransactionPoolingWithMigrations);
         }
         self.auth.validate().map_err(SettingsError::Auth)?;
+        self.sessions.validate().map_err(SettingsError::Sessions)?;
         self.hash_settings()?;
         Ok(())
     }
@@ -329,6 +343,8 @@ impl Config {
             caller_auth: self.auth.caller_auth,
             caller_tokens_file: self.auth.caller_tokens_file,
             no_migrate: self.no_migrate,
+            sessions: self.sessions.settings(),
+            password_policy: self.password_policy.settings(),
             log_format: self.log_format,
         })
     }
@@ -375,6 +391,8 @@ pub struct Settings {
     pub caller_tokens_file: Option<PathBuf>,
     /// Wait for someone else to migrate instead of migrating.
     pub no_migrate: bool,
+    pub sessions: SessionSettings,
+    pub password_policy: PasswordPolicy,
     pub log_format: LogFormat,
 }
 
@@ -397,6 +415,8 @@ impl Settings {
             caller_auth: false,
             caller_tokens_file: None,
             no_migrate: false,
+            sessions: SessionSettings::default(),
+            password_policy: PasswordPolicy::default(),
             log_format: defaults::LOG_FORMAT,
         }
     }
@@ -431,12 +451,25 @@ pub struct TlsSettings {
 }
 
 /// `""` switches the address off; anything else must be an address.
-fn parse_optional_addr(value: &str) -> Result<OptionalAddr, std::net::AddrParseError> {
+fn parse_optional_addr(value: &str) -> Result<OptionalAddr, String> {
     if value.trim().is_empty() {
         Ok(None)
     } else {
-        value.parse().map(Some)
+        parse_addr(value).map(Some)
     }
+}
+
+/// `ip:port`, or `host:port` resolved to the host's first address (the one name every client
+/// uses for the service, `localhost:50051` included).
+fn parse_addr(value: &str) -> Result<SocketAddr, String> {
+    let value = value.trim();
+    if let Ok(addr) = value.parse() {
+        return Ok(addr);
+    }
+    std::net::ToSocketAddrs::to_socket_addrs(value)
+        .map_err(|e| format!("expected ip:port or host:port: {e}"))?
+        .next()
+        .ok_or_else(|| format!("{value} resolves to no address"))
 }
 
 /// A secret file's contents without the trailing newline that editors and `echo` add.
@@ -454,6 +487,14 @@ mod tests {
     use secrecy::ExposeSecret;
 
     use super::*;
+
+    #[test]
+    fn the_address_may_be_a_host_and_port() {
+        let config = Config::parse_from(["produto-server", "--addr", "localhost:50051"]);
+        assert!(config.addr.ip().is_loopback(), "{}", config.addr);
+        assert_eq!(config.addr.port(), 50051);
+        assert!(Config::try_parse_from(["produto-server", "--addr", "no port"]).is_err());
+    }
 
     #[test]
     fn an_empty_admin_address_switches_the_admin_port_off() {
@@ -552,6 +593,8 @@ mod tests {
             caller_auth,
             caller_tokens_file,
             no_migrate,
+            sessions,
+            password_policy,
             log_format,
         } = settings;
         assert_eq!(addr, expected.addr);
@@ -579,6 +622,8 @@ mod tests {
         assert_eq!(caller_auth, expected.caller_auth);
         assert_eq!(caller_tokens_file, expected.caller_tokens_file);
         assert_eq!(no_migrate, expected.no_migrate);
+        assert_eq!(sessions, expected.sessions);
+        assert_eq!(password_policy, expected.password_policy);
         assert_eq!(log_format, expected.log_format);
     }
 

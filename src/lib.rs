@@ -10,14 +10,15 @@
 //! # Map
 //!
 //! Dependencies point one way, top to bottom: [`app`] (the wiring) over [`rpc`] and [`ops`]
-//! (serving), over the features ([`users`], [`login`], [`import`]: each owns its SQL, its
-//! counters and its policy), over the engine and its peers ([`db`], [`password`], [`auth`]),
-//! over [`domain`] and [`error`]. A request goes handler -> feature -> `db` -> feature ->
-//! handler. docs/architecture.md has the full table (which file owns what);
-//! `tests/architecture.rs` checks the layers and that no two files import each other, even
-//! through others.
+//! (serving), over the features ([`users`], [`login`], [`sessions`], [`audit`], [`import`]:
+//! each owns its SQL, its counters and its policy), over the engine and its peers ([`db`],
+//! [`password`], [`auth`]), over [`domain`] and [`error`]. A request goes handler -> feature
+//! -> `db` -> feature -> handler. docs/architecture.md has the full table (which file owns
+//! what); `tests/architecture.rs` checks the layers and that no two files import each other,
+//! even through others.
 
 pub mod app;
+pub mod audit;
 pub mod auth;
 pub mod config;
 pub mod db;
@@ -29,6 +30,7 @@ pub mod ops;
 pub mod password;
 pub mod ready;
 pub mod rpc;
+pub mod sessions;
 pub mod users;
 
 // What moved to the client crate, under the names the server's code and tests have always

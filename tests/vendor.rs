@@ -201,8 +201,11 @@ fn tcp_nodelay_of_local_port(port: u16) -> Option<bool> {
                 // sl local_address rem_address st tx:rx tr:when retrnsmt uid timeout inode
                 let fields: Vec<&str> = line.split_whitespace().collect();
                 let local_port = fields.get(1)?.rsplit_once(':')?.1;
-                (u16::from_str_radix(local_port, 16).ok()? == port)
-                    .then(|| fields.get(9).map(|inode| inode.to_string()))?
+                let inode = fields.get(9)?;
+                // An earlier socket on the same ephemeral port may linger in TIME_WAIT with
+                // inode 0 (the suite opens many connections): only a live socket counts.
+                (u16::from_str_radix(local_port, 16).ok()? == port && *inode != "0")
+                    .then(|| inode.to_string())
             })
         })?;
     let target = format!("socket:[{inode}]");

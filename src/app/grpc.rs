@@ -15,6 +15,7 @@ use tonic_health::pb::health_server::{Health, HealthServer};
 
 use crate::{
     Error,
+    audit::Audit,
     auth::AdminToken,
     config::{Limits, Settings, TlsSettings},
     login::Login,
@@ -22,6 +23,7 @@ use crate::{
     pb::{pool_service_server::PoolServiceServer, produto_service_server::ProdutoServiceServer},
     rpc::middleware::RpcLayer,
     rpc::{PoolSvc, ProdutoSvc},
+    sessions::{Rights, Sessions},
     users::Users,
 };
 
@@ -38,6 +40,7 @@ pub(super) fn grpc_routes(
     users: &Users,
     login: Login,
     hasher: Hasher,
+    sessions: Sessions,
 ) -> Result<Routes, Error> {
     let reflection = || {
         tonic_reflection::server::Builder::configure()
@@ -46,11 +49,13 @@ pub(super) fn grpc_routes(
             .register_encoded_file_descriptor_set(tonic_types::pb::FILE_DESCRIPTOR_SET)
     };
     let reflection_error = |e| Error::Startup(format!("reflection: {e}"));
+    let admin = AdminToken::new(config.admin_token.as_ref().map(ExposeSecret::expose_secret));
     let produto = ProdutoSvc::new(
         users.clone(),
         login,
         hasher,
-        AdminToken::new(config.admin_token.as_ref().map(ExposeSecret::expose_secret)),
+        Rights::new(sessions, admin, Audit::new(users.db().clone())),
+        config.password_policy,
     );
     Ok(Routes::new(health)
         .add_service(reflection().build_v1().map_err(reflection_error)?)

@@ -1,16 +1,21 @@
 //! The background tasks, until stopped: the supervisor (migrations or waiting for them, the
 //! readiness probe, the budget warning, the NOT_SERVING delay at shutdown), the throttle's
-//! purge of expired rows, and the count of users on legacy hashes.
+//! purge of expired rows, the purge of expired sessions and old audit entries, and the count
+//! of users on legacy hashes.
 
 use std::time::{Duration, Instant};
 
+use tokio::sync::oneshot;
 use tokio_util::{sync::CancellationToken, task::TaskTracker};
 
 use crate::{
+    Error,
+    audit::Audit,
     config::Settings,
-    db::{Db, ProbeConnection},
+    db::{Db, Diagnosis, ProbeConnection, diagnose},
     login::throttle::Throttle,
     rpc::Readiness,
+    sessions::Sessions,
     users::Users,
 };
 
@@ -27,13 +32,15 @@ const LEGACY_COUNT_INTERVAL: Duration = Duration::from_secs(60);
 
 /// The background tasks, until `stop`: the supervisor (migrations, the readiness probe, the
 /// NOT_SERVING delay at shutdown), the throttle's purge of expired rows and the count of
-/// users on legacy hashes.
+/// users on legacy hashes. A database the server can never use (see [`Diagnosis`]) is
+/// sent on `fatal`.
 pub(super) fn start_background(
     config: &Settings,
     users: &Users,
-    throttle: Throttle,
+    (throttle, sessions): (Throttle, Sessions),
     readiness: Readiness,
     stop: &CancellationToken,
+    fatal: oneshot::Sender<Error>,
 ) -> TaskTracker {
     let tasks = TaskTracker::new();
     tasks.spawn(supervise(
@@ -44,8 +51,10 @@ pub(super) fn start_background(
         !config.no_migrate,
         config.shutdown_delay,
         stop.clone(),
+        fatal,
     ));
     tasks.spawn(throttle.purge_until_stopped(stop.clone()));
+    tasks.spawn(sessions.purge_until_stopped(Audit::new(users.db().clone()), stop.clone()));
     tasks.spawn(count_legacy_hashes(users.clone(), stop.clone()));
     tasks
 }
@@ -96,10 +105,18 @@ async fn warn_if_over_budget(db: &Db) {
     }
 }
 
+/// How waiting for the schema ended.
+enum Schema {
+    InPlace,
+    Stopped,
+    /// The database can never be used as configured: the line says why.
+    Unusable(String),
+}
+
 /// Applies migrations (or, with `apply_migrations` false, waits until someone else has
-/// applied them), retrying with a backoff while the database is unreachable. `None` when
-/// stopped first.
-async fn ensure_schema(db: &Db, apply_migrations: bool, stop: &CancellationToken) -> Option<()> {
+/// applied them), retrying with a backoff while the database is unreachable (each failure
+/// logged with the address and its cause), giving up on a database that refuses for good.
+async fn ensure_schema(db: &Db, apply_migrations: bool, stop: &CancellationToken) -> Schema {
     let mut backoff = Duration::from_millis(100);
     while !db.is_migrated() {
         let attempt = async {
@@ -107,25 +124,45 @@ async fn ensure_schema(db: &Db, apply_migrations: bool, stop: &CancellationToken
             let servers = db.servers();
             if servers.follows_primary() && !servers.primary_writable() {
                 // Asking a dead host would cost the acquire timeout: wait for a primary.
-                return Err("no primary among the write candidates yet".to_owned());
+                let waiting = "no primary among the write candidates yet (each is down or a standby)";
+                return Err((waiting.to_owned(), Diagnosis::Unreachable(waiting.to_owned())));
             }
-            if apply_migrations {
-                db.migrate().await.map_err(|e| e.to_string())
+            let result = if apply_migrations {
+                db.migrate()
+                    .await
+                    .map_err(|e| diagnose::describe_migrate(&e))
             } else {
                 db.check_migrated().await
+            };
+            match result {
+                Ok(()) => Ok(()),
+                // The pool's error hides the cause ("pool timed out"): ask the database.
+                Err(e) => Err((e, db.diagnose().await)),
             }
         };
         tokio::select! {
-            () = stop.cancelled() => return None,
+            () = stop.cancelled() => return Schema::Stopped,
             result = attempt => match result {
                 Ok(()) if apply_migrations => {
                     tracing::info!(backend = db.backend_name(), "schema migrated");
                 }
                 Ok(()) => tracing::info!(backend = db.backend_name(), "schema found migrated"),
-                Err(e) => {
-                    tracing::error!(error = %e, retry_in = ?backoff, "schema not in place; not ready");
+                Err((_, Diagnosis::Permanent(line))) => return Schema::Unusable(line),
+                Err((e, diagnosis)) => {
+                    match diagnosis {
+                        Diagnosis::Unreachable(cause) => tracing::error!(
+                            database = %cause,
+                            retry_in = ?backoff,
+                            "database unreachable; not ready, retrying"
+                        ),
+                        _ => tracing::error!(
+                            error = %e,
+                            retry_in = ?backoff,
+                            "schema not in place; not ready, retrying"
+                        ),
+                    }
                     tokio::select! {
-                        () = stop.cancelled() => return None,
+                        () = stop.cancelled() => return Schema::Stopped,
                         () = tokio::time::sleep(backoff) => {}
                     }
                     backoff = (backoff * 2).min(MIGRATE_RETRY_MAX);
@@ -133,14 +170,19 @@ async fn ensure_schema(db: &Db, apply_migrations: bool, stop: &CancellationToken
             }
         }
     }
-    Some(())
+    Schema::InPlace
 }
 
 /// The background task: applies migrations (or, with `apply_migrations` false, waits until
 /// someone else has applied them), retrying while the database is unreachable; then probes
 /// the database every `interval`, reports readiness and tells the throttle (which moves its
 /// counting back to the database once the primary answers again), until stopped; then reports
-/// NOT_SERVING for `shutdown_delay` before the listener may close.
+/// NOT_SERVING for `shutdown_delay` before the listener may close. A database that can never
+/// be used is sent on `fatal` instead, and the task ends.
+#[allow(
+    clippy::too_many_arguments,
+    reason = "the task's parts, each used once; a struct would only rename them"
+)]
 async fn supervise(
     users: Users,
     throttle: Throttle,
@@ -149,6 +191,7 @@ async fn supervise(
     apply_migrations: bool,
     shutdown_delay: Duration,
     stop: CancellationToken,
+    fatal: oneshot::Sender<Error>,
 ) {
     let db = users.db();
     // The probe's first connection is opened while the schema is checked: at startup each
@@ -164,12 +207,19 @@ async fn supervise(
     } else {
         tokio::join!(ensure_schema(db, apply_migrations, &stop), async {
             (db.probe(&mut probe).await, Instant::now())
-        })
-    };
-    if schema.is_none() {
-        // Never ready: nobody is sending, no delay needed.
-        readiness.shut_down(Duration::ZERO).await;
-        return;
+        },);
+    match schema {
+        Schema::InPlace => {}
+        Schema::Stopped => {
+            // Never ready: nobody is sending, no delay needed.
+            readiness.shut_down(Duration::ZERO).await;
+            return;
+        }
+        Schema::Unusable(line) => {
+            readiness.shut_down(Duration::ZERO).await;
+            let _ = fatal.send(Error::Startup(line));
+            return;
+        }
     }
     // Before readiness, so that no startup query runs under the first calls; after the
     // schema, because no query runs before the schema is in place. (The legacy count reads

@@ -40,7 +40,7 @@ impl AdminToken {
                 metadata
                     .get("authorization")
                     .and_then(|v| v.to_str().ok())
-                    .and_then(|v| v.strip_prefix("Bearer "))
+                    .and_then(super::bearer)
             })
             .ok_or(Error::Unauthenticated(
                 Reason::AdminTokenMissing,
@@ -87,6 +87,14 @@ mod tests {
     fn only_the_right_bearer_token_passes() {
         let token = AdminToken::new(Some("s3cret-token-value"));
         assert_eq!(code(&token, &with_auth("Bearer s3cret-token-value")), None);
+        for scheme in ["bearer", "BEARER", "bEaReR"] {
+            let value = format!("{scheme} s3cret-token-value");
+            assert_eq!(code(&token, &with_auth(&value)), None, "{scheme}");
+        }
+        assert_eq!(
+            code(&token, &with_auth("Bearers3cret-token-value")),
+            Some(Code::Unauthenticated)
+        );
         assert_eq!(
             code(&token, &with_auth("Bearer s3cret-token-valuX")),
             Some(Code::Unauthenticated)

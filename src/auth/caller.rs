@@ -145,7 +145,7 @@ impl CallerAuth {
         let bearer = headers
             .get("authorization")
             .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.strip_prefix("Bearer "));
+            .and_then(super::bearer);
         if let Some(given) = bearer {
             // Every token is compared, in constant time, so that the time taken does not
             // say which one (or how much of one) matched.
@@ -231,6 +231,11 @@ mod tests {
             .unwrap();
         assert_eq!((&*caller.name, caller.via), ("billing", Via::Token));
         assert_eq!(&*auth.label(Some(&caller)), "billing");
+        let lower = auth
+            .identify(&headers("bearer billing-token-0123456789"), None)
+            .unwrap()
+            .unwrap();
+        assert_eq!(&*lower.name, "billing");
         assert_eq!(&*auth.label(None), ANONYMOUS);
         for bad in [
             "Bearer billing-token-0123456780",

@@ -52,3 +52,11 @@ impl AuthFlags {
         Ok(())
     }
 }
+
+/// The token of an `authorization: Bearer <token>` value. The scheme is case-insensitive
+/// (RFC 9110: `bearer`, `BEARER` too), followed by one or more spaces.
+fn bearer(value: &str) -> Option<&str> {
+    let (scheme, token) = value.split_once(' ')?;
+    let token = token.trim_start_matches(' ');
+    (scheme.eq_ignore_ascii_case("bearer") && !token.is_empty()).then_some(token)
+}

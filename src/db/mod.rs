@@ -16,6 +16,7 @@
 pub mod budget;
 mod connect;
 mod hosts;
+pub mod diagnose;
 pub mod metrics;
 mod probe;
 pub(crate) mod query;
@@ -35,6 +36,7 @@ use std::{
 use sqlx::migrate::Migrator;
 
 pub use hosts::check_urls;
+pub use diagnose::Diagnosis;
 pub use probe::ProbeConnection;
 pub use query::{Conn, Statement};
 pub use replicas::{Access, Backend, Role, Server, Servers};
@@ -245,7 +247,12 @@ impl Db {
                 &SQLITE_MIGRATOR,
             ),
         };
-        let applied = applied.map_err(|e| format!("cannot read the applied migrations: {e}"))?;
+        let applied = applied.map_err(|e| {
+            format!(
+                "cannot read the applied migrations: {}",
+                diagnose::describe(&e)
+            )
+        })?;
         let missing: Vec<i64> = migrator
             .iter()
             .filter(|m| !m.migration_type.is_down_migration() && !applied.contains(&m.version))

@@ -32,7 +32,12 @@ pub struct DbFlags {
     /// Database URL: `postgres://user@host/db` or `sqlite:path.db` (the file is created if missing).
     /// PostgreSQL takes libpq's multi-host form (`postgres://u@h1:5432,h2:5432/db?
     /// target_session_attrs=read-write`): the writes go to whichever host is the primary.
-    #[arg(long, env = "DATABASE_URL", default_value = defaults::DATABASE_URL)]
+    #[arg(
+        long,
+        env = "DATABASE_URL",
+        default_value = defaults::DATABASE_URL,
+        hide_env_values = true
+    )]
     pub database_url: String,
 
     /// File holding the database URL (a mounted Secret); replaces DATABASE_URL. A trailing

@@ -10,6 +10,7 @@
 //! memory each thread keeps (`reused_memory.rs`).
 
 pub mod legacy;
+pub mod policy;
 mod reused_memory;
 mod threads;
 
@@ -26,6 +27,8 @@ use tracing::Instrument;
 use crate::{Error, domain::Senha};
 use legacy::{Format, Legacy};
 use threads::{HashThreads, IDLE_RELEASE};
+
+pub use policy::{PasswordPolicy, PolicyFlags};
 
 /// The hashing settings: argon2id's costs and how many hashes run at once.
 #[derive(Debug, Clone, PartialEq, Eq)]

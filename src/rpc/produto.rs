@@ -1,16 +1,20 @@
-//! `produto.v1.ProdutoService`: VerificarLogin, ObterNivel, AdicionarUsuario, and the
-//! administration of users: AlterarSenha, AlterarNivel, RemoverUsuario, ListarUsuarios.
+//! `produto.v1.ProdutoService`: VerificarLogin, ObterNivel, AdicionarUsuario, the
+//! administration of users (AlterarSenha, AlterarNivel, RemoverUsuario, ListarUsuarios) and
+//! sessions (AbrirSessao here, the others' bodies in `crate::sessions::rpc`). Admin calls are
+//! allowed by [`Rights`] (the admin token, or a session at the admin level) and recorded in
+//! the audit trail.
 
 use tonic::{Request, Response, Status};
 
 use crate::{
     Error,
-    auth::AdminToken,
+    audit::Acao,
     domain::{Nivel, Senha, UserPage, Usuario},
     error::Reason,
     login::Login,
-    password::Hasher,
+    password::{Hasher, PasswordPolicy},
     pb::{self, produto_service_server::ProdutoService},
+    sessions::{Acting, Actor, Origin, Rights},
     users::Users,
 };
 
@@ -33,17 +37,41 @@ pub struct ProdutoSvc {
     users: Users,
     login: Login,
     hasher: Hasher,
-    admin: AdminToken,
+    rights: Rights,
+    policy: PasswordPolicy,
 }
 
 impl ProdutoSvc {
-    pub fn new(users: Users, login: Login, hasher: Hasher, admin: AdminToken) -> Self {
+    pub fn new(
+        users: Users,
+        login: Login,
+        hasher: Hasher,
+        rights: Rights,
+        policy: PasswordPolicy,
+    ) -> Self {
         ProdutoSvc {
             users,
             login,
             hasher,
-            admin,
+            rights,
+            policy,
         }
+    }
+}
+
+impl ProdutoSvc {
+    /// The admin check of an admin RPC doing `acao` on the user `alvo` names (recorded in
+    /// the audit entry of a refusal when it is a valid name).
+    async fn admin<T>(
+        &self,
+        request: &Request<T>,
+        acao: Acao,
+        alvo: &str,
+    ) -> Result<Acting, Error> {
+        let alvo = Usuario::parse(alvo.to_owned()).ok();
+        self.rights
+            .admin(request, acao.as_str(), alvo.as_ref().map(Usuario::as_str))
+            .await
     }
 }
 
@@ -81,15 +109,27 @@ impl ProdutoService for ProdutoSvc {
         request: Request<pb::AdicionarUsuarioRequest>,
     ) -> Result<Response<pb::AdicionarUsuarioResponse>, Status> {
         // Authenticate before looking at the fields: strangers learn nothing about them.
-        self.admin.check(request.metadata())?;
+        let acting = self
+            .admin(&request, Acao::UsuarioCriado, &request.get_ref().usuario)
+            .await?;
         let req = request.into_inner();
         let usuario = Usuario::parse(req.usuario)?;
         let senha = Senha::parse_new(req.senha)?;
         let nivel = Nivel::parse(req.nivel)?;
+        self.policy.check(&senha, &usuario, "senha").await?;
 
         let hash = self.hasher.hash(senha).await?;
         let id = self.users.insert_user(&usuario, &hash, nivel).await?;
         tracing::info!(id, nivel = nivel.get(), "user added");
+        let detalhe = format!("nivel={}", nivel.get());
+        self.rights
+            .record(
+                &acting,
+                Acao::UsuarioCriado,
+                Some(usuario.as_str()),
+                Some(&detalhe),
+            )
+            .await;
         Ok(Response::new(pb::AdicionarUsuarioResponse { id }))
     }
 
@@ -99,24 +139,45 @@ impl ProdutoService for ProdutoSvc {
     ) -> Result<Response<pb::AlterarSenhaResponse>, Status> {
         if request.get_ref().senha_atual.is_empty() {
             // An admin's change: authenticate before looking at the fields.
-            self.admin.check(request.metadata())?;
+            let acting = self
+                .admin(&request, Acao::SenhaDefinida, &request.get_ref().usuario)
+                .await?;
             let req = request.into_inner();
             let usuario = Usuario::parse(req.usuario)?;
             let senha = Senha::parse_new_field(req.senha_nova, "senha_nova")?;
+            self.policy.check(&senha, &usuario, "senha_nova").await?;
             let hash = self.hasher.hash(senha).await?;
             if !self.users.set_password(&usuario, None, &hash).await? {
                 return Err(not_found(&usuario).into());
             }
             tracing::info!(%usuario, "password set by an admin");
+            // The user's sessions end (but the admin's own, when it set its own password).
+            let keep = acting.session().map(|s| s.id());
+            let ended = self
+                .rights
+                .sessions()
+                .end_all_of(usuario.as_str(), keep)
+                .await?;
+            let detalhe = format!("sessoes_encerradas={}", ended.unwrap_or(0));
+            self.rights
+                .record(
+                    &acting,
+                    Acao::SenhaDefinida,
+                    Some(usuario.as_str()),
+                    Some(&detalhe),
+                )
+                .await;
             return Ok(Response::new(pb::AlterarSenhaResponse {}));
         }
         // The user's change: the current password is checked as a login is, throttle
         // included, and every failure gives the one answer.
         let caller = self.login.throttle().policy().caller(&request);
+        let origin = Origin::of(&request);
         let req = request.into_inner();
         let usuario = Usuario::parse(req.usuario)?;
         let atual = Senha::parse_login_field(req.senha_atual, "senha_atual")?;
         let nova = Senha::parse_new_field(req.senha_nova, "senha_nova")?;
+        self.policy.check(&nova, &usuario, "senha_nova").await?;
         let Some(user) = self.login.check(&caller, &usuario, atual).await? else {
             return Err(invalid_credentials().into());
         };
@@ -131,6 +192,34 @@ impl ProdutoService for ProdutoSvc {
             return Err(invalid_credentials().into());
         }
         tracing::info!(%usuario, "password changed by its user");
+        // The user's other sessions end: the one this call came with, if it is the user's,
+        // stays.
+        let keep = match origin.names_session() {
+            true => self.rights.sessions().current(&origin).await.ok(),
+            false => None,
+        }
+        .filter(|s| s.usuario_id() == user.id);
+        let ended = self
+            .rights
+            .sessions()
+            .end_all(user.id, keep.as_ref().map(|s| s.id()))
+            .await?;
+        let detalhe = format!("sessoes_encerradas={ended}");
+        let acting = Acting {
+            actor: Actor::User {
+                usuario: usuario.as_str().to_owned(),
+                session: keep,
+            },
+            origin,
+        };
+        self.rights
+            .record(
+                &acting,
+                Acao::SenhaAlterada,
+                Some(usuario.as_str()),
+                Some(&detalhe),
+            )
+            .await;
         Ok(Response::new(pb::AlterarSenhaResponse {}))
     }
 
@@ -138,7 +227,9 @@ impl ProdutoService for ProdutoSvc {
         &self,
         request: Request<pb::AlterarNivelRequest>,
     ) -> Result<Response<pb::AlterarNivelResponse>, Status> {
-        self.admin.check(request.metadata())?;
+        let acting = self
+            .admin(&request, Acao::NivelAlterado, &request.get_ref().usuario)
+            .await?;
         let req = request.into_inner();
         let usuario = Usuario::parse(req.usuario)?;
         let nivel = Nivel::parse(req.nivel)?;
@@ -146,6 +237,16 @@ impl ProdutoService for ProdutoSvc {
             return Err(not_found(&usuario).into());
         }
         tracing::info!(%usuario, nivel = nivel.get(), "level changed");
+        // Sessions read the level at each call: nothing else to change.
+        let detalhe = format!("nivel={}", nivel.get());
+        self.rights
+            .record(
+                &acting,
+                Acao::NivelAlterado,
+                Some(usuario.as_str()),
+                Some(&detalhe),
+            )
+            .await;
         Ok(Response::new(pb::AlterarNivelResponse {}))
     }
 
@@ -153,14 +254,20 @@ impl ProdutoService for ProdutoSvc {
         &self,
         request: Request<pb::RemoverUsuarioRequest>,
     ) -> Result<Response<pb::RemoverUsuarioResponse>, Status> {
-        self.admin.check(request.metadata())?;
+        let acting = self
+            .admin(&request, Acao::UsuarioRemovido, &request.get_ref().usuario)
+            .await?;
         let usuario = Usuario::parse(request.into_inner().usuario)?;
-        // The row and its login-attempt counts go together. Nothing else holds the user:
-        // the ObterNivel batcher caches nothing (a lookup only joins a query not yet sent).
+        // The row and its login-attempt counts go together, and its sessions with the row
+        // (ON DELETE CASCADE). Nothing else holds the user: the ObterNivel batcher caches
+        // nothing (a lookup only joins a query not yet sent).
         if !self.users.remove_user(&usuario).await? {
             return Err(not_found(&usuario).into());
         }
         tracing::info!(%usuario, "user removed");
+        self.rights
+            .record(&acting, Acao::UsuarioRemovido, Some(usuario.as_str()), None)
+            .await;
         Ok(Response::new(pb::RemoverUsuarioResponse {}))
     }
 
@@ -168,7 +275,7 @@ impl ProdutoService for ProdutoSvc {
         &self,
         request: Request<pb::ListarUsuariosRequest>,
     ) -> Result<Response<pb::ListarUsuariosResponse>, Status> {
-        self.admin.check(request.metadata())?;
+        self.rights.admin(&request, "listar_usuarios", None).await?;
         let req = request.into_inner();
         let page = UserPage::parse(req.page_size, &req.page_token, req.prefixo)?;
         // One row more than the page says whether another page follows, so the last page
@@ -195,5 +302,66 @@ impl ProdutoService for ProdutoSvc {
                 .collect(),
             next_page_token,
         }))
+    }
+
+    async fn abrir_sessao(
+        &self,
+        request: Request<pb::AbrirSessaoRequest>,
+    ) -> Result<Response<pb::AbrirSessaoResponse>, Status> {
+        let caller = self.login.throttle().policy().caller(&request);
+        let origin = Origin::of(&request);
+        let req = request.into_inner();
+        let usuario = Usuario::parse(req.usuario)?;
+        let senha = Senha::parse_login(req.senha)?;
+        let Some(user) = self.login.check(&caller, &usuario, senha).await? else {
+            return Ok(Response::new(pb::AbrirSessaoResponse::default()));
+        };
+        let sessions = self.rights.sessions();
+        let token = sessions.open(user.id, &origin).await?;
+        let sessao = sessions
+            .by_token(&token)
+            .await?
+            .to_pb(sessions.settings().admin_nivel);
+        tracing::info!(%usuario, sessao = sessao.id, end_user = origin.usuario_final.as_deref(), "session opened");
+        Ok(Response::new(pb::AbrirSessaoResponse {
+            valido: true,
+            token,
+            sessao: Some(sessao),
+        }))
+    }
+
+    async fn obter_sessao(
+        &self,
+        request: Request<pb::ObterSessaoRequest>,
+    ) -> Result<Response<pb::ObterSessaoResponse>, Status> {
+        Ok(Response::new(self.rights.obter_sessao(request).await?))
+    }
+
+    async fn encerrar_sessao(
+        &self,
+        request: Request<pb::EncerrarSessaoRequest>,
+    ) -> Result<Response<pb::EncerrarSessaoResponse>, Status> {
+        Ok(Response::new(self.rights.encerrar_sessao(request).await?))
+    }
+
+    async fn listar_sessoes(
+        &self,
+        request: Request<pb::ListarSessoesRequest>,
+    ) -> Result<Response<pb::ListarSessoesResponse>, Status> {
+        Ok(Response::new(self.rights.listar_sessoes(request).await?))
+    }
+
+    async fn encerrar_sessoes(
+        &self,
+        request: Request<pb::EncerrarSessoesRequest>,
+    ) -> Result<Response<pb::EncerrarSessoesResponse>, Status> {
+        Ok(Response::new(self.rights.encerrar_sessoes(request).await?))
+    }
+
+    async fn listar_auditoria(
+        &self,
+        request: Request<pb::ListarAuditoriaRequest>,
+    ) -> Result<Response<pb::ListarAuditoriaResponse>, Status> {
+        Ok(Response::new(self.rights.listar_auditoria(request).await?))
     }
 }

@@ -167,18 +167,103 @@ impl Users {
             .await
     }
 
-    /// Whether a user of that name exists, read on the primary (an import checks before it
-    /// hashes a plaintext password, and reads its own writes).
-    pub async fn usuario_exists(&self, usuario: &Usuario) -> Result<bool, Error> {
-        let select = per_backend!(|conn| {
-            sqlx::query_scalar("SELECT 1 FROM usuarios WHERE usuario = $1")
-                .bind(usuario.as_str())
-                .persistent(self.db.named_statements())
-                .fetch_optional(conn)
-                .await
-                .map(|found: Option<i32>| found.is_some())
+    /// Which of `names` are users already, read on the primary (an import checks before it
+    /// hashes a plaintext password, and reads its own writes): a batch of rows at a time.
+    pub async fn existing_usuarios(
+        &self,
+        names: &[&str],
+    ) -> Result<std::collections::HashSet<String>, Error> {
+        let names: Vec<&str> = names.to_vec();
+        let json = serde_json::to_string(&names).map_err(|e| Error::Internal(e.to_string()))?;
+        let named = self.db.named_statements();
+        let select = crate::db::query::statement(|conn| {
+            let (names, json) = (names.clone(), json.clone());
+            Box::pin(async move {
+                let found: Vec<String> = match conn {
+                    crate::db::Conn::Postgres(c, _) => {
+                        sqlx::query_scalar("SELECT usuario FROM usuarios WHERE usuario = ANY($1)")
+                            .bind(names)
+                            .persistent(named)
+                            .fetch_all(c)
+                            .await?
+                    }
+                    crate::db::Conn::Sqlite(c, _) => {
+                        sqlx::query_scalar(
+                            "SELECT usuario FROM usuarios \
+                             WHERE usuario IN (SELECT value FROM json_each($1))",
+                        )
+                        .bind(json)
+                        .fetch_all(c)
+                        .await?
+                    }
+                };
+                Ok(found.into_iter().collect())
+            })
         });
-        self.db.run(Access::Primary, "usuario_exists", select).await
+        self.db
+            .run(Access::Primary, "existing_usuarios", select)
+            .await
+    }
+
+    /// Inserts imported users in one statement, each `(usuario, hash, nivel)`, leaving a
+    /// name that is taken as it is; returns the names inserted. A row the database refuses
+    /// (a constraint) fails them all: the caller then inserts them one by one.
+    pub async fn insert_imported_users(
+        &self,
+        rows: &[(&Usuario, &str, Nivel)],
+    ) -> Result<Vec<String>, Error> {
+        let usuarios: Vec<&str> = rows.iter().map(|(u, _, _)| u.as_str()).collect();
+        let hashes: Vec<&str> = rows.iter().map(|(_, h, _)| *h).collect();
+        let niveis: Vec<i32> = rows.iter().map(|(_, _, n)| n.get()).collect();
+        let json = serde_json::to_string(
+            &rows
+                .iter()
+                .map(|(u, h, n)| (u.as_str(), *h, n.get()))
+                .collect::<Vec<_>>(),
+        )
+        .map_err(|e| Error::Internal(e.to_string()))?;
+        let named = self.db.named_statements();
+        let insert = crate::db::query::statement(|conn| {
+            let (usuarios, hashes, niveis, json) = (
+                usuarios.clone(),
+                hashes.clone(),
+                niveis.clone(),
+                json.clone(),
+            );
+            Box::pin(async move {
+                match conn {
+                    crate::db::Conn::Postgres(c, _) => {
+                        sqlx::query_scalar(
+                            "INSERT INTO usuarios (usuario, senha_hash, nivel) \
+                             SELECT * FROM UNNEST($1::text[], $2::text[], $3::int4[]) \
+                             ON CONFLICT (usuario) DO NOTHING RETURNING usuario",
+                        )
+                        .bind(usuarios)
+                        .bind(hashes)
+                        .bind(niveis)
+                        .persistent(named)
+                        .fetch_all(c)
+                        .await
+                    }
+                    // `WHERE true`: SQLite's upsert after a SELECT needs a WHERE to parse.
+                    crate::db::Conn::Sqlite(c, _) => {
+                        sqlx::query_scalar(
+                            "INSERT INTO usuarios (usuario, senha_hash, nivel) \
+                             SELECT json_extract(value, '$[0]'), json_extract(value, '$[1]'), \
+                                    json_extract(value, '$[2]') \
+                             FROM json_each($1) WHERE true \
+                             ON CONFLICT (usuario) DO NOTHING RETURNING usuario",
+                        )
+                        .bind(json)
+                        .fetch_all(c)
+                        .await
+                    }
+                }
+            })
+        });
+        self.db
+            .run(Access::Primary, "insert_imported_users", insert)
+            .await
     }
 
     /// Counts the users still on a legacy hash, by format, into the gauge `/metrics` shows.

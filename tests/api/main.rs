@@ -9,6 +9,7 @@ mod ops;
 mod pool_release;
 mod security;
 mod standin;
+mod startup;
 mod telegram;
 
 use std::time::{Duration, Instant};
@@ -46,6 +47,7 @@ macro_rules! on_both_backends {
 // After the macro: they run their tests on both backends too.
 mod import;
 mod legacy_hashes;
+mod sessions;
 mod throttling;
 mod users;
 
@@ -625,14 +627,15 @@ async fn the_first_admin_is_made_with_the_adicionar_usuario_command() {
         }
         child.wait_with_output().unwrap()
     };
-    let made = run("admin", "uma senha longa", false);
+    // As the README's first admin: the password on standard input.
+    let made = run("admin", "trevo-gaveta-pimenta-4821", true);
     assert!(made.status.success(), "{made:?}");
     let stdout = String::from_utf8_lossy(&made.stdout);
     assert!(
         stdout.contains("created user admin with level 2"),
         "{stdout}"
     );
-    assert!(!stdout.contains("uma senha longa"));
+    assert!(!stdout.contains("trevo-gaveta-pimenta-4821"));
     let from_stdin = run("outra", "outra senha longa", true);
     assert!(from_stdin.status.success(), "{from_stdin:?}");
 
@@ -640,7 +643,7 @@ async fn the_first_admin_is_made_with_the_adicionar_usuario_command() {
     let weak = run("fraco", "password123", false);
     assert!(!weak.status.success());
     assert!(String::from_utf8_lossy(&weak.stderr).contains("too common"));
-    let again = run("admin", "uma senha longa", false);
+    let again = run("admin", "trevo-gaveta-pimenta-4821", false);
     assert!(!again.status.success());
     assert!(String::from_utf8_lossy(&again.stderr).contains("already exists"));
 
@@ -649,7 +652,9 @@ async fn the_first_admin_is_made_with_the_adicionar_usuario_command() {
     let app = spawn_with(config, database).await;
     app.wait_for_readiness(ServingStatus::Serving).await;
     assert_eq!(
-        app.login("admin", "uma senha longa").await.unwrap(),
+        app.login("admin", "trevo-gaveta-pimenta-4821")
+            .await
+            .unwrap(),
         (true, 2)
     );
     assert_eq!(

@@ -555,3 +555,50 @@ async fn a_stored_hash_asking_for_4_gib_is_refused_fast_without_the_allocation()
     // Nothing else is affected.
     assert_eq!(app.login("joao", "senha-forte-2").await.unwrap(), (true, 1));
 }
+
+/// `authorization: Bearer` takes its scheme in any case (HTTP auth schemes are
+/// case-insensitive): the admin token and a caller token alike.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_bearer_scheme_is_case_insensitive() {
+    use produto_testkit::ADMIN_TOKEN;
+    let database = TestDb::create(Backend::Sqlite).await;
+    let dir = tempfile::tempdir().unwrap();
+    let tokens = dir.path().join("caller-tokens");
+    std::fs::write(&tokens, format!("billing {BILLING_TOKEN}\n")).unwrap();
+    let app = spawn_with(test_config(&database.url), database).await;
+    app.wait_for_readiness(ServingStatus::Serving).await;
+    let mut client = app.produto.clone();
+    for (n, scheme) in ["bearer", "BEARER", "Bearer"].into_iter().enumerate() {
+        let mut request = Request::new(AdicionarUsuarioRequest {
+            usuario: format!("maria{n}"),
+            senha: "senha-forte-1".into(),
+            nivel: 1,
+        });
+        let value = format!("{scheme} {ADMIN_TOKEN}").parse().unwrap();
+        request.metadata_mut().insert("authorization", value);
+        client
+            .adicionar_usuario(request)
+            .await
+            .unwrap_or_else(|e| panic!("{scheme}: {e:?}"));
+    }
+
+    let database = TestDb::create(Backend::Sqlite).await;
+    let mut config = test_config(&database.url);
+    config.caller_auth = true;
+    config.caller_tokens_file = Some(tokens);
+    let guarded = spawn_with(config, database).await;
+    guarded.wait_for_readiness(ServingStatus::Serving).await;
+    let mut request = Request::new(ObterNivelRequest {
+        usuario: "ninguem".into(),
+    });
+    let value = format!("bearer {BILLING_TOKEN}").parse().unwrap();
+    request.metadata_mut().insert("authorization", value);
+    let err = guarded
+        .produto
+        .clone()
+        .obter_nivel(request)
+        .await
+        .unwrap_err();
+    // Identified (the unknown user is NOT_FOUND), not UNAUTHENTICATED.
+    assert_eq!(err.code(), Code::NotFound, "{err:?}");
+}

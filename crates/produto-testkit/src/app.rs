@@ -27,14 +27,38 @@ use tonic_health::pb::{
 use crate::database::{Backend, TestDb};
 
 pub const ADMIN_TOKEN: &str = "test-admin-token-0123456789";
+/// The bot's caller token, in every test server's caller tokens file ([`caller_tokens_file`]).
+pub const BOT_TOKEN: &str = "test-bot-caller-token-0123456789";
+/// Another caller's token, in the same file.
+pub const OTHER_CALLER_TOKEN: &str = "test-other-caller-token-0123456789";
+
+/// A caller tokens file naming `bot` ([`BOT_TOKEN`]) and `other` ([`OTHER_CALLER_TOKEN`]),
+/// written once per test process: every test server reads it (callers that send neither
+/// token stay anonymous, as before).
+pub fn caller_tokens_file() -> std::path::PathBuf {
+    static FILE: std::sync::OnceLock<std::path::PathBuf> = std::sync::OnceLock::new();
+    FILE.get_or_init(|| {
+        let path =
+            std::env::temp_dir().join(format!("produto-test-callers-{}.txt", std::process::id()));
+        std::fs::write(
+            &path,
+            format!("bot {BOT_TOKEN}\nother {OTHER_CALLER_TOKEN}\n"),
+        )
+        .expect("write the caller tokens file");
+        path
+    })
+    .clone()
+}
 
 /// Statements the server's background tasks run on their own clocks (the legacy-hash
 /// gauge's count, the purge of old attempts, the connection budget): a test that counts a
 /// call's statements or acquires must leave these out, since one may land in between.
-pub const BACKGROUND_STATEMENTS: [&str; 3] = [
+pub const BACKGROUND_STATEMENTS: [&str; 5] = [
     "legacy_hash_counts",
     "purge_login_attempts",
     "connection_budget",
+    "purge_sessions",
+    "audit_purge",
 ];
 
 /// A test configuration: port 0, fast probes, cheap argon2 so tests stay quick (the admin
@@ -50,6 +74,10 @@ pub fn test_config(database_url: &str) -> Settings {
     config.drain_timeout = Duration::from_secs(3);
     config.hashing = config.hashing.with_costs(1024, 1, 1).unwrap();
     config.shutdown_delay = Duration::ZERO;
+    config.caller_tokens_file = Some(caller_tokens_file());
+    // The strength check is tested on its own (tests/api/sessions.rs); the other tests keep
+    // their short example passwords. The username rule stays.
+    config.password_policy.min_score = 0;
     config
 }
 
@@ -358,6 +386,27 @@ impl Drop for TestApp {
             server.abort();
         }
     }
+}
+
+/// A request carrying a session token (`produto-session`).
+pub fn with_session<T>(message: T, token: &str) -> Request<T> {
+    let mut request = Request::new(message);
+    request
+        .metadata_mut()
+        .insert("produto-session", token.parse().unwrap());
+    request
+}
+
+/// A request from caller `token` (a caller token) for end user `end_user`.
+pub fn as_caller<T>(message: T, token: &str, end_user: &str) -> Request<T> {
+    let mut request = Request::new(message);
+    request
+        .metadata_mut()
+        .insert("authorization", format!("Bearer {token}").parse().unwrap());
+    request
+        .metadata_mut()
+        .insert("produto-end-user", end_user.parse().unwrap());
+    request
 }
 
 /// A request carrying the admin token.

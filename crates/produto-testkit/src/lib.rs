@@ -16,7 +16,7 @@ pub mod proxy;
 pub mod stats;
 
 pub use app::{
-    ADMIN_TOKEN, BACKGROUND_STATEMENTS, TestApp, admin, senha_request, spawn_app, spawn_on,
-    spawn_with, test_config,
+    ADMIN_TOKEN, BACKGROUND_STATEMENTS, BOT_TOKEN, OTHER_CALLER_TOKEN, TestApp, admin, as_caller,
+    caller_tokens_file, senha_request, spawn_app, spawn_on, spawn_with, test_config, with_session,
 };
 pub use database::{Backend, TestDb, postgres_admin_url};
