@@ -124,8 +124,12 @@ async fn ensure_schema(db: &Db, apply_migrations: bool, stop: &CancellationToken
             let servers = db.servers();
             if servers.follows_primary() && !servers.primary_writable() {
                 // Asking a dead host would cost the acquire timeout: wait for a primary.
-                let waiting = "no primary among the write candidates yet (each is down or a standby)";
-                return Err((waiting.to_owned(), Diagnosis::Unreachable(waiting.to_owned())));
+                let waiting =
+                    "no primary among the write candidates yet (each is down or a standby)";
+                return Err((
+                    waiting.to_owned(),
+                    Diagnosis::Unreachable(waiting.to_owned()),
+                ));
             }
             let result = if apply_migrations {
                 db.migrate()
@@ -207,7 +211,8 @@ async fn supervise(
     } else {
         tokio::join!(ensure_schema(db, apply_migrations, &stop), async {
             (db.probe(&mut probe).await, Instant::now())
-        },);
+        })
+    };
     match schema {
         Schema::InPlace => {}
         Schema::Stopped => {

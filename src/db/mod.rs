@@ -15,8 +15,8 @@
 
 pub mod budget;
 mod connect;
-mod hosts;
 pub mod diagnose;
+mod hosts;
 pub mod metrics;
 mod probe;
 pub(crate) mod query;
@@ -35,8 +35,8 @@ use std::{
 
 use sqlx::migrate::Migrator;
 
-pub use hosts::check_urls;
 pub use diagnose::Diagnosis;
+pub use hosts::check_urls;
 pub use probe::ProbeConnection;
 pub use query::{Conn, Statement};
 pub use replicas::{Access, Backend, Role, Server, Servers};
