@@ -102,6 +102,12 @@ pub struct Config {
     /// Log format: `text` or `json`. Levels come from RUST_LOG (default `info`).
     #[arg(long, env = "PRODUTO_LOG_FORMAT", default_value = "text")]
     pub log_format: crate::telemetry::LogFormat,
+
+    /// Continue the trace (W3C `traceparent`) of every incoming call. Off: only authenticated
+    /// callers' traces are continued; anyone else's call starts a new trace linked to theirs.
+    /// Traces are exported when OTEL_EXPORTER_OTLP_ENDPOINT is set (docs/tracing.md).
+    #[arg(long, env = "PRODUTO_TRACE_TRUST_ALL")]
+    pub trace_trust_all: bool,
 }
 
 /// The commands besides serving.
@@ -276,6 +282,7 @@ impl Config {
             caller_tokens_file: self.auth.caller_tokens_file,
             no_migrate: self.no_migrate,
             log_format: self.log_format,
+            trace_trust_all: self.trace_trust_all,
         })
     }
 
@@ -320,6 +327,8 @@ pub struct Settings {
     /// Wait for someone else to migrate instead of migrating.
     pub no_migrate: bool,
     pub log_format: LogFormat,
+    /// Continue every incoming trace, not only authenticated callers'.
+    pub trace_trust_all: bool,
 }
 
 impl Settings {
@@ -349,6 +358,7 @@ impl Settings {
             caller_tokens_file: None,
             no_migrate: false,
             log_format: LogFormat::Text,
+            trace_trust_all: false,
         }
     }
 }

@@ -10,7 +10,14 @@ use produto::{Application, Config, Error, config::Command, telemetry};
 #[tokio::main]
 async fn main() -> ExitCode {
     let config = Config::parse();
-    telemetry::init(config.log_format);
+    // Kept to the end: dropping it flushes the last spans.
+    let _traces = match telemetry::init(config.log_format, "produto-server") {
+        Ok(traces) => traces,
+        Err(e) => {
+            eprintln!("produto-server: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
     let command = config.command.clone();
     let settings = config.into_settings().map_err(Error::Startup);
     match command {

@@ -16,6 +16,9 @@ use std::panic::AssertUnwindSafe;
 use tokio::sync::oneshot;
 
 use super::{Access, Db};
+use tracing::Instrument;
+
+use super::traces;
 use crate::{Error, domain::Usuario};
 
 /// Most names sent in one query; a larger crowd is served by the next query of the lane.
@@ -46,6 +49,8 @@ struct State {
 struct Waiter {
     usuario: Usuario,
     reply: oneshot::Sender<Result<Option<i32>, Error>>,
+    /// The caller's span, which the batch's span links to (None without traces).
+    follows: Option<opentelemetry::trace::SpanContext>,
 }
 
 impl NivelBatcher {
@@ -72,6 +77,7 @@ impl NivelBatcher {
             state.pending.push(Waiter {
                 usuario: usuario.clone(),
                 reply,
+                follows: traces::follows(),
             });
             let lead = state.running < self.lanes;
             if lead {
@@ -206,9 +212,11 @@ async fn query(db: &Db, server: usize, batch: &[Waiter]) -> Result<HashMap<Strin
         "nivel_batch"
     };
     let named = db.named_statements();
+    let span = traces::batch_span(batch.len(), batch.iter().map(|w| w.follows.clone()));
     db.run_on(server, Access::Read, name, |conn| {
         Box::pin(async move { lookup(conn.postgres()?, batch, named).await })
     })
+    .instrument(span)
     .await
 }
 
@@ -278,7 +286,15 @@ mod tests {
     fn waiter(name: &str) -> (Waiter, oneshot::Receiver<Result<Option<i32>, Error>>) {
         let (reply, rx) = oneshot::channel();
         let usuario = Usuario::parse(name.into()).unwrap();
-        (Waiter { usuario, reply }, rx)
+        let follows = None;
+        (
+            Waiter {
+                usuario,
+                reply,
+                follows,
+            },
+            rx,
+        )
     }
 
     #[test]

@@ -20,6 +20,7 @@ mod query;
 pub mod replicas;
 mod settings;
 mod stats;
+mod traces;
 pub mod users;
 
 use std::{

@@ -17,6 +17,9 @@ use sqlx::{
     sqlite::SqliteConnection,
 };
 
+use tracing::Instrument;
+
+use super::traces;
 use super::{Access, Backend, Db, PoolStats, replicas, stats::GaugeGuard};
 use crate::{Error, error::is_connection_error};
 
@@ -125,6 +128,14 @@ impl Db {
             if read {
                 self.servers().get(server).count_read();
             }
+            let span = traces::statement_span(
+                name,
+                traces::Target {
+                    system: self.backend_name(),
+                    address: &self.servers().get(server).address,
+                    primary: server == self.servers().primary_index(),
+                },
+            );
             let (result, lost) = match &self.servers().get(server).backend {
                 Backend::Postgres(pool) => {
                     self.attempt(
@@ -134,6 +145,7 @@ impl Db {
                         name,
                         &mut statement,
                     )
+                    .instrument(span)
                     .await
                 }
                 Backend::Sqlite(pool) => {
@@ -144,6 +156,7 @@ impl Db {
                         name,
                         &mut statement,
                     )
+                    .instrument(span)
                     .await
                 }
             };
@@ -175,7 +188,10 @@ impl Db {
     ) -> (Result<T, Error>, bool) {
         let mut lease = match self.acquire(server, pool).await {
             Ok(lease) => lease,
-            Err(e) => return (Err(e), false),
+            Err(e) => {
+                traces::statement_not_started(&tracing::Span::current());
+                return (Err(e), false);
+            }
         };
         let outcome = self
             .bounded_as(name, async {
@@ -194,6 +210,11 @@ impl Db {
                 }
             })
             .await;
+        match &outcome {
+            Ok(Ok(_)) => {}
+            Ok(Err(e)) => traces::statement_failed(&tracing::Span::current(), Some(e)),
+            Err(_) => traces::statement_failed(&tracing::Span::current(), None),
+        }
         let lost = matches!(&outcome, Ok(Err(e)) if is_connection_error(e));
         (self.classify(server, &mut lease, outcome), lost)
     }
@@ -250,7 +271,9 @@ impl Db {
             // sqlx's acquire future used to hold the whole connection set-up inline (14.5
             // KiB on PostgreSQL), which every statement's future then carried and moved:
             // the vendored sqlx-core boxes the set-up instead (vendor/README.md).
-            tokio::time::timeout(bound, pool.acquire()).await
+            tokio::time::timeout(bound, pool.acquire())
+                .instrument(traces::pool_wait_span())
+                .await
         };
         let waited = started.elapsed();
         self.metrics.observe_acquire_wait(waited);

@@ -318,7 +318,10 @@ impl Hasher {
         T: Send + 'static,
         F: FnOnce() -> Result<T, Error> + Send + 'static,
     {
+        // Spans for traces (DEBUG): the wait for a slot and a thread, then the hashing.
+        let queued = tracing::debug_span!("hashing queue", otel.kind = "internal");
         let permit = tokio::time::timeout(self.queue_timeout, self.permits.clone().acquire_owned())
+            .instrument(queued.clone())
             .await
             .map_err(|_| Error::Overloaded("server busy hashing passwords, retry later"))?
             .map_err(|_| Error::Internal("hashing pool closed".into()))?;
@@ -326,13 +329,15 @@ impl Hasher {
         let (done, result) = oneshot::channel();
         self.threads.run(Box::new(move || {
             let _permit = permit;
+            drop(queued);
             // A caller that has gone (deadline, disconnect) while its hash was queued gets
             // no hash: otherwise calls with tiny deadlines would make the server hash for
             // nothing, and hold the slots that the next callers wait for.
             if done.is_closed() {
                 return;
             }
-            let _ = done.send(span.in_scope(work));
+            let hashing = span.in_scope(|| tracing::debug_span!("password hashing"));
+            let _ = done.send(span.in_scope(|| hashing.in_scope(work)));
         }))?;
         result
             .instrument(tracing::Span::current())

@@ -96,7 +96,7 @@ impl Bot {
         message: T,
         end_user: Option<&MetadataValue<Ascii>>,
     ) -> Request<T> {
-        let mut request = Request::new(message);
+        let mut request = produto_client::otel::request(message);
         request.set_timeout(self.timeout);
         if let Some(end_user) = end_user {
             request
