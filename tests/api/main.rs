@@ -9,12 +9,15 @@ mod helpers;
 #[path = "../support/http.rs"]
 mod http;
 mod ops;
+#[path = "../support/otlp.rs"]
+mod otlp;
 mod pool_release;
 #[allow(dead_code, reason = "the fault tests use the rest of the proxy")]
 mod proxy;
 mod security;
 mod standin;
 mod telegram;
+mod traces;
 
 use std::time::{Duration, Instant};
 
