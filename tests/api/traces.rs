@@ -454,3 +454,69 @@ async fn a_missing_user_is_the_callers_answer_not_an_error_span() {
     // NOT_FOUND is the caller's answer, not the server's failure: the status stays unset.
     assert_eq!(span.status.as_ref().map_or(0, |s| s.code), 0);
 }
+
+/// The Python client (clients/python) in a caller that has OpenTelemetry: its calls carry the
+/// caller's current trace, which a server that knows the caller's token continues.
+const PYTHON_CALLER: &str = r#"
+import sys
+from opentelemetry import context, trace
+from opentelemetry.trace import NonRecordingSpan, SpanContext, TraceFlags
+from produto_client import Client
+
+trace_id, span_id, addr, token = sys.argv[1:]
+parent = SpanContext(int(trace_id, 16), int(span_id, 16), False, TraceFlags(TraceFlags.SAMPLED))
+context.attach(trace.set_span_in_context(NonRecordingSpan(parent)))
+with Client(addr, token=token) as client:
+    print(client.obter_nivel("maria"))
+"#;
+
+#[tokio::test]
+async fn the_python_client_carries_its_callers_trace() {
+    let ready = tokio::process::Command::new("python3")
+        .args(["-c", "import grpc, google.protobuf, opentelemetry.propagate"])
+        .status()
+        .await
+        .is_ok_and(|s| s.success());
+    if !ready {
+        assert!(
+            std::env::var("CI").is_err(),
+            "CI needs python3 with tests/python/requirements.txt installed"
+        );
+        eprintln!(
+            "SKIPPED: python3 with grpcio, protobuf and opentelemetry-api is not available \
+             (pip install -r tests/python/requirements.txt)"
+        );
+        return;
+    }
+    let traced = Traced::start().await;
+    let database = TestDb::create(Backend::Postgres).await;
+    let dir = tempfile::tempdir().unwrap();
+    let tokens = dir.path().join("caller-tokens");
+    std::fs::write(&tokens, format!("billing {BILLING_TOKEN}\n")).unwrap();
+    let mut config = test_config(&database.url);
+    config.caller_tokens_file = Some(tokens);
+    let app = spawn_with(config, database).await;
+    app.wait_for_readiness(ServingStatus::Serving).await;
+    app.add_user("maria", "senha-da-maria", 1).await.unwrap();
+
+    let (_, trace_id, span_id) = traceparent();
+    let output = tokio::process::Command::new("python3")
+        .args(["-c", PYTHON_CALLER, &trace_id, &span_id])
+        .arg(app.addr.to_string())
+        .arg(BILLING_TOKEN)
+        .env(
+            "PYTHONPATH",
+            concat!(env!("CARGO_MANIFEST_DIR"), "/clients/python/src"),
+        )
+        .output()
+        .await
+        .expect("run python3");
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert_eq!(String::from_utf8_lossy(&output.stdout).trim(), "1");
+    let span = server_span(&traced, |s| hex(&s.trace_id) == trace_id).await;
+    assert_eq!(hex(&span.parent_span_id), span_id);
+}

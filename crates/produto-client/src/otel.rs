@@ -130,13 +130,13 @@ pub fn exporting(span: &tracing::Span) -> bool {
 }
 
 /// Writes the current span's trace context into outgoing gRPC metadata (nothing when no
-/// trace is being recorded).
+/// trace is being recorded). Works under any `tracing-opentelemetry` layer of this version,
+/// so a service that calls produto with this crate and traces on its own propagates too.
 pub fn inject(metadata: &mut MetadataMap) {
-    let span = tracing::Span::current();
-    if !exporting(&span) {
-        return;
+    let context = tracing::Span::current().context();
+    if context.span().span_context().is_valid() {
+        TraceContextPropagator::new().inject_context(&context, &mut MetadataWriter(metadata));
     }
-    TraceContextPropagator::new().inject_context(&span.context(), &mut MetadataWriter(metadata));
 }
 
 /// The trace context an incoming request carries (an empty context when none).

@@ -20,6 +20,23 @@ DEFAULT_PAGE_SIZE = 100
 
 _ADMIN_TOKEN_KEY = "produto-admin-token"
 
+try:
+    # Optional: with OpenTelemetry installed in the caller, each call carries the caller's
+    # current trace context (W3C traceparent/tracestate, or whatever propagator the caller
+    # configured), so that produto's spans join the caller's trace.
+    from opentelemetry import propagate as _otel_propagate
+except ImportError:  # pragma: no cover - OpenTelemetry is not a dependency
+    _otel_propagate = None
+
+
+def _trace_context() -> List[Tuple[str, str]]:
+    """The current trace context as gRPC metadata; empty without OpenTelemetry."""
+    if _otel_propagate is None:
+        return []
+    carrier: dict = {}
+    _otel_propagate.inject(carrier)
+    return [(key.lower(), value) for key, value in carrier.items()]
+
 
 def service_config() -> str:
     """The retry policy (a gRPC service config, JSON) shipped with the package: a copy of
@@ -131,7 +148,7 @@ class Client:
         self.close()
 
     def _metadata(self, admin: bool) -> List[Tuple[str, str]]:
-        metadata = []
+        metadata = _trace_context()
         if self.token:
             metadata.append(("authorization", f"Bearer {self.token}"))
         if admin and self.admin_token:
