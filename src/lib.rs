@@ -26,7 +26,7 @@
 //! | | [`client`] | from `produto-client`: the balancing, retrying client |
 //! | settings | [`config`] | the command line: each component's flags flattened, the serving flags, turned into each component's settings in one place: [`Config::into_settings`] |
 //! | serving | [`service`] | the RPC handlers: `service/produto.rs` (ProdutoService), `service/pool.rs`, `service/health.rs` |
-//! | | [`middleware`], [`ops`] | per call: span, metrics, caller identification, deadline, size limit, load shedding; the metrics registry (`ops/metrics.rs`), the RPC recorder (`ops/rpc_metrics.rs`), the database's figures at scrape time (`ops/pool_metrics.rs`), the admin HTTP port, request ids |
+//! | | [`middleware`], [`ops`] | per call: span, metrics, caller identification, deadline, size limit, load shedding; the metrics registry (`ops/metrics.rs`), the RPC recorder (`ops/rpc_metrics.rs`), the database's figures at scrape time (`ops/pool_metrics.rs`), the admin HTTP port, request ids, the RPC span as OpenTelemetry sees it (`ops/traces.rs`; the statements' spans are `db/traces.rs`) |
 //! | top | [`app`] | wiring: build (bind ports), serve, shut down (`app/mod.rs`); the gRPC routes, TLS and the one tonic builder (`app/grpc.rs`); the background tasks (`app/supervise.rs`); `migrate`, `adicionar-usuario` and `import-users` (`app/commands.rs`) |
 
 pub mod app;

@@ -29,6 +29,9 @@ pub struct Plan<'a> {
     pub window: Duration,
 }
 
+/// A server to compare: its label, its binary, its environment.
+type Variant<'a> = (&'static str, &'a str, Vec<(&'static str, String)>);
+
 /// Runs the scenario, adding its rows, targets and notes.
 pub async fn run(
     plan: Plan<'_>,
@@ -40,7 +43,10 @@ pub async fn run(
     let endpoint = receiver.endpoint();
     let plain = ("PRODUTO_BATCH_NIVEL", "false".to_owned());
     // An empty endpoint is no endpoint: "off" stays off whatever the bench's environment says.
-    let off = vec![plain.clone(), ("OTEL_EXPORTER_OTLP_ENDPOINT", String::new())];
+    let off = vec![
+        plain.clone(),
+        ("OTEL_EXPORTER_OTLP_ENDPOINT", String::new()),
+    ];
     let sampled = |sampler: &str, arg: &str| {
         vec![
             plain.clone(),
@@ -49,7 +55,7 @@ pub async fn run(
             ("OTEL_TRACES_SAMPLER_ARG", arg.to_owned()),
         ]
     };
-    let mut variants: Vec<(&'static str, &str, Vec<(&str, String)>)> = Vec::new();
+    let mut variants: Vec<Variant> = Vec::new();
     if let Some(bin) = plan.baseline_bin {
         variants.push(("baseline", bin, off.clone()));
     }
@@ -76,7 +82,11 @@ pub async fn run(
     let warmup = (slice / 5).min(Duration::from_secs(1));
     type Make = fn(&[Channel], usize) -> crate::runner::Call;
     let methods: [(&str, usize, Make); 2] = [
-        ("10 ObterNivel traces", plan.nivel_callers, calls::grpc_nivel),
+        (
+            "10 ObterNivel traces",
+            plan.nivel_callers,
+            calls::grpc_nivel,
+        ),
         (
             "10 VerificarLogin traces",
             plan.login_callers,
@@ -113,7 +123,9 @@ pub async fn run(
         for ((label, ..), o) in variants.iter().zip(&outcomes) {
             rows.push(Row::from_outcome(scenario, *label, o));
         }
-        let method = scenario.trim_start_matches("10 ").trim_end_matches(" traces");
+        let method = scenario
+            .trim_start_matches("10 ")
+            .trim_end_matches(" traces");
         if let (Some(off), Some(one)) = (cpu("off"), cpu("1 %")) {
             targets.push(Target::at_most(
                 format!("{method} server CPU/request, traces 1 % / off"),

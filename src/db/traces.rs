@@ -132,6 +132,9 @@ pub fn pool_wait_span() -> Span {
 
 /// The caller's span context, kept by a lookup that a batch will serve (None without traces).
 pub fn follows() -> Option<SpanContext> {
+    if !otel::exporting_now() {
+        return None;
+    }
     otel::span_context(&Span::current())
 }
 

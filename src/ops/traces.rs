@@ -97,3 +97,21 @@ fn code_name(code: Code) -> &'static str {
         Code::Unauthenticated => "UNAUTHENTICATED",
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_code_has_its_grpc_name() {
+        for (n, name) in [
+            (0, "OK"),
+            (4, "DEADLINE_EXCEEDED"),
+            (5, "NOT_FOUND"),
+            (14, "UNAVAILABLE"),
+            (16, "UNAUTHENTICATED"),
+        ] {
+            assert_eq!(code_name(Code::from_i32(n)), name);
+        }
+    }
+}

@@ -473,7 +473,10 @@ with Client(addr, token=token) as client:
 #[tokio::test]
 async fn the_python_client_carries_its_callers_trace() {
     let ready = tokio::process::Command::new("python3")
-        .args(["-c", "import grpc, google.protobuf, opentelemetry.propagate"])
+        .args([
+            "-c",
+            "import grpc, google.protobuf, opentelemetry.propagate",
+        ])
         .status()
         .await
         .is_ok_and(|s| s.success());
@@ -519,4 +522,76 @@ async fn the_python_client_carries_its_callers_trace() {
     assert_eq!(String::from_utf8_lossy(&output.stdout).trim(), "1");
     let span = server_span(&traced, |s| hex(&s.trace_id) == trace_id).await;
     assert_eq!(hex(&span.parent_span_id), span_id);
+}
+
+#[tokio::test]
+async fn the_bot_binary_exports_its_trace_at_exit_and_the_server_continues_it() {
+    // Built first, if needed: the build blocks this thread, which serves everything below.
+    let bot = crate::helpers::bot_binary().to_owned();
+    let traced = Traced::start().await;
+    let database = TestDb::create(Backend::Postgres).await;
+    let mut config = test_config(&database.url);
+    config.trace_trust_all = true;
+    let app = spawn_with(config, database).await;
+    app.wait_for_readiness(ServingStatus::Serving).await;
+    app.add_user("maria", "senha-da-maria", 1).await.unwrap();
+
+    let mut child = tokio::process::Command::new(bot)
+        .env("PRODUTO_SERVER", format!("http://{}", app.addr))
+        .env("PRODUTO_BOT_TIMEOUT", "5s")
+        .env_remove("PRODUTO_BOT_TELEGRAM_TOKEN")
+        .env("PRODUTO_BOT_ADMIN_ADDR", "")
+        .env("OTEL_EXPORTER_OTLP_ENDPOINT", traced.receiver.endpoint())
+        .env("OTEL_SERVICE_NAME", "produto-bot")
+        .env_remove("OTEL_TRACES_SAMPLER")
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("start produto-bot");
+    {
+        use tokio::io::AsyncWriteExt;
+        let mut stdin = child.stdin.take().unwrap();
+        stdin
+            .write_all(b"/login maria senha-da-maria\n")
+            .await
+            .unwrap();
+    }
+    let output = tokio::time::timeout(Duration::from_secs(30), child.wait_with_output())
+        .await
+        .expect("the bot exits at the end of its input")
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success() && stdout.contains("Olá, maria!"),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+
+    // The bot sent its spans before exiting; the server's come with the next flush.
+    let spans = traced
+        .spans_until(|spans| {
+            named(spans, "chat message").iter().any(|message| {
+                spans.iter().any(|s| {
+                    s.trace_id == message.trace_id
+                        && s.name == VERIFICAR
+                        && s.kind == SpanKind::Server as i32
+                })
+            })
+        })
+        .await;
+    let message = named(&spans, "chat message").pop().unwrap();
+    let attempt = spans
+        .iter()
+        .find(|s| s.parent_span_id == message.span_id && s.kind == SpanKind::Client as i32)
+        .expect("the bot's attempt span");
+    let server = spans
+        .iter()
+        .find(|s| s.trace_id == message.trace_id && s.kind == SpanKind::Server as i32)
+        .unwrap();
+    assert_eq!(server.parent_span_id, attempt.span_id);
+    for value in every_value(&spans) {
+        assert!(!value.contains("senha-da-maria"), "a password in {value:?}");
+    }
 }

@@ -33,7 +33,12 @@ const TRACED_CRATES: [&str; 3] = ["produto", "produto_client", "produto_bot"];
 /// other than gRPC, which this build does not speak (`http/protobuf`, `http/json`), rather
 /// than sending nothing without saying so.
 pub fn endpoint_from_env() -> Result<Option<String>, String> {
-    let var = |name: &str| std::env::var(name).ok().filter(|v| !v.trim().is_empty());
+    endpoint_from(|name| std::env::var(name).ok())
+}
+
+/// [`endpoint_from_env`] over `lookup` (the environment, or a test's table).
+fn endpoint_from(lookup: impl Fn(&str) -> Option<String>) -> Result<Option<String>, String> {
+    let var = |name: &str| lookup(name).filter(|v| !v.trim().is_empty());
     if var("OTEL_SDK_DISABLED").is_some_and(|v| v.eq_ignore_ascii_case("true"))
         || var("OTEL_TRACES_EXPORTER").is_some_and(|v| v.eq_ignore_ascii_case("none"))
     {
@@ -127,6 +132,11 @@ impl Drop for Traces {
 pub fn exporting(span: &tracing::Span) -> bool {
     span.with_subscriber(|(_, dispatch)| dispatch.downcast_ref::<TracedCrates>().is_some())
         .unwrap_or(false)
+}
+
+/// Whether the current subscriber exports traces: [`exporting`] without a span at hand.
+pub fn exporting_now() -> bool {
+    tracing::dispatcher::get_default(|dispatch| dispatch.downcast_ref::<TracedCrates>().is_some())
 }
 
 /// Writes the current span's trace context into outgoing gRPC metadata (nothing when no
@@ -226,5 +236,54 @@ impl Extractor for HeaderReader<'_> {
 
     fn keys(&self) -> Vec<&str> {
         self.0.keys().map(|k| k.as_str()).collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn endpoint(vars: &[(&str, &str)]) -> Result<Option<String>, String> {
+        endpoint_from(|name| {
+            vars.iter()
+                .find(|(k, _)| *k == name)
+                .map(|(_, v)| (*v).to_owned())
+        })
+    }
+
+    #[test]
+    fn without_an_endpoint_traces_are_off() {
+        assert_eq!(endpoint(&[]), Ok(None));
+        assert_eq!(endpoint(&[("OTEL_EXPORTER_OTLP_ENDPOINT", " ")]), Ok(None));
+        let on = ("OTEL_EXPORTER_OTLP_ENDPOINT", "http://collector:4317");
+        assert_eq!(endpoint(&[on, ("OTEL_SDK_DISABLED", "true")]), Ok(None));
+        assert_eq!(endpoint(&[on, ("OTEL_TRACES_EXPORTER", "none")]), Ok(None));
+    }
+
+    #[test]
+    fn the_traces_endpoint_wins_over_the_general_one() {
+        let both = [
+            ("OTEL_EXPORTER_OTLP_ENDPOINT", "http://general:4317"),
+            ("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", "http://traces:4317"),
+        ];
+        assert_eq!(endpoint(&both), Ok(Some("http://traces:4317".into())));
+        assert_eq!(endpoint(&both[..1]), Ok(Some("http://general:4317".into())));
+    }
+
+    #[test]
+    fn only_the_grpc_protocol_is_accepted() {
+        let on = ("OTEL_EXPORTER_OTLP_ENDPOINT", "http://collector:4317");
+        assert!(
+            endpoint(&[on, ("OTEL_EXPORTER_OTLP_PROTOCOL", "grpc")]).is_ok_and(|e| e.is_some())
+        );
+        for other in ["http/protobuf", "http/json"] {
+            let refused = endpoint(&[on, ("OTEL_EXPORTER_OTLP_PROTOCOL", other)]).unwrap_err();
+            assert!(
+                refused.contains(other) && refused.contains("grpc"),
+                "{refused}"
+            );
+            let refused = endpoint(&[on, ("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL", other)]);
+            assert!(refused.is_err());
+        }
     }
 }
