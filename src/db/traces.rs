@@ -1,6 +1,7 @@
 //! The database's spans in OpenTelemetry's terms (the semantic conventions for database
 //! client spans): one client span per statement, the pool wait, and the ObterNivel batch
-//! linked to the calls it serves. All DEBUG, so that without traces each is a disabled span.
+//! linked to the calls it serves. Built only inside a sampled trace (DEBUG besides), so that
+//! without traces, or in a trace not sampled, each is a span that does nothing.
 //! No parameter is ever an attribute (they may be passwords or hashes): a statement is
 //! named by its static name, and its summary comes from a table, not from the SQL.
 
@@ -39,6 +40,9 @@ pub struct Target<'a> {
 
 /// The client span of one statement named `name` on `target` (DEBUG: built only for export).
 pub fn statement_span(name: &'static str, target: Target<'_>) -> Span {
+    if !otel::recording_now() {
+        return Span::none();
+    }
     let span = tracing::debug_span!(
         "db",
         otel.name = tracing::field::Empty,
@@ -127,6 +131,9 @@ pub fn statement_not_started(span: &Span) {
 
 /// The span of the wait for a pooled connection.
 pub fn pool_wait_span() -> Span {
+    if !otel::recording_now() {
+        return Span::none();
+    }
     tracing::debug_span!("pool wait", otel.kind = "internal")
 }
 

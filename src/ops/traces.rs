@@ -25,9 +25,24 @@ pub fn rpc_started(
     if !otel::exporting(span) {
         return;
     }
+    use opentelemetry::trace::TraceContextExt;
     let method = path.trim_start_matches('/');
     span.record("otel.name", method);
     span.record("otel.kind", "server");
+    let incoming = otel::extract(headers);
+    let remote = incoming.span().span_context().clone();
+    if remote.is_valid() {
+        if caller.is_some() || trust_all {
+            let _ = span.set_parent(incoming);
+        } else {
+            span.add_link(remote);
+        }
+    }
+    // The sampler decides now, so that an unsampled call builds no attributes and the
+    // spans under it are not built at all (see `db/traces.rs`).
+    if !span.context().span().span_context().is_sampled() {
+        return;
+    }
     span.set_attribute("rpc.system.name", "grpc");
     span.set_attribute("rpc.method", method.to_owned());
     if let Some(caller) = caller {
@@ -37,19 +52,6 @@ pub fn rpc_started(
             Via::Certificate => "certificate",
         };
         span.set_attribute("produto.caller.via", via);
-    }
-    let incoming = otel::extract(headers);
-    let remote = {
-        use opentelemetry::trace::TraceContextExt;
-        incoming.span().span_context().clone()
-    };
-    if !remote.is_valid() {
-        return;
-    }
-    if caller.is_some() || trust_all {
-        let _ = span.set_parent(incoming);
-    } else {
-        span.add_link(remote);
     }
 }
 

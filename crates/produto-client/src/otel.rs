@@ -108,8 +108,11 @@ impl Traces {
             .fold(Targets::new(), |t, name| t.with_target(*name, Level::DEBUG));
         tracing_opentelemetry::layer()
             .with_tracer(tracer)
-            // Thread names and ids would be noise in every span, and cost a lookup each.
+            // Thread names, source locations and busy/idle timings would be noise in every
+            // span, and cost allocations and clock reads on every call, sampled or not.
             .with_threads(false)
+            .with_location(false)
+            .with_tracked_inactivity(false)
             .with_filter(TracedCrates(crates))
     }
 
@@ -137,6 +140,18 @@ pub fn exporting(span: &tracing::Span) -> bool {
 /// Whether the current subscriber exports traces: [`exporting`] without a span at hand.
 pub fn exporting_now() -> bool {
     tracing::dispatcher::get_default(|dispatch| dispatch.downcast_ref::<TracedCrates>().is_some())
+}
+
+/// Whether the current span belongs to a sampled trace that is exported: the spans that
+/// only traces need (a statement's, the pool wait's) are not built otherwise, so that an
+/// unsampled call costs little more than with traces off.
+pub fn recording_now() -> bool {
+    exporting_now()
+        && tracing::Span::current()
+            .context()
+            .span()
+            .span_context()
+            .is_sampled()
 }
 
 /// Writes the current span's trace context into outgoing gRPC metadata (nothing when no
