@@ -10,7 +10,8 @@ Reads from the run (benches/load, `cargo bench --bench load`):
   * pgbench's best SELECT rate (what two cores of PostgreSQL answer with no gRPC in front).
 and prints, for 1k, 10k, 100k and 1M lookups/s and logins/s, how many produto instances and
 cores, PostgreSQL cores (primary + read replicas) and server-side connections (through
-PgBouncer) that takes, and the first thing to run out. docs/performance.md explains the model.
+PgBouncer) that takes, and the first thing to run out. docs/benchmarks.md ("Capacity") has
+its last output.
 Everything not in the JSON is a flag, so the assumptions are on the command line.
 """
 

@@ -45,6 +45,14 @@ pub enum Reason {
     CallerMissing,
     /// UNAUTHENTICATED: the caller token matches no caller.
     CallerTokenInvalid,
+    /// UNAUTHENTICATED: the call named no session (no `produto-session`, and no session
+    /// for its end user).
+    SessionMissing,
+    /// UNAUTHENTICATED: the session named is unknown, ended, expired or idle too long.
+    SessionExpired,
+    /// PERMISSION_DENIED: the session's user is below the admin level now (its
+    /// `ErrorInfo.metadata` holds `admin_nivel`).
+    NotAdmin,
     /// UNAVAILABLE: no database connection in time, or the database went away.
     DatabaseUnavailable,
     /// UNAVAILABLE: the password-hashing queue is full.
@@ -78,6 +86,9 @@ impl Reason {
             Reason::AdminDisabled => "ADMIN_DISABLED",
             Reason::CallerMissing => "CALLER_MISSING",
             Reason::CallerTokenInvalid => "CALLER_TOKEN_INVALID",
+            Reason::SessionMissing => "SESSION_MISSING",
+            Reason::SessionExpired => "SESSION_EXPIRED",
+            Reason::NotAdmin => "NOT_ADMIN",
             Reason::DatabaseUnavailable => "DATABASE_UNAVAILABLE",
             Reason::Overloaded => "OVERLOADED",
             Reason::ServerBusy => "SERVER_BUSY",
@@ -99,6 +110,10 @@ pub enum Rule {
     SurroundingWhitespace,
     TooShort,
     TooCommon,
+    /// A new password zxcvbn scores below the minimum.
+    TooWeak,
+    /// A new password equal to its username.
+    SameAsUsername,
     Negative,
     /// A page token this server did not hand out, or handed out for another query.
     InvalidToken,
@@ -114,6 +129,8 @@ impl Rule {
             Rule::SurroundingWhitespace => "SURROUNDING_WHITESPACE",
             Rule::TooShort => "TOO_SHORT",
             Rule::TooCommon => "TOO_COMMON",
+            Rule::TooWeak => "TOO_WEAK",
+            Rule::SameAsUsername => "SAME_AS_USERNAME",
             Rule::Negative => "NEGATIVE",
             Rule::InvalidToken => "INVALID_TOKEN",
         }
@@ -143,6 +160,9 @@ pub enum Error {
     /// The operation is disabled on this server; the reason says which.
     #[error("{1}")]
     PermissionDenied(Reason, &'static str),
+    /// An admin operation asked by a session whose user is below the admin level now.
+    #[error("admins only: the session's user is below level {admin_nivel}")]
+    NotAdmin { admin_nivel: i32 },
     /// No database connection could be had in time, or the database went away.
     /// The string is logged, the client gets a generic retryable message.
     #[error("database unavailable: {0}")]
@@ -212,7 +232,7 @@ impl Error {
             Error::NotFound(_) => Code::NotFound,
             Error::AlreadyExists(_) => Code::AlreadyExists,
             Error::Unauthenticated(..) => Code::Unauthenticated,
-            Error::PermissionDenied(..) => Code::PermissionDenied,
+            Error::PermissionDenied(..) | Error::NotAdmin { .. } => Code::PermissionDenied,
             Error::Unavailable(_) | Error::DatabaseDown(_) | Error::Overloaded(_) => {
                 Code::Unavailable
             }
@@ -229,12 +249,13 @@ impl Error {
         match self {
             Error::InvalidArgument {
                 field: "senha" | "senha_nova",
-                rule: Rule::TooShort | Rule::TooCommon,
+                rule: Rule::TooShort | Rule::TooCommon | Rule::TooWeak | Rule::SameAsUsername,
                 ..
             } => Reason::WeakPassword,
             Error::InvalidArgument { .. } => Reason::InvalidField,
             Error::MalformedRequest(_) => Reason::MalformedRequest,
             Error::NotFound(_) => Reason::UserNotFound,
+            Error::NotAdmin { .. } => Reason::NotAdmin,
             Error::AlreadyExists(_) => Reason::UserExists,
             Error::Unauthenticated(reason, _) | Error::PermissionDenied(reason, _) => *reason,
             Error::Unavailable(_) | Error::DatabaseDown(_) => Reason::DatabaseUnavailable,
@@ -277,6 +298,9 @@ impl Error {
             }
             Error::LoginThrottled { limit, .. } => {
                 metadata.insert("limit".to_owned(), (*limit).to_owned());
+            }
+            Error::NotAdmin { admin_nivel } => {
+                metadata.insert("admin_nivel".to_owned(), admin_nivel.to_string());
             }
             _ => {}
         }

@@ -4,23 +4,30 @@
 //! replaced by argon2id at the user's first login; plaintext only when asked, hashed here.
 //!
 //! Idempotent: a user whose name is already there is left alone. Each row is judged on its
-//! own, so a bad row is reported and never stops the rest; no hash is ever printed.
+//! own, so a bad row is reported and never stops the rest; no hash is ever printed. It says
+//! where it reads and writes (never a password), and on a terminal how far it has got.
 
 use std::{
     collections::{BTreeMap, HashMap},
     fmt,
-    time::Duration,
+    io::{IsTerminal, Write},
+    str::FromStr,
+    time::{Duration, Instant},
 };
 
 use futures_util::StreamExt;
 use secrecy::{ExposeSecret, SecretString};
-use sqlx::{Connection, PgConnection};
+use sqlx::{Connection, PgConnection, postgres::PgConnectOptions};
 
 use crate::{
     Error,
-    db::Db,
+    db::{Db, diagnose::postgres_target},
     domain::{Nivel, Senha, Usuario},
-    password::{Hasher, legacy::Format},
+    password::{
+        Hasher,
+        legacy::{self, Format},
+    },
+    users::Users,
 };
 
 /// Bound on connecting to the source database.
@@ -28,8 +35,13 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 /// Bound on waiting for the source's next row (the first one includes the query's planning
 /// and, for a `--query` that sorts, its sort).
 const ROW_TIMEOUT: Duration = Duration::from_secs(120);
-/// A progress line is logged every this many rows.
+/// Away from a terminal, a progress line is logged every this many rows.
 const PROGRESS_EVERY: u64 = 10_000;
+/// On a terminal, the progress line is redrawn this often.
+const REDRAW_EVERY: Duration = Duration::from_millis(500);
+/// Rows checked before they are written together: one query finds those already there and
+/// one statement inserts the rest (a row at a time, the round trips were the import's cost).
+const BATCH_ROWS: usize = 500;
 /// What the report calls rows stored from plaintext.
 const PLAINTEXT: &str = "plaintext, hashed with argon2id";
 
@@ -79,6 +91,9 @@ impl Default for Columns {
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct Report {
     pub dry_run: bool,
+    /// Where the users went, in words (`PostgreSQL at host:port, database "produto"` or
+    /// `SQLite file produto.db`; never a password). Empty: not said.
+    pub target: String,
     /// Rows imported, by the stored format's label (or [`PLAINTEXT`]).
     pub imported: BTreeMap<&'static str, u64>,
     /// Rows whose user was already in the target (left as it is).
@@ -127,9 +142,14 @@ impl fmt::Display for Report {
         } else {
             "imported"
         };
+        let target = if self.target.is_empty() {
+            String::new()
+        } else {
+            format!(" into {}", self.target)
+        };
         write!(
             f,
-            "{verb} {}{formats}, already there {}, rejected {}",
+            "{verb} {}{formats}{target}, already there {}, rejected {}",
             self.imported_total(),
             self.already_there,
             self.rejected.len()
@@ -160,14 +180,33 @@ pub async fn import_users(
     settings: &ImportSettings,
     target_migrated: bool,
 ) -> Result<Report, Error> {
+    let users = Users::new(db.clone());
     let sql = select_sql(&settings.source, &settings.columns).map_err(Error::Startup)?;
-    let mut conn = tokio::time::timeout(
-        CONNECT_TIMEOUT,
-        PgConnection::connect(settings.from.expose_secret()),
-    )
-    .await
-    .map_err(|_| Error::Startup(format!("source: no connection within {CONNECT_TIMEOUT:?}")))?
-    .map_err(|e| Error::Startup(format!("source: cannot connect: {e}")))?;
+    let from = PgConnectOptions::from_str(settings.from.expose_secret())
+        .map_err(|e| Error::Startup(format!("PRODUTO_IMPORT_FROM is not a PostgreSQL URL: {e}")))?;
+    let source_name = postgres_target(&from);
+    let target = db.target();
+    eprintln!(
+        "import-users: reading {source_name}; {} {target}",
+        if settings.dry_run {
+            "dry run, would write to"
+        } else {
+            "writing to"
+        }
+    );
+    let mut conn = tokio::time::timeout(CONNECT_TIMEOUT, PgConnection::connect_with(&from))
+        .await
+        .map_err(|_| {
+            Error::Startup(format!(
+                "source {source_name}: no connection within {CONNECT_TIMEOUT:?}"
+            ))
+        })?
+        .map_err(|e| {
+            Error::Startup(format!(
+                "source {source_name}: cannot connect: {}",
+                crate::db::diagnose::describe(&e)
+            ))
+        })?;
     // The import never writes the source, whatever the query says.
     let mut tx = conn.begin().await.map_err(source_error)?;
     sqlx::query("SET TRANSACTION READ ONLY")
@@ -175,8 +214,16 @@ pub async fn import_users(
         .await
         .map_err(source_error)?;
 
+    // On a terminal, the rows to come, for the time left (the source runs the SELECT twice).
+    let mut progress = if std::io::stderr().is_terminal() {
+        let total = count_rows(&mut tx, &sql).await?;
+        Some(Progress::new(total))
+    } else {
+        None
+    };
     let mut report = Report {
         dry_run: settings.dry_run,
+        target,
         ..Report::default()
     };
     // Usernames seen so far, with their row: a name twice in the source is imported once.
@@ -187,6 +234,8 @@ pub async fn import_users(
         sqlx::AssertSqlSafe(sql),
     )
     .fetch(&mut *tx);
+    // Rows checked and waiting to be written, a batch at a time.
+    let mut batch: Vec<Checked> = Vec::with_capacity(BATCH_ROWS);
     let mut row = 0;
     loop {
         let next = tokio::time::timeout(ROW_TIMEOUT, rows.next())
@@ -195,8 +244,12 @@ pub async fn import_users(
         let Some(fields) = next else { break };
         let (usuario, senha, nivel) = fields.map_err(source_error)?;
         row += 1;
-        if row % PROGRESS_EVERY == 0 {
-            tracing::info!(rows = row, imported = report.imported_total(), "importing");
+        match &mut progress {
+            Some(progress) => progress.update(row),
+            None if row % PROGRESS_EVERY == 0 => {
+                tracing::info!(rows = row, imported = report.imported_total(), "importing");
+            }
+            None => {}
         }
         let usuario_text = usuario.clone();
         let reject = |reason: String| Rejected {
@@ -219,43 +272,224 @@ pub async fn import_users(
             continue;
         }
         seen.insert(usuario.as_str().to_owned(), row);
-        // Checked first so that a second run hashes no plaintext and a dry run can say it.
-        if target_migrated && db.usuario_exists(&usuario).await? {
+        batch.push(Checked {
+            row,
+            usuario,
+            ready,
+            nivel,
+        });
+        if batch.len() >= BATCH_ROWS {
+            write_batch(
+                &users,
+                hasher,
+                settings.dry_run,
+                target_migrated,
+                &mut batch,
+                &mut report,
+            )
+            .await?;
+        }
+    }
+    write_batch(
+        &users,
+        hasher,
+        settings.dry_run,
+        target_migrated,
+        &mut batch,
+        &mut report,
+    )
+    .await?;
+    // Rows refused while writing a batch were reported after later rows were checked.
+    report.rejected.sort_by_key(|r| r.row);
+    drop(rows);
+    if let Some(progress) = progress {
+        progress.finish(row);
+    }
+    // Read-only: nothing to commit; ending it is all.
+    let _ = tx.rollback().await;
+    Ok(report)
+}
+
+/// How many rows the source's SELECT returns.
+async fn count_rows(conn: &mut PgConnection, sql: &str) -> Result<u64, Error> {
+    let count = format!("SELECT count(*) FROM ({sql}) AS todas");
+    // The same statement as the import's own, inside the read-only transaction.
+    let n = tokio::time::timeout(
+        ROW_TIMEOUT,
+        sqlx::query_scalar::<_, i64>(sqlx::AssertSqlSafe(count)).fetch_one(conn),
+    )
+    .await
+    .map_err(|_| Error::Startup(format!("source: no count within {ROW_TIMEOUT:?}")))?
+    .map_err(source_error)?;
+    Ok(u64::try_from(n).unwrap_or(0))
+}
+
+/// The progress line on a terminal (stderr): rows done, the rate, the time left; redrawn in
+/// place every [`REDRAW_EVERY`].
+struct Progress {
+    total: u64,
+    started: Instant,
+    drawn: Instant,
+}
+
+impl Progress {
+    fn new(total: u64) -> Self {
+        let now = Instant::now();
+        Progress {
+            total,
+            started: now,
+            drawn: now,
+        }
+    }
+
+    fn update(&mut self, done: u64) {
+        if self.drawn.elapsed() >= REDRAW_EVERY {
+            self.drawn = Instant::now();
+            self.draw(done, "");
+        }
+    }
+
+    /// The last state, left on its own line.
+    fn finish(self, done: u64) {
+        self.draw(done, "\n");
+    }
+
+    fn draw(&self, done: u64, end: &str) {
+        let line = progress_line(done, self.total, self.started.elapsed());
+        let mut stderr = std::io::stderr().lock();
+        // `\r` and the erase-line sequence redraw the line in place.
+        let _ = write!(stderr, "\r\x1b[2K{line}{end}");
+        let _ = stderr.flush();
+    }
+}
+
+/// `row 40000 of 100000 (40%), 8123 rows/s, about 7s left`.
+fn progress_line(done: u64, total: u64, elapsed: Duration) -> String {
+    let rate = done as f64 / elapsed.as_secs_f64().max(0.001);
+    let total = total.max(done);
+    let percent = done * 100 / total.max(1);
+    let left = if rate > 0.0 {
+        Duration::from_secs_f64(((total - done) as f64 / rate).round())
+    } else {
+        Duration::ZERO
+    };
+    format!(
+        "row {done} of {total} ({percent}%), {rate:.0} rows/s, about {} left",
+        humantime::format_duration(left)
+    )
+}
+
+/// A row that passed every check, waiting for its batch.
+struct Checked {
+    row: u64,
+    usuario: Usuario,
+    ready: Ready,
+    nivel: Nivel,
+}
+
+/// Writes (or, dry, counts) a batch of checked rows and empties it: the users already there
+/// are found in one query (before any plaintext is hashed, so that a second run hashes
+/// none), the rest inserted in one statement; should the database refuse that statement (a
+/// constraint one row breaks), the rows are inserted one by one, so that only that row is
+/// rejected.
+async fn write_batch(
+    users: &Users,
+    hasher: &Hasher,
+    dry_run: bool,
+    target_migrated: bool,
+    batch: &mut Vec<Checked>,
+    report: &mut Report,
+) -> Result<(), Error> {
+    if batch.is_empty() {
+        return Ok(());
+    }
+    let existing = if target_migrated {
+        let names: Vec<&str> = batch.iter().map(|c| c.usuario.as_str()).collect();
+        users.existing_usuarios(&names).await?
+    } else {
+        Default::default()
+    };
+    let mut ready = Vec::with_capacity(batch.len());
+    for checked in batch.drain(..) {
+        if existing.contains(checked.usuario.as_str()) {
             report.already_there += 1;
             continue;
         }
-        if settings.dry_run {
-            *report.imported.entry(label_of(&ready)).or_default() += 1;
+        if dry_run {
+            *report.imported.entry(label_of(&checked.ready)).or_default() += 1;
             continue;
         }
-        let (hash, label) = match ready {
+        let (hash, label) = match checked.ready {
             Ready::Hash(hash, format) => (hash, format.label()),
             Ready::Plaintext(senha) => match hasher.hash(senha).await {
                 Ok(hash) => (hash, PLAINTEXT),
                 Err(e) => {
-                    report.rejected.push(reject(format!("hashing failed: {e}")));
+                    report.rejected.push(Rejected {
+                        row: checked.row,
+                        usuario: Some(checked.usuario.as_str().to_owned()),
+                        reason: format!("hashing failed: {e}"),
+                    });
                     continue;
                 }
             },
         };
-        match db.insert_imported_user(&usuario, &hash, nivel).await {
-            Ok(Some(_)) => *report.imported.entry(label).or_default() += 1,
-            // Created since the check (another import running at the same time).
-            Ok(None) => report.already_there += 1,
-            // The database refused this row (a constraint): the next may pass.
-            Err(Error::Database(sqlx::Error::Database(e))) => {
-                tracing::warn!(row, error = %e, "row refused by the target database");
-                report.rejected.push(reject(
-                    "the target database refused it (see the log)".into(),
-                ));
-            }
-            Err(e) => return Err(e),
-        }
+        ready.push((checked.row, checked.usuario, hash, checked.nivel, label));
     }
-    drop(rows);
-    // Read-only: nothing to commit; ending it is all.
-    let _ = tx.rollback().await;
-    Ok(report)
+    if ready.is_empty() {
+        return Ok(());
+    }
+    let rows: Vec<(&Usuario, &str, Nivel)> = ready
+        .iter()
+        .map(|(_, usuario, hash, nivel, _)| (usuario, hash.as_str(), *nivel))
+        .collect();
+    match users.insert_imported_users(&rows).await {
+        Ok(inserted) => {
+            let inserted: std::collections::HashSet<String> = inserted.into_iter().collect();
+            for (_, usuario, _, _, label) in &ready {
+                if inserted.contains(usuario.as_str()) {
+                    *report.imported.entry(label).or_default() += 1;
+                } else {
+                    // Created since the check (another import running at the same time).
+                    report.already_there += 1;
+                }
+            }
+            Ok(())
+        }
+        Err(Error::Database(sqlx::Error::Database(_))) => {
+            for (row, usuario, hash, nivel, label) in &ready {
+                insert_one(users, *row, usuario, hash, *nivel, label, report).await?;
+            }
+            Ok(())
+        }
+        Err(e) => Err(e),
+    }
+}
+
+/// Inserts one imported user into the report's counts; a row the database refuses is
+/// rejected, and the next may pass.
+async fn insert_one(
+    users: &Users,
+    row: u64,
+    usuario: &Usuario,
+    hash: &str,
+    nivel: Nivel,
+    label: &'static str,
+    report: &mut Report,
+) -> Result<(), Error> {
+    match users.insert_imported_user(usuario, hash, nivel).await {
+        Ok(Some(_)) => *report.imported.entry(label).or_default() += 1,
+        Ok(None) => report.already_there += 1,
+        Err(Error::Database(sqlx::Error::Database(e))) => {
+            tracing::warn!(row, error = %e, "row refused by the target database");
+            report.rejected.push(Rejected {
+                row,
+                usuario: Some(usuario.as_str().to_owned()),
+                reason: "the target database refused it (see the log)".into(),
+            });
+        }
+        Err(e) => return Err(e),
+    }
+    Ok(())
 }
 
 /// The report label of a checked row.
@@ -285,21 +519,12 @@ fn check_row(
     let senha = senha.ok_or("senha is NULL")?;
     let ready = match hasher.check_stored(&senha) {
         Ok(format) => Ready::Hash(senha, format),
-        Err(reason) if !plaintext || looks_like_a_hash(&senha) => {
+        Err(reason) if !plaintext || legacy::looks_like_a_hash(&senha) => {
             return Err(format!("senha: {reason}"));
         }
         Err(_) => Ready::Plaintext(Senha::parse_login(senha).map_err(|e| e.to_string())?),
     };
     Ok((usuario, ready, nivel))
-}
-
-/// Whether a value is shaped like a hash (of a known family, maybe broken): never taken as a
-/// plaintext password, so that a damaged hash is reported rather than becoming the password.
-fn looks_like_a_hash(senha: &str) -> bool {
-    senha.starts_with('$')
-        || senha.starts_with("pbkdf2")
-        || senha.starts_with("scrypt:")
-        || (senha.len() == 64 && senha.bytes().all(|b| b.is_ascii_hexdigit()))
 }
 
 /// The SELECT run on the source: each field as text, so that a value of an unexpected type
@@ -393,6 +618,14 @@ mod tests {
             "row 4 (\"eve\"): rejected: senha: unrecognised password format\n\
              imported 3 (bcrypt 2, sha256 1), already there 0, rejected 1"
         );
+        report.target = "SQLite file produto.db".into();
+        assert!(
+            report.to_string().ends_with(
+                "imported 3 (bcrypt 2, sha256 1) into SQLite file produto.db, already there 0, \
+                 rejected 1"
+            ),
+            "{report}"
+        );
         let again = Report {
             already_there: 3,
             ..Report::default()
@@ -400,6 +633,19 @@ mod tests {
         assert_eq!(
             again.to_string(),
             "imported 0, already there 3, rejected 0; nothing changed"
+        );
+    }
+
+    #[test]
+    fn the_progress_line_says_rows_rate_and_time_left() {
+        assert_eq!(
+            progress_line(40_000, 100_000, Duration::from_secs(5)),
+            "row 40000 of 100000 (40%), 8000 rows/s, about 8s left"
+        );
+        // More rows than counted (the table grew): never a negative time.
+        assert_eq!(
+            progress_line(12, 10, Duration::from_secs(1)),
+            "row 12 of 12 (100%), 12 rows/s, about 0s left"
         );
     }
 }

@@ -9,39 +9,29 @@
 //!
 //! # Map
 //!
-//! Dependencies point down this table, never up; a module may also use one of its own layer
-//! (`domain` uses `error`, `throttle` uses `auth`, `middleware` uses `ops`).
-//! `tests/architecture.rs` checks both, and that there is no import circle:
-//!
-//! | layer | module | what lives there |
-//! | --- | --- | --- |
-//! | bottom | [`pb`], [`service_config`], [`telemetry`], [`signal`] | from `produto-client`: the generated code, the clients' retry policy, log setup, the shutdown signal |
-//! | | [`error`] | the one [`Error`] and its mapping to gRPC status codes |
-//! | | [`domain`] | validated request values: `Usuario`, `Senha`, `Nivel` |
-//! | | [`ready`] | the readiness flag health and ops share |
-//! | storage, hashing | [`db`] | the pools ([`db::DbSettings`] and their flags, `db/settings.rs`): the handle, migrations and figures (`db/mod.rs`), building the pools (`db/connect.rs`), the probe (`db/probe.rs`), the primary and read replicas with their routing (`db/replicas.rs`), the one query path every statement takes (`db/query.rs`: acquire, time, classify, retry a read once), every SQL query (`db/users.rs`), the ObterNivel batcher, pool figures and histograms, the connection budget (`db/budget.rs`) |
-//! | | [`password`] | argon2id ([`password::HashSettings`], [`password::HashFlags`]) on dedicated threads (`password/threads.rs`, each keeping its block: `password/reused_memory.rs`); the legacy hashes of imported users (`password/legacy.rs`) |
-//! | | [`import`] | `import-users`: the old bot's users copied in with their passwords ([`import::ImportSettings`]) |
-//! | | [`throttle`], [`auth`] | brute-force throttling of logins (the claim in `throttle/mod.rs`, the policy, flags and caller identity in `throttle/policy.rs`, the database's counts in `throttle/store.rs`, this instance's in `throttle/local.rs`); caller authentication (tokens, certificates) and the admin token check; each with its flags |
-//! | | [`client`] | from `produto-client`: the balancing, retrying client |
-//! | settings | [`config`] | the command line: each component's flags flattened, the serving flags, turned into each component's settings in one place: [`Config::into_settings`] |
-//! | serving | [`service`] | the RPC handlers: `service/produto.rs` (ProdutoService), `service/pool.rs`, `service/health.rs` |
-//! | | [`middleware`], [`ops`] | per call: span, metrics, caller identification, deadline, size limit, load shedding; the metrics registry (`ops/metrics.rs`), the RPC recorder (`ops/rpc_metrics.rs`), the database's figures at scrape time (`ops/pool_metrics.rs`), the admin HTTP port, request ids, the RPC span as OpenTelemetry sees it (`ops/traces.rs`; the statements' spans are `db/traces.rs`) |
-//! | top | [`app`] | wiring: build (bind ports), serve, shut down (`app/mod.rs`); the gRPC routes, TLS and the one tonic builder (`app/grpc.rs`); the background tasks (`app/supervise.rs`); `migrate`, `adicionar-usuario` and `import-users` (`app/commands.rs`) |
+//! Dependencies point one way, top to bottom: [`app`] (the wiring) over [`rpc`] and [`ops`]
+//! (serving), over the features ([`users`], [`login`], [`sessions`], [`audit`], [`import`]:
+//! each owns its SQL, its counters and its policy), over the engine and its peers ([`db`],
+//! [`password`], [`auth`]), over [`domain`] and [`error`]. A request goes handler -> feature
+//! -> `db` -> feature -> handler. docs/architecture.md has the full table (which file owns
+//! what); `tests/architecture.rs` checks the layers and that no two files import each other,
+//! even through others.
 
 pub mod app;
+pub mod audit;
 pub mod auth;
 pub mod config;
 pub mod db;
 pub mod domain;
 pub mod error;
 pub mod import;
-pub mod middleware;
+pub mod login;
 pub mod ops;
 pub mod password;
 pub mod ready;
-pub mod service;
-pub mod throttle;
+pub mod rpc;
+pub mod sessions;
+pub mod users;
 
 // What moved to the client crate, under the names the server's code and tests have always
 // used (`crate::pb`, `produto::client`...).

@@ -4,12 +4,12 @@
 
 use std::process::ExitCode;
 
-use clap::Parser;
 use produto::{Application, Config, Error, config::Command, telemetry};
 
 #[tokio::main]
 async fn main() -> ExitCode {
-    let config = Config::parse();
+    // A bad value names the environment variable it came from, when it did.
+    let config: Config = produto_client::cli::parse();
     // Kept to the end: dropping it flushes the last spans.
     let _traces = match telemetry::init(config.log_format, "produto-server") {
         Ok(traces) => traces,
@@ -19,7 +19,9 @@ async fn main() -> ExitCode {
         }
     };
     let command = config.command.clone();
-    let settings = config.into_settings().map_err(Error::Startup);
+    let settings = config
+        .into_settings()
+        .map_err(|e| Error::Startup(e.to_string()));
     match command {
         Some(Command::Migrate) => {
             let result = match settings {
@@ -68,15 +70,18 @@ async fn main() -> ExitCode {
     );
     match app.run_until_stopped(produto::signal::shutdown()).await {
         Ok(()) => ExitCode::SUCCESS,
+        // One line, as for a bad setting: a database that can never be used as configured
+        // (see produto::db::Diagnosis), or a server that failed.
         Err(e) => {
-            tracing::error!(error = %e, "server stopped with an error");
+            eprintln!("produto-server: {e}");
             ExitCode::FAILURE
         }
     }
 }
 
-/// `produto-server adicionar-usuario`: the password comes from PRODUTO_SENHA or the first
-/// line of standard input, never from the command line (where `ps` would show it).
+/// `produto-server adicionar-usuario`: the password comes from PRODUTO_SENHA, or else is
+/// asked for on a terminal (no echo, typed twice), or else is the first line of standard
+/// input; never from the command line (where `ps` would show it).
 async fn add_user(
     settings: Result<produto::Settings, Error>,
     usuario: String,
@@ -90,14 +95,27 @@ async fn add_user(
         }
     };
     let senha = match std::env::var("PRODUTO_SENHA") {
-        Ok(senha) => senha,
+        Ok(senha) => Ok(senha),
+        // Off the runtime: it waits for a person.
         Err(_) => {
-            let mut line = String::new();
-            if let Err(e) = std::io::stdin().read_line(&mut line) {
-                eprintln!("produto-server: cannot read the password from standard input: {e}");
-                return ExitCode::FAILURE;
-            }
-            line.trim_end_matches(['\r', '\n']).to_owned()
+            let usuario = usuario.clone();
+            tokio::task::spawn_blocking(move || read_password(&usuario))
+                .await
+                .unwrap_or_else(|e| Err(format!("reading the password failed: {e}")))
+        }
+    };
+    let senha = match senha {
+        Ok(senha) if senha.is_empty() => {
+            eprintln!(
+                "produto-server: no password given for {usuario}: type one, set PRODUTO_SENHA, \
+                 or give it as the first line of standard input"
+            );
+            return ExitCode::FAILURE;
+        }
+        Ok(senha) => senha,
+        Err(e) => {
+            eprintln!("produto-server: {e}");
+            return ExitCode::FAILURE;
         }
     };
     match produto::app::add_user(settings, usuario.clone(), senha, nivel).await {
@@ -137,4 +155,29 @@ async fn import_users(
             ExitCode::FAILURE
         }
     }
+}
+
+/// The new user's password: on a terminal asked twice without echo, else the first line of
+/// standard input (a script's pipe).
+fn read_password(usuario: &str) -> Result<String, String> {
+    use std::io::IsTerminal;
+    if std::io::stdin().is_terminal() {
+        let ask = |prompt: String| {
+            rpassword::prompt_password(prompt)
+                .map_err(|e| format!("cannot read the password from the terminal: {e}"))
+        };
+        let senha = ask(format!("Password for {usuario}: "))?;
+        if senha.is_empty() {
+            return Ok(senha);
+        }
+        if ask(format!("Password for {usuario} again: "))? != senha {
+            return Err("the two passwords typed differ; nothing was created".into());
+        }
+        return Ok(senha);
+    }
+    let mut line = String::new();
+    std::io::stdin()
+        .read_line(&mut line)
+        .map_err(|e| format!("cannot read the password from standard input: {e}"))?;
+    Ok(line.trim_end_matches(['\r', '\n']).to_owned())
 }

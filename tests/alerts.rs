@@ -3,15 +3,6 @@
 //! real `/metrics`, and a real Prometheus scraping a real produto with a read replica until
 //! the "replica lagging" and "database unreachable" alerts go pending.
 
-#[path = "faults/cluster.rs"]
-#[allow(dead_code, reason = "a primary and a standby, not every helper")]
-mod cluster;
-#[path = "api/helpers.rs"]
-#[allow(dead_code, reason = "this binary uses part of the shared helpers")]
-mod helpers;
-#[path = "support/http.rs"]
-mod http;
-
 use std::{
     collections::{BTreeMap, BTreeSet},
     net::SocketAddr,
@@ -20,10 +11,13 @@ use std::{
     time::{Duration, Instant},
 };
 
-use cluster::PgCluster;
-use helpers::{Backend, TestApp, TestDb, admin, spawn_with, test_config};
-use http::http_get;
 use produto::pb::AdicionarUsuarioRequest;
+use produto_testkit::{
+    Backend, TestApp, TestDb, admin,
+    cluster::{self, PgCluster},
+    http::http_get,
+    spawn_with, test_config,
+};
 use serde_yaml_ng::Value;
 use tokio::net::TcpStream;
 use tonic::Code;

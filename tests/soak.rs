@@ -5,15 +5,6 @@
 //!
 //!     cargo test --release --test soak -- --ignored --nocapture
 
-#[path = "faults/cluster.rs"]
-#[allow(
-    dead_code,
-    reason = "the soak needs a plain cluster, not the replication helpers"
-)]
-mod cluster;
-#[path = "support/process.rs"]
-mod process;
-
 use std::{
     collections::BTreeMap,
     sync::{
@@ -27,6 +18,7 @@ use produto::pb::{
     AdicionarUsuarioRequest, ObterNivelRequest, PoolStatusRequest, VerificarLoginRequest,
     pool_service_client::PoolServiceClient, produto_service_client::ProdutoServiceClient,
 };
+use produto_testkit::{cluster, process};
 use tonic::{Request, transport::Channel};
 
 const TOKEN: &str = "soak-admin-token-0123456789";

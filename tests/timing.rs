@@ -11,19 +11,14 @@
 //! figures: `cargo test --test timing -- --ignored --nocapture` (argon2 is optimised in the
 //! dev profile).
 
-#[path = "../benches/load/stats.rs"]
-mod stats;
-
-#[path = "api/helpers.rs"]
-#[allow(dead_code, reason = "this binary uses part of the shared helpers")]
-mod helpers;
-
 use std::{
     collections::BTreeMap,
     time::{Duration, Instant},
 };
 
-use helpers::{BACKGROUND_STATEMENTS, Backend, TestApp, TestDb, spawn_with, test_config};
+use produto_testkit::{
+    BACKGROUND_STATEMENTS, Backend, TestApp, TestDb, spawn_with, stats, test_config,
+};
 use tonic_health::pb::health_check_response::ServingStatus;
 
 /// Statements run so far, by name (the `query` label of the latency histogram), without

@@ -43,7 +43,7 @@ impl Floor {
     }
 }
 
-/// The statement produto's ObterNivel runs (src/db/users.rs).
+/// The statement produto's ObterNivel runs (src/users/levels.rs).
 const NIVEL_SQL: &str = "SELECT nivel FROM usuarios WHERE usuario = $1";
 
 struct FloorService {
@@ -109,6 +109,47 @@ impl ProdutoService for FloorService {
         &self,
         _: Request<pb::ListarUsuariosRequest>,
     ) -> Result<Response<pb::ListarUsuariosResponse>, Status> {
+        Err(Status::unimplemented("floor: ObterNivel and Health only"))
+    }
+    async fn abrir_sessao(
+        &self,
+        _: Request<pb::AbrirSessaoRequest>,
+    ) -> Result<Response<pb::AbrirSessaoResponse>, Status> {
+        Err(Status::unimplemented("floor: ObterNivel and Health only"))
+    }
+
+    async fn obter_sessao(
+        &self,
+        _: Request<pb::ObterSessaoRequest>,
+    ) -> Result<Response<pb::ObterSessaoResponse>, Status> {
+        Err(Status::unimplemented("floor: ObterNivel and Health only"))
+    }
+
+    async fn encerrar_sessao(
+        &self,
+        _: Request<pb::EncerrarSessaoRequest>,
+    ) -> Result<Response<pb::EncerrarSessaoResponse>, Status> {
+        Err(Status::unimplemented("floor: ObterNivel and Health only"))
+    }
+
+    async fn listar_sessoes(
+        &self,
+        _: Request<pb::ListarSessoesRequest>,
+    ) -> Result<Response<pb::ListarSessoesResponse>, Status> {
+        Err(Status::unimplemented("floor: ObterNivel and Health only"))
+    }
+
+    async fn encerrar_sessoes(
+        &self,
+        _: Request<pb::EncerrarSessoesRequest>,
+    ) -> Result<Response<pb::EncerrarSessoesResponse>, Status> {
+        Err(Status::unimplemented("floor: ObterNivel and Health only"))
+    }
+
+    async fn listar_auditoria(
+        &self,
+        _: Request<pb::ListarAuditoriaRequest>,
+    ) -> Result<Response<pb::ListarAuditoriaResponse>, Status> {
         Err(Status::unimplemented("floor: ObterNivel and Health only"))
     }
 }

@@ -8,17 +8,12 @@
 
 mod calls;
 mod cost;
-#[path = "../../tests/support/db_url.rs"]
-mod db_url;
 mod external;
 mod floor;
-#[path = "../../tests/support/otlp.rs"]
-mod otlp;
 mod peer;
 mod report;
 mod runner;
 mod server;
-mod stats;
 mod timing;
 mod traces;
 

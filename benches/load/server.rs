@@ -12,7 +12,6 @@ use std::{
 
 use sqlx::{Connection, Executor, PgConnection};
 
-use crate::db_url;
 use tonic::transport::{Channel, Endpoint};
 use tonic_health::pb::{
     HealthCheckRequest, health_check_response::ServingStatus, health_client::HealthClient,
@@ -41,7 +40,7 @@ impl BenchDb {
         conn.execute(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
             .await
             .map_err(|e| format!("cannot create database {name}: {e}"))?;
-        let url = db_url::with_database(admin_url, &name);
+        let url = produto_testkit::database::with_database(admin_url, &name);
         Ok(BenchDb {
             admin_url: admin_url.to_string(),
             name,

@@ -7,9 +7,10 @@
 use std::time::Instant;
 
 use produto::pb::{VerificarLoginRequest, produto_service_client::ProdutoServiceClient};
+use produto_testkit::stats::Gap;
 use tonic::transport::Channel;
 
-use crate::{calls, stats::Gap};
+use crate::calls;
 
 /// The known user of this scenario: its own, so that throttling it touches no other scenario.
 const KNOWN: &str = "timing-conhecido";

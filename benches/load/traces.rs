@@ -9,9 +9,10 @@ use std::time::Duration;
 
 use tonic::transport::Channel;
 
+use produto_testkit::otlp::Receiver;
+
 use crate::{
     calls,
-    otlp::Receiver,
     report::{Row, Target},
     runner::Outcome,
     server::Server,

@@ -2,18 +2,33 @@
 //! `import-users`, each over its own pool, closed before it returns.
 
 use super::POOL_CLOSE_TIMEOUT;
-use crate::{Error, config::Settings, db::Db, password::Hasher};
+use crate::{
+    Error,
+    config::Settings,
+    db::{Db, Diagnosis, diagnose::describe_migrate},
+    password::Hasher,
+    users::Users,
+};
 
 /// `produto-server migrate`: applies the migrations once and returns (an init container or
 /// a Job retries on failure).
 pub async fn migrate(config: Settings) -> Result<(), Error> {
     let db = Db::new(&config.db)?;
-    let result = db
-        .migrate()
-        .await
-        .map_err(|e| Error::Startup(format!("migrations failed: {e}")));
+    let result = migrate_or_explain(&db).await;
     db.close(POOL_CLOSE_TIMEOUT).await;
     result
+}
+
+/// Applies the migrations; a failure says in one line what stands in the way (the database
+/// missing, a wrong password, nothing listening at its address...).
+async fn migrate_or_explain(db: &Db) -> Result<(), Error> {
+    let Err(e) = db.migrate().await else {
+        return Ok(());
+    };
+    Err(Error::Startup(match db.diagnose().await {
+        Diagnosis::Permanent(line) | Diagnosis::Unreachable(line) => line,
+        Diagnosis::Reachable => format!("migrations failed: {}", describe_migrate(&e)),
+    }))
 }
 
 /// `produto-server adicionar-usuario <usuario> <nivel>`: applies the migrations and creates
@@ -29,13 +44,17 @@ pub async fn add_user(
     let usuario = Usuario::parse(usuario)?;
     let senha = Senha::parse_new(senha)?;
     let nivel = Nivel::parse(nivel)?;
+    config
+        .password_policy
+        .check(&senha, &usuario, "senha")
+        .await?;
     let db = Db::new(&config.db)?;
     let result = async {
-        db.migrate()
-            .await
-            .map_err(|e| Error::Startup(format!("migrations failed: {e}")))?;
+        migrate_or_explain(&db).await?;
         let hash = Hasher::new(&config.hashing)?.hash(senha).await?;
-        db.insert_user(&usuario, &hash, nivel).await
+        Users::new(db.clone())
+            .insert_user(&usuario, &hash, nivel)
+            .await
     }
     .await;
     db.close(POOL_CLOSE_TIMEOUT).await;
@@ -54,9 +73,7 @@ pub async fn import_users(
         let migrated = if import.dry_run {
             db.check_migrated().await.is_ok()
         } else {
-            db.migrate()
-                .await
-                .map_err(|e| Error::Startup(format!("migrations failed: {e}")))?;
+            migrate_or_explain(&db).await?;
             true
         };
         let hasher = Hasher::new(&config.hashing)?;

@@ -15,14 +15,16 @@ use tonic_health::pb::health_server::{Health, HealthServer};
 
 use crate::{
     Error,
+    audit::Audit,
     auth::AdminToken,
     config::{Limits, Settings, TlsSettings},
-    db::Db,
-    middleware::RpcLayer,
+    login::Login,
     password::Hasher,
     pb::{pool_service_server::PoolServiceServer, produto_service_server::ProdutoServiceServer},
-    service::{PoolSvc, ProdutoSvc},
-    throttle::Throttle,
+    rpc::middleware::RpcLayer,
+    rpc::{PoolSvc, ProdutoSvc},
+    sessions::{Rights, Sessions},
+    users::Users,
 };
 
 /// Largest request message accepted: the largest valid request is ~1.3 KiB.
@@ -35,9 +37,10 @@ pub const MAX_REQUEST_BYTES: usize = 8 * 1024;
 pub(super) fn grpc_routes(
     health: HealthServer<impl Health>,
     config: &Settings,
-    db: &Db,
+    users: &Users,
+    login: Login,
     hasher: Hasher,
-    throttle: Throttle,
+    sessions: Sessions,
 ) -> Result<Routes, Error> {
     let reflection = || {
         tonic_reflection::server::Builder::configure()
@@ -46,11 +49,13 @@ pub(super) fn grpc_routes(
             .register_encoded_file_descriptor_set(tonic_types::pb::FILE_DESCRIPTOR_SET)
     };
     let reflection_error = |e| Error::Startup(format!("reflection: {e}"));
+    let admin = AdminToken::new(config.admin_token.as_ref().map(ExposeSecret::expose_secret));
     let produto = ProdutoSvc::new(
-        db.clone(),
+        users.clone(),
+        login,
         hasher,
-        AdminToken::new(config.admin_token.as_ref().map(ExposeSecret::expose_secret)),
-        throttle,
+        Rights::new(sessions, admin, Audit::new(users.db().clone())),
+        config.password_policy,
     );
     Ok(Routes::new(health)
         .add_service(reflection().build_v1().map_err(reflection_error)?)
@@ -59,7 +64,7 @@ pub(super) fn grpc_routes(
             ProdutoServiceServer::new(produto).max_decoding_message_size(MAX_REQUEST_BYTES),
         )
         .add_service(
-            PoolServiceServer::new(PoolSvc::new(db.clone()))
+            PoolServiceServer::new(PoolSvc::new(users.db().clone()))
                 .max_decoding_message_size(MAX_REQUEST_BYTES),
         ))
 }

@@ -28,12 +28,14 @@ use crate::{
     auth::CallerAuth,
     config::Settings,
     db::Db,
-    middleware::RpcLayer,
+    login::{Login, throttle::Throttle},
     ops::{admin, metrics::Metrics},
     password::Hasher,
     ready::ReadyFlag,
-    service::Readiness,
-    throttle::Throttle,
+    rpc::Readiness,
+    rpc::middleware::RpcLayer,
+    sessions::Sessions,
+    users::Users,
 };
 use grpc::{grpc_routes, serve_grpc, tls_config};
 use supervise::start_background;
@@ -135,11 +137,21 @@ impl Application {
         let (reporter, health_server) = tonic_health::server::health_reporter();
         let ready = ReadyFlag::default();
         let readiness = Readiness::new(reporter, ready.clone()).await;
-        let metrics = Arc::new(Metrics::new(&db, ready.clone()));
+        let users = Users::new(db.clone());
+        let metrics = Arc::new(Metrics::new(&db, ready.clone()).with_users(&users));
 
         // Everything that can fail comes before anything is spawned.
         let throttle = Throttle::new(config.throttle, db.clone());
-        let routes = grpc_routes(health_server, &config, &db, hasher, throttle.clone())?;
+        let login = Login::new(users.clone(), hasher.clone(), throttle.clone());
+        let sessions = Sessions::new(db.clone(), config.sessions);
+        let routes = grpc_routes(
+            health_server,
+            &config,
+            &users,
+            login,
+            hasher,
+            sessions.clone(),
+        )?;
         let layer = RpcLayer::new(
             metrics.rpc(),
             config.limits.max_concurrent_calls,
@@ -152,20 +164,32 @@ impl Application {
         tokio::pin!(server);
 
         let stop_tasks = CancellationToken::new();
-        let tasks = start_background(&config, &db, throttle, readiness, &stop_tasks);
+        // A database that can never be used as configured stops the server.
+        let (fatal, unusable) = tokio::sync::oneshot::channel();
+        let tasks = start_background(
+            &config,
+            &users,
+            (throttle, sessions),
+            readiness,
+            &stop_tasks,
+            fatal,
+        );
         let admin = admin.map(|(listener, _)| {
             AdminPort::serve(listener, admin::router(db.clone(), ready, metrics.clone()))
         });
 
         let failed_early = tokio::select! {
-            result = &mut server => Some(result),
+            result = &mut server => {
+                Some(result.map_err(|e| Error::Startup(format!("server failed: {e}"))))
+            }
+            Ok(e) = unusable => Some(Err(e)),
             () = begin_shutdown(shutdown, &stop_tasks, &tasks, &stop_serving) => None,
         };
         let result = match failed_early {
-            // The server ended on its own, before any shutdown was asked.
+            // The server ended on its own (or cannot go on), before any shutdown was asked.
             Some(result) => {
                 stop_tasks.cancel();
-                result.map_err(|e| Error::Startup(format!("server failed: {e}")))
+                result
             }
             None => {
                 drain(server, config.drain_timeout).await;

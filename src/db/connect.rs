@@ -1,6 +1,7 @@
 //! Building the pools: each server's sqlx pool (PostgreSQL or SQLite, built lazily), the hook
-//! that pings a connection idle long enough to have been cut, and the `SET`s that bound
-//! every statement on PostgreSQL itself.
+//! that pings a connection idle long enough to have been cut and replaces one past its
+//! (jittered) lifetime, the `target_session_attrs` check on each new connection, and the
+//! `SET`s that bound every statement on PostgreSQL itself.
 
 use std::{str::FromStr, sync::Arc, sync::atomic::Ordering::Relaxed, time::Duration};
 
@@ -12,7 +13,7 @@ use sqlx::{
     sqlite::{Sqlite, SqliteConnectOptions, SqliteJournalMode, SqliteSynchronous},
 };
 
-use super::{Backend, DbSettings, NivelBatcher, PoolStats, Server, replicas};
+use super::{Backend, DbSettings, PoolStats, Server, hosts, replicas, url::SessionAttrs};
 use crate::Error;
 
 /// A connection idle longer than this is pinged before it is handed out; younger ones are
@@ -73,24 +74,33 @@ fn pool_options<DB: Database>(
     stats: &Arc<PoolStats>,
 ) -> PoolOptions<DB> {
     let lost = stats.clone();
+    let max_lifetime = config.max_lifetime;
     PoolOptions::<DB>::new()
         .min_connections(min)
         .max_connections(max)
         .acquire_timeout(config.acquire_timeout)
         .idle_timeout(config.idle_timeout)
-        .max_lifetime(config.max_lifetime)
+        // Each connection's own lifetime is checked before it is handed out (see
+        // `hosts::past_lifetime`); sqlx's bound is the longest of them, for idle ones.
+        .max_lifetime(hosts::lifetime_bound(max_lifetime))
         // Pinging on every acquire costs a round trip per query; ping only connections that
         // sat idle long enough to have been cut (see before_acquire).
         .test_before_acquire(false)
-        .before_acquire(move |conn, meta| ping_if_idle::<DB>(conn, meta, lost.clone()))
+        .before_acquire(move |conn, meta| {
+            ping_if_idle::<DB>(conn, meta, lost.clone(), max_lifetime)
+        })
 }
 
 fn ping_if_idle<DB: Database>(
     conn: &mut DB::Connection,
     meta: PoolConnectionMetadata,
     stats: Arc<PoolStats>,
+    max_lifetime: Duration,
 ) -> BoxFuture<'_, Result<bool, sqlx::Error>> {
     Box::pin(async move {
+        if hosts::past_lifetime(max_lifetime, meta.age) {
+            return Ok(false);
+        }
         if meta.idle_for < PING_IF_IDLE_FOR && !stats.idle_since_last_loss(meta.idle_for) {
             return Ok(true);
         }
@@ -109,13 +119,14 @@ fn ping_if_idle<DB: Database>(
     })
 }
 
-/// A PostgreSQL server's pool (built lazily), its figures and, with batching on, its
-/// ObterNivel batcher. `setting` names the URL's origin in errors.
+/// A PostgreSQL server's pool (built lazily) and its figures. `url` names one host;
+/// `setting` names the URL's origin in errors; each new connection must be what `attrs` asks.
 pub(super) fn postgres_server(
     config: &DbSettings,
     url: &str,
     setting: &str,
     bounds: (u32, u32),
+    attrs: SessionAttrs,
 ) -> Result<Server, Error> {
     let options = PgConnectOptions::from_str(url)
         .map_err(|e| Error::Startup(format!("{setting} is not a valid PostgreSQL URL: {e}")))?
@@ -133,24 +144,25 @@ pub(super) fn postgres_server(
     };
     let address = replicas::address_of(&options);
     let stats = Arc::new(PoolStats::default());
-    let batch = config
-        .batch_nivel
-        .then(|| Arc::new(NivelBatcher::new(config.batch_nivel_lanes)));
     let query_timeout = config.query_timeout;
     let session_bounds = !config.pgbouncer_transaction_pooling;
     let opened = stats.clone();
+    let host = address.clone();
     let pool = pool_options::<Postgres>(config, bounds, &stats)
         .after_connect(move |conn, _meta| {
             opened.opened.fetch_add(1, Relaxed);
-            if session_bounds {
-                bound_pg_session(conn, query_timeout)
-            } else {
-                Box::pin(async { Ok(()) })
-            }
+            let host = host.clone();
+            Box::pin(async move {
+                hosts::check_session(conn, attrs, &host).await?;
+                if session_bounds {
+                    bound_pg_session(conn, query_timeout).await?;
+                }
+                Ok(())
+            })
         })
         .connect_lazy_with(options);
     let backend = Backend::Postgres(pool);
-    Ok(Server::new(backend, address, bounds, stats, batch))
+    Ok(Server::new(backend, address, bounds, stats))
 }
 
 /// A SQLite file's pool (built lazily; the file is created if missing) and its figures.
@@ -180,6 +192,5 @@ pub(super) fn sqlite_server(
         url.to_owned(),
         bounds,
         stats,
-        None,
     ))
 }

@@ -4,24 +4,27 @@
 //! [`Db::run`] (`db/query.rs`): acquire, time, classify, retry a read once.
 //!
 //! The two backends are native sqlx pools behind one enum, so that each gets its own
-//! driver's full speed (and PostgreSQL its arrays); the queries in [`users`] are written once
-//! (see [`Conn`]).
+//! driver's full speed (and PostgreSQL its arrays); a feature writes its SQL once (see
+//! [`Conn`] and `per_backend!`). `db` is the storage engine and knows no feature: the
+//! features (`users`, `login`) own their SQL and call [`Db::run`].
 //!
 //! Here the handle ([`Db`]), migrations and the figures; beside it building the pools
-//! (`db/connect.rs`), the probe (`db/probe.rs`), the settings, the query path, the queries,
-//! the replicas' routing, the ObterNivel batcher, the budget and the counters.
+//! (`db/connect.rs`), the probe (`db/probe.rs`), the settings, the query path, the
+//! replicas' routing, libpq's connection strings (`db/url.rs`) and which hosts take writes
+//! or reads (`db/hosts.rs`), the budget and the pool's figures.
 
-pub mod batch;
 pub mod budget;
 mod connect;
+pub mod diagnose;
+mod hosts;
 pub mod metrics;
 mod probe;
-mod query;
+pub(crate) mod query;
 pub mod replicas;
 mod settings;
 mod stats;
-mod traces;
-pub mod users;
+pub(crate) mod traces;
+pub mod url;
 
 use std::{
     sync::{
@@ -31,14 +34,15 @@ use std::{
     time::Duration,
 };
 
-use sqlx::{Pool, migrate::Migrator, postgres::Postgres, sqlite::Sqlite};
+use sqlx::migrate::Migrator;
 
-pub use batch::NivelBatcher;
+pub use diagnose::Diagnosis;
+pub use hosts::check_urls;
 pub use probe::ProbeConnection;
 pub use query::{Conn, Statement};
-pub use replicas::{Access, Role, Server, Servers};
+pub use replicas::{Access, Backend, Role, Server, Servers};
 pub use settings::{DbFlags, DbSettings, is_postgres_url};
-pub use stats::{LegacyHashCounts, PoolSnapshot, PoolStats};
+pub use stats::{PoolSnapshot, PoolStats};
 
 use crate::Error;
 use connect::{Scope, pg_bounds_sql, postgres_server, sqlite_server};
@@ -46,13 +50,6 @@ use metrics::DbMetrics;
 
 static PG_MIGRATOR: Migrator = sqlx::migrate!("./migrations/postgres");
 static SQLITE_MIGRATOR: Migrator = sqlx::migrate!("./migrations/sqlite");
-
-/// The pool of one backend.
-#[derive(Clone, Debug)]
-pub enum Backend {
-    Postgres(Pool<Postgres>),
-    Sqlite(Pool<Sqlite>),
-}
 
 /// The shared database handle: the servers with their pools and figures, and the bounds
 /// every wait obeys.
@@ -71,6 +68,8 @@ pub struct Db {
     /// The `BEGIN` of each statement's transaction under transaction pooling, with the
     /// server-side bounds set for that transaction only (see [`pg_bounds_sql`]).
     bounded_begin: Arc<str>,
+    /// `PRODUTO_BATCH_NIVEL`'s lanes when lookups may be batched (see [`Db::nivel_batch`]).
+    batch_lanes: Option<usize>,
 }
 
 impl Db {
@@ -84,16 +83,15 @@ impl Db {
             ));
         }
         let bounds = (config.min_connections, config.max_connections);
-        let primary = if is_postgres_url(url) {
-            postgres_server(config, url, "DATABASE_URL", bounds)?
+        let mut servers = if is_postgres_url(url) {
+            postgres_servers(config, url, 0, bounds)?
         } else if url.starts_with("sqlite:") {
-            sqlite_server(config, url, bounds)?
+            vec![sqlite_server(config, url, bounds)?]
         } else {
             return Err(Error::Startup(
                 "DATABASE_URL must start with postgres://, postgresql:// or sqlite:".into(),
             ));
         };
-        let mut servers = vec![primary];
         let replica_bounds = (
             config
                 .replica_min_connections
@@ -103,8 +101,19 @@ impl Db {
                 .unwrap_or(config.max_connections),
         );
         for (n, url) in (1..).zip(&config.replica_urls) {
-            let name = format!("PRODUTO_REPLICA_URLS entry {n}");
-            servers.push(postgres_server(config, url, &name, replica_bounds)?);
+            servers.extend(postgres_servers(config, url, n, replica_bounds)?);
+        }
+        // The same host may be listed in DATABASE_URL and in a replica URL (the multi-host
+        // forms often are): each pool keeps a name of its own in PoolStatus, /metrics and
+        // /health.
+        let mut seen = std::collections::HashSet::new();
+        for server in &mut servers {
+            if !seen.insert(server.address.clone()) {
+                server.address = match server.candidacy.url {
+                    0 => format!("{} (DATABASE_URL)", server.address),
+                    n => format!("{} (replica URL {n})", server.address),
+                };
+            }
         }
         Ok(Db {
             servers: Arc::new(Servers::new(servers, config.replica_max_lag)),
@@ -119,6 +128,7 @@ impl Db {
                 pg_bounds_sql(config.query_timeout, Scope::Transaction)
             )
             .into(),
+            batch_lanes: config.batch_nivel.then_some(config.batch_nivel_lanes),
         })
     }
 
@@ -162,9 +172,14 @@ impl Db {
         sqlx::AssertSqlSafe(self.bounded_begin.clone())
     }
 
-    /// The primary's ObterNivel batcher, when lookups are batched.
-    pub fn nivel_batch(&self) -> Option<&Arc<NivelBatcher>> {
-        self.servers.primary().nivel_batch.as_ref()
+    /// How many batched lookup queries may be in flight at once on each PostgreSQL server,
+    /// when `PRODUTO_BATCH_NIVEL` is on (`users::Levels` batches ObterNivel within it);
+    /// `None` when lookups are not batched, and always on SQLite (no arrays to batch with).
+    pub fn nivel_batch(&self) -> Option<usize> {
+        match self.backend() {
+            Backend::Postgres(_) => self.batch_lanes,
+            Backend::Sqlite(_) => None,
+        }
     }
 
     /// The figures of `DATABASE_URL`'s pool, which also hold the service-wide counters
@@ -178,9 +193,20 @@ impl Db {
         &self.metrics
     }
 
-    /// Applies the embedded migrations. On PostgreSQL sqlx holds an advisory lock while it
-    /// migrates, so several instances starting at once are safe; SQLite locks the file.
+    /// With several write candidates and no writable primary known yet, one probe finds
+    /// which is the primary (bounded: the probe's own timeouts), so that the schema is not
+    /// asked of a standby or a dead host.
+    pub async fn find_primary(&self) {
+        if self.servers.follows_primary() && !self.servers.primary_writable() {
+            self.probe(&mut ProbeConnection::default()).await;
+        }
+    }
+
+    /// Applies the embedded migrations, on the primary (found first among several hosts:
+    /// [`Db::find_primary`]). On PostgreSQL sqlx holds an advisory lock while it migrates,
+    /// so several instances starting at once are safe; SQLite locks the file.
     pub async fn migrate(&self) -> Result<(), sqlx::migrate::MigrateError> {
+        self.find_primary().await;
         match self.backend() {
             Backend::Postgres(pool) => PG_MIGRATOR.run(pool).await?,
             Backend::Sqlite(pool) => SQLITE_MIGRATOR.run(pool).await?,
@@ -200,6 +226,7 @@ impl Db {
     /// schema that is absent or older than this binary keeps the server not ready).
     pub async fn check_migrated(&self) -> Result<(), String> {
         const APPLIED: &str = "SELECT version FROM _sqlx_migrations WHERE success";
+        self.find_primary().await;
         // Inside a transaction: the one statement must survive transaction pooling.
         let named = self.named_statements();
         let (applied, migrator) = match self.backend() {
@@ -221,7 +248,12 @@ impl Db {
                 &SQLITE_MIGRATOR,
             ),
         };
-        let applied = applied.map_err(|e| format!("cannot read the applied migrations: {e}"))?;
+        let applied = applied.map_err(|e| {
+            format!(
+                "cannot read the applied migrations: {}",
+                diagnose::describe(&e)
+            )
+        })?;
         let missing: Vec<i64> = migrator
             .iter()
             .filter(|m| !m.migration_type.is_down_migration() && !applied.contains(&m.version))
@@ -293,6 +325,35 @@ impl Db {
             tracing::warn!(?within, "pool did not close in time; connections dropped");
         }
     }
+}
+
+/// The servers of PostgreSQL URL number `n` (0: `DATABASE_URL`, then the replica URLs):
+/// one per host, each with what the configuration lets it be (see [`hosts`]).
+fn postgres_servers(
+    config: &DbSettings,
+    url: &str,
+    n: usize,
+    bounds: (u32, u32),
+) -> Result<Vec<Server>, Error> {
+    let setting = match n {
+        0 => "DATABASE_URL".to_owned(),
+        n => format!("PRODUTO_REPLICA_URLS entry {n}"),
+    };
+    let conn =
+        url::ConnString::parse(url).map_err(|e| Error::Startup(format!("{setting}: {e}")))?;
+    let candidacies = match n {
+        0 => hosts::primary_hosts(&conn),
+        n => hosts::replica_hosts(&conn, n, config.replica_failover),
+    }
+    .map_err(|e| Error::Startup(format!("{setting}: {e}")))?;
+    (0..conn.hosts.len())
+        .zip(candidacies)
+        .map(|(i, candidacy)| {
+            let server =
+                postgres_server(config, &conn.host_url(i), &setting, bounds, candidacy.attrs)?;
+            Ok(server.with_candidacy(candidacy))
+        })
+        .collect()
 }
 
 /// One server's state, for the operator.

@@ -61,7 +61,7 @@ async fn probe_server(
     }
     let reading = match (&server.backend, slot) {
         (Backend::Postgres(pool), ProbeSlot::Postgres(conn)) => {
-            probe_on(
+            let reading = probe_on(
                 pool,
                 conn,
                 |c| {
@@ -82,7 +82,14 @@ async fn probe_server(
                     })
                 },
             )
-            .await
+            .await;
+            // A read target found out of recovery: behind a load-balanced read endpoint the
+            // probe's connection may sit on a node promoted since; the next probe reconnects
+            // and lands where the endpoint routes now.
+            if reading.is_some_and(|r| !r.in_recovery) && !server.candidacy.writes {
+                *conn = None;
+            }
+            reading
         }
         (Backend::Sqlite(pool), ProbeSlot::Sqlite(conn)) => {
             probe_on(

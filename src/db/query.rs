@@ -114,7 +114,9 @@ impl Db {
     /// dead (cut by the network, or the database restarted; the pool pings the next one
     /// first), so a cut that happened while the pool was idle costs the caller nothing; and
     /// on the primary when it failed on a replica (the replica died since the last probe).
-    /// Writes are never repeated: the first attempt may have committed.
+    /// Writes are never repeated once sent: the first attempt may have committed. A
+    /// statement still waiting for a connection when the probe elects another primary was
+    /// never sent, whatever its access: it goes to the new primary (once).
     pub async fn run_on<'a, T>(
         &self,
         mut server: usize,
@@ -124,6 +126,7 @@ impl Db {
     ) -> Result<T, Error> {
         let read = access == Access::Read;
         let mut attempt = 1;
+        let mut followed = false;
         loop {
             if read {
                 self.servers().get(server).count_read();
@@ -160,6 +163,14 @@ impl Db {
                     .await
                 }
             };
+            if let (Err(_), Retry::PrimaryMoved) = (&result, lost)
+                && !followed
+            {
+                followed = true;
+                server = self.servers().primary_index();
+                continue;
+            }
+            let lost = lost == Retry::LostConnection;
             let on_replica = server != self.servers().primary_index();
             let failed = matches!(&result, Err(Error::Unavailable(_) | Error::DatabaseDown(_)));
             if !(read && attempt < 2 && (lost || (on_replica && failed))) {
@@ -185,12 +196,18 @@ impl Db {
         conn: impl for<'c> Fn(&'c mut DB::Connection) -> Conn<'c, 'a>,
         name: &'static str,
         statement: &mut impl Statement<'a, T>,
-    ) -> (Result<T, Error>, bool) {
+    ) -> (Result<T, Error>, Retry) {
         let mut lease = match self.acquire(server, pool).await {
-            Ok(lease) => lease,
+            Ok(Some(lease)) => lease,
+            Ok(None) => {
+                traces::statement_not_started(&tracing::Span::current());
+                let e =
+                    Error::Unavailable("the primary moved while waiting for a connection".into());
+                return (Err(e), Retry::PrimaryMoved);
+            }
             Err(e) => {
                 traces::statement_not_started(&tracing::Span::current());
-                return (Err(e), false);
+                return (Err(e), Retry::No);
             }
         };
         let outcome = self
@@ -215,7 +232,11 @@ impl Db {
             Ok(Err(e)) => traces::statement_failed(&tracing::Span::current(), Some(e)),
             Err(_) => traces::statement_failed(&tracing::Span::current(), None),
         }
-        let lost = matches!(&outcome, Ok(Err(e)) if is_connection_error(e));
+        let lost = if matches!(&outcome, Ok(Err(e)) if is_connection_error(e)) {
+            Retry::LostConnection
+        } else {
+            Retry::No
+        };
         (self.classify(server, &mut lease, outcome), lost)
     }
 
@@ -247,12 +268,13 @@ impl Db {
 
     /// Takes a connection from server `index`'s pool, counting the wait, bounded by the
     /// acquire timeout (shorter while the probe says the server is down). The lease gives it
-    /// back when dropped.
+    /// back when dropped. `None` when `index` was the primary and the probe elected another
+    /// while waiting (see [`Db::primary_moved_from`]).
     async fn acquire<DB: Database>(
         &self,
         index: usize,
         pool: &Pool<DB>,
-    ) -> Result<Lease<DB>, Error> {
+    ) -> Result<Option<Lease<DB>>, Error> {
         let stats = &self.servers.get(index).stats;
         if !self.is_migrated() {
             return Err(Error::Unavailable(
@@ -271,9 +293,16 @@ impl Db {
             // sqlx's acquire future used to hold the whole connection set-up inline (14.5
             // KiB on PostgreSQL), which every statement's future then carried and moved:
             // the vendored sqlx-core boxes the set-up instead (vendor/README.md).
-            tokio::time::timeout(bound, pool.acquire())
-                .instrument(traces::pool_wait_span())
-                .await
+            let acquiring =
+                tokio::time::timeout(bound, pool.acquire()).instrument(traces::pool_wait_span());
+            if self.servers.follows_primary() && index == self.servers.primary_index() {
+                tokio::select! {
+                    result = acquiring => result,
+                    () = self.primary_moved_from(index) => return Ok(None),
+                }
+            } else {
+                acquiring.await
+            }
         };
         let waited = started.elapsed();
         self.metrics.observe_acquire_wait(waited);
@@ -281,13 +310,14 @@ impl Db {
         match result {
             Ok(Ok(conn)) => {
                 stats.used.fetch_add(1, Relaxed);
-                Ok(Lease {
+                Ok(Some(Lease {
                     conn,
                     stats: stats.clone(),
-                })
+                }))
             }
             Err(_) | Ok(Err(sqlx::Error::PoolTimedOut)) => {
                 stats.acquire_timeouts.fetch_add(1, Relaxed);
+                self.lost_if_primary(index);
                 Err(
                     Error::Unavailable(format!("no database connection within {bound:?}"))
                         .while_database_down(!healthy),
@@ -295,6 +325,7 @@ impl Db {
             }
             Ok(Err(e)) => {
                 stats.acquire_errors.fetch_add(1, Relaxed);
+                self.lost_if_primary(index);
                 Err(Error::from_sqlx(e).while_database_down(!healthy))
             }
         }
@@ -352,8 +383,13 @@ impl Db {
             ))),
             Ok(Err(e)) if is_connection_error(&e) => {
                 lease.discard();
+                self.lost_if_primary(index);
                 Err(Error::Unavailable(e.to_string()).while_database_down(down))
             }
+            // A standby cancels a query that conflicts with its replay (40001, "conflict with
+            // recovery"), as PostgreSQL cancels a deadlock's victim (40P01): the statement did
+            // nothing and may run again (a read is retried on the primary).
+            Ok(Err(e)) if is_retryable_conflict(&e) => Err(Error::Unavailable(e.to_string())),
             Ok(Err(e)) => Err(Error::Database(e)),
             Err(_) => {
                 lease.discard();
@@ -363,6 +399,47 @@ impl Db {
                 ))
                 .while_database_down(down))
             }
+        }
+    }
+}
+
+/// Why an attempt may be made again.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Retry {
+    No,
+    /// Its connection was found dead (a read may be retried).
+    LostConnection,
+    /// It never got a connection: the primary moved meanwhile (any statement may follow it).
+    PrimaryMoved,
+}
+
+/// A connection to the primary this slow to come (with other write candidates configured)
+/// asks the probe at once whether the primary is still there: a host that refuses
+/// connections makes sqlx retry until the acquire timeout, without an error to notice.
+const SLOW_PRIMARY_ACQUIRE: Duration = Duration::from_millis(200);
+
+impl Db {
+    /// Resolves when the probe has elected a primary other than `index`; after
+    /// [`SLOW_PRIMARY_ACQUIRE`] asks the probe to look at once.
+    async fn primary_moved_from(&self, index: usize) {
+        let mut primary = self.servers.watch_primary();
+        let moved = primary.wait_for(|&p| p != index);
+        let ask = async {
+            tokio::time::sleep(SLOW_PRIMARY_ACQUIRE).await;
+            self.servers.primary_lost();
+            std::future::pending::<()>().await
+        };
+        tokio::select! {
+            _ = moved => {}
+            () = ask => {}
+        }
+    }
+
+    /// Server `index` could not run a statement: if it is the primary, the probe looks
+    /// for the primary at once (see [`replicas::Servers::primary_lost`]).
+    fn lost_if_primary(&self, index: usize) {
+        if index == self.servers.primary_index() {
+            self.servers.primary_lost();
         }
     }
 }
@@ -421,6 +498,12 @@ impl<DB: Database> Drop for Lease<DB> {
     fn drop(&mut self) {
         self.stats.used.fetch_sub(1, Relaxed);
     }
+}
+
+/// A statement cancelled by a conflict: with a standby's replay or a deadlock.
+fn is_retryable_conflict(e: &sqlx::Error) -> bool {
+    matches!(e, sqlx::Error::Database(db)
+        if matches!(db.code().as_deref(), Some("40001" | "40P01")))
 }
 
 /// A statement the database ended on its own bound: `query_canceled` (57014, which

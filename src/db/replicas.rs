@@ -4,12 +4,17 @@
 //!
 //! The design, in the order a query meets it:
 //!
-//! - **Roles come from the probe, not from the configuration.** Every probe asks each server
-//!   `pg_is_in_recovery()` and its replay lag. The primary is the server that answered "not in
-//!   recovery": `DATABASE_URL` first, then the replicas in their order, as libpq's
-//!   `target_session_attrs=read-write` picks among several hosts. So when an operator runs
-//!   `pg_ctl promote` on a listed standby, the next probe finds it out of recovery and writes
-//!   go there, with no restart. Until a probe has answered, `DATABASE_URL` is the primary.
+//! - **Roles come from the probe, among the candidates the configuration names.** Every
+//!   probe asks each server `pg_is_in_recovery()` and its replay lag. The primary is the
+//!   write candidate that answered "not in recovery", in the order configured, as libpq's
+//!   `target_session_attrs=read-write` picks among several hosts. The write candidates are
+//!   the hosts of `DATABASE_URL` (one, or several in libpq's multi-host form) and, only with
+//!   `PRODUTO_REPLICA_FAILOVER`, the replicas' (see [`super::hosts`]): so a load-balanced read
+//!   endpoint whose connection lands on a freshly promoted node never takes the writes, and
+//!   when a listed candidate is promoted (Patroni, `pg_ctl promote`) writes go there with no
+//!   restart. Until a probe has answered, `DATABASE_URL`'s first host is the primary. While
+//!   there are several candidates and none is writable, a failed write asks for a probe at
+//!   once ([`Servers::primary_lost`]), so writes follow a promotion within a probe.
 //! - **Writes** (AdicionarUsuario, rehash updates, the throttling table) and reads that must
 //!   see their own writes go to the primary. A connection that answers SQLSTATE 25006
 //!   (read-only transaction: the server was demoted, or is a standby) is discarded, the server
@@ -41,7 +46,10 @@ use std::{
     time::Duration,
 };
 
-use super::{Backend, NivelBatcher, PoolStats};
+use sqlx::{Pool, postgres::Postgres, sqlite::Sqlite};
+use tokio::sync::{Notify, watch};
+
+use super::{PoolStats, hosts::Candidacy, url::LoadBalance};
 
 /// What a query needs of the server it runs on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -85,6 +93,13 @@ pub struct Reading {
     pub lag: Option<Duration>,
 }
 
+/// The pool of one backend.
+#[derive(Clone, Debug)]
+pub enum Backend {
+    Postgres(Pool<Postgres>),
+    Sqlite(Pool<Sqlite>),
+}
+
 /// One server: its pool, its figures, and what the probe last saw of it.
 #[derive(Debug)]
 pub struct Server {
@@ -94,9 +109,11 @@ pub struct Server {
     pub(crate) address: String,
     pub(crate) min_connections: u32,
     pub(crate) max_connections: u32,
-    /// Set when ObterNivel lookups are batched; one per server, so a batch runs on one.
-    pub(crate) nivel_batch: Option<Arc<NivelBatcher>>,
+    /// What the configuration lets it be: a write candidate, a read target, or both.
+    pub(crate) candidacy: Candidacy,
     in_recovery: AtomicBool,
+    /// Writes it refused as read-only (SQLSTATE 25006): sent while it was no longer the primary.
+    refused_writes: AtomicU64,
     /// Replay lag in ms at the last probe; -1: unknown.
     lag_ms: AtomicI64,
     /// Queries routed to this server as reads (ObterNivel lookups and credential lookups,
@@ -110,7 +127,6 @@ impl Server {
         address: String,
         (min_connections, max_connections): (u32, u32),
         stats: Arc<PoolStats>,
-        nivel_batch: Option<Arc<NivelBatcher>>,
     ) -> Self {
         Server {
             backend,
@@ -118,8 +134,15 @@ impl Server {
             address,
             min_connections,
             max_connections,
-            nivel_batch,
+            // Until told otherwise (see `with_candidacy`), as before multi-host URLs: any
+            // server may take writes or reads, reads spread over all.
+            candidacy: Candidacy {
+                reads: true,
+                balance: LoadBalance::Random,
+                ..Candidacy::PRIMARY
+            },
             in_recovery: AtomicBool::new(false),
+            refused_writes: AtomicU64::new(0),
             lag_ms: AtomicI64::new(-1),
             reads: AtomicU64::new(0),
         }
@@ -141,6 +164,17 @@ impl Server {
         self.reads.load(Relaxed)
     }
 
+    /// Writes it refused as read-only since start.
+    pub fn refused_writes(&self) -> u64 {
+        self.refused_writes.load(Relaxed)
+    }
+
+    /// Sets what the configuration lets it be.
+    pub(crate) fn with_candidacy(mut self, candidacy: Candidacy) -> Self {
+        self.candidacy = candidacy;
+        self
+    }
+
     pub(crate) fn count_read(&self) {
         self.reads.fetch_add(1, Relaxed);
     }
@@ -154,6 +188,10 @@ pub struct Servers {
     primary: AtomicUsize,
     next_read: AtomicUsize,
     max_lag: Duration,
+    /// Raised when the primary failed a statement while another server could take over.
+    lost: Notify,
+    /// The primary's index, for those waiting for it to move.
+    primary_changes: watch::Sender<usize>,
 }
 
 impl Servers {
@@ -164,6 +202,8 @@ impl Servers {
             primary: AtomicUsize::new(0),
             next_read: AtomicUsize::new(0),
             max_lag,
+            lost: Notify::new(),
+            primary_changes: watch::channel(0).0,
         }
     }
 
@@ -196,11 +236,43 @@ impl Servers {
         }
     }
 
-    /// Whether reads may go to server `index`: a reachable server in recovery, its lag known
-    /// and within the bound.
+    /// Whether more than one server may take the writes: then which one does is found by the
+    /// probe, and followed when it moves.
+    pub fn follows_primary(&self) -> bool {
+        self.list.iter().filter(|s| s.candidacy.writes).count() > 1
+    }
+
+    /// Whether the primary was reachable and out of recovery at the last probe.
+    pub fn primary_writable(&self) -> bool {
+        let primary = self.primary();
+        primary.reachable() && !primary.in_recovery.load(Relaxed)
+    }
+
+    /// The primary failed a statement (its connection broke, or it refused a write as
+    /// read-only): with other candidates, the supervisor probes at once.
+    pub(crate) fn primary_lost(&self) {
+        if self.follows_primary() {
+            self.lost.notify_one();
+        }
+    }
+
+    /// The primary's index as it changes.
+    pub(crate) fn watch_primary(&self) -> watch::Receiver<usize> {
+        self.primary_changes.subscribe()
+    }
+
+    /// Resolves once [`Servers::primary_lost`] was called (at once if it was since the last
+    /// wait).
+    pub async fn primary_lost_notified(&self) {
+        self.lost.notified().await;
+    }
+
+    /// Whether reads may go to server `index`: a read target reachable and in recovery, its
+    /// lag known and within the bound.
     pub fn readable(&self, index: usize) -> bool {
         let server = &self.list[index];
         index != self.primary_index()
+            && server.candidacy.reads
             && server.reachable()
             && server.in_recovery.load(Relaxed)
             && server.lag().is_some_and(|lag| lag <= self.max_lag)
@@ -212,7 +284,17 @@ impl Servers {
         if access == Access::Primary || !self.has_replicas() {
             return self.primary_index();
         }
-        let readable: Vec<usize> = (0..self.list.len()).filter(|&i| self.readable(i)).collect();
+        // A URL without load balancing gives its reads to its first readable host only.
+        let mut readable: Vec<usize> = Vec::new();
+        for i in (0..self.list.len()).filter(|&i| self.readable(i)) {
+            let c = &self.list[i].candidacy;
+            let first_of_url = readable
+                .last()
+                .is_none_or(|&last| self.list[last].candidacy.url != c.url);
+            if c.balance == LoadBalance::Random || first_of_url {
+                readable.push(i);
+            }
+        }
         if readable.is_empty() {
             return self.primary_index();
         }
@@ -236,16 +318,18 @@ impl Servers {
     }
 
     /// Picks the primary: the current one while it is reachable and out of recovery, else
-    /// the first server that is; with none, the current one stays (writes fail until one
-    /// appears).
+    /// the first write candidate that is; with none, the current one stays (writes fail
+    /// until one appears).
     pub(crate) fn elect_primary(&self) {
-        let writable = |s: &Server| s.reachable() && !s.in_recovery.load(Relaxed);
+        let writable =
+            |s: &Server| s.candidacy.writes && s.reachable() && !s.in_recovery.load(Relaxed);
         let current = self.primary_index();
         if writable(&self.list[current]) {
             return;
         }
         if let Some(next) = self.list.iter().position(writable) {
             self.primary.store(next, Relaxed);
+            self.primary_changes.send_replace(next);
             tracing::warn!(
                 from = %self.list[current].address,
                 to = %self.list[next].address,
@@ -258,6 +342,10 @@ impl Servers {
     /// recovery now, whatever the last probe said; the next probe elects another primary.
     pub(crate) fn demote(&self, index: usize) {
         self.list[index].in_recovery.store(true, Relaxed);
+        self.list[index].refused_writes.fetch_add(1, Relaxed);
+        if index == self.primary_index() {
+            self.primary_lost();
+        }
         tracing::warn!(
             server = %self.list[index].address,
             "the primary refused a write as read-only; looking for the new primary"
@@ -296,13 +384,7 @@ mod tests {
                         .unwrap();
                 let address = address_of(&options);
                 let pool = PgPoolOptions::new().connect_lazy_with(options);
-                Server::new(
-                    Backend::Postgres(pool),
-                    address,
-                    (0, 1),
-                    Arc::default(),
-                    None,
-                )
+                Server::new(Backend::Postgres(pool), address, (0, 1), Arc::default())
             })
             .collect();
         Servers::new(list, Duration::from_secs(1))
@@ -349,6 +431,89 @@ mod tests {
         assert_eq!(s.route(Access::Read), 0);
         s.record_probe(1, replica(0));
         assert_eq!(s.route(Access::Read), 1);
+    }
+
+    /// Servers `(writes, reads, url, balance)`, in order.
+    fn configured(list: &[(bool, bool, usize, LoadBalance)]) -> Servers {
+        let base = servers(list.len());
+        let list = base
+            .list
+            .into_iter()
+            .zip(list)
+            .map(|(server, &(writes, reads, url, balance))| {
+                server.with_candidacy(Candidacy {
+                    writes,
+                    reads,
+                    url,
+                    balance,
+                    ..Candidacy::PRIMARY
+                })
+            })
+            .collect();
+        Servers::new(list, Duration::from_secs(1))
+    }
+
+    #[tokio::test]
+    async fn a_read_endpoint_found_out_of_recovery_never_takes_the_writes() {
+        // DATABASE_URL (a load balancer's write port) and its read port as a replica.
+        let s = configured(&[
+            (true, false, 0, LoadBalance::Disable),
+            (false, true, 1, LoadBalance::Disable),
+        ]);
+        assert!(!s.follows_primary());
+        s.record_probe(0, None);
+        // The read port's connection sits on the node just promoted.
+        s.record_probe(1, PRIMARY);
+        s.elect_primary();
+        assert_eq!(s.primary_index(), 0, "writes stay on the write endpoint");
+        assert_eq!(s.route(Access::Read), 0, "and it is no read target either");
+        s.record_probe(1, replica(0));
+        assert_eq!(s.route(Access::Read), 1);
+        // A multi-host DATABASE_URL: its hosts take the writes in turn, never reads.
+        let s = configured(&[
+            (true, false, 0, LoadBalance::Disable),
+            (true, false, 0, LoadBalance::Disable),
+            (false, true, 1, LoadBalance::Disable),
+        ]);
+        assert!(s.follows_primary());
+        s.record_probe(0, None);
+        s.record_probe(1, replica(0));
+        s.record_probe(2, replica(0));
+        s.elect_primary();
+        assert!(!s.primary_writable());
+        assert_eq!(s.route(Access::Read), 2);
+        s.record_probe(1, PRIMARY);
+        s.elect_primary();
+        assert_eq!(s.primary_index(), 1);
+        assert!(s.primary_writable());
+    }
+
+    #[tokio::test]
+    async fn a_replica_url_without_load_balancing_reads_from_its_first_standby() {
+        let s = configured(&[
+            (true, false, 0, LoadBalance::Disable),
+            (false, true, 1, LoadBalance::Disable),
+            (false, true, 1, LoadBalance::Disable),
+            (false, true, 2, LoadBalance::Random),
+            (false, true, 2, LoadBalance::Random),
+        ]);
+        s.record_probe(0, PRIMARY);
+        for i in 1..5 {
+            s.record_probe(i, replica(0));
+        }
+        s.elect_primary();
+        let mut reads = [0; 5];
+        for _ in 0..30 {
+            reads[s.route(Access::Read)] += 1;
+        }
+        assert_eq!(reads, [0, 10, 0, 10, 10]);
+        // The first one down: the next host of the same URL takes over.
+        s.record_probe(1, None);
+        let mut reads = [0; 5];
+        for _ in 0..30 {
+            reads[s.route(Access::Read)] += 1;
+        }
+        assert_eq!(reads, [0, 0, 10, 10, 10]);
     }
 
     #[tokio::test]

@@ -3,12 +3,41 @@
 
 use std::{path::PathBuf, time::Duration};
 
+/// The database flags' defaults: the one place each is written, read by clap's attributes
+/// and by [`DbSettings::new`].
+pub mod defaults {
+    pub const DATABASE_URL: &str = "sqlite:produto.db";
+    pub const MIN_CONNECTIONS: u32 = 1;
+    pub const MAX_CONNECTIONS: u32 = 20;
+    pub const ACQUIRE_TIMEOUT: &str = "5s";
+    pub const QUERY_TIMEOUT: &str = "5s";
+    pub const IDLE_TIMEOUT: &str = "10m";
+    pub const MAX_LIFETIME: &str = "30m";
+    pub const SLOW_QUERY_THRESHOLD: &str = "200ms";
+    pub const BATCH_NIVEL: bool = true;
+    pub const BATCH_NIVEL_LANES: usize = 2;
+    pub const PGBOUNCER_TRANSACTION_POOLING: bool = false;
+    pub const REPLICA_MAX_LAG: &str = "1s";
+}
+
+/// A default duration as its flag writes it.
+fn duration(text: &str) -> Duration {
+    humantime::parse_duration(text).expect("every default duration parses")
+}
+
 /// The database's flags: where it is, the pools' bounds and timeouts, batching, PgBouncer,
 /// read replicas. Its `Debug` shows the URLs without their passwords.
 #[derive(Clone, clap::Args)]
 pub struct DbFlags {
     /// Database URL: `postgres://user@host/db` or `sqlite:path.db` (the file is created if missing).
-    #[arg(long, env = "DATABASE_URL", default_value = "sqlite:produto.db")]
+    /// PostgreSQL takes libpq's multi-host form (`postgres://u@h1:5432,h2:5432/db?
+    /// target_session_attrs=read-write`): the writes go to whichever host is the primary.
+    #[arg(
+        long,
+        env = "DATABASE_URL",
+        default_value = defaults::DATABASE_URL,
+        hide_env_values = true
+    )]
     pub database_url: String,
 
     /// File holding the database URL (a mounted Secret); replaces DATABASE_URL. A trailing
@@ -17,42 +46,44 @@ pub struct DbFlags {
     pub database_url_file: Option<PathBuf>,
 
     /// Connections the pool keeps open even when idle.
-    #[arg(long, env = "PRODUTO_MIN_CONNECTIONS", default_value_t = 1)]
+    #[arg(long, env = "PRODUTO_MIN_CONNECTIONS", default_value_t = defaults::MIN_CONNECTIONS)]
     pub min_connections: u32,
 
     /// Most connections the pool opens.
-    #[arg(long, env = "PRODUTO_MAX_CONNECTIONS", default_value_t = 20)]
+    #[arg(long, env = "PRODUTO_MAX_CONNECTIONS", default_value_t = defaults::MAX_CONNECTIONS)]
     pub max_connections: u32,
 
     /// Longest wait for a pool connection before answering UNAVAILABLE (e.g. `5s`, `500ms`).
-    #[arg(long, env = "PRODUTO_ACQUIRE_TIMEOUT", default_value = "5s", value_parser = humantime::parse_duration)]
+    #[arg(long, env = "PRODUTO_ACQUIRE_TIMEOUT", default_value = defaults::ACQUIRE_TIMEOUT, value_parser = humantime::parse_duration)]
     pub acquire_timeout: Duration,
 
     /// Longest time one SQL statement may run before it is abandoned (UNAVAILABLE).
-    #[arg(long, env = "PRODUTO_QUERY_TIMEOUT", default_value = "5s", value_parser = humantime::parse_duration)]
+    #[arg(long, env = "PRODUTO_QUERY_TIMEOUT", default_value = defaults::QUERY_TIMEOUT, value_parser = humantime::parse_duration)]
     pub query_timeout: Duration,
 
     /// Idle connections above the minimum are closed after this long.
-    #[arg(long, env = "PRODUTO_IDLE_TIMEOUT", default_value = "10m", value_parser = humantime::parse_duration)]
+    #[arg(long, env = "PRODUTO_IDLE_TIMEOUT", default_value = defaults::IDLE_TIMEOUT, value_parser = humantime::parse_duration)]
     pub idle_timeout: Duration,
 
-    /// Connections are replaced after this long, whatever their state.
-    #[arg(long, env = "PRODUTO_MAX_LIFETIME", default_value = "30m", value_parser = humantime::parse_duration)]
+    /// Connections are replaced after about this long, whatever their state: each one's
+    /// lifetime is spread within ±15 % of it, so that connections opened together do not
+    /// all close together.
+    #[arg(long, env = "PRODUTO_MAX_LIFETIME", default_value = defaults::MAX_LIFETIME, value_parser = humantime::parse_duration)]
     pub max_lifetime: Duration,
 
     /// Queries slower than this are logged (name and duration, never the parameters).
-    #[arg(long, env = "PRODUTO_SLOW_QUERY_THRESHOLD", default_value = "200ms", value_parser = humantime::parse_duration)]
+    #[arg(long, env = "PRODUTO_SLOW_QUERY_THRESHOLD", default_value = defaults::SLOW_QUERY_THRESHOLD, value_parser = humantime::parse_duration)]
     pub slow_query_threshold: Duration,
 
     /// Batch concurrent ObterNivel lookups into one `= ANY($1)` query per round trip
     /// (PostgreSQL only; SQLite always runs one query per lookup). On by default: it doubled
     /// ObterNivel throughput at 32+ callers and cost a lone caller nothing (docs/benchmarks.md).
-    #[arg(long, env = "PRODUTO_BATCH_NIVEL", default_value_t = true, action = clap::ArgAction::Set)]
+    #[arg(long, env = "PRODUTO_BATCH_NIVEL", default_value_t = defaults::BATCH_NIVEL, action = clap::ArgAction::Set)]
     pub batch_nivel: bool,
 
     /// With batching on: most batched lookup queries in flight at once (each holds one pool
     /// connection). More lanes mean smaller batches; about the database's CPU count is right.
-    #[arg(long, env = "PRODUTO_BATCH_NIVEL_LANES", default_value_t = 2)]
+    #[arg(long, env = "PRODUTO_BATCH_NIVEL_LANES", default_value_t = defaults::BATCH_NIVEL_LANES)]
     pub batch_nivel_lanes: usize,
 
     /// The database URL points at PgBouncer in transaction pooling (`pool_mode = transaction`):
@@ -60,12 +91,13 @@ pub struct DbFlags {
     /// transaction, so that it never depends on a server connection's session. Needs
     /// PRODUTO_NO_MIGRATE: migrations take a session lock, so run `produto-server migrate`
     /// against PostgreSQL directly. Costs about two round trips per statement (docs/benchmarks.md).
-    #[arg(long, env = "PRODUTO_PGBOUNCER_TRANSACTION_POOLING", default_value_t = false, action = clap::ArgAction::Set)]
+    #[arg(long, env = "PRODUTO_PGBOUNCER_TRANSACTION_POOLING", default_value_t = defaults::PGBOUNCER_TRANSACTION_POOLING, action = clap::ArgAction::Set)]
     pub pgbouncer_transaction_pooling: bool,
 
     /// Streaming standbys to serve reads from, comma-separated `postgres://` URLs (PostgreSQL
-    /// only). Unset: every query goes to DATABASE_URL, as without replicas. A listed server
-    /// found out of recovery (promoted) becomes the primary.
+    /// only), each with one host or several in libpq's form (`postgres://u@h1:5432,h2/db?
+    /// target_session_attrs=standby`). Unset: every query goes to DATABASE_URL, as without
+    /// replicas. They take no writes unless PRODUTO_REPLICA_FAILOVER is on.
     #[arg(
         long,
         env = "PRODUTO_REPLICA_URLS",
@@ -73,6 +105,12 @@ pub struct DbFlags {
         hide_env_values = true
     )]
     pub replica_urls: Vec<String>,
+
+    /// The replicas' hosts are failover candidates: one found out of recovery (promoted) while
+    /// DATABASE_URL's hosts are not becomes the primary. Off: a read endpoint never takes
+    /// writes (a load balancer's read port may briefly reach a node just promoted).
+    #[arg(long, env = "PRODUTO_REPLICA_FAILOVER", default_value_t = false, action = clap::ArgAction::Set)]
+    pub replica_failover: bool,
 
     /// File holding the replica URLs (a mounted Secret), separated by commas or newlines;
     /// replaces PRODUTO_REPLICA_URLS.
@@ -85,7 +123,7 @@ pub struct DbFlags {
 
     /// A replica whose replay lag exceeds this gets no reads until it catches up; also the
     /// longest a change made on the primary outside produto may be read stale.
-    #[arg(long, env = "PRODUTO_REPLICA_MAX_LAG", default_value = "1s", value_parser = humantime::parse_duration)]
+    #[arg(long, env = "PRODUTO_REPLICA_MAX_LAG", default_value = defaults::REPLICA_MAX_LAG, value_parser = humantime::parse_duration)]
     pub replica_max_lag: Duration,
 
     /// Connections each replica's pool keeps open (default: PRODUTO_MIN_CONNECTIONS).
@@ -126,7 +164,11 @@ impl DbFlags {
 
     /// The replica settings: PostgreSQL only, each URL a PostgreSQL one, pool bounds sane.
     fn validate_replicas(&self) -> Result<(), String> {
-        if self.replica_urls.is_empty() {
+        let replica_urls = super::url::regroup(&self.replica_urls);
+        let database_url =
+            is_postgres_url(&self.database_url).then_some(self.database_url.as_str());
+        super::check_urls(database_url, &replica_urls, self.replica_failover)?;
+        if replica_urls.is_empty() {
             return Ok(());
         }
         if !is_postgres_url(&self.database_url) {
@@ -138,7 +180,7 @@ impl DbFlags {
             );
         }
         if let Some(n) = (1..)
-            .zip(&self.replica_urls)
+            .zip(&replica_urls)
             .find_map(|(n, url)| (!is_postgres_url(url)).then_some(n))
         {
             return Err(format!(
@@ -173,7 +215,8 @@ impl DbFlags {
             batch_nivel: self.batch_nivel,
             batch_nivel_lanes: self.batch_nivel_lanes,
             pgbouncer_transaction_pooling: self.pgbouncer_transaction_pooling,
-            replica_urls: self.replica_urls.clone(),
+            replica_urls: super::url::regroup(&self.replica_urls),
+            replica_failover: self.replica_failover,
             replica_max_lag: self.replica_max_lag,
             replica_min_connections: self.replica_min_connections,
             replica_max_connections: self.replica_max_connections,
@@ -206,6 +249,8 @@ pub struct DbSettings {
     /// Streaming standbys to read from (`postgres://` URLs); empty: none, every query on
     /// `url`. See [`replicas`].
     pub replica_urls: Vec<String>,
+    /// The replicas' hosts may become the primary (see [`super::hosts`]).
+    pub replica_failover: bool,
     /// A replica whose replay lag is past this gets no reads.
     pub replica_max_lag: Duration,
     /// Each replica pool's bounds; `None`: the primary's.
@@ -218,18 +263,19 @@ impl DbSettings {
     pub fn new(url: impl Into<String>) -> Self {
         DbSettings {
             url: url.into(),
-            min_connections: 1,
-            max_connections: 20,
-            acquire_timeout: Duration::from_secs(5),
-            query_timeout: Duration::from_secs(5),
-            idle_timeout: Duration::from_secs(600),
-            max_lifetime: Duration::from_secs(1800),
-            slow_query_threshold: Duration::from_millis(200),
-            batch_nivel: true,
-            batch_nivel_lanes: 2,
-            pgbouncer_transaction_pooling: false,
+            min_connections: defaults::MIN_CONNECTIONS,
+            max_connections: defaults::MAX_CONNECTIONS,
+            acquire_timeout: duration(defaults::ACQUIRE_TIMEOUT),
+            query_timeout: duration(defaults::QUERY_TIMEOUT),
+            idle_timeout: duration(defaults::IDLE_TIMEOUT),
+            max_lifetime: duration(defaults::MAX_LIFETIME),
+            slow_query_threshold: duration(defaults::SLOW_QUERY_THRESHOLD),
+            batch_nivel: defaults::BATCH_NIVEL,
+            batch_nivel_lanes: defaults::BATCH_NIVEL_LANES,
+            pgbouncer_transaction_pooling: defaults::PGBOUNCER_TRANSACTION_POOLING,
             replica_urls: Vec::new(),
-            replica_max_lag: Duration::from_secs(1),
+            replica_failover: false,
+            replica_max_lag: duration(defaults::REPLICA_MAX_LAG),
             replica_min_connections: None,
             replica_max_connections: None,
         }
@@ -245,7 +291,7 @@ pub fn is_postgres_url(url: &str) -> bool {
 /// (`?password=`) replaced by `***`.
 pub fn redacted(url: &str) -> String {
     let Ok(mut parsed) = url::Url::parse(url) else {
-        return "(not a URL)".to_owned();
+        return super::url::redacted(url).unwrap_or_else(|| "(not a URL)".to_owned());
     };
     if parsed.password().is_some() {
         let _ = parsed.set_password(Some("***"));
@@ -295,6 +341,7 @@ impl std::fmt::Debug for DbSettings {
             batch_nivel_lanes,
             pgbouncer_transaction_pooling,
             replica_urls,
+            replica_failover,
             replica_max_lag,
             replica_min_connections,
             replica_max_connections,
@@ -315,6 +362,7 @@ impl std::fmt::Debug for DbSettings {
                 pgbouncer_transaction_pooling,
             )
             .field("replica_urls", &redacted_all(replica_urls))
+            .field("replica_failover", replica_failover)
             .field("replica_max_lag", replica_max_lag)
             .field("replica_min_connections", replica_min_connections)
             .field("replica_max_connections", replica_max_connections)
@@ -338,17 +386,50 @@ mod tests {
         assert!(shown.contains("sslmode=require"), "{shown}");
         assert_eq!(redacted("sqlite:produto.db"), "sqlite:produto.db");
 
+        let flags = flags(&["--database-url", "postgres://u:s3cret-pw@db/produto"]);
+        let shown = format!("{flags:?}");
+        assert!(!shown.contains("s3cret"), "{shown}");
+    }
+
+    /// The flags as the command line `args` gives them.
+    fn flags(args: &[&str]) -> DbFlags {
         #[derive(clap::Parser)]
         struct Cli {
             #[command(flatten)]
             db: DbFlags,
         }
-        let cli = <Cli as clap::Parser>::parse_from([
-            "produto-server",
+        let args = std::iter::once("produto-server").chain(args.iter().copied());
+        <Cli as clap::Parser>::parse_from(args).db
+    }
+
+    #[test]
+    fn multi_host_urls_survive_the_flags_comma_split() {
+        let db = flags(&[
             "--database-url",
-            "postgres://u:s3cret-pw@db/produto",
+            "postgres://u:pw@a:1,b:2/db?target_session_attrs=read-write",
+            "--replica-urls",
+            "postgres://u@a:1,b:2/db?target_session_attrs=standby,postgres://u@c/db",
+            "--replica-failover",
+            "true",
         ]);
-        let shown = format!("{:?}", cli.db);
-        assert!(!shown.contains("s3cret"), "{shown}");
+        db.validate().unwrap();
+        let settings = db.settings();
+        assert_eq!(
+            settings.replica_urls,
+            [
+                "postgres://u@a:1,b:2/db?target_session_attrs=standby",
+                "postgres://u@c/db"
+            ]
+        );
+        assert!(settings.replica_failover);
+        let shown = format!("{settings:?}");
+        assert!(shown.contains("postgres://u:***@a:1,b:2/db"), "{shown}");
+        assert!(!shown.contains("pw"), "{shown}");
+
+        let db = flags(&["--database-url", "postgres://a:1,b:x/db"]);
+        assert_eq!(
+            db.validate().unwrap_err(),
+            "DATABASE_URL: host b: the port \"x\" is not a number from 1 to 65535"
+        );
     }
 }

@@ -31,47 +31,6 @@ pub struct PoolStats {
     pub(crate) budget_max: AtomicU32,
     pub(crate) budget_available: AtomicU32,
     pub(crate) budget_needed: AtomicU32,
-    /// Users still on a legacy (imported) hash, by format.
-    pub legacy_hashes: LegacyHashCounts,
-}
-
-/// Users still on a legacy hash, by format (the order of [`super::users::LEGACY_FORMATS`]):
-/// counted in the database periodically, lowered at once when a login replaces one.
-#[derive(Debug, Default)]
-pub struct LegacyHashCounts {
-    counts: [AtomicI64; 4],
-    /// False until the first count: `/metrics` shows nothing rather than zeros it never read.
-    counted: AtomicBool,
-}
-
-impl LegacyHashCounts {
-    /// The counts read from the database, `(format label, users)`; formats absent are 0.
-    pub(crate) fn set(&self, rows: &[(String, i64)]) {
-        for (label, count) in super::users::LEGACY_FORMATS.iter().zip(&self.counts) {
-            let n = rows.iter().find(|(l, _)| l == label).map_or(0, |(_, n)| *n);
-            count.store(n, Relaxed);
-        }
-        self.counted.store(true, Relaxed);
-    }
-
-    /// One user of format `index` moved to argon2id.
-    pub(crate) fn forget_one(&self, index: usize) {
-        if let Some(count) = self.counts.get(index) {
-            // Never below zero: the count may predate an import made since.
-            let _ = count.fetch_update(Relaxed, Relaxed, |n| Some((n - 1).max(0)));
-        }
-    }
-
-    /// `(format label, users)` for each legacy format, once counted.
-    pub fn get(&self) -> Option<Vec<(&'static str, i64)>> {
-        self.counted.load(Relaxed).then(|| {
-            super::users::LEGACY_FORMATS
-                .iter()
-                .zip(&self.counts)
-                .map(|(label, n)| (*label, n.load(Relaxed)))
-                .collect()
-        })
-    }
 }
 
 impl PoolStats {

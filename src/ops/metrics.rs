@@ -15,8 +15,10 @@ use crate::{
     ops::{
         pool_metrics::{PoolCollector, ServersCollector},
         rpc_metrics::RpcMetrics,
+        user_metrics::LegacyHashCollector,
     },
     ready::ReadyFlag,
+    users::Users,
 };
 
 /// The registry of one server.
@@ -47,6 +49,15 @@ impl Metrics {
         }));
         registry.register_collector(Box::new(ServersCollector { db: db.clone() }));
         Metrics { registry, rpc }
+    }
+
+    /// Adds the users feature's figures (the users on legacy hashes).
+    pub fn with_users(mut self, users: &Users) -> Self {
+        self.registry
+            .register_collector(Box::new(LegacyHashCollector {
+                users: users.clone(),
+            }));
+        self
     }
 
     /// The recorder the RPC middleware writes to.

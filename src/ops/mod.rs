@@ -9,3 +9,4 @@ pub mod pool_metrics;
 pub mod request_id;
 pub mod rpc_metrics;
 pub mod traces;
+pub mod user_metrics;

@@ -1,6 +1,6 @@
 //! The database's figures for `/metrics`, read at scrape time rather than counted twice:
 //! [`PoolCollector`] (the unlabelled `produto_db_pool_*` series of the primary, readiness,
-//! the throttle's and the logins' counts, the connection budget, the users on legacy hashes)
+//! the throttle's and the logins' counts, the connection budget)
 //! and [`ServersCollector`] (one series per database server, labelled with its address
 //! (`pool`, without credentials) and its role now).
 
@@ -131,12 +131,6 @@ impl Collector for ServersCollector {
     }
 }
 
-/// The label of `produto_users_legacy_hash`: a legacy password format.
-#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
-struct FormatLabels {
-    format: &'static str,
-}
-
 /// Reads the pool's figures and readiness at scrape time.
 #[derive(Debug)]
 pub struct PoolCollector {
@@ -221,19 +215,6 @@ impl Collector for PoolCollector {
         });
         for (name, help, value) in gauges.into_iter().chain(budget.into_iter().flatten()) {
             encode_one(&mut encoder, name, help, None, ConstGauge::new(value))?;
-        }
-        // Users still on an imported legacy hash, once counted (see `db::users`).
-        if let Some(counts) = self.db.stats().legacy_hashes.get() {
-            let mut family = encoder.encode_descriptor(
-                "produto_users_legacy_hash",
-                "Users still on an imported legacy password hash, by format (each is replaced \
-                 by argon2id at the user's first login).",
-                None,
-                ConstGauge::new(0i64).metric_type(),
-            )?;
-            for (format, users) in counts {
-                ConstGauge::new(users).encode(family.encode_family(&FormatLabels { format })?)?;
-            }
         }
         let counters: [(&str, &str, u64); 8] = [
             (

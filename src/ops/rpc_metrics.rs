@@ -183,7 +183,7 @@ impl RpcMetrics {
 
 /// Every RPC the server serves, as `(service, method)`: the only label values besides
 /// `unknown`. A test checks it against the services' descriptors.
-pub const KNOWN_METHODS: [(&str, &str); 12] = [
+pub const KNOWN_METHODS: [(&str, &str); 18] = [
     ("produto.v1.ProdutoService", "VerificarLogin"),
     ("produto.v1.ProdutoService", "ObterNivel"),
     ("produto.v1.ProdutoService", "AdicionarUsuario"),
@@ -191,6 +191,12 @@ pub const KNOWN_METHODS: [(&str, &str); 12] = [
     ("produto.v1.ProdutoService", "AlterarNivel"),
     ("produto.v1.ProdutoService", "RemoverUsuario"),
     ("produto.v1.ProdutoService", "ListarUsuarios"),
+    ("produto.v1.ProdutoService", "AbrirSessao"),
+    ("produto.v1.ProdutoService", "ObterSessao"),
+    ("produto.v1.ProdutoService", "EncerrarSessao"),
+    ("produto.v1.ProdutoService", "ListarSessoes"),
+    ("produto.v1.ProdutoService", "EncerrarSessoes"),
+    ("produto.v1.ProdutoService", "ListarAuditoria"),
     ("produto.v1.PoolService", "PoolStatus"),
     ("grpc.health.v1.Health", "Check"),
     ("grpc.health.v1.Health", "Watch"),

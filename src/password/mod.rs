@@ -10,6 +10,7 @@
 //! memory each thread keeps (`reused_memory.rs`).
 
 pub mod legacy;
+pub mod policy;
 mod reused_memory;
 mod threads;
 
@@ -26,6 +27,8 @@ use tracing::Instrument;
 use crate::{Error, domain::Senha};
 use legacy::{Format, Legacy};
 use threads::{HashThreads, IDLE_RELEASE};
+
+pub use policy::{PasswordPolicy, PolicyFlags};
 
 /// The hashing settings: argon2id's costs and how many hashes run at once.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -44,8 +47,8 @@ impl HashSettings {
     pub fn new(m_kib: u32, t: u32, p: u32) -> Result<Self, argon2::Error> {
         Ok(HashSettings {
             params: Params::new(m_kib, t, p, None)?,
-            concurrency: 0,
-            queue_timeout: Duration::from_secs(5),
+            concurrency: defaults::HASH_CONCURRENCY,
+            queue_timeout: defaults::QUEUE_TIMEOUT,
         })
     }
 
@@ -58,23 +61,49 @@ impl HashSettings {
     }
 }
 
+/// The hashing flags' defaults (argon2id's costs are OWASP's): the one place each is
+/// written, read by clap's attributes and by [`HashSettings::default`].
+pub mod defaults {
+    use std::time::Duration;
+
+    pub const ARGON2_M_KIB: u32 = 19456;
+    pub const ARGON2_T: u32 = 2;
+    pub const ARGON2_P: u32 = 1;
+    pub const HASH_CONCURRENCY: usize = 0;
+    /// How long a caller waits for a hashing slot (the server passes the pool's acquire
+    /// timeout instead).
+    pub const QUEUE_TIMEOUT: Duration = Duration::from_secs(5);
+}
+
+/// The flags' defaults.
+impl Default for HashSettings {
+    fn default() -> Self {
+        HashSettings::new(
+            defaults::ARGON2_M_KIB,
+            defaults::ARGON2_T,
+            defaults::ARGON2_P,
+        )
+        .expect("the OWASP argon2 parameters are valid")
+    }
+}
+
 /// The hashing flags, flattened into the server's command line by `config.rs`.
 #[derive(Debug, Clone, clap::Args)]
 pub struct HashFlags {
     /// argon2id memory cost in KiB (OWASP: 19456).
-    #[arg(long, env = "PRODUTO_ARGON2_M_KIB", default_value_t = 19456)]
+    #[arg(long, env = "PRODUTO_ARGON2_M_KIB", default_value_t = defaults::ARGON2_M_KIB)]
     pub argon2_m_kib: u32,
 
     /// argon2id iterations (OWASP: 2).
-    #[arg(long, env = "PRODUTO_ARGON2_T", default_value_t = 2)]
+    #[arg(long, env = "PRODUTO_ARGON2_T", default_value_t = defaults::ARGON2_T)]
     pub argon2_t: u32,
 
     /// argon2id parallelism (OWASP: 1).
-    #[arg(long, env = "PRODUTO_ARGON2_P", default_value_t = 1)]
+    #[arg(long, env = "PRODUTO_ARGON2_P", default_value_t = defaults::ARGON2_P)]
     pub argon2_p: u32,
 
     /// Password hashes computed at once (0: one per CPU core).
-    #[arg(long, env = "PRODUTO_HASH_CONCURRENCY", default_value_t = 0)]
+    #[arg(long, env = "PRODUTO_HASH_CONCURRENCY", default_value_t = defaults::HASH_CONCURRENCY)]
     pub hash_concurrency: usize,
 }
 
@@ -103,6 +132,10 @@ pub struct Hasher {
     dummy_hash: Arc<str>,
     /// The most a stored hash may ask for (see [`CostBound`]).
     bound: CostBound,
+    /// Held while a memory-hard legacy hash (scrypt, Django's argon2: up to
+    /// [`legacy::MAX_MEMORY_KIB`] each) is verified: one at a time, so that a burst of them
+    /// holds that memory once, not once per hashing thread.
+    memory_hard: Arc<std::sync::Mutex<()>>,
 }
 
 /// The most argon2 work a stored hash may ask for: four times the configured cost, and never
@@ -195,6 +228,7 @@ impl Hasher {
             queue_timeout: settings.queue_timeout,
             dummy_hash: dummy_hash.into(),
             bound,
+            memory_hard: Arc::default(),
         })
     }
 
@@ -271,16 +305,27 @@ impl Hasher {
     /// An imported user's legacy hash (within its caps, checked by [`Legacy::parse`]), on the
     /// hashing threads. The dummy argon2 verification runs first, whatever the outcome: a
     /// stranger's wrong guess then costs what it costs for an unknown user, plus the legacy
-    /// hash's own work (nothing for SHA-256; bcrypt's or PBKDF2's cost otherwise, see
-    /// docs/moving-from-the-old-bot.md). A match is re-hashed with argon2id at once.
+    /// hash's own work (nothing for SHA-256; bcrypt's, PBKDF2's, sha-crypt's, scrypt's or
+    /// argon2's cost otherwise, see docs/moving-from-the-old-bot.md). A memory-hard one waits
+    /// for the others of its kind (see `memory_hard`). A match is re-hashed with argon2id at once.
     async fn verify_legacy(&self, senha: Senha, legacy: Legacy) -> Result<Verified, Error> {
         let argon2 = self.argon2.clone();
         let dummy = self.dummy_hash.clone();
+        let memory_hard = self.memory_hard.clone();
         self.run_blocking(move || {
             let dummy = PasswordHash::new(&dummy)
                 .map_err(|e| Error::Internal(format!("dummy hash is malformed: {e}")))?;
             let _ = reused_memory::verify(&dummy, senha.expose());
-            if !legacy.verify(senha.expose()) {
+            let matches = if legacy.memory_kib() > 0 {
+                // A panic while verifying cannot leave the `()` inside in a bad state.
+                let _one_at_a_time = memory_hard
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner);
+                legacy.verify(senha.expose())
+            } else {
+                legacy.verify(senha.expose())
+            };
+            if !matches {
                 return Ok(Verified::No);
             }
             let salt = SaltString::generate(&mut OsRng);
@@ -465,6 +510,44 @@ mod tests {
                 .unwrap_err()
                 .contains("above the bound")
         );
+    }
+
+    #[tokio::test]
+    #[allow(
+        clippy::await_holding_lock,
+        reason = "the test holds the lock across the other login on purpose"
+    )]
+    async fn memory_hard_legacy_hashes_verify_one_at_a_time() {
+        let mut settings = cheap_settings();
+        settings.concurrency = 2;
+        let hasher = Hasher::new(&settings).unwrap();
+        // Werkzeug 3.1.8's `generate_password_hash("secret", "scrypt:1024:8:1")`.
+        let scrypt = "scrypt:1024:8:1$2dCru39NnXH8aXqN$3445a61967fad29a6ff121581c878730e262f8\
+                      002c18bdaceeb2e70486a6a9007162556ee00921925d8f5bf91af6270ce4574654a88516ea\
+                      23e9a613553b9f67";
+        assert_eq!(hasher.check_stored(scrypt), Ok(Format::WerkzeugScrypt));
+        // While another memory-hard verification holds the memory, this one waits...
+        let held = hasher.memory_hard.lock().unwrap();
+        let waiting = tokio::spawn({
+            let hasher = hasher.clone();
+            async move {
+                let good = Senha::parse_login("secret".into()).unwrap();
+                hasher.verify(good, Some(scrypt.into())).await
+            }
+        });
+        // ...and the other hashing thread still serves the rest (a bcrypt hash here).
+        let bcrypt = bcrypt::hash("senha antiga", 4).unwrap();
+        let good = Senha::parse_login("senha antiga".into()).unwrap();
+        assert!(matches!(
+            hasher.verify(good, Some(bcrypt)).await.unwrap(),
+            Verified::YesRehashed(_)
+        ));
+        assert!(!waiting.is_finished());
+        drop(held);
+        match waiting.await.unwrap().unwrap() {
+            Verified::YesRehashed(fresh) => assert!(fresh.starts_with("$argon2id$"), "{fresh}"),
+            other => panic!("expected a rehash, got {other:?}"),
+        }
     }
 
     #[tokio::test]

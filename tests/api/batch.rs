@@ -8,7 +8,7 @@ use tokio::task::JoinSet;
 use tonic::{Code, Request};
 use tonic_health::pb::health_check_response::ServingStatus;
 
-use crate::helpers::{Backend, TestApp, TestDb, spawn_with, test_config};
+use produto_testkit::{Backend, TestApp, TestDb, spawn_with, test_config};
 
 /// A server with batching on, on a fresh database.
 async fn spawn_batched(backend: Backend) -> TestApp {

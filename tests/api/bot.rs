@@ -17,11 +17,9 @@ use tokio::{
 use tonic::Code;
 use tonic_health::pb::health_check_response::ServingStatus;
 
-use crate::{
-    helpers::{
-        ADMIN_TOKEN, Backend, TestApp, TestDb, spawn_app, spawn_on, spawn_with, test_config,
-    },
-    proxy::Proxy,
+use produto_testkit::{
+    ADMIN_TOKEN, BOT_TOKEN, Backend, TestApp, TestDb, proxy::Proxy, spawn_app, spawn_on,
+    spawn_with, test_config,
 };
 
 const CHAT: ChatId = ChatId(42);
@@ -29,8 +27,7 @@ const UNAVAILABLE: &str = "Serviço indisponível, tente de novo";
 
 fn config_for(addr: SocketAddr) -> BotConfig {
     let mut config = BotConfig::for_server(format!("http://{addr}"));
-    config.admin_token = Some(ADMIN_TOKEN.into());
-    config.admin_nivel = 2;
+    config.token = Some(BOT_TOKEN.into());
     config.connect_timeout = Duration::from_secs(1);
     config.timeout = Duration::from_secs(2);
     config
@@ -112,26 +109,21 @@ async fn an_admin_adds_a_user_who_can_then_log_in() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn adicionar_is_refused_before_any_call_unless_an_admin_is_logged_in() {
+async fn adicionar_is_refused_unless_the_chat_user_is_an_admin_now() {
     let app = app_with_users().await;
     let bot = bot_for(&app);
 
     // Not logged in.
-    let before = app.pool_status().await.acquires_total;
     let reply = bot.handle(CHAT, "/adicionar intruso senha-forte-1 9").await;
     assert!(reply.contains("não está logado"), "{reply}");
 
-    // Logged in, but level 1 < 2.
+    // Logged in, but level 1 < 2: the service refuses the chat user's session.
     bot.handle(CHAT, "/login maria senha-da-maria").await;
-    let after_login = app.pool_status().await.acquires_total;
-    assert!(after_login > before);
     let reply = bot.handle(CHAT, "/adicionar intruso senha-forte-1 9").await;
     assert_eq!(
         reply,
         "Só administradores (nível 2 ou mais) podem adicionar usuários."
     );
-    // The bot did not call the service (with its valid token, the call would have worked).
-    assert_eq!(app.pool_status().await.acquires_total, after_login);
     assert_eq!(
         app.nivel("intruso").await.unwrap_err().code(),
         Code::NotFound
@@ -149,22 +141,58 @@ async fn adicionar_is_refused_before_any_call_unless_an_admin_is_logged_in() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_bot_without_the_admin_token_cannot_add_users() {
-    let app = app_with_users().await;
-    let mut config = config_for(app.addr);
-    config.admin_token = None;
-    let bot = Bot::build(&config).unwrap();
-    bot.handle(CHAT, "/login admin senha-do-admin").await;
-    let reply = bot.handle(CHAT, "/adicionar bob senha-do-bob 1").await;
-    assert!(reply.contains("PRODUTO_ADMIN_TOKEN"), "{reply}");
+async fn the_bot_needs_no_admin_token_and_names_a_refused_caller_token() {
+    // A server that requires callers to name themselves, as deploy/kubernetes runs it.
+    let database = TestDb::create(Backend::Postgres).await;
+    let mut config = test_config(&database.url);
+    config.caller_auth = true;
+    let app = spawn_with(config, database).await;
+    app.wait_for_readiness(ServingStatus::Serving).await;
+    app.add_user("admin", "senha-do-admin", 2)
+        .await
+        .unwrap_err();
+    let mut admin = produto_testkit::admin(produto::pb::AdicionarUsuarioRequest {
+        usuario: "admin".into(),
+        senha: "senha-do-admin".into(),
+        nivel: 2,
+    });
+    let md = admin.metadata_mut();
+    md.remove("authorization");
+    md.insert("produto-admin-token", ADMIN_TOKEN.parse().unwrap());
+    md.insert(
+        "authorization",
+        format!("Bearer {}", produto_testkit::OTHER_CALLER_TOKEN)
+            .parse()
+            .unwrap(),
+    );
+    app.produto.clone().adicionar_usuario(admin).await.unwrap();
 
-    // A wrong token: the service refuses it.
-    config.admin_token = Some("not-the-token".into());
-    let bot = Bot::build(&config).unwrap();
-    bot.handle(CHAT, "/login admin senha-do-admin").await;
+    // The bot with its caller token and no admin token does admin work for an admin chat.
+    let bot = bot_for(&app);
+    assert_eq!(
+        bot.handle(CHAT, "/login admin senha-do-admin").await,
+        "Olá, admin! Você entrou com nível 2 (administrador)."
+    );
     let reply = bot.handle(CHAT, "/adicionar bob senha-do-bob 1").await;
-    assert!(reply.contains("recusou o token"), "{reply}");
-    assert_eq!(app.nivel("bob").await.unwrap_err().code(), Code::NotFound);
+    assert!(reply.starts_with("Usuário bob criado"), "{reply}");
+    assert_eq!(bot.handle(CHAT, "/nivel bob").await, "O nível de bob é 1.");
+
+    // A wrong caller token: the reply names the bot's token, not the admin token.
+    let mut config = config_for(app.addr);
+    config.token = Some("not-the-bot-token-0123456789".into());
+    let wrong = Bot::build(&config).unwrap();
+    for command in ["/login admin senha-do-admin", "/nivel", "/remover bob"] {
+        let reply = wrong.handle(CHAT, command).await;
+        assert!(
+            reply.contains("recusou o token deste bot (PRODUTO_TOKEN)"),
+            "{command}: {reply}"
+        );
+    }
+    // No token at all: the reply says the service wants the bot to name itself.
+    config.token = None;
+    let anonymous = Bot::build(&config).unwrap();
+    let reply = anonymous.handle(CHAT, "/nivel").await;
+    assert!(reply.contains("exige que o bot se identifique"), "{reply}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -332,7 +360,7 @@ async fn an_admin_manages_users_and_the_chats_of_those_users_follow() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_admin_commands_are_refused_before_any_call_unless_an_admin_is_logged_in() {
+async fn the_admin_commands_are_refused_unless_the_chat_user_is_an_admin_now() {
     let app = app_with_users().await;
     let bot = bot_for(&app);
     let commands = [
@@ -340,13 +368,13 @@ async fn the_admin_commands_are_refused_before_any_call_unless_an_admin_is_logge
         "/alterarnivel maria 9",
         "/remover admin",
         "/usuarios",
+        "/auditoria",
     ];
     for command in commands {
         let reply = bot.handle(CHAT, command).await;
         assert!(reply.contains("não está logado"), "{command}: {reply}");
     }
     bot.handle(CHAT, "/login maria senha-da-maria").await;
-    let after_login = app.pool_status().await.acquires_total;
     for command in commands {
         let reply = bot.handle(CHAT, command).await;
         assert!(
@@ -354,28 +382,10 @@ async fn the_admin_commands_are_refused_before_any_call_unless_an_admin_is_logge
             "{command}: {reply}"
         );
     }
-    // The bot did not call the service (with its valid token, the calls would have worked).
-    assert_eq!(app.pool_status().await.acquires_total, after_login);
     assert_eq!(
         app.login("admin", "senha-do-admin").await.unwrap(),
         (true, 2)
     );
-    assert_eq!(app.nivel("maria").await.unwrap(), 1);
-
-    // A bot without the admin token says so; the service refuses a wrong one.
-    let mut config = config_for(app.addr);
-    config.admin_token = None;
-    let tokenless = Bot::build(&config).unwrap();
-    tokenless.handle(CHAT, "/login admin senha-do-admin").await;
-    config.admin_token = Some("not-the-token".into());
-    let wrong = Bot::build(&config).unwrap();
-    wrong.handle(CHAT, "/login admin senha-do-admin").await;
-    for command in commands {
-        let reply = tokenless.handle(CHAT, command).await;
-        assert!(reply.contains("PRODUTO_ADMIN_TOKEN"), "{command}: {reply}");
-        let reply = wrong.handle(CHAT, command).await;
-        assert!(reply.contains("recusou o token"), "{command}: {reply}");
-    }
     assert_eq!(app.nivel("maria").await.unwrap(), 1);
 }
 
@@ -659,10 +669,10 @@ struct BotProcess {
 
 impl BotProcess {
     fn start(server: SocketAddr) -> BotProcess {
-        let mut child = tokio::process::Command::new(crate::helpers::bot_binary())
+        let mut child = tokio::process::Command::new(produto_testkit::process::bot_binary())
             .env("PRODUTO_SERVER", format!("http://{server}"))
-            .env("PRODUTO_ADMIN_TOKEN", ADMIN_TOKEN)
-            .env("PRODUTO_BOT_ADMIN_NIVEL", "2")
+            .env("PRODUTO_TOKEN", BOT_TOKEN)
+            .env_remove("PRODUTO_ADMIN_TOKEN")
             .env("PRODUTO_BOT_CONNECT_TIMEOUT", "1s")
             .env("PRODUTO_BOT_TIMEOUT", "2s")
             // Standard input, and no admin port, so that bots side by side do not collide.
@@ -715,7 +725,7 @@ impl BotProcess {
                 assert!(
                     n > 0,
                     "{} ended its output mid-reply: {lines:?}; its stderr:\n{}",
-                    crate::helpers::bot_binary().display(),
+                    produto_testkit::process::bot_binary().display(),
                     self.stderr()
                 );
                 if line == "\n" {
@@ -788,6 +798,8 @@ async fn the_binary_answers_each_line_on_stdout_and_exits_0_at_end_of_input() {
         "senha-do-admin",
         "senha-do-bob",
         ADMIN_TOKEN,
+        BOT_TOKEN,
+        "ps_",
     ] {
         assert!(!transcript.contains(secret), "{secret} on stdout");
         assert!(!stderr.contains(secret), "{secret} in the logs:\n{stderr}");
@@ -817,4 +829,158 @@ async fn the_binary_started_while_the_service_is_down_works_once_it_is_back() {
     let (status, _, stderr) = bot.finish().await;
     assert!(status.success(), "{status:?}\n{stderr}");
     assert!(stderr.contains("service unreachable"), "{stderr}");
+}
+
+// The chat's login lives in the service: demotions and removals bite at once, restarts and
+// replicas keep it.
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_demoted_or_removed_admin_can_do_nothing_admin_from_the_next_command_on() {
+    let app = app_with_users().await;
+    app.add_user("ana", "senha-da-ana", 2).await.unwrap();
+    app.add_user("caio", "senha-do-caio", 1).await.unwrap();
+    let bot = bot_for(&app);
+    let ana = ChatId(11);
+    bot.handle(ana, "/login ana senha-da-ana").await;
+    assert!(
+        bot.handle(ana, "/adicionar ok1 senha-do-ok1 0")
+            .await
+            .starts_with("Usuário ok1 criado")
+    );
+
+    // An admin demotes her (with the admin token, as another client would).
+    let demote = produto_testkit::admin(produto::pb::AlterarNivelRequest {
+        usuario: "ana".into(),
+        nivel: 0,
+    });
+    app.produto.clone().alterar_nivel(demote).await.unwrap();
+    let reply = bot
+        .handle(ana, "/adicionar intruso1 senha-do-intruso 2")
+        .await;
+    assert_eq!(
+        reply,
+        "Só administradores (nível 2 ou mais) podem adicionar usuários."
+    );
+    assert_eq!(
+        app.nivel("intruso1").await.unwrap_err().code(),
+        Code::NotFound
+    );
+    assert_eq!(bot.handle(ana, "/nivel").await, "Seu nível é 0.");
+
+    // Promoted again, then removed: the removed admin's chat cannot promote anyone.
+    let promote = produto_testkit::admin(produto::pb::AlterarNivelRequest {
+        usuario: "ana".into(),
+        nivel: 2,
+    });
+    app.produto.clone().alterar_nivel(promote).await.unwrap();
+    assert_eq!(
+        bot.handle(ana, "/nivel").await,
+        "Seu nível é 2 (administrador)."
+    );
+    let remove = produto_testkit::admin(produto::pb::RemoverUsuarioRequest {
+        usuario: "ana".into(),
+    });
+    app.produto.clone().remover_usuario(remove).await.unwrap();
+    let reply = bot.handle(ana, "/alterarnivel caio 2").await;
+    assert!(reply.contains("não está logado"), "{reply}");
+    assert_eq!(app.nivel("caio").await.unwrap(), 1);
+
+    // The audit trail shows what she did, what she was refused, and who acted on her.
+    bot.handle(CHAT, "/login admin senha-do-admin").await;
+    let audit = bot.handle(CHAT, "/auditoria ana").await;
+    assert!(
+        audit.contains("usuario_removido por token-admin em ana"),
+        "{audit}"
+    );
+    assert!(
+        audit.contains("nivel_alterado por token-admin em ana (nivel=0)"),
+        "{audit}"
+    );
+    let all = bot.handle(CHAT, "/auditoria").await;
+    assert!(
+        all.contains("admin_recusado por usuario:ana em intruso1 (tentou=usuario_criado): NOT_ADMIN [chat:11]"),
+        "{all}"
+    );
+    assert!(
+        all.contains("usuario_criado por usuario:ana em ok1 (nivel=0) [chat:11]"),
+        "{all}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restarted_bot_and_a_second_instance_keep_the_chat_logged_in() {
+    let app = app_with_users().await;
+    let first = bot_for(&app);
+    assert!(
+        first
+            .handle(CHAT, "/login admin senha-do-admin")
+            .await
+            .starts_with("Olá, admin!")
+    );
+    // A second replica (the webhook's other pod) sees the same login.
+    let second = bot_for(&app);
+    assert_eq!(
+        second.handle(CHAT, "/nivel").await,
+        "Seu nível é 2 (administrador)."
+    );
+    assert!(
+        second
+            .handle(CHAT, "/adicionar bob senha-do-bob 1")
+            .await
+            .starts_with("Usuário bob criado")
+    );
+    // A restart: the first instance is gone, a new one answers.
+    drop(first);
+    let restarted = bot_for(&app);
+    assert_eq!(
+        restarted.handle(CHAT, "/nivel").await,
+        "Seu nível é 2 (administrador)."
+    );
+    // Logging out on one instance logs out on all.
+    assert_eq!(restarted.handle(CHAT, "/logout").await, "Até logo, admin!");
+    assert!(
+        second
+            .handle(CHAT, "/nivel")
+            .await
+            .contains("não está logado")
+    );
+
+    // The binary too: a login made by one process holds in the next.
+    let mut process = BotProcess::start(app.addr);
+    assert!(
+        process
+            .say("/login maria senha-da-maria")
+            .await
+            .starts_with("Olá, maria!")
+    );
+    let (status, _, stderr) = process.finish().await;
+    assert!(status.success(), "{status:?}\n{stderr}");
+    let mut process = BotProcess::start(app.addr);
+    assert_eq!(process.say("/nivel").await, "Seu nível é 1.");
+    process.finish().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_idle_chat_session_expires_and_the_chat_is_told_so() {
+    let database = TestDb::create(Backend::Postgres).await;
+    let mut config = test_config(&database.url);
+    config.sessions.idle_timeout = Duration::from_millis(1500);
+    let app = spawn_with(config, database).await;
+    app.wait_for_readiness(ServingStatus::Serving).await;
+    app.add_user("maria", "senha-da-maria", 1).await.unwrap();
+    let bot = bot_for(&app);
+    bot.handle(CHAT, "/login maria senha-da-maria").await;
+    assert_eq!(bot.handle(CHAT, "/nivel").await, "Seu nível é 1.");
+    // Unused past the idle timeout: the next command hears that the session expired.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let reply = loop {
+        let reply = bot.handle(CHAT, "/nivel").await;
+        if reply != "Seu nível é 1." || Instant::now() > deadline {
+            break reply;
+        }
+        tokio::time::sleep(Duration::from_millis(1600)).await;
+    };
+    assert!(reply.contains("sessão expirou"), "{reply}");
+    assert!(bot.handle(CHAT, "/nivel").await.contains("não está logado"));
 }

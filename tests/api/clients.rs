@@ -15,7 +15,7 @@ use tokio::{
 
 use tonic_health::pb::health_check_response::ServingStatus;
 
-use crate::helpers::{ADMIN_TOKEN, Backend, TestDb, spawn_app, spawn_on, spawn_with, test_config};
+use produto_testkit::{ADMIN_TOKEN, Backend, TestDb, spawn_app, spawn_on, spawn_with, test_config};
 
 /// The caller token of the Python package's guarded server.
 const CALLER_TOKEN: &str = "python-caller-token-0123456789";

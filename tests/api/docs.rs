@@ -28,10 +28,9 @@ use std::{
 use serde_json::Value;
 use tokio::process::Command;
 
-use crate::{
-    clients::grpcurl_is_installed,
-    helpers::{ADMIN_TOKEN, Backend, spawn_app},
-};
+use produto_testkit::{ADMIN_TOKEN, Backend, spawn_app};
+
+use crate::clients::grpcurl_is_installed;
 
 /// One grpcurl example: where it is, the command, and the expected output's lines.
 #[derive(Debug)]
@@ -360,4 +359,161 @@ fn every_link_between_the_docs_reaches_a_file_and_a_heading() {
         anchor("The retry policy (service config)"),
         "the-retry-policy-service-config"
     );
+}
+
+/// The top-level folders whose files the docs name; a path into one of them must exist.
+const REPOSITORY_FOLDERS: &[&str] = &[
+    ".ci",
+    "benches",
+    "clients",
+    "crates",
+    "deploy",
+    "docs",
+    "migrations",
+    "proto",
+    "scripts",
+    "src",
+    "tests",
+    "vendor",
+];
+
+/// The repository paths a document names (`src/db/`, `tests/api/docs.rs`,
+/// `migrations/*/x.sql`): a word that starts with one of [`REPOSITORY_FOLDERS`] and a `/`,
+/// anywhere in the text, code blocks included. It ends at the first character that cannot be
+/// in a path; a trailing `.`, `,` or `:` is punctuation, not part of it.
+fn named_paths(text: &str) -> Vec<String> {
+    let is_path_char = |c: char| c.is_ascii_alphanumeric() || "/._-*".contains(c);
+    let mut found = Vec::new();
+    let mut rest = text;
+    while let Some(start) = rest.find(|c: char| is_path_char(c)) {
+        let word_len = rest[start..]
+            .find(|c: char| !is_path_char(c))
+            .unwrap_or(rest.len() - start);
+        let word = &rest[start..start + word_len];
+        rest = &rest[start + word_len..];
+        let Some((folder, _)) = word.split_once('/') else {
+            continue;
+        };
+        if REPOSITORY_FOLDERS.contains(&folder) {
+            found.push(word.trim_end_matches(['.', ',', ':']).to_owned());
+        }
+    }
+    found
+}
+
+/// Whether `name` matches `pattern`, where `*` stands for any run of characters.
+fn wildcard(pattern: &str, name: &str) -> bool {
+    match pattern.split_once('*') {
+        None => pattern == name,
+        Some((head, tail)) => {
+            name.starts_with(head)
+                && (head.len()..=name.len())
+                    .any(|i| name.is_char_boundary(i) && wildcard(tail, &name[i..]))
+        }
+    }
+}
+
+/// Whether `path` (relative to `root`, `*` allowed within a component) names something there.
+fn exists(root: &Path, path: &str) -> bool {
+    let mut here = vec![root.to_path_buf()];
+    for component in path.split('/').filter(|c| !c.is_empty()) {
+        here = here
+            .iter()
+            .flat_map(|dir| -> Vec<PathBuf> {
+                if !component.contains('*') {
+                    return vec![dir.join(component)];
+                }
+                std::fs::read_dir(dir)
+                    .map(|entries| {
+                        entries
+                            .filter_map(|e| e.ok())
+                            .filter(|e| wildcard(component, &e.file_name().to_string_lossy()))
+                            .map(|e| e.path())
+                            .collect()
+                    })
+                    .unwrap_or_default()
+            })
+            .filter(|p| p.exists())
+            .collect();
+    }
+    !here.is_empty()
+}
+
+/// What `.gitignore` anchors at the root (`/.ci/node`, `/target`): generated, not kept in the
+/// repository, so a fresh checkout does not have it and the docs may still name it.
+fn generated(root: &Path) -> Vec<String> {
+    std::fs::read_to_string(root.join(".gitignore"))
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|line| line.trim().strip_prefix('/'))
+        .map(|path| path.trim_end_matches('/').to_owned())
+        .collect()
+}
+
+#[test]
+fn every_repository_file_the_docs_name_exists() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let generated = generated(root);
+    let mut documents = documents();
+    documents.push(root.join("vendor/README.md"));
+    let mut missing = Vec::new();
+    for document in &documents {
+        let text = std::fs::read_to_string(document).expect("read the document");
+        for (number, line) in text.lines().enumerate() {
+            for path in named_paths(line) {
+                let is_generated = generated
+                    .iter()
+                    .any(|g| path == *g || path.starts_with(&format!("{g}/")));
+                if !is_generated && !exists(root, &path) {
+                    missing.push(format!(
+                        "{}:{}: {path}",
+                        document.strip_prefix(root).unwrap_or(document).display(),
+                        number + 1
+                    ));
+                }
+            }
+        }
+    }
+    assert!(
+        missing.is_empty(),
+        "the docs name files that do not exist (rename them, or name the module or folder):\n{}",
+        missing.join("\n")
+    );
+}
+
+#[test]
+fn the_readme_stays_a_newcomers_five_minutes() {
+    let readme = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("README.md"))
+        .expect("read README.md");
+    let lines = readme.lines().count();
+    assert!(
+        lines <= 300,
+        "README.md has {lines} lines: move detail to the guide of its reader in docs/"
+    );
+}
+
+#[test]
+fn named_paths_are_read_as_documented() {
+    assert_eq!(
+        named_paths(
+            "See `src/db/users.rs`, tests/api/helpers.rs. (scripts/x.sh) and \
+             `migrations/*/1_a.sql`: deploy/ and ../shared/peers/go, not target/x or mysrc/a"
+        ),
+        [
+            "src/db/users.rs",
+            "tests/api/helpers.rs",
+            "scripts/x.sh",
+            "migrations/*/1_a.sql",
+            "deploy/"
+        ]
+    );
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    assert!(exists(root, "tests/api/docs.rs"));
+    assert!(exists(root, "tests/"));
+    assert!(exists(root, "tests/*/docs.rs"));
+    assert!(exists(root, "docs/*.md"));
+    assert!(!exists(root, "tests/api/no-such-file.rs"));
+    assert!(!exists(root, "src/throttle.rs"));
+    assert!(generated(root).iter().any(|g| g == "target"));
+    assert!(wildcard("a*c*e", "abcde") && !wildcard("a*c", "abd"));
 }

@@ -14,14 +14,12 @@ use produto::{
     domain::Usuario,
     import::{Columns, ImportSettings, Report, Source},
     password::legacy::Format,
+    users::Users,
 };
 use sha2::{Digest, Sha256};
 use tonic_health::pb::health_check_response::ServingStatus;
 
-use crate::{
-    helpers::{Backend, TestDb, spawn_with, test_config},
-    http::http_get,
-};
+use produto_testkit::{Backend, TestDb, http::http_get, spawn_with, test_config};
 
 /// A user of the old bot: name, stored password, the password itself, level.
 struct OldUser {
@@ -162,7 +160,7 @@ fn broken_rows() -> Vec<BrokenRow> {
             Some("mauro"),
             Some("scrypt:32768:8:1$salt$00".into()),
             Some(1),
-            "scrypt is not supported",
+            "werkzeug_scrypt: the hash is not 128 hex digits",
         ),
         (Some("ana"), Some(sha), Some(4), "appears again"),
     ]
@@ -219,14 +217,14 @@ fn import_settings(source: &TestDb) -> ImportSettings {
     }
 }
 
-async fn import(target: &TestDb, settings: &ImportSettings) -> Report {
+pub(crate) async fn import(target: &TestDb, settings: &ImportSettings) -> Report {
     produto::app::import_users(test_config(&target.url), settings.clone())
         .await
         .expect("the import runs")
 }
 
 /// The `/metrics` line of the legacy-hash gauge of `format`, waited for (up to 10 s).
-async fn wait_for_gauge(admin: std::net::SocketAddr, format: &str, want: i64) {
+pub(crate) async fn wait_for_gauge(admin: std::net::SocketAddr, format: &str, want: i64) {
     let line = format!("produto_users_legacy_hash{{format=\"{format}\"}} {want}");
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
@@ -323,8 +321,7 @@ pub async fn the_old_bots_users_log_in_with_their_passwords_after_the_import(bac
             "{}",
             user.usuario
         );
-        let stored = app
-            .db
+        let stored = Users::new(app.db.clone())
             .credentials(&Usuario::parse(user.usuario.into()).unwrap())
             .await
             .unwrap()
@@ -341,20 +338,9 @@ pub async fn the_old_bots_users_log_in_with_their_passwords_after_the_import(bac
         );
     }
     // ...and no user is left on a legacy hash.
-    for format in produto::db::users::LEGACY_FORMATS {
-        wait_for_gauge(admin, format, 0).await;
+    for format in produto::password::legacy::LEGACY {
+        wait_for_gauge(admin, format.label(), 0).await;
     }
-    // The gauge's labels are the import's format names.
-    let labels: Vec<&str> = [
-        Format::Bcrypt,
-        Format::WerkzeugPbkdf2,
-        Format::DjangoPbkdf2,
-        Format::Sha256,
-    ]
-    .iter()
-    .map(|f| f.label())
-    .collect();
-    assert_eq!(labels, produto::db::users::LEGACY_FORMATS);
 }
 
 /// With `--plaintext-passwords` a value of no hash shape is a password, stored only as
@@ -403,8 +389,7 @@ pub async fn plaintext_passwords_are_hashed_during_the_import(backend: Backend) 
 
     let app = spawn_with(test_config(&target.url), target).await;
     app.wait_for_readiness(ServingStatus::Serving).await;
-    let stored = app
-        .db
+    let stored = Users::new(app.db.clone())
         .credentials(&Usuario::parse("gil".into()).unwrap())
         .await
         .unwrap()
@@ -414,14 +399,24 @@ pub async fn plaintext_passwords_are_hashed_during_the_import(backend: Backend) 
     assert_eq!(app.login("gil", "senha em claro").await.unwrap(), (true, 2));
     // A rehash replaces the hash only if the row still holds the one it verified.
     let usuario = Usuario::parse("gil".into()).unwrap();
-    let id = app.db.credentials(&usuario).await.unwrap().unwrap().id;
+    let id = Users::new(app.db.clone())
+        .credentials(&usuario)
+        .await
+        .unwrap()
+        .unwrap()
+        .id;
     assert!(
-        !app.db
+        !Users::new(app.db.clone())
             .update_hash(id, "another hash", "$argon2id$x")
             .await
             .unwrap()
     );
-    assert!(app.db.update_hash(id, &stored, &stored).await.unwrap());
+    assert!(
+        Users::new(app.db.clone())
+            .update_hash(id, &stored, &stored)
+            .await
+            .unwrap()
+    );
     assert_eq!(app.login("gil", "senha em claro").await.unwrap(), (true, 2));
 }
 

@@ -5,24 +5,20 @@ mod batch;
 mod bot;
 mod clients;
 mod docs;
-mod helpers;
-#[path = "../support/http.rs"]
-mod http;
 mod ops;
-#[path = "../support/otlp.rs"]
-mod otlp;
 mod pool_release;
-#[allow(dead_code, reason = "the fault tests use the rest of the proxy")]
-mod proxy;
 mod security;
 mod standin;
+mod startup;
 mod telegram;
 mod traces;
 
 use std::time::{Duration, Instant};
 
-use helpers::{Backend, TestDb, admin, spawn_app, spawn_with, test_config};
 use produto::pb::{AdicionarUsuarioRequest, ObterNivelRequest, VerificarLoginRequest};
+use produto_testkit::{
+    Backend, TestApp, TestDb, admin, http, proxy, spawn_app, spawn_with, test_config,
+};
 use tokio_stream::StreamExt;
 use tonic::{Code, Request};
 use tonic_health::pb::{HealthCheckRequest, health_check_response::ServingStatus};
@@ -51,6 +47,8 @@ macro_rules! on_both_backends {
 
 // After the macro: they run their tests on both backends too.
 mod import;
+mod legacy_hashes;
+mod sessions;
 mod throttling;
 mod users;
 
@@ -145,7 +143,7 @@ async fn adicionar_usuario_requires_the_admin_token(backend: Backend) {
         .insert("authorization", "Bearer not-the-token".parse().unwrap());
     let err = client.adicionar_usuario(wrong).await.unwrap_err();
     assert_eq!(err.code(), Code::Unauthenticated);
-    assert!(!err.message().contains(helpers::ADMIN_TOKEN));
+    assert!(!err.message().contains(produto_testkit::ADMIN_TOKEN));
 
     // Unauthenticated callers learn nothing about their fields either.
     let mut bad_fields = Request::new(AdicionarUsuarioRequest {
@@ -455,7 +453,7 @@ async fn usernames_are_stored_literally(backend: Backend) {
 }
 
 /// Reads a user's stored hash straight from the database, bypassing the service.
-async fn stored_hash(app: &helpers::TestApp, usuario: &str) -> String {
+async fn stored_hash(app: &TestApp, usuario: &str) -> String {
     use produto::db::Backend as Pool;
     let sql = "SELECT senha_hash FROM usuarios WHERE usuario = $1";
     match app.db.backend() {
@@ -630,14 +628,15 @@ async fn the_first_admin_is_made_with_the_adicionar_usuario_command() {
         }
         child.wait_with_output().unwrap()
     };
-    let made = run("admin", "uma senha longa", false);
+    // As the README's first admin: the password on standard input.
+    let made = run("admin", "trevo-gaveta-pimenta-4821", true);
     assert!(made.status.success(), "{made:?}");
     let stdout = String::from_utf8_lossy(&made.stdout);
     assert!(
         stdout.contains("created user admin with level 2"),
         "{stdout}"
     );
-    assert!(!stdout.contains("uma senha longa"));
+    assert!(!stdout.contains("trevo-gaveta-pimenta-4821"));
     let from_stdin = run("outra", "outra senha longa", true);
     assert!(from_stdin.status.success(), "{from_stdin:?}");
 
@@ -645,7 +644,7 @@ async fn the_first_admin_is_made_with_the_adicionar_usuario_command() {
     let weak = run("fraco", "password123", false);
     assert!(!weak.status.success());
     assert!(String::from_utf8_lossy(&weak.stderr).contains("too common"));
-    let again = run("admin", "uma senha longa", false);
+    let again = run("admin", "trevo-gaveta-pimenta-4821", false);
     assert!(!again.status.success());
     assert!(String::from_utf8_lossy(&again.stderr).contains("already exists"));
 
@@ -654,7 +653,9 @@ async fn the_first_admin_is_made_with_the_adicionar_usuario_command() {
     let app = spawn_with(config, database).await;
     app.wait_for_readiness(ServingStatus::Serving).await;
     assert_eq!(
-        app.login("admin", "uma senha longa").await.unwrap(),
+        app.login("admin", "trevo-gaveta-pimenta-4821")
+            .await
+            .unwrap(),
         (true, 2)
     );
     assert_eq!(

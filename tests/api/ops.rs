@@ -11,7 +11,7 @@ use std::{
 use produto::{
     Config,
     pb::{ObterNivelRequest, ObterNivelResponse},
-    service::health::{LIVENESS, READINESS_SERVICES},
+    rpc::health::{LIVENESS, READINESS_SERVICES},
 };
 use tokio::{
     io::{AsyncBufReadExt, BufReader},
@@ -20,11 +20,7 @@ use tokio::{
 use tonic::{Code, Request};
 use tonic_health::pb::health_check_response::ServingStatus;
 
-use crate::{
-    helpers::{Backend, TestApp, TestDb, spawn_with, test_config},
-    http::http_get,
-    proxy,
-};
+use produto_testkit::{Backend, TestApp, TestDb, http::http_get, proxy, spawn_with, test_config};
 
 /// A server with the admin port on 127.0.0.1:0, ready.
 pub(crate) async fn spawn_with_admin(url: &str, database: TestDb) -> TestApp {
@@ -127,28 +123,29 @@ async fn metrics_count_calls_queries_and_pool_use() {
         3.0
     );
 
-    // Statements: an insert; per login, right or wrong, two throttle slots claimed (the
-    // caller's and the username's), a credential lookup and one resolution of both slots;
-    // three level lookups. Twelve in all, one acquire each.
+    // Statements: an insert and its audit entry; per login, right or wrong, two throttle
+    // slots claimed (the caller's and the username's), a credential lookup and one
+    // resolution of both slots; three level lookups. Thirteen in all, one acquire each.
     let queries = "produto_db_query_duration_seconds_count";
     assert_eq!(moved(queries, &[("query", "insert_user")]), 1.0);
+    assert_eq!(moved(queries, &[("query", "audit_insert")]), 1.0);
     assert_eq!(moved(queries, &[("query", "claim_login_attempt")]), 4.0);
     assert_eq!(moved(queries, &[("query", "credentials")]), 2.0);
     assert_eq!(moved(queries, &[("query", "resolve_login_attempt")]), 2.0);
     assert_eq!(moved(queries, &[("query", "nivel")]), 3.0);
     assert_eq!(moved(queries, &[("query", "unnamed")]), 0.0);
     // The background tasks' statements may land in between: one acquire each.
-    let background: f64 = crate::helpers::BACKGROUND_STATEMENTS
+    let background: f64 = produto_testkit::BACKGROUND_STATEMENTS
         .iter()
         .map(|q| moved(queries, &[("query", q)]))
         .sum();
     assert_eq!(
         moved("produto_db_pool_acquires_total", &[]),
-        12.0 + background
+        13.0 + background
     );
     assert_eq!(
         moved("produto_db_pool_acquire_wait_seconds_count", &[]),
-        12.0 + background
+        13.0 + background
     );
     assert_eq!(moved("produto_db_pool_acquire_timeouts_total", &[]), 0.0);
 
@@ -735,6 +732,29 @@ fn the_bot_manifests_match_the_bot() {
     assert!(
         secret["stringData"][key].is_string(),
         "{key} not in the Secret"
+    );
+    // The bot names itself with a caller token from its Secret, and holds no admin token.
+    assert!(env.iter().all(|v| v["name"] != "PRODUTO_ADMIN_TOKEN"));
+    let token_path = env
+        .iter()
+        .find(|v| v["name"] == "PRODUTO_TOKEN_FILE")
+        .and_then(|v| v["value"].as_str())
+        .expect("PRODUTO_TOKEN_FILE set");
+    let key = token_path.strip_prefix(&format!("{mount}/")).unwrap();
+    let caller_token = secret["stringData"][key]
+        .as_str()
+        .expect("the caller token");
+    // ... and the server's caller tokens name it with the same token.
+    let server_docs = manifests();
+    let server_secret = of_kind(&server_docs, "Secret");
+    let callers = server_secret["stringData"]["caller-tokens"]
+        .as_str()
+        .unwrap();
+    assert!(
+        callers
+            .lines()
+            .any(|l| l.split_whitespace().nth(1) == Some(caller_token)),
+        "the server's caller-tokens lack the bot's token"
     );
     let security = &pod["securityContext"];
     assert_eq!(security["runAsNonRoot"], true);

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use sqlx::{Connection, postgres::PgPoolOptions};
 
-use crate::helpers::{Backend, TestDb};
+use produto_testkit::{Backend, TestDb};
 
 /// A pool of one connection, so that every statement reuses the one before it.
 async fn one_connection(database: &TestDb) -> sqlx::PgPool {

@@ -10,7 +10,6 @@ use tonic::{
 };
 use tonic_health::pb::health_check_response::ServingStatus;
 
-use crate::helpers::{Backend, TestDb, admin, spawn_with, test_config};
 use produto::{
     Application,
     config::TlsSettings,
@@ -19,6 +18,7 @@ use produto::{
         produto_service_client::ProdutoServiceClient,
     },
 };
+use produto_testkit::{Backend, TestDb, admin, spawn_with, test_config};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn repeated_failures_lock_a_caller_out_of_a_username_across_instances_until_the_window_passes()
@@ -145,7 +145,11 @@ impl TlsServer {
         }));
         // Wait (generously: the machine may be busy) until the probe marks the server ready.
         let deadline = std::time::Instant::now() + Duration::from_secs(30);
-        while crate::http::http_get(admin_addr, "/readyz").await.0 != 200 {
+        while produto_testkit::http::http_get(admin_addr, "/readyz")
+            .await
+            .0
+            != 200
+        {
             assert!(std::time::Instant::now() < deadline, "never ready");
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
@@ -364,7 +368,7 @@ struct RawRequest {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn invalid_utf8_in_a_string_field_is_invalid_argument() {
-    let app = crate::helpers::spawn_app(Backend::Sqlite).await;
+    let app = produto_testkit::spawn_app(Backend::Sqlite).await;
     let mut grpc = tonic::client::Grpc::new(app.channel.clone());
     grpc.ready().await.unwrap();
     let path = tonic::codegen::http::uri::PathAndQuery::from_static(
@@ -458,7 +462,7 @@ async fn with_caller_authentication_only_named_callers_are_served_and_counted() 
     );
     add.metadata_mut().insert(
         ADMIN_TOKEN_KEY,
-        crate::helpers::ADMIN_TOKEN.parse().unwrap(),
+        produto_testkit::ADMIN_TOKEN.parse().unwrap(),
     );
     client.adicionar_usuario(add).await.unwrap();
     let nivel = client.obter_nivel(as_billing(Request::new(nivel_of("maria"))));
@@ -511,7 +515,7 @@ async fn with_caller_authentication_a_client_certificate_names_the_caller() {
     // Served (the user is absent), not UNAUTHENTICATED: the certificate is the identity.
     let answer = nivel(tls_client(server.addr, with_cert).await, "ninguem").await;
     assert_eq!(answer, Err("NotFound: usuario 'ninguem' not found".into()));
-    let (_, body) = crate::http::http_get(server.admin_addr, "/metrics").await;
+    let (_, body) = produto_testkit::http::http_get(server.admin_addr, "/metrics").await;
     assert!(
         body.contains(r#"produto_rpc_caller_total{caller="produto-bot",grpc_method="ObterNivel",grpc_code="NotFound"} 1"#),
         "{body}"
@@ -522,7 +526,7 @@ async fn with_caller_authentication_a_client_certificate_names_the_caller() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_stored_hash_asking_for_4_gib_is_refused_fast_without_the_allocation() {
     use sqlx::Connection;
-    let app = crate::helpers::spawn_app(Backend::Postgres).await;
+    let app = produto_testkit::spawn_app(Backend::Postgres).await;
     app.add_user("maria", "senha-forte-1", 3).await.unwrap();
     app.add_user("joao", "senha-forte-2", 1).await.unwrap();
     // A row tampered with (or restored from somewhere odd): its hash asks for m=4 GiB.
@@ -550,4 +554,51 @@ async fn a_stored_hash_asking_for_4_gib_is_refused_fast_without_the_allocation()
     assert!(took < Duration::from_secs(2), "took {took:?}");
     // Nothing else is affected.
     assert_eq!(app.login("joao", "senha-forte-2").await.unwrap(), (true, 1));
+}
+
+/// `authorization: Bearer` takes its scheme in any case (HTTP auth schemes are
+/// case-insensitive): the admin token and a caller token alike.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_bearer_scheme_is_case_insensitive() {
+    use produto_testkit::ADMIN_TOKEN;
+    let database = TestDb::create(Backend::Sqlite).await;
+    let dir = tempfile::tempdir().unwrap();
+    let tokens = dir.path().join("caller-tokens");
+    std::fs::write(&tokens, format!("billing {BILLING_TOKEN}\n")).unwrap();
+    let app = spawn_with(test_config(&database.url), database).await;
+    app.wait_for_readiness(ServingStatus::Serving).await;
+    let mut client = app.produto.clone();
+    for (n, scheme) in ["bearer", "BEARER", "Bearer"].into_iter().enumerate() {
+        let mut request = Request::new(AdicionarUsuarioRequest {
+            usuario: format!("maria{n}"),
+            senha: "senha-forte-1".into(),
+            nivel: 1,
+        });
+        let value = format!("{scheme} {ADMIN_TOKEN}").parse().unwrap();
+        request.metadata_mut().insert("authorization", value);
+        client
+            .adicionar_usuario(request)
+            .await
+            .unwrap_or_else(|e| panic!("{scheme}: {e:?}"));
+    }
+
+    let database = TestDb::create(Backend::Sqlite).await;
+    let mut config = test_config(&database.url);
+    config.caller_auth = true;
+    config.caller_tokens_file = Some(tokens);
+    let guarded = spawn_with(config, database).await;
+    guarded.wait_for_readiness(ServingStatus::Serving).await;
+    let mut request = Request::new(ObterNivelRequest {
+        usuario: "ninguem".into(),
+    });
+    let value = format!("bearer {BILLING_TOKEN}").parse().unwrap();
+    request.metadata_mut().insert("authorization", value);
+    let err = guarded
+        .produto
+        .clone()
+        .obter_nivel(request)
+        .await
+        .unwrap_err();
+    // Identified (the unknown user is NOT_FOUND), not UNAUTHENTICATED.
+    assert_eq!(err.code(), Code::NotFound, "{err:?}");
 }

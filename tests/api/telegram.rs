@@ -21,11 +21,9 @@ use tokio::{
 };
 use tokio_util::sync::CancellationToken;
 
-use crate::{
-    helpers::{ADMIN_TOKEN, Backend, TestApp, spawn_app, spawn_on},
-    http::http_get,
-    standin::{self, Fault, StandIn},
-};
+use produto_testkit::{Backend, TestApp, http::http_get, spawn_app, spawn_on};
+
+use crate::standin::{self, Fault, StandIn};
 
 /// Ana's Telegram user id; her private chat has the same id.
 const ANA: u64 = 5001;
@@ -44,8 +42,7 @@ struct TelegramBot {
 
 fn config(server: SocketAddr, standin: &StandIn) -> BotConfig {
     let mut config = BotConfig::for_server(format!("http://{server}"));
-    config.admin_token = Some(ADMIN_TOKEN.into());
-    config.admin_nivel = 2;
+    config.token = Some(produto_testkit::BOT_TOKEN.into());
     config.connect_timeout = Duration::from_millis(500);
     config.timeout = Duration::from_secs(2);
     config.telegram.telegram_token = Some(standin::TOKEN.into());
@@ -429,9 +426,8 @@ async fn the_health_page_shows_the_service_pool_and_transport() {
         "{metrics}"
     );
     assert!(
-        metrics.contains(
-            r#"produto_bot_service_call_duration_seconds_count{method="VerificarLogin"} 1"#
-        ),
+        metrics
+            .contains(r#"produto_bot_service_call_duration_seconds_count{method="AbrirSessao"} 1"#),
         "{metrics}"
     );
     bot.stop().await;
@@ -518,9 +514,10 @@ async fn a_user_sending_too_fast_is_told_once_and_then_ignored() {
 async fn the_binary_on_sigterm_finishes_confirms_and_exits_0_without_logging_the_token() {
     let app = app_with_users().await;
     let standin = StandIn::start().await;
-    let mut child = tokio::process::Command::new(crate::helpers::bot_binary())
+    let mut child = tokio::process::Command::new(produto_testkit::process::bot_binary())
         .env("PRODUTO_SERVER", format!("http://{}", app.addr))
         .env("PRODUTO_BOT_TELEGRAM_TOKEN", standin::TOKEN)
+        .env("PRODUTO_TOKEN", produto_testkit::BOT_TOKEN)
         .env("PRODUTO_BOT_TELEGRAM_API_URL", standin.url())
         .env("PRODUTO_BOT_POLL_TIMEOUT", "1s")
         .env("PRODUTO_BOT_ADMIN_ADDR", "")

@@ -11,13 +11,13 @@ use std::{
 
 use futures_util::StreamExt;
 use produto::{
-    db::Backend as DbBackend, pb::VerificarLoginRequest, throttle::LoginThrottle,
-    throttle::TrustEndUser,
+    db::Backend as DbBackend, login::throttle::LoginThrottle, login::throttle::TrustEndUser,
+    pb::VerificarLoginRequest,
 };
 use tonic::Request;
 use tonic_health::pb::health_check_response::ServingStatus;
 
-use crate::helpers::{Backend, TestApp, TestDb, spawn_with, test_config};
+use produto_testkit::{Backend, TestApp, TestDb, spawn_with, test_config};
 
 /// Passwords checked against a stored hash by these instances so far.
 fn verifications(apps: &[&TestApp]) -> u64 {
@@ -276,7 +276,7 @@ async fn a_purge_removes_only_expired_rows_in_batches(backend: Backend) {
         max_failures_per_user: 50,
         window,
         trust_end_user: TrustEndUser::Never,
-        authenticated: produto::throttle::has_client_certificate,
+        authenticated: produto::login::throttle::has_client_certificate,
         tell_authenticated: false,
     };
     assert_eq!(
@@ -296,14 +296,14 @@ async fn a_purge_removes_only_expired_rows_in_batches(backend: Backend) {
     .unwrap();
     let maria = produto::domain::Usuario::parse("maria".into()).unwrap();
     for i in 0..2500 {
-        app.db
-            .claim_login_attempt(
-                &maria,
-                &format!("ip:10.0.{}.{}", i / 256, i % 256),
-                (now_ms - 10, 0, now_ms - 10),
-            )
-            .await
-            .unwrap();
+        produto::login::throttle::claim_login_attempt(
+            &app.db,
+            &maria,
+            &format!("ip:10.0.{}.{}", i / 256, i % 256),
+            (now_ms - 10, 0, now_ms - 10),
+        )
+        .await
+        .unwrap();
     }
     assert_eq!(attempt_rows(&app).await, 2520);
     let purged = policy(Duration::ZERO).purge(&app.db).await.unwrap();

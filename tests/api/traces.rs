@@ -27,9 +27,8 @@ use tonic_health::pb::health_check_response::ServingStatus;
 use tracing::dispatcher::DefaultGuard;
 use tracing_subscriber::EnvFilter;
 
-use crate::{
-    helpers::{ADMIN_TOKEN, Backend, TestDb, spawn_app, spawn_with, test_config},
-    otlp::Receiver,
+use produto_testkit::{
+    ADMIN_TOKEN, Backend, TestDb, otlp::Receiver, spawn_app, spawn_with, test_config,
 };
 
 /// Log lines written while a test runs.
@@ -527,7 +526,7 @@ async fn the_python_client_carries_its_callers_trace() {
 #[tokio::test]
 async fn the_bot_binary_exports_its_trace_at_exit_and_the_server_continues_it() {
     // Built first, if needed: the build blocks this thread, which serves everything below.
-    let bot = crate::helpers::bot_binary().to_owned();
+    let bot = produto_testkit::process::bot_binary().to_owned();
     let traced = Traced::start().await;
     let database = TestDb::create(Backend::Postgres).await;
     let mut config = test_config(&database.url);

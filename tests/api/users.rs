@@ -4,15 +4,14 @@
 
 use std::time::Duration;
 
-use produto::pb::{
-    AlterarNivelRequest, AlterarSenhaRequest, ListarUsuariosRequest, ListarUsuariosResponse,
-    RemoverUsuarioRequest,
-};
+use produto::pb::{AlterarNivelRequest, ListarUsuariosRequest, RemoverUsuarioRequest};
 use tonic::{Code, Request, Status};
 use tonic_health::pb::health_check_response::ServingStatus;
 use tonic_types::StatusExt;
 
-use crate::helpers::{Backend, TestApp, TestDb, admin, spawn_app, spawn_with, test_config};
+use produto_testkit::{
+    Backend, TestApp, TestDb, senha_request, spawn_app, spawn_with, test_config,
+};
 
 /// The code and `ErrorInfo.reason` of a failed call.
 fn code_and_reason(status: &Status) -> (Code, String) {
@@ -34,90 +33,6 @@ fn violation(status: &Status) -> (String, String) {
         .field_violations;
     assert_eq!(violations.len(), 1, "{violations:?}");
     (violations[0].field.clone(), violations[0].reason.clone())
-}
-
-fn senha_request(usuario: &str, atual: &str, nova: &str) -> AlterarSenhaRequest {
-    AlterarSenhaRequest {
-        usuario: usuario.into(),
-        senha_atual: atual.into(),
-        senha_nova: nova.into(),
-    }
-}
-
-impl TestApp {
-    async fn change_own_password(
-        &self,
-        usuario: &str,
-        atual: &str,
-        nova: &str,
-    ) -> Result<(), Status> {
-        self.produto
-            .clone()
-            .alterar_senha(senha_request(usuario, atual, nova))
-            .await
-            .map(|_| ())
-    }
-
-    async fn set_password(&self, usuario: &str, nova: &str) -> Result<(), Status> {
-        self.produto
-            .clone()
-            .alterar_senha(admin(senha_request(usuario, "", nova)))
-            .await
-            .map(|_| ())
-    }
-
-    async fn set_nivel(&self, usuario: &str, nivel: i32) -> Result<(), Status> {
-        self.produto
-            .clone()
-            .alterar_nivel(admin(AlterarNivelRequest {
-                usuario: usuario.into(),
-                nivel,
-            }))
-            .await
-            .map(|_| ())
-    }
-
-    async fn remove(&self, usuario: &str) -> Result<(), Status> {
-        self.produto
-            .clone()
-            .remover_usuario(admin(RemoverUsuarioRequest {
-                usuario: usuario.into(),
-            }))
-            .await
-            .map(|_| ())
-    }
-
-    async fn list(
-        &self,
-        page_size: i32,
-        page_token: &str,
-        prefixo: &str,
-    ) -> Result<ListarUsuariosResponse, Status> {
-        self.produto
-            .clone()
-            .listar_usuarios(admin(ListarUsuariosRequest {
-                page_size,
-                page_token: page_token.into(),
-                prefixo: prefixo.into(),
-            }))
-            .await
-            .map(|r| r.into_inner())
-    }
-
-    /// Every name of a listing, page by page (asserting the pages are at most `page_size`).
-    async fn list_all(&self, page_size: i32, prefixo: &str) -> Vec<Vec<String>> {
-        let mut pages = Vec::new();
-        let mut token = String::new();
-        loop {
-            let page = self.list(page_size, &token, prefixo).await.unwrap();
-            assert!(page.usuarios.len() <= page_size as usize);
-            pages.push(page.usuarios.into_iter().map(|u| u.usuario).collect());
-            if page.next_page_token.is_empty() {
-                return pages;
-            }
-            token = page.next_page_token;
-        }
-    }
 }
 
 on_both_backends!(
@@ -553,7 +468,7 @@ async fn the_admin_operations_need_the_admin_token(backend: Backend) {
                 (Code::Unauthenticated, reason.to_owned()),
                 "{rpc}"
             );
-            assert!(!err.message().contains(crate::helpers::ADMIN_TOKEN));
+            assert!(!err.message().contains(produto_testkit::ADMIN_TOKEN));
         }
     }
     // Nothing changed.
@@ -562,7 +477,7 @@ async fn the_admin_operations_need_the_admin_token(backend: Backend) {
         (true, 3)
     );
     // With the token, each goes through (the removal last).
-    for (rpc, result) in each_admin_call(&app, Some(crate::helpers::ADMIN_TOKEN)).await {
+    for (rpc, result) in each_admin_call(&app, Some(produto_testkit::ADMIN_TOKEN)).await {
         assert!(result.is_ok(), "{rpc}: {result:?}");
     }
     assert_eq!(app.nivel("maria").await.unwrap_err().code(), Code::NotFound);
@@ -574,7 +489,7 @@ async fn the_admin_operations_are_refused_without_a_configured_token(backend: Ba
     config.admin_token = None;
     let app = spawn_with(config, database).await;
     app.wait_for_readiness(ServingStatus::Serving).await;
-    for (rpc, result) in each_admin_call(&app, Some(crate::helpers::ADMIN_TOKEN)).await {
+    for (rpc, result) in each_admin_call(&app, Some(produto_testkit::ADMIN_TOKEN)).await {
         let err = result.unwrap_err();
         assert_eq!(
             code_and_reason(&err),

@@ -7,17 +7,7 @@
 //! database that gets killed is a throwaway cluster of the test's own; faults in the
 //! network come from a proxy inside the test.
 
-mod cluster;
-#[path = "../api/helpers.rs"]
-#[allow(dead_code, reason = "this binary uses part of the shared helpers")]
-mod helpers;
-#[path = "../support/http.rs"]
-mod http;
-#[path = "../support/process.rs"]
-mod process;
-#[path = "../api/proxy.rs"]
-#[allow(dead_code, reason = "not every test uses every fault")]
-mod proxy;
+mod patroni;
 mod replicas;
 
 use std::{
@@ -29,16 +19,16 @@ use std::{
     time::{Duration, Instant},
 };
 
-use cluster::PgCluster;
-use helpers::{Backend, TestApp, TestDb, admin, spawn_with, test_config};
-use process::ServerProcess;
 use produto::{
     Settings,
     pb::{
         AdicionarUsuarioRequest, ObterNivelRequest, produto_service_client::ProdutoServiceClient,
     },
 };
-use proxy::Proxy;
+use produto_testkit::{
+    Backend, TestApp, TestDb, admin, cluster::PgCluster, process::ServerProcess, proxy::Proxy,
+    spawn_with, test_config,
+};
 use tonic::{Code, Request, transport::Channel};
 use tonic_health::pb::health_check_response::ServingStatus;
 use tonic_types::StatusExt;
@@ -557,7 +547,7 @@ async fn sigterm_under_load() {
     let database = TestDb::create(Backend::Postgres).await;
     let mut server = ServerProcess::spawn(&[
         ("DATABASE_URL", &database.url),
-        ("PRODUTO_ADMIN_TOKEN", helpers::ADMIN_TOKEN),
+        ("PRODUTO_ADMIN_TOKEN", produto_testkit::ADMIN_TOKEN),
         ("PRODUTO_DRAIN_TIMEOUT", "5s"),
         ("PRODUTO_ARGON2_M_KIB", "8192"),
         ("RUST_LOG", "warn"),

@@ -12,14 +12,14 @@ use std::{
 };
 
 use produto::{Settings, pb::produto_service_client::ProdutoServiceClient};
+use produto_testkit::{
+    TestApp,
+    cluster::{self, PgCluster},
+};
 use tonic::{Code, transport::Endpoint};
 
 use super::{
-    SERIAL, ServingStatus, Tally, Writers, app_on,
-    cluster::{self, PgCluster},
-    code_of, fault_config,
-    helpers::TestApp,
-    stored_usernames,
+    SERIAL, ServingStatus, Tally, Writers, app_on, code_of, fault_config, stored_usernames,
 };
 
 /// The primary is server 0, the standby server 1.
@@ -185,7 +185,7 @@ async fn reads_are_served_by_the_replica() {
     assert_eq!(status.max_connections, status.pools[0].max_connections);
     // So do /metrics and /health.
     let admin = app.admin_addr.unwrap();
-    let (code, metrics) = super::http::http_get(admin, "/metrics").await;
+    let (code, metrics) = produto_testkit::http::http_get(admin, "/metrics").await;
     assert_eq!(code, 200);
     let series = format!(
         "produto_db_server_reads_total{{pool=\"127.0.0.1:{}/postgres\",role=\"replica\"}} {}",
@@ -193,7 +193,7 @@ async fn reads_are_served_by_the_replica() {
     );
     assert!(metrics.contains(&series), "{series} not in:\n{metrics}");
     assert!(metrics.contains("produto_db_server_readable{"), "{metrics}");
-    let (code, health) = super::http::http_get(admin, "/health").await;
+    let (code, health) = produto_testkit::http::http_get(admin, "/health").await;
     assert_eq!(code, 200);
     let health: serde_json::Value = serde_json::from_str(&health).unwrap();
     assert_eq!(health["servers"][1]["role"], "replica", "{health}");
@@ -342,6 +342,8 @@ async fn the_primary_fails_reads_go_on_and_a_promoted_standby_takes_the_writes()
     }
     let mut config = replica_config(&primary, &standby);
     config.throttle.max_failures = 5;
+    // The standby is a failover candidate: once promoted, it takes the writes.
+    config.db.replica_failover = true;
     let app = app_with_standby(config, &primary, &standby).await;
     add_users(&app, "p", 10).await;
     cluster::wait_for_replay(&primary.url(), &standby.url()).await;
@@ -687,7 +689,7 @@ async fn while_the_primary_is_down_attempts_are_counted_in_memory() {
     assert!(during.throttle_in_memory);
     assert_eq!(during.logins_counted_in_memory_total, 22);
     let admin = app.admin_addr.unwrap();
-    let (_, metrics) = super::http::http_get(admin, "/metrics").await;
+    let (_, metrics) = produto_testkit::http::http_get(admin, "/metrics").await;
     assert!(
         metrics.contains("produto_login_throttle_in_memory 1\n"),
         "{metrics}"
@@ -708,7 +710,7 @@ async fn while_the_primary_is_down_attempts_are_counted_in_memory() {
     // No login: the probe's finding alone moves counting back, the failures with it.
     let started = Instant::now();
     loop {
-        let (_, metrics) = super::http::http_get(admin, "/metrics").await;
+        let (_, metrics) = produto_testkit::http::http_get(admin, "/metrics").await;
         if metrics.contains("produto_login_throttle_in_memory 0\n") {
             break;
         }
@@ -757,9 +759,140 @@ async fn while_the_primary_is_down_attempts_are_counted_in_memory() {
     )
     .await;
     assert_eq!(failures, "5");
-    let (_, metrics) = super::http::http_get(admin, "/metrics").await;
+    let (_, metrics) = produto_testkit::http::http_get(admin, "/metrics").await;
     assert!(
         metrics.contains("produto_login_throttle_in_memory 0\n"),
         "{metrics}"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_multi_host_url_finds_the_primary_behind_a_dead_host_and_a_standby() {
+    let _serial = SERIAL.lock().await;
+    let (primary, standby) = primary_and_standby().await;
+    // Nothing listens on the first host's port; the second is a standby, which
+    // target_session_attrs=read-write refuses; the third is the primary.
+    let dead = cluster::free_port();
+    let url = format!(
+        "postgres://postgres@127.0.0.1:{dead},127.0.0.1:{},127.0.0.1:{}/postgres?target_session_attrs=read-write",
+        standby.port, primary.port
+    );
+    let mut config = fault_config(&url);
+    // The standby is also listed for reads, as multi-host setups list every node in both.
+    config.db.replica_urls = vec![format!(
+        "postgres://postgres@127.0.0.1:{}/postgres?target_session_attrs=standby",
+        standby.port
+    )];
+    // Long enough that a start-up waiting on the dead host would show.
+    config.db.acquire_timeout = Duration::from_secs(5);
+    config.probe_interval = Duration::from_secs(2);
+    let started = Instant::now();
+    let app = app_on(config).await;
+    let took = started.elapsed();
+    assert!(
+        took < Duration::from_secs(4),
+        "ready after {took:?}: start-up waited on a dead host"
+    );
+    assert_eq!(app.db.servers().primary_index(), 2);
+    add_users(&app, "m", 3).await;
+    assert_eq!(app.nivel("m2").await.unwrap(), 2);
+    let stored = stored_usernames(&primary.url()).await;
+    assert!(stored.contains("m0"), "the writes went to the primary");
+    // The standby takes reads through its replica URL's pool, not DATABASE_URL's; each
+    // pool has a name of its own.
+    cluster::wait_for_replay(&primary.url(), &standby.url()).await;
+    wait_until(&app, "the standby takes reads", |app| {
+        app.db.servers().readable(3)
+    })
+    .await;
+    assert!(!app.db.servers().readable(1));
+    let views = app.db.server_views();
+    let names: std::collections::HashSet<&str> = views.iter().map(|v| v.address.as_str()).collect();
+    assert_eq!(names.len(), 4, "{views:?}");
+    assert!(
+        views[3].address.ends_with("(replica URL 1)"),
+        "{}",
+        views[3].address
+    );
+
+    // The primary moves: the standby is promoted, the old primary stops.
+    let killer = primary.clone();
+    tokio::task::spawn_blocking(move || killer.kill())
+        .await
+        .unwrap();
+    let promoter = standby.clone();
+    tokio::task::spawn_blocking(move || promoter.promote())
+        .await
+        .unwrap();
+    cluster::wait_until_primary(&standby.url()).await;
+    // A write fails on the dead primary, asks for a probe at once, and the next ones go to
+    // the promoted standby well within one probe interval.
+    let promoted = Instant::now();
+    let mut answered = Vec::new();
+    loop {
+        let result = app
+            .add_user(&format!("after{}", answered.len()), "senha-forte-1", 1)
+            .await;
+        answered.push(code_of(&result));
+        if result.is_ok() {
+            break;
+        }
+        assert!(
+            promoted.elapsed() < NOTICE_BOUND,
+            "writes did not follow the promotion: {answered:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(
+        answered
+            .iter()
+            .all(|c| matches!(c, Code::Ok | Code::Unavailable)),
+        "{answered:?}"
+    );
+    assert!(
+        promoted.elapsed() < Duration::from_secs(2),
+        "writes back {:?} after the promotion (probe interval 2 s)",
+        promoted.elapsed()
+    );
+    assert_eq!(app.db.servers().primary_index(), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_read_endpoint_out_of_recovery_never_takes_the_writes() {
+    let _serial = SERIAL.lock().await;
+    // The replica URL reaches a server out of recovery, as a load balancer's read port does
+    // when its connection sits on a node just promoted.
+    let (primary, other) = tokio::task::spawn_blocking(|| {
+        (Arc::new(PgCluster::start()), Arc::new(PgCluster::start()))
+    })
+    .await
+    .unwrap();
+    let mut config = fault_config(&primary.url());
+    config.db.replica_urls = vec![other.url()];
+    let app = app_on(config).await;
+    app.add_user("before", "senha-forte-1", 1).await.unwrap();
+
+    let killer = primary.clone();
+    tokio::task::spawn_blocking(move || killer.kill())
+        .await
+        .unwrap();
+    wait_until(&app, "the probe notices the primary is down", |app| {
+        !app.db.servers().get(0).reachable()
+    })
+    .await;
+    // Several probes later (100 ms apart), the writes still wait for DATABASE_URL.
+    let last_probe = |app: &TestApp| app.db.server_views()[1].pool.last_probe_unix_ms;
+    let probed = last_probe(&app);
+    wait_until(&app, "five more probes", |app| {
+        last_probe(app) >= probed + 500
+    })
+    .await;
+    assert!(app.db.servers().get(1).reachable());
+    assert_eq!(app.db.servers().primary_index(), 0);
+    let err = app
+        .add_user("during", "senha-forte-1", 1)
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::Unavailable, "{err:?}");
+    assert_eq!(app.db.servers().primary_index(), 0);
 }

@@ -10,12 +10,14 @@ use sqlx::postgres::PgConnectOptions;
 use tonic::Code;
 use tonic_health::pb::health_check_response::ServingStatus;
 
-use crate::{
-    Tally,
+use produto_testkit::{
+    Backend, TestApp, TestDb,
     cluster::PgCluster,
-    helpers::{Backend, TestApp, TestDb, postgres_admin_url, spawn_with, test_config},
     pgbouncer::{self, BouncerSettings, PgBouncer, PoolMode},
+    postgres_admin_url, spawn_with, test_config,
 };
+
+use crate::Tally;
 
 /// The test PostgreSQL's port (PgBouncer connects to it on 127.0.0.1).
 pub fn upstream_port() -> u16 {

@@ -5,7 +5,7 @@ use std::time::{Duration, Instant};
 
 use produto::{ops::metrics::Metrics, ready::ReadyFlag};
 
-use crate::helpers::{Backend, TestApp, TestDb, spawn_with, test_config};
+use produto_testkit::{Backend, TestApp, TestDb, spawn_with, test_config};
 
 async fn app_with_pool_max(max_connections: u32) -> TestApp {
     let database = TestDb::create(Backend::Postgres).await;

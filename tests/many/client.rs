@@ -9,7 +9,7 @@ use std::{
 use produto::client::{BalancedClient, ClientSettings};
 use tonic_health::pb::health_check_response::ServingStatus;
 
-use crate::helpers::{Backend, TestDb, spawn_app, spawn_on};
+use produto_testkit::{Backend, TestDb, spawn_app, spawn_on};
 
 async fn wait_for_addresses(client: &BalancedClient, want: &[SocketAddr]) {
     let deadline = Instant::now() + Duration::from_secs(10);

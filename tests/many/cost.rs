@@ -7,11 +7,13 @@ use std::time::{Duration, Instant};
 
 use tonic_health::pb::health_check_response::ServingStatus;
 
-use crate::{
-    bouncer::{database_name, migrate_directly, upstream_port},
-    helpers::{Backend, TestDb, spawn_with, test_config},
+use produto_testkit::{
+    Backend, TestDb,
     pgbouncer::{self, BouncerSettings, PgBouncer, PoolMode},
+    spawn_with, test_config,
 };
+
+use crate::bouncer::{database_name, migrate_directly, upstream_port};
 
 const CALLS: usize = 2000;
 
@@ -106,7 +108,9 @@ async fn one_instance_against_two() {
         pb::{ObterNivelRequest, PoolStatusRequest, pool_service_client::PoolServiceClient},
     };
 
-    use crate::{Tally, helpers::ADMIN_TOKEN, process::ServerProcess};
+    use produto_testkit::{ADMIN_TOKEN, process::ServerProcess};
+
+    use crate::Tally;
 
     const CALLERS: usize = 16;
     const CALLS_PER_CALLER: usize = 1500;
@@ -129,7 +133,7 @@ async fn one_instance_against_two() {
             loop {
                 let answer =
                     produto::pb::produto_service_client::ProdutoServiceClient::new(channel.clone())
-                        .adicionar_usuario(crate::helpers::admin(
+                        .adicionar_usuario(produto_testkit::admin(
                             produto::pb::AdicionarUsuarioRequest {
                                 usuario: "ana".into(),
                                 senha: "senha-da-ana-1".into(),

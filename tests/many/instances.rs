@@ -24,11 +24,9 @@ use tonic_health::pb::{
     HealthCheckRequest, health_check_response::ServingStatus, health_client::HealthClient,
 };
 
-use crate::{
-    Tally,
-    helpers::{ADMIN_TOKEN, Backend, TestDb, admin},
-    process::ServerProcess,
-};
+use produto_testkit::{ADMIN_TOKEN, Backend, TestDb, admin, process::ServerProcess};
+
+use crate::Tally;
 
 /// Waits (up to 30 s: three servers start on a busy machine) until `channel` reports ready.
 async fn wait_ready(channel: &Channel) {

@@ -4,24 +4,9 @@
 mod bouncer;
 mod budget;
 mod client;
-#[path = "../faults/cluster.rs"]
-#[allow(
-    dead_code,
-    reason = "a plain cluster is enough here, not the replication helpers"
-)]
-mod cluster;
 mod cost;
-#[path = "../api/helpers.rs"]
-#[allow(dead_code, reason = "this binary uses part of the shared helpers")]
-mod helpers;
 mod instances;
 mod mixed;
-#[path = "../support/pgbouncer.rs"]
-#[allow(dead_code, reason = "not every test uses every setting")]
-mod pgbouncer;
-#[path = "../support/process.rs"]
-#[allow(dead_code, reason = "this binary uses part of the process helpers")]
-mod process;
 
 use std::collections::BTreeMap;
 

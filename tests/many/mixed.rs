@@ -22,11 +22,13 @@ use produto::{
 use tonic::transport::{Channel, Endpoint};
 use tonic_health::pb::health_check_response::ServingStatus;
 
-use crate::{
-    bouncer::{database_name, migrate_directly, upstream_port},
-    helpers::{Backend, TestApp, TestDb, admin, spawn_with, test_config},
+use produto_testkit::{
+    Backend, TestApp, TestDb, admin,
     pgbouncer::{self, BouncerSettings, PgBouncer},
+    spawn_with, test_config,
 };
+
+use crate::bouncer::{database_name, migrate_directly, upstream_port};
 
 const CALLERS: usize = 16;
 const USER: &str = "maria";

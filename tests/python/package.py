@@ -40,7 +40,8 @@ def main():
     assert adicionar_usuario("ana", "correct horse battery", 3) is True
     assert adicionar_usuario("ana", "another good one", 1) is False, "a taken name is False"
     assert verificar_login("ana", "correct horse battery") is True
-    assert verificar_login("ana", "wrong password") is False
+    assert verificar_login("ana", "wrong password", end_user="telegram:7") is False
+    assert obter_nivel("ana", end_user="telegram:7") == 3
     assert verificar_login("nobody", "wrong password") is False
     assert obter_nivel("ana") == 3
     assert obter_nivel("nobody") is None
@@ -58,6 +59,28 @@ def main():
     assert produto_client.login("ana", "wrong password") is None
     assert produto_client.alterar_senha("ana", "wrong password", "a brand new one") is False
     assert produto_client.alterar_senha("ana", "correct horse battery", "a brand new one") is True
+
+    # Sessions: a token shown once, the level now, admin rights from it, its end.
+    with Client(timeout=30) as c:
+        s = c.abrir_sessao("ana", "a brand new one")
+        assert s is not None and s.token.startswith("ps_") and s.nivel == 3 and s.admin, s
+        assert "ps_" not in repr(s)
+        assert c.abrir_sessao("ana", "wrong password") is None
+        assert c.obter_sessao(s.token).nivel == 3
+        assert c.adicionar_usuario("sessao", "correct horse battery", 0, session=s.token) is True
+        assert c.alterar_nivel("ana", 0) is True
+        assert c.obter_sessao(s.token).nivel == 0
+        raises(errors.PermissionDeniedError, lambda: c.remover_usuario("sessao", session=s.token), "NOT_ADMIN")
+        eventos, _ = c.listar_auditoria(usuario="sessao")
+        assert [(e.acao, e.ator) for e in eventos] == [
+            ("admin_recusado", "usuario:ana"),
+            ("usuario_criado", "usuario:ana"),
+        ], eventos
+        assert c.alterar_nivel("ana", 3) is True
+        assert [x.id for x in c.listar_sessoes("ana")] == [s.id]
+        c.encerrar_sessao(s.token)
+        assert c.obter_sessao(s.token) is None
+        assert c.remover_usuario("sessao") is True
     assert verificar_login("ana", "a brand new one") is True
     assert verificar_login("ana", "correct horse battery") is False
     err = raises(errors.InvalidArgumentError, lambda: produto_client.alterar_senha("ana", "a brand new one", "short"))
@@ -108,6 +131,26 @@ def main():
         assert caller.adicionar_usuario("ana", "correct horse battery", 2) is True
         assert caller.verificar_login("ana", "correct horse battery") is True
         assert caller.obter_nivel("ana") == 2
+        # The end user reaches the server: this caller is trusted, so its logins are
+        # throttled per end user. Five typos of one chat user lock that chat user out of
+        # "ana" (told so: LOGIN_THROTTLED), and another chat user of the same caller still
+        # logs in.
+        for _ in range(5):
+            assert caller.verificar_login("ana", "a typo", end_user="telegram:1") is False
+        err = raises(
+            errors.ResourceExhaustedError,
+            lambda: caller.login("ana", "correct horse battery", end_user="telegram:1"),
+            "LOGIN_THROTTLED",
+        )
+        assert err.retry_delay is not None and err.retry_delay > 0, err.retry_delay
+        assert caller.login("ana", "correct horse battery", end_user="telegram:2") == 2
+        # Every method takes it, the module's functions too.
+        assert caller.obter_nivel("ana", end_user="telegram:2") == 2
+        assert caller.alterar_nivel("ana", 2, end_user="telegram:2") is True
+        assert [u.usuario for u in caller.listar_usuarios(end_user="telegram:2")] == ["ana"]
+    # host:port, http://host:port: one name for the service, both spellings taken.
+    with Client("http://" + guarded_addr, token=os.environ["CALLER_TOKEN"], timeout=30) as caller:
+        assert caller.obter_nivel("ana", end_user="telegram:2") == 2
     with Client(guarded_addr, timeout=30) as anonymous:
         raises(errors.UnauthenticatedError, lambda: anonymous.obter_nivel("ana"), "CALLER_MISSING")
     with Client(guarded_addr, token="not-a-caller-token", timeout=30) as stranger:

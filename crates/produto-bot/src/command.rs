@@ -37,6 +37,8 @@ pub enum Command {
     Usuarios { prefixo: Option<String> },
     /// `/status`.
     Status,
+    /// `/auditoria` or `/auditoria <usuario>` (admins): the latest audit entries.
+    Auditoria { usuario: Option<String> },
     /// `/logout`.
     Logout,
 }
@@ -55,6 +57,7 @@ impl Command {
             Command::Remover { .. } => "remover",
             Command::Usuarios { .. } => "usuarios",
             Command::Status => "status",
+            Command::Auditoria { .. } => "auditoria",
             Command::Logout => "logout",
         }
     }
@@ -84,6 +87,7 @@ pub const USAGE_ALTERAR_NIVEL: &str = "/alterarnivel <usuario> <nivel>";
 pub const USAGE_REMOVER: &str = "/remover <usuario>";
 pub const USAGE_USUARIOS: &str = "/usuarios ou /usuarios <prefixo>";
 pub const USAGE_STATUS: &str = "/status";
+pub const USAGE_AUDITORIA: &str = "/auditoria ou /auditoria <usuario>";
 pub const USAGE_LOGOUT: &str = "/logout";
 
 /// The commands whose arguments hold a password.
@@ -156,6 +160,11 @@ pub fn parse(message: &str) -> Result<Command, ParseError> {
         ("usuarios" | "usuários", _) => Err(ParseError::Usage(USAGE_USUARIOS)),
         ("status", []) => Ok(Command::Status),
         ("status", _) => Err(ParseError::Usage(USAGE_STATUS)),
+        ("auditoria", []) => Ok(Command::Auditoria { usuario: None }),
+        ("auditoria", [usuario]) => Ok(Command::Auditoria {
+            usuario: Some((*usuario).to_owned()),
+        }),
+        ("auditoria", _) => Err(ParseError::Usage(USAGE_AUDITORIA)),
         ("logout", []) => Ok(Command::Logout),
         ("logout", _) => Err(ParseError::Usage(USAGE_LOGOUT)),
         _ => Err(ParseError::Unknown),
@@ -207,6 +216,7 @@ mod tests {
                     }
                     Command::Remover { usuario } => ("remover", Some(usuario.as_str()), None, None),
                     Command::Usuarios { prefixo } => ("usuarios", prefixo.as_deref(), None, None),
+                    Command::Auditoria { usuario } => ("auditoria", usuario.as_deref(), None, None),
                     other => (other.name(), None, None, None),
                 }
             }
@@ -242,6 +252,12 @@ mod tests {
             })
         );
         assert_eq!(parse("/status"), Ok(Command::Status));
+        assert_eq!(
+            parse("/auditoria bob"),
+            Ok(Command::Auditoria {
+                usuario: Some("bob".into())
+            })
+        );
         assert_eq!(parse("/logout@produto_bot"), Ok(Command::Logout));
         assert_eq!(
             parse("/senha velha-1 nova-senha-2"),

@@ -17,14 +17,26 @@ Comandos:
 /alterarnivel <usuario> <nivel> — mudar o nível de um usuário (administradores)
 /remover <usuario> — remover um usuário (administradores)
 /usuarios [prefixo] — listar os usuários (administradores)
+/auditoria [usuario] — as últimas mudanças e tentativas recusadas (administradores)
 /status — a saúde do serviço e do pool de conexões
 /logout — sair
 /ajuda — esta lista
 Usuário e senha não podem conter espaços.";
 
+/// The first thing a person at the terminal reads (standard input only).
+pub const GREETING: &str =
+    "produto-bot: escreva um comando por linha; /ajuda mostra a lista (Ctrl-D sai).";
 pub const UNAVAILABLE: &str = "Serviço indisponível, tente de novo em instantes.";
 pub const LOGIN_FAILED: &str = "Usuário ou senha incorretos.";
 pub const NOT_LOGGED_IN: &str = "Você não está logado. Use /login <usuario> <senha>.";
+pub const SESSION_EXPIRED: &str =
+    "Sua sessão expirou ou foi encerrada. Use /login <usuario> <senha> de novo.";
+/// The service opened a session but bound it to no caller: the bot did not name itself.
+pub const NO_CALLER_IDENTITY: &str = "Senha correta, mas não consigo manter você logado: este bot não se identifica ao serviço (configure PRODUTO_TOKEN ou um certificado de cliente).";
+pub const CALLER_TOKEN_REFUSED: &str =
+    "O serviço recusou o token deste bot (PRODUTO_TOKEN): confira o token com o operador.";
+pub const CALLER_MISSING: &str = "O serviço exige que o bot se identifique: configure PRODUTO_TOKEN ou um certificado de cliente.";
+pub const NO_AUDIT: &str = "Nenhum registro de auditoria.";
 pub const NOT_FOUND: &str = "Usuário não encontrado.";
 pub const TOO_LONG: &str = "Mensagem longa demais.";
 pub const PASSWORD_IN_GROUP: &str = "Não use /login, /adicionar, /senha nem /definirsenha num grupo: a senha fica visível para todos. Fale comigo numa conversa privada.";
@@ -32,7 +44,6 @@ pub const PASSWORD_DELETED: &str = "(Apaguei a sua mensagem com a senha desta co
 pub const PASSWORD_NOT_DELETED: &str =
     "(Não consegui apagar a sua mensagem com a senha: apague-a você mesmo.)";
 pub const RATE_LIMITED: &str = "Muitos comandos seguidos; espere alguns segundos e tente de novo.";
-pub const NO_ADMIN_TOKEN: &str = "Este bot não tem o token de administrador (PRODUTO_ADMIN_TOKEN); não consigo fazer operações de administrador.";
 pub const PASSWORD_CHANGED: &str = "Senha alterada.";
 /// A wrong current password, and a change refused by throttling: one reply, as the service
 /// gives one answer.
@@ -108,6 +119,38 @@ pub fn users(users: &[produto_client::pb::UsuarioResumo], more: bool) -> String 
     lines.join("\n")
 }
 
+/// The `/auditoria` reply: one line per entry, newest first (times in UTC).
+pub fn audit(entries: &[produto_client::pb::EventoAuditoria]) -> String {
+    if entries.is_empty() {
+        return NO_AUDIT.into();
+    }
+    let mut lines = vec!["Auditoria (mais recentes primeiro):".to_owned()];
+    lines.extend(entries.iter().map(|e| {
+        let mut line = format!("- {} {} por {}", utc(e.em_unix_ms), e.acao, e.ator);
+        if !e.alvo.is_empty() {
+            line.push_str(&format!(" em {}", e.alvo));
+        }
+        if !e.detalhe.is_empty() {
+            line.push_str(&format!(" ({})", e.detalhe));
+        }
+        if e.resultado != "ok" {
+            line.push_str(&format!(": {}", e.resultado));
+        }
+        if !e.usuario_final.is_empty() {
+            line.push_str(&format!(" [{}]", e.usuario_final));
+        }
+        one_line(&line)
+    }));
+    lines.join("\n")
+}
+
+/// A Unix time in milliseconds as RFC 3339 UTC, to the second.
+fn utc(unix_ms: i64) -> String {
+    let at = std::time::UNIX_EPOCH
+        + std::time::Duration::from_millis(u64::try_from(unix_ms).unwrap_or(0));
+    humantime::format_rfc3339_seconds(at).to_string()
+}
+
 pub fn logged_out(usuario: Option<&str>) -> String {
     match usuario {
         Some(u) => format!("Até logo, {u}!"),
@@ -159,13 +202,39 @@ pub fn service_error(status: &Status) -> String {
         Code::NotFound => NOT_FOUND.into(),
         Code::AlreadyExists => "Esse usuário já existe.".into(),
         Code::InvalidArgument => format!("Dados inválidos: {}", one_line(status.message())),
-        Code::Unauthenticated => "O serviço recusou o token de administrador deste bot.".into(),
-        Code::PermissionDenied => {
-            "O serviço não aceita operações de administrador: ele roda sem PRODUTO_ADMIN_TOKEN."
-                .into()
-        }
+        Code::Unauthenticated => match reason(status).as_deref() {
+            Some("SESSION_MISSING") => NOT_LOGGED_IN.into(),
+            Some("SESSION_EXPIRED") => SESSION_EXPIRED.into(),
+            Some("CALLER_TOKEN_INVALID") => CALLER_TOKEN_REFUSED.into(),
+            Some("CALLER_MISSING") => CALLER_MISSING.into(),
+            _ => "O serviço recusou a identificação deste bot.".into(),
+        },
+        Code::PermissionDenied => match reason(status).as_deref() {
+            Some("NOT_ADMIN") => "Só administradores podem fazer isso.".into(),
+            _ => "O serviço recusou a operação.".into(),
+        },
         _ => "Algo deu errado no serviço. Tente de novo mais tarde.".into(),
     }
+}
+
+/// The `ErrorInfo.reason` of a failed call, if the service sent one.
+pub fn reason(status: &Status) -> Option<String> {
+    use tonic_types::StatusExt;
+    status
+        .get_error_details()
+        .error_info()
+        .map(|i| i.reason.clone())
+}
+
+/// The admin level a NOT_ADMIN refusal names (its `ErrorInfo.metadata`).
+pub fn admin_nivel(status: &Status) -> Option<i32> {
+    use tonic_types::StatusExt;
+    status
+        .get_error_details()
+        .error_info()
+        .filter(|i| i.reason == "NOT_ADMIN")
+        .and_then(|i| i.metadata.get("admin_nivel"))
+        .and_then(|n| n.parse().ok())
 }
 
 /// A service message on one line, so that it cannot break the reply framing.
@@ -216,6 +285,12 @@ mod tests {
         ] {
             assert_eq!(service_error(&Status::new(code, "x")), UNAVAILABLE);
         }
+    }
+
+    #[test]
+    fn audit_times_are_utc_dates() {
+        assert_eq!(utc(0), "1970-01-01T00:00:00Z");
+        assert_eq!(utc(1_796_614_245_000), "2026-12-07T03:30:45Z");
     }
 
     #[test]

@@ -123,9 +123,11 @@ async fn run_transport(
         Mode::Stdin => {
             let _ = (config, webhook);
             transport.set_ready(true);
+            // A person at a terminal is told where to start; a script's pipe gets replies only.
+            let greet = std::io::IsTerminal::is_terminal(&std::io::stdin());
             tokio::select! {
                 () = stop.cancelled() => Ok(()),
-                result = stdio::run(&bot, tokio::io::stdin(), tokio::io::stdout()) => {
+                result = stdio::run(&bot, greet, tokio::io::stdin(), tokio::io::stdout()) => {
                     result.map_err(|e| e.to_string())
                 }
             }

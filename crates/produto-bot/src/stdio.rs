@@ -16,12 +16,18 @@ pub const STDIN_CHAT: ChatId = ChatId(0);
 /// is skipped and answered with a short refusal, so one huge line cannot exhaust memory.
 pub const MAX_MESSAGE_BYTES: usize = 4096;
 
-/// Answers every line of `input` on `output` until the end of input.
-pub async fn run<R, W>(bot: &Bot, input: R, mut output: W) -> io::Result<()>
+/// Answers every line of `input` on `output` until the end of input; with `greet` (a person
+/// at a terminal) it first writes [`reply::GREETING`], as a reply of its own.
+pub async fn run<R, W>(bot: &Bot, greet: bool, input: R, mut output: W) -> io::Result<()>
 where
     R: AsyncRead + Unpin,
     W: AsyncWrite + Unpin,
 {
+    if greet {
+        output.write_all(reply::GREETING.as_bytes()).await?;
+        output.write_all(b"\n\n").await?;
+        output.flush().await?;
+    }
     let mut input = BufReader::new(input);
     let mut line = Vec::with_capacity(256);
     while let Some(message) = read_message(&mut input, &mut line).await? {
@@ -81,7 +87,8 @@ mod tests {
     use super::*;
     use crate::BotConfig;
 
-    /// Commands that need no service, against a bot whose service is nowhere.
+    /// One reply per line, against a bot whose service is nowhere: the commands that need no
+    /// service answer, `/logout` (the session is the service's) says the service is away.
     #[tokio::test]
     async fn every_line_gets_one_reply_and_blank_lines_none() {
         let bot = Bot::build(&BotConfig::for_server("http://127.0.0.1:1")).unwrap();
@@ -89,7 +96,9 @@ mod tests {
         let mut input = format!("/ajuda\n\n   \r\nolá\r\n{long}\n/logout\n").into_bytes();
         input.extend_from_slice(b"\xff not utf-8\n/logout");
         let mut output = Vec::new();
-        run(&bot, input.as_slice(), &mut output).await.unwrap();
+        run(&bot, false, input.as_slice(), &mut output)
+            .await
+            .unwrap();
 
         let output = String::from_utf8(output).unwrap();
         let replies: Vec<&str> = output.split_terminator("\n\n").collect();
@@ -97,10 +106,23 @@ mod tests {
         assert_eq!(replies[0], reply::HELP);
         assert!(replies[1].contains("/ajuda"));
         assert_eq!(replies[2], reply::TOO_LONG);
-        assert_eq!(replies[3], "Você não estava logado.");
+        assert_eq!(replies[3], reply::UNAVAILABLE);
         assert!(replies[4].contains("/ajuda"));
-        assert_eq!(replies[5], "Você não estava logado.");
+        assert_eq!(replies[5], reply::UNAVAILABLE);
         assert!(output.ends_with("\n\n"));
+    }
+
+    #[tokio::test]
+    async fn a_person_at_a_terminal_is_greeted_with_ajuda_first() {
+        let bot = Bot::build(&BotConfig::for_server("http://127.0.0.1:1")).unwrap();
+        let mut output = Vec::new();
+        run(&bot, true, b"/ajuda\n".as_slice(), &mut output)
+            .await
+            .unwrap();
+        let output = String::from_utf8(output).unwrap();
+        let replies: Vec<&str> = output.split_terminator("\n\n").collect();
+        assert_eq!(replies, [reply::GREETING, reply::HELP], "{output}");
+        assert!(reply::GREETING.contains("/ajuda"));
     }
 
     #[tokio::test]

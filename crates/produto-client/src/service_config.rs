@@ -236,6 +236,8 @@ mod tests {
             ("produto.v1.ProdutoService", "ListarUsuarios"),
             ("produto.v1.ProdutoService", "AlterarNivel"),
             ("produto.v1.ProdutoService", "RemoverUsuario"),
+            ("produto.v1.ProdutoService", "ObterSessao"),
+            ("produto.v1.ProdutoService", "ListarAuditoria"),
             ("produto.v1.PoolService", "PoolStatus"),
             ("grpc.health.v1.Health", "Check"),
         ] {
@@ -246,8 +248,9 @@ mod tests {
             assert_eq!(policy.max_attempts, 5);
         }
         // A retried AdicionarUsuario whose first attempt went through would fail
-        // ALREADY_EXISTS, a retried AlterarSenha on its senha_atual (and count twice).
-        for method in ["AdicionarUsuario", "AlterarSenha"] {
+        // ALREADY_EXISTS, a retried AlterarSenha on its senha_atual (and count twice), a
+        // retried AbrirSessao would open a second session.
+        for method in ["AdicionarUsuario", "AlterarSenha", "AbrirSessao"] {
             let once = config
                 .method("produto.v1.ProdutoService", method)
                 .unwrap_or_else(|| panic!("{method} has an entry (its timeout)"));

@@ -4,7 +4,6 @@
 
 use std::process::ExitCode;
 
-use clap::Parser;
 use produto_bot::{
     BotConfig,
     run::{self, Listeners},
@@ -14,7 +13,8 @@ use tokio_util::sync::CancellationToken;
 
 #[tokio::main]
 async fn main() -> ExitCode {
-    let config = BotConfig::parse();
+    // A bad value names the environment variable it came from, when it did.
+    let config: BotConfig = produto_client::cli::parse();
     // Kept to the end: dropping it flushes the last spans.
     let _traces = match telemetry::init(config.log_format, "produto-bot") {
         Ok(traces) => traces,

@@ -1,5 +1,5 @@
-//! How the commands call the service: the request's deadline and metadata (who asked, the
-//! admin token), idempotent calls retried through the balancing client, the others sent once,
+//! How the commands call the service: the request's deadline and metadata (the bot's caller
+//! token, the chat's end user, which names its session), idempotent calls retried through the balancing client, the others sent once,
 //! every call bounded, timed and logged; and what a failed call becomes in the chat.
 
 use std::{future::Future, time::Duration, time::Instant};
@@ -21,12 +21,7 @@ pub(super) const HEALTH: &str = "grpc.health.v1.Health";
 /// The metadata key that names the chat user a call is made for.
 pub const END_USER_HEADER: &str = "produto-end-user";
 
-/// The `ErrorInfo.reason` of a failed call, if the service sent one.
-pub(super) fn reason_of(status: &Status) -> Option<String> {
-    tonic_types::StatusExt::get_error_details(status)
-        .error_info()
-        .map(|info| info.reason.clone())
-}
+pub(super) use crate::reply::reason as reason_of;
 
 /// The reply to a failed call, and its outcome.
 pub(super) fn service_error(status: &Status) -> (String, Outcome) {
@@ -59,18 +54,10 @@ async fn within<T>(
 }
 
 impl Bot {
-    /// As [`Bot::request`], with the admin token.
-    pub(super) fn admin_request<T>(
-        &self,
-        message: T,
-        caller: &Caller,
-        token: &MetadataValue<Ascii>,
-    ) -> Request<T> {
-        let mut request = self.request(message, caller.end_user.as_ref());
-        request
-            .metadata_mut()
-            .insert("authorization", token.clone());
-        request
+    /// A request for the chat of `caller`: [`Bot::request`] with its end user, which names
+    /// the chat's session to the service.
+    pub(super) fn chat_request<T>(&self, message: T, caller: &Caller) -> Request<T> {
+        self.request(message, caller.end_user.as_ref())
     }
 
     /// A call sent once, never retried (its first attempt may have taken effect), through
@@ -90,7 +77,8 @@ impl Bot {
         self.call(method, sent).await
     }
 
-    /// A request carrying the per-call deadline and, when known, who asked.
+    /// A request carrying the per-call deadline, the bot's caller token and, when known,
+    /// who asked.
     pub(super) fn request<T>(
         &self,
         message: T,
@@ -98,6 +86,11 @@ impl Bot {
     ) -> Request<T> {
         let mut request = produto_client::otel::request(message);
         request.set_timeout(self.timeout);
+        if let Some(token) = &self.token {
+            request
+                .metadata_mut()
+                .insert("authorization", token.clone());
+        }
         if let Some(end_user) = end_user {
             request
                 .metadata_mut()

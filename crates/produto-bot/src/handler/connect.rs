@@ -10,13 +10,17 @@ use crate::{BotConfig, StartupError};
 use produto_client::client::ClientSettings;
 
 /// The balancing client's settings for `PRODUTO_SERVER`: its `host:port`, resolved to
-/// every address it has, and TLS checked against the host's name for `https://`.
+/// every address it has, and TLS checked against the host's name for `https://`. A bare
+/// `host:port`, as every other client takes it, is plaintext (`http://host:port`).
 pub(super) fn client_settings(config: &BotConfig) -> Result<ClientSettings, StartupError> {
     let invalid = |why: &str| StartupError(format!("PRODUTO_SERVER {:?}: {why}", config.server));
-    let uri: Uri = config
-        .server
-        .parse()
-        .map_err(|e| invalid(&format!("{e}")))?;
+    let server = config.server.trim();
+    let uri: Uri = if server.contains("://") {
+        server.parse()
+    } else {
+        format!("http://{server}").parse()
+    }
+    .map_err(|e| invalid(&format!("{e}")))?;
     let tls = match uri.scheme_str() {
         Some("http") => false,
         Some("https") => true,
@@ -49,4 +53,25 @@ fn client_tls(config: &BotConfig) -> Result<ClientTlsConfig, StartupError> {
         tls = tls.identity(Identity::from_pem(read(cert)?, read(key)?));
     }
     Ok(tls)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_server_is_named_by_host_and_port_or_by_url() {
+        for plain in [
+            "127.0.0.1:50051",
+            "http://127.0.0.1:50051",
+            " produto:50051 ",
+        ] {
+            let settings = client_settings(&BotConfig::for_server(plain)).unwrap();
+            assert!(settings.tls.is_none(), "{plain}");
+        }
+        let secure = client_settings(&BotConfig::for_server("https://produto:50051")).unwrap();
+        assert!(secure.tls.is_some());
+        assert!(client_settings(&BotConfig::for_server("not a url")).is_err());
+        assert!(client_settings(&BotConfig::for_server("ftp://produto:50051")).is_err());
+    }
 }

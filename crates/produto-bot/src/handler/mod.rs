@@ -1,5 +1,9 @@
-//! [`Bot`]: runs a chat's command against the service and words the reply, keeping who each
-//! chat is logged in as. One balancing client ([`BalancedClient`]) serves every chat.
+//! [`Bot`]: runs a chat's command against the service and words the reply. The bot keeps no
+//! logins: the service keeps each chat's session, bound to this bot (its caller token or
+//! client certificate) and the chat's end user (`telegram:42`), so a restart or another
+//! instance sees the same logins, and every admin command acts with the chat user's own
+//! session, at the user's level now. One balancing client ([`BalancedClient`]) serves every
+//! chat.
 //!
 //! Here the handler's state and the dispatch of a message to its command; beside it the
 //! commands ([`commands`]), the call plumbing they share ([`calls`]: deadlines, retries,
@@ -11,11 +15,7 @@ mod commands;
 mod connect;
 mod health;
 
-use std::{
-    collections::HashMap,
-    sync::{Arc, Mutex, MutexGuard, PoisonError},
-    time::Duration,
-};
+use std::{sync::Arc, time::Duration};
 
 use secrecy::ExposeSecret;
 use tonic::{
@@ -38,22 +38,14 @@ use produto_client::{
 pub use calls::END_USER_HEADER;
 pub use health::ServiceHealth;
 
-/// Who a chat is logged in as. The level is the one the service gave at login (or at the
-/// chat's last `/nivel`); admin checks use it without asking the service again.
-#[derive(Debug, Clone)]
-struct Session {
-    usuario: String,
-    nivel: i32,
-}
-
 /// One chat message, with who sent it and where.
 #[derive(Debug, Clone, Copy)]
 pub struct Incoming<'a> {
-    /// Whose login state the message uses: the chat on stdin, the user on Telegram (so that
-    /// a user logged in privately is not logged in for a whole group, and the other way round).
+    /// Whose login the message uses: the chat on stdin, the user on Telegram (so that a user
+    /// logged in privately is not logged in for a whole group, and the other way round).
     pub session: ChatId,
-    /// Who typed it, sent to the service as `produto-end-user` (e.g. `telegram:42`); `None`
-    /// sends nothing.
+    /// Who typed it, sent to the service as `produto-end-user` (e.g. `telegram:42`): the end
+    /// user the chat's session is bound to. `None`: `chat:<session>`.
     pub end_user: Option<&'a str>,
     /// Whether others can read the chat (a group): commands holding a password are refused
     /// there.
@@ -75,8 +67,8 @@ pub struct Handled {
 
 /// The per-message context the calls need.
 struct Caller {
-    session: ChatId,
-    /// The `produto-end-user` value, already validated as metadata.
+    /// The `produto-end-user` value, already validated as metadata: the key of the chat's
+    /// session in the service. `None` only for a name that cannot be metadata.
     end_user: Option<MetadataValue<Ascii>>,
 }
 
@@ -94,10 +86,10 @@ pub struct Bot {
     /// Bound on a whole call, connecting included: whatever the network does, a command
     /// gets its reply.
     backstop: Duration,
-    /// `Bearer <PRODUTO_ADMIN_TOKEN>`, marked sensitive so the HTTP/2 layers never log it.
-    admin_token: Option<MetadataValue<Ascii>>,
-    admin_nivel: i32,
-    sessions: Mutex<HashMap<ChatId, Session>>,
+    /// `Bearer <PRODUTO_TOKEN>`, the bot's caller token, marked sensitive so the HTTP/2
+    /// layers never log it. `None`: the bot names itself by its client certificate, or not
+    /// at all.
+    token: Option<MetadataValue<Ascii>>,
     metrics: Arc<BotMetrics>,
 }
 
@@ -108,13 +100,26 @@ impl Bot {
         config.validate().map_err(StartupError)?;
         let client = BalancedClient::start(connect::client_settings(config)?);
         let channel = client.channel();
-        let admin_token = match config.admin_token.as_ref().map(ExposeSecret::expose_secret) {
-            None => None,
+        if config.admin_token.is_some() {
+            tracing::warn!(
+                "PRODUTO_ADMIN_TOKEN is set but no longer used: the bot acts with each chat \
+                 user's session; remove it from the bot's environment"
+            );
+        }
+        let token = match config.caller_token().map_err(StartupError)? {
+            None => {
+                if config.tls_cert.is_none() {
+                    tracing::warn!(
+                        "neither PRODUTO_TOKEN nor a client certificate: the service cannot \
+                         tell this bot from anyone, so no chat can stay logged in"
+                    );
+                }
+                None
+            }
             Some(token) => {
-                let mut value: MetadataValue<Ascii> =
-                    format!("Bearer {token}").parse().map_err(|_| {
-                        StartupError("PRODUTO_ADMIN_TOKEN must be printable ASCII".into())
-                    })?;
+                let mut value: MetadataValue<Ascii> = format!("Bearer {}", token.expose_secret())
+                    .parse()
+                    .map_err(|_| StartupError("PRODUTO_TOKEN must be printable ASCII".into()))?;
                 value.set_sensitive(true);
                 Some(value)
             }
@@ -126,9 +131,7 @@ impl Bot {
             health: HealthClient::new(channel),
             timeout: config.timeout,
             backstop: config.connect_timeout + config.timeout,
-            admin_token,
-            admin_nivel: config.admin_nivel,
-            sessions: Mutex::new(HashMap::new()),
+            token,
             metrics: Arc::new(BotMetrics::default()),
         })
     }
@@ -189,10 +192,13 @@ impl Bot {
                 Outcome::Refused,
             );
         }
+        let end_user = match incoming.end_user {
+            Some(end_user) => end_user.to_owned(),
+            None => format!("chat:{}", incoming.session.0),
+        };
         let caller = Caller {
-            session: incoming.session,
             // An identity that cannot be metadata (not ASCII) is not sent rather than mangled.
-            end_user: incoming.end_user.and_then(|u| u.parse().ok()),
+            end_user: end_user.parse().ok(),
         };
         let (reply, outcome) = match command {
             Command::Ajuda => (reply::HELP.into(), Outcome::Ok),
@@ -213,11 +219,8 @@ impl Bot {
             Command::Remover { usuario } => self.remover(&caller, usuario).await,
             Command::Usuarios { prefixo } => self.usuarios(&caller, prefixo).await,
             Command::Status => self.status(&caller).await,
-            Command::Logout => {
-                let session = self.sessions().remove(&caller.session);
-                let reply = reply::logged_out(session.as_ref().map(|s| s.usuario.as_str()));
-                (reply, Outcome::Ok)
-            }
+            Command::Auditoria { usuario } => self.auditoria(&caller, usuario).await,
+            Command::Logout => self.logout(&caller).await,
         };
         (Some(name), reply, outcome)
     }
@@ -230,24 +233,5 @@ impl Bot {
     /// The bot's metrics, for a transport to count into and an admin page to expose.
     pub fn metrics(&self) -> &Arc<BotMetrics> {
         &self.metrics
-    }
-
-    /// Logs out every chat logged in as `usuario`, but `keep`.
-    fn forget_sessions(&self, usuario: &str, keep: Option<ChatId>) {
-        self.sessions()
-            .retain(|chat, s| s.usuario != usuario || Some(*chat) == keep);
-    }
-
-    fn is_admin(&self, nivel: i32) -> bool {
-        nivel >= self.admin_nivel
-    }
-
-    fn session(&self, chat: ChatId) -> Option<Session> {
-        self.sessions().get(&chat).cloned()
-    }
-
-    fn sessions(&self) -> MutexGuard<'_, HashMap<ChatId, Session>> {
-        // No code panics while holding the lock; should one, the map is still consistent.
-        self.sessions.lock().unwrap_or_else(PoisonError::into_inner)
     }
 }

@@ -203,12 +203,12 @@ impl<DB: Database> Drop for PoolConnection<DB> {
             return;
         }
 
-        // produto's patch (see vendor/README.md): a connection with nothing left to send
-        // (no queued rollback), outside a transaction, within its lifetime and with no
-        // `after_release` hook goes straight back to the idle queue, without the spawned
-        // task and its ping (a full round trip to the database on every release). Replies
-        // still pending from a cancelled statement are drained by the next statement, as
-        // every statement first waits until the connection is ready.
+        // produto's patch 0002 (vendor/patches, vendor/README.md): a connection with nothing
+        // left to send (no queued rollback), outside a transaction, within its lifetime, in
+        // an open pool and with no `after_release` hook goes straight back to the idle queue,
+        // without the spawned task and its ping (a full round trip to the database on every
+        // release). Replies still pending from a cancelled statement are drained by the next
+        // statement, as every statement first waits until the connection is ready.
         if let Some(live) = self.live.take_if(|live| {
             !live.raw.should_flush()
                 && !live.raw.is_in_transaction()

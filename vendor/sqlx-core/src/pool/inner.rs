@@ -289,7 +289,7 @@ impl<DB: Database> PoolInner<DB> {
                     };
 
                     // Attempt to connect...
-                    // produto's patch (see vendor/README.md): boxed, so that the connection
+                    // produto's patch 0003 (vendor/patches): boxed, so that the connection
                     // set-up (TLS handshake included, ~14 KiB on PostgreSQL) is not inline in
                     // every acquire's future, which each caller then moves (memcpy) on the hot
                     // path where an idle connection is simply popped.

@@ -71,6 +71,36 @@ class ProdutoServiceStub:
                 request_serializer=produto_dot_v1_dot_produto__pb2.ListarUsuariosRequest.SerializeToString,
                 response_deserializer=produto_dot_v1_dot_produto__pb2.ListarUsuariosResponse.FromString,
                 _registered_method=True)
+        self.AbrirSessao = channel.unary_unary(
+                '/produto.v1.ProdutoService/AbrirSessao',
+                request_serializer=produto_dot_v1_dot_produto__pb2.AbrirSessaoRequest.SerializeToString,
+                response_deserializer=produto_dot_v1_dot_produto__pb2.AbrirSessaoResponse.FromString,
+                _registered_method=True)
+        self.ObterSessao = channel.unary_unary(
+                '/produto.v1.ProdutoService/ObterSessao',
+                request_serializer=produto_dot_v1_dot_produto__pb2.ObterSessaoRequest.SerializeToString,
+                response_deserializer=produto_dot_v1_dot_produto__pb2.ObterSessaoResponse.FromString,
+                _registered_method=True)
+        self.EncerrarSessao = channel.unary_unary(
+                '/produto.v1.ProdutoService/EncerrarSessao',
+                request_serializer=produto_dot_v1_dot_produto__pb2.EncerrarSessaoRequest.SerializeToString,
+                response_deserializer=produto_dot_v1_dot_produto__pb2.EncerrarSessaoResponse.FromString,
+                _registered_method=True)
+        self.ListarSessoes = channel.unary_unary(
+                '/produto.v1.ProdutoService/ListarSessoes',
+                request_serializer=produto_dot_v1_dot_produto__pb2.ListarSessoesRequest.SerializeToString,
+                response_deserializer=produto_dot_v1_dot_produto__pb2.ListarSessoesResponse.FromString,
+                _registered_method=True)
+        self.EncerrarSessoes = channel.unary_unary(
+                '/produto.v1.ProdutoService/EncerrarSessoes',
+                request_serializer=produto_dot_v1_dot_produto__pb2.EncerrarSessoesRequest.SerializeToString,
+                response_deserializer=produto_dot_v1_dot_produto__pb2.EncerrarSessoesResponse.FromString,
+                _registered_method=True)
+        self.ListarAuditoria = channel.unary_unary(
+                '/produto.v1.ProdutoService/ListarAuditoria',
+                request_serializer=produto_dot_v1_dot_produto__pb2.ListarAuditoriaRequest.SerializeToString,
+                response_deserializer=produto_dot_v1_dot_produto__pb2.ListarAuditoriaResponse.FromString,
+                _registered_method=True)
 
 
 class ProdutoServiceServicer:
@@ -142,6 +172,62 @@ class ProdutoServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def AbrirSessao(self, request, context):
+        """Sessions (docs/sessions.md). A session is opened by a login and named afterwards by its
+        token, sent in metadata `produto-session: <token>`, or, for an authenticated caller (a
+        caller token or a client certificate), by the end user it was opened for (metadata
+        `produto-end-user`): only the caller that opened it finds it that way. A session whose
+        user's current level is at least the server's admin level (PRODUTO_ADMIN_NIVEL) may call
+        the admin RPCs above instead of the admin token. A missing session answers
+        UNAUTHENTICATED with reason SESSION_MISSING; an expired or ended one SESSION_EXPIRED.
+
+        Checks a password as VerificarLogin does (throttled the same way) and, when it matches,
+        opens a session: its token is in the answer, once (the server keeps only a hash). With an
+        authenticated caller and `produto-end-user`, the session is bound to that end user and
+        replaces the one it had. Not retried by clients: a retry would open a second session.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ObterSessao(self, request, context):
+        """The session the call names (token or end user): its user and the user's level now.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def EncerrarSessao(self, request, context):
+        """Ends the session the call names. Ending one already gone is OK.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListarSessoes(self, request, context):
+        """The open sessions of a user: the session's own user, or any user for an admin (a
+        session at the admin level, or the admin token). Never a token.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def EncerrarSessoes(self, request, context):
+        """Ends every session of a user (the session's own user, or an admin), optionally keeping
+        the one the call came with.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListarAuditoria(self, request, context):
+        """The audit trail (admins): changes to users and refused admin attempts, newest first, a
+        page at a time, filtered by user, actor and time. Never a password, hash or token.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_ProdutoServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -179,6 +265,36 @@ def add_ProdutoServiceServicer_to_server(servicer, server):
                     servicer.ListarUsuarios,
                     request_deserializer=produto_dot_v1_dot_produto__pb2.ListarUsuariosRequest.FromString,
                     response_serializer=produto_dot_v1_dot_produto__pb2.ListarUsuariosResponse.SerializeToString,
+            ),
+            'AbrirSessao': grpc.unary_unary_rpc_method_handler(
+                    servicer.AbrirSessao,
+                    request_deserializer=produto_dot_v1_dot_produto__pb2.AbrirSessaoRequest.FromString,
+                    response_serializer=produto_dot_v1_dot_produto__pb2.AbrirSessaoResponse.SerializeToString,
+            ),
+            'ObterSessao': grpc.unary_unary_rpc_method_handler(
+                    servicer.ObterSessao,
+                    request_deserializer=produto_dot_v1_dot_produto__pb2.ObterSessaoRequest.FromString,
+                    response_serializer=produto_dot_v1_dot_produto__pb2.ObterSessaoResponse.SerializeToString,
+            ),
+            'EncerrarSessao': grpc.unary_unary_rpc_method_handler(
+                    servicer.EncerrarSessao,
+                    request_deserializer=produto_dot_v1_dot_produto__pb2.EncerrarSessaoRequest.FromString,
+                    response_serializer=produto_dot_v1_dot_produto__pb2.EncerrarSessaoResponse.SerializeToString,
+            ),
+            'ListarSessoes': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListarSessoes,
+                    request_deserializer=produto_dot_v1_dot_produto__pb2.ListarSessoesRequest.FromString,
+                    response_serializer=produto_dot_v1_dot_produto__pb2.ListarSessoesResponse.SerializeToString,
+            ),
+            'EncerrarSessoes': grpc.unary_unary_rpc_method_handler(
+                    servicer.EncerrarSessoes,
+                    request_deserializer=produto_dot_v1_dot_produto__pb2.EncerrarSessoesRequest.FromString,
+                    response_serializer=produto_dot_v1_dot_produto__pb2.EncerrarSessoesResponse.SerializeToString,
+            ),
+            'ListarAuditoria': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListarAuditoria,
+                    request_deserializer=produto_dot_v1_dot_produto__pb2.ListarAuditoriaRequest.FromString,
+                    response_serializer=produto_dot_v1_dot_produto__pb2.ListarAuditoriaResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -372,6 +488,168 @@ class ProdutoService:
             '/produto.v1.ProdutoService/ListarUsuarios',
             produto_dot_v1_dot_produto__pb2.ListarUsuariosRequest.SerializeToString,
             produto_dot_v1_dot_produto__pb2.ListarUsuariosResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def AbrirSessao(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/produto.v1.ProdutoService/AbrirSessao',
+            produto_dot_v1_dot_produto__pb2.AbrirSessaoRequest.SerializeToString,
+            produto_dot_v1_dot_produto__pb2.AbrirSessaoResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ObterSessao(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/produto.v1.ProdutoService/ObterSessao',
+            produto_dot_v1_dot_produto__pb2.ObterSessaoRequest.SerializeToString,
+            produto_dot_v1_dot_produto__pb2.ObterSessaoResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def EncerrarSessao(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/produto.v1.ProdutoService/EncerrarSessao',
+            produto_dot_v1_dot_produto__pb2.EncerrarSessaoRequest.SerializeToString,
+            produto_dot_v1_dot_produto__pb2.EncerrarSessaoResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListarSessoes(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/produto.v1.ProdutoService/ListarSessoes',
+            produto_dot_v1_dot_produto__pb2.ListarSessoesRequest.SerializeToString,
+            produto_dot_v1_dot_produto__pb2.ListarSessoesResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def EncerrarSessoes(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/produto.v1.ProdutoService/EncerrarSessoes',
+            produto_dot_v1_dot_produto__pb2.EncerrarSessoesRequest.SerializeToString,
+            produto_dot_v1_dot_produto__pb2.EncerrarSessoesResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListarAuditoria(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/produto.v1.ProdutoService/ListarAuditoria',
+            produto_dot_v1_dot_produto__pb2.ListarAuditoriaRequest.SerializeToString,
+            produto_dot_v1_dot_produto__pb2.ListarAuditoriaResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -189,7 +189,7 @@ pub async fn connect_tcp<Ws: WithSocket>(
     #[cfg(feature = "_rt-tokio")]
     if crate::rt::rt_tokio::available() {
         let stream = tokio::net::TcpStream::connect((host, port)).await?;
-        // produto's patch (upstream: transact-rs/sqlx#4336, merged after 0.9.0): without
+        // produto's patch 0001 (vendor/patches; upstream in sqlx-core 0.9.1): without
         // TCP_NODELAY a TLS handshake stalls twice on Nagle + the server's delayed ACK
         // (~40 ms each), so every new PostgreSQL connection took ~90 ms instead of ~10.
         stream.set_nodelay(true)?;
