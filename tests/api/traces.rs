@@ -27,9 +27,7 @@ use tonic_health::pb::health_check_response::ServingStatus;
 use tracing::dispatcher::DefaultGuard;
 use tracing_subscriber::EnvFilter;
 
-use produto_testkit::{
-    ADMIN_TOKEN, Backend, TestDb, otlp::Receiver, spawn_app, spawn_with, test_config,
-};
+use produto_testkit::{Backend, TestDb, otlp::Receiver, spawn_app, spawn_with, test_config};
 
 /// Log lines written while a test runs.
 #[derive(Clone, Default)]
@@ -189,17 +187,17 @@ fn every_value(spans: &[Span]) -> Vec<String> {
         .collect()
 }
 
-const VERIFICAR: &str = "produto.v1.ProdutoService/VerificarLogin";
+/// The RPC a chat's `/login` makes: the password checked and a session opened.
+const LOGIN_RPC: &str = "produto.v1.ProdutoService/AbrirSessao";
 const OBTER: &str = "produto.v1.ProdutoService/ObterNivel";
 
 #[tokio::test]
 async fn one_chat_message_is_one_trace_from_the_bot_through_the_service_to_the_database() {
     let traced = Traced::start().await;
     let database = TestDb::create(Backend::Postgres).await;
-    let mut config = test_config(&database.url);
-    // The bot calls without an identity here (no client certificate): the server continues
-    // its traces only when told to trust every caller's.
-    config.trace_trust_all = true;
+    let config = test_config(&database.url);
+    // The bot names itself with its caller token: an authenticated caller, whose traces the
+    // server continues without trusting everyone's.
     let app = spawn_with(config, database).await;
     app.wait_for_readiness(ServingStatus::Serving).await;
     app.add_user("maria", "senha-da-maria", 1).await.unwrap();
@@ -212,7 +210,7 @@ async fn one_chat_message_is_one_trace_from_the_bot_through_the_service_to_the_d
         .await
         .unwrap();
     let mut config = produto_bot::BotConfig::for_server(format!("http://{}", app.addr));
-    config.admin_token = Some(ADMIN_TOKEN.into());
+    config.token = Some(produto_testkit::BOT_TOKEN.into());
     config.timeout = Duration::from_secs(5);
     let bot = Bot::build(&config).expect("build the bot");
 
@@ -226,7 +224,7 @@ async fn one_chat_message_is_one_trace_from_the_bot_through_the_service_to_the_d
             };
             spans.iter().any(|s| {
                 s.trace_id == message.trace_id
-                    && s.name == VERIFICAR
+                    && s.name == LOGIN_RPC
                     && s.kind == SpanKind::Server as i32
             }) && spans
                 .iter()
@@ -246,20 +244,20 @@ async fn one_chat_message_is_one_trace_from_the_bot_through_the_service_to_the_d
     // The bot's attempt (a client span) under the message, the server's span under it.
     let attempt = trace
         .iter()
-        .find(|s| s.name == VERIFICAR && s.kind == SpanKind::Client as i32)
+        .find(|s| s.name == LOGIN_RPC && s.kind == SpanKind::Client as i32)
         .expect("the bot's attempt span");
     assert_eq!(attempt.parent_span_id, message.span_id);
     assert_eq!(attr(attempt, "produto.attempt").as_deref(), Some("1"));
     let server = trace
         .iter()
-        .find(|s| s.name == VERIFICAR && s.kind == SpanKind::Server as i32)
+        .find(|s| s.name == LOGIN_RPC && s.kind == SpanKind::Server as i32)
         .expect("the server's RPC span");
     assert_eq!(
         server.parent_span_id, attempt.span_id,
         "continued from the bot"
     );
     assert_eq!(attr(server, "rpc.system.name").as_deref(), Some("grpc"));
-    assert_eq!(attr(server, "rpc.method").as_deref(), Some(VERIFICAR));
+    assert_eq!(attr(server, "rpc.method").as_deref(), Some(LOGIN_RPC));
     assert_eq!(
         attr(server, "rpc.response.status_code").as_deref(),
         Some("OK")
@@ -529,14 +527,14 @@ async fn the_bot_binary_exports_its_trace_at_exit_and_the_server_continues_it() 
     let bot = produto_testkit::process::bot_binary().to_owned();
     let traced = Traced::start().await;
     let database = TestDb::create(Backend::Postgres).await;
-    let mut config = test_config(&database.url);
-    config.trace_trust_all = true;
+    let config = test_config(&database.url);
     let app = spawn_with(config, database).await;
     app.wait_for_readiness(ServingStatus::Serving).await;
     app.add_user("maria", "senha-da-maria", 1).await.unwrap();
 
     let mut child = tokio::process::Command::new(bot)
         .env("PRODUTO_SERVER", format!("http://{}", app.addr))
+        .env("PRODUTO_TOKEN", produto_testkit::BOT_TOKEN)
         .env("PRODUTO_BOT_TIMEOUT", "5s")
         .env_remove("PRODUTO_BOT_TELEGRAM_TOKEN")
         .env("PRODUTO_BOT_ADMIN_ADDR", "")
@@ -574,7 +572,7 @@ async fn the_bot_binary_exports_its_trace_at_exit_and_the_server_continues_it() 
             named(spans, "chat message").iter().any(|message| {
                 spans.iter().any(|s| {
                     s.trace_id == message.trace_id
-                        && s.name == VERIFICAR
+                        && s.name == LOGIN_RPC
                         && s.kind == SpanKind::Server as i32
                 })
             })
