@@ -180,6 +180,12 @@ pub struct Config {
     /// Log format: `text` or `json`. Levels come from RUST_LOG (default `info`).
     #[arg(long, env = "PRODUTO_LOG_FORMAT", value_enum, default_value_t = defaults::LOG_FORMAT)]
     pub log_format: crate::telemetry::LogFormat,
+
+    /// Continue the trace (W3C `traceparent`) of every incoming call. Off: only authenticated
+    /// callers' traces are continued; anyone else's call starts a new trace linked to theirs.
+    /// Traces are exported when OTEL_EXPORTER_OTLP_ENDPOINT is set (docs/tracing.md).
+    #[arg(long, env = "PRODUTO_TRACE_TRUST_ALL")]
+    pub trace_trust_all: bool,
 }
 
 /// The commands besides serving.
@@ -346,6 +352,7 @@ impl Config {
             sessions: self.sessions.settings(),
             password_policy: self.password_policy.settings(),
             log_format: self.log_format,
+            trace_trust_all: self.trace_trust_all,
         })
     }
 
@@ -394,6 +401,8 @@ pub struct Settings {
     pub sessions: SessionSettings,
     pub password_policy: PasswordPolicy,
     pub log_format: LogFormat,
+    /// Continue every incoming trace, not only authenticated callers'.
+    pub trace_trust_all: bool,
 }
 
 impl Settings {
@@ -418,6 +427,7 @@ impl Settings {
             sessions: SessionSettings::default(),
             password_policy: PasswordPolicy::default(),
             log_format: defaults::LOG_FORMAT,
+            trace_trust_all: false,
         }
     }
 }
@@ -596,6 +606,7 @@ mod tests {
             sessions,
             password_policy,
             log_format,
+            trace_trust_all,
         } = settings;
         assert_eq!(addr, expected.addr);
         // The one difference: `Settings::new` leaves the admin port off.
@@ -625,6 +636,7 @@ mod tests {
         assert_eq!(sessions, expected.sessions);
         assert_eq!(password_policy, expected.password_policy);
         assert_eq!(log_format, expected.log_format);
+        assert_eq!(trace_trust_all, expected.trace_trust_all);
     }
 
     #[test]

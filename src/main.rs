@@ -10,7 +10,14 @@ use produto::{Application, Config, Error, config::Command, telemetry};
 async fn main() -> ExitCode {
     // A bad value names the environment variable it came from, when it did.
     let config: Config = produto_client::cli::parse();
-    telemetry::init(config.log_format);
+    // Kept to the end: dropping it flushes the last spans.
+    let _traces = match telemetry::init(config.log_format, "produto-server") {
+        Ok(traces) => traces,
+        Err(e) => {
+            eprintln!("produto-server: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
     let command = config.command.clone();
     let settings = config
         .into_settings()

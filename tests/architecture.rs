@@ -56,6 +56,7 @@ const CLIENT_LAYERS: &[&[&str]] = &[
         "service_config",
         "signal",
         "telemetry",
+        "otel",
         "cli",
         "admin",
     ],

@@ -15,6 +15,7 @@ mod report;
 mod runner;
 mod server;
 mod timing;
+mod traces;
 
 use std::{
     collections::BTreeMap,
@@ -67,9 +68,9 @@ struct Args {
     #[arg(long, default_value_t = 32)]
     mixed_callers: usize,
 
-    /// Scenarios to run (1-9); the servers start whatever is chosen. 8 runs only with more
+    /// Scenarios to run (1-10); the servers start whatever is chosen. 8 runs only with more
     /// than one `--users` size.
-    #[arg(long, value_delimiter = ',', default_value = "1,2,3,4,5,6,7,8,9")]
+    #[arg(long, value_delimiter = ',', default_value = "1,2,3,4,5,6,7,8,9,10")]
     scenarios: Vec<u8>,
 
     /// Logins of each kind (unknown user, wrong password) in scenario 9, the timing gap.
@@ -107,6 +108,11 @@ struct Args {
     /// The server binary (by default the release build next to this benchmark).
     #[arg(long, default_value = env!("CARGO_BIN_EXE_produto-server"))]
     server_bin: String,
+
+    /// A server binary without traces (a build of an earlier commit), run beside scenario
+    /// 10's servers as its "baseline" row: what "off" costs against no tracing code at all.
+    #[arg(long)]
+    baseline_bin: Option<String>,
 
     /// Where the JSON results go.
     #[arg(long, default_value = "target/produto-bench.json")]
@@ -525,6 +531,20 @@ async fn run(args: &Args, db: &BenchDb) -> Result<(), String> {
             goal: "holds 0".into(),
             met: g.holds_zero(),
         });
+    }
+
+    if wants(10) {
+        let plan = traces::Plan {
+            server_bin: &args.server_bin,
+            baseline_bin: args.baseline_bin.as_deref(),
+            database_url: &db.url,
+            connections: args.connections,
+            nivel_callers: args.mixed_callers,
+            login_callers: args.login_callers,
+            rounds: args.rounds,
+            window,
+        };
+        traces::run(plan, &mut rows, &mut targets, &mut notes).await?;
     }
 
     // Last: scenario 8 grows the table, which the others must not see.

@@ -157,7 +157,8 @@ impl Application {
             config.limits.max_concurrent_calls,
             MAX_REQUEST_BYTES,
             callers,
-        );
+        )
+        .trust_all_traces(config.trace_trust_all);
         let stop_serving = CancellationToken::new();
         let server = serve_grpc(incoming, tls, config.limits, layer, routes, &stop_serving)?;
         tokio::pin!(server);

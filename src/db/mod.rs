@@ -23,6 +23,7 @@ pub(crate) mod query;
 pub mod replicas;
 mod settings;
 mod stats;
+pub(crate) mod traces;
 pub mod url;
 
 use std::{

@@ -17,6 +17,9 @@ use sqlx::{
     sqlite::SqliteConnection,
 };
 
+use tracing::Instrument;
+
+use super::traces;
 use super::{Access, Backend, Db, PoolStats, replicas, stats::GaugeGuard};
 use crate::{Error, error::is_connection_error};
 
@@ -128,6 +131,14 @@ impl Db {
             if read {
                 self.servers().get(server).count_read();
             }
+            let span = traces::statement_span(
+                name,
+                traces::Target {
+                    system: self.backend_name(),
+                    address: &self.servers().get(server).address,
+                    primary: server == self.servers().primary_index(),
+                },
+            );
             let (result, lost) = match &self.servers().get(server).backend {
                 Backend::Postgres(pool) => {
                     self.attempt(
@@ -137,6 +148,7 @@ impl Db {
                         name,
                         &mut statement,
                     )
+                    .instrument(span)
                     .await
                 }
                 Backend::Sqlite(pool) => {
@@ -147,6 +159,7 @@ impl Db {
                         name,
                         &mut statement,
                     )
+                    .instrument(span)
                     .await
                 }
             };
@@ -187,11 +200,15 @@ impl Db {
         let mut lease = match self.acquire(server, pool).await {
             Ok(Some(lease)) => lease,
             Ok(None) => {
+                traces::statement_not_started(&tracing::Span::current());
                 let e =
                     Error::Unavailable("the primary moved while waiting for a connection".into());
                 return (Err(e), Retry::PrimaryMoved);
             }
-            Err(e) => return (Err(e), Retry::No),
+            Err(e) => {
+                traces::statement_not_started(&tracing::Span::current());
+                return (Err(e), Retry::No);
+            }
         };
         let outcome = self
             .bounded_as(name, async {
@@ -210,6 +227,11 @@ impl Db {
                 }
             })
             .await;
+        match &outcome {
+            Ok(Ok(_)) => {}
+            Ok(Err(e)) => traces::statement_failed(&tracing::Span::current(), Some(e)),
+            Err(_) => traces::statement_failed(&tracing::Span::current(), None),
+        }
         let lost = if matches!(&outcome, Ok(Err(e)) if is_connection_error(e)) {
             Retry::LostConnection
         } else {
@@ -271,7 +293,8 @@ impl Db {
             // sqlx's acquire future used to hold the whole connection set-up inline (14.5
             // KiB on PostgreSQL), which every statement's future then carried and moved:
             // the vendored sqlx-core boxes the set-up instead (vendor/README.md).
-            let acquiring = tokio::time::timeout(bound, pool.acquire());
+            let acquiring =
+                tokio::time::timeout(bound, pool.acquire()).instrument(traces::pool_wait_span());
             if self.servers.follows_primary() && index == self.servers.primary_index() {
                 tokio::select! {
                     result = acquiring => result,

@@ -1,11 +1,12 @@
 //! Operations: Prometheus metrics (the registry in [`metrics`], the RPC recorder in
 //! [`rpc_metrics`], the database's figures in [`pool_metrics`]), the admin HTTP port
-//! (`/metrics`, `/health`, `/livez`, `/readyz`) and the request ids that tie a call's log
-//! lines together.
+//! (`/metrics`, `/health`, `/livez`, `/readyz`), the request ids that tie a call's log
+//! lines together, and the spans exported as traces ([`traces`]).
 
 pub mod admin;
 pub mod metrics;
 pub mod pool_metrics;
 pub mod request_id;
 pub mod rpc_metrics;
+pub mod traces;
 pub mod user_metrics;

@@ -363,21 +363,36 @@ impl Hasher {
         T: Send + 'static,
         F: FnOnce() -> Result<T, Error> + Send + 'static,
     {
+        // Spans for traces (DEBUG): the wait for a slot and a thread, then the hashing.
+        let queued = tracing::debug_span!("hashing queue", otel.kind = "internal");
         let permit = tokio::time::timeout(self.queue_timeout, self.permits.clone().acquire_owned())
+            .instrument(queued.clone())
             .await
             .map_err(|_| Error::Overloaded("server busy hashing passwords, retry later"))?
             .map_err(|_| Error::Internal("hashing pool closed".into()))?;
         let span = tracing::Span::current();
+        // The caller's subscriber, also on the hashing thread: spans started or ended there
+        // (the queue's, the hashing's) must reach the same one, even when it is not global.
+        let dispatch = span
+            .with_subscriber(|(_, dispatch)| dispatch.clone())
+            .unwrap_or_else(tracing::Dispatch::none);
         let (done, result) = oneshot::channel();
         self.threads.run(Box::new(move || {
-            let _permit = permit;
-            // A caller that has gone (deadline, disconnect) while its hash was queued gets
-            // no hash: otherwise calls with tiny deadlines would make the server hash for
-            // nothing, and hold the slots that the next callers wait for.
-            if done.is_closed() {
-                return;
-            }
-            let _ = done.send(span.in_scope(work));
+            tracing::dispatcher::with_default(&dispatch, || {
+                let _permit = permit;
+                drop(queued);
+                // A caller that has gone (deadline, disconnect) while its hash was queued
+                // gets no hash: otherwise calls with tiny deadlines would make the server
+                // hash for nothing, and hold the slots that the next callers wait for.
+                if done.is_closed() {
+                    return;
+                }
+                let hashing = span.in_scope(|| tracing::debug_span!("password hashing"));
+                let outcome = hashing.in_scope(work);
+                // The caller's span ends on the caller's side, not here after it moved on.
+                drop((hashing, span));
+                let _ = done.send(outcome);
+            })
         }))?;
         result
             .instrument(tracing::Span::current())

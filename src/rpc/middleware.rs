@@ -30,6 +30,7 @@ use crate::{
     ops::{
         request_id,
         rpc_metrics::{self, RpcMetrics},
+        traces,
     },
 };
 
@@ -49,6 +50,7 @@ pub struct RpcLayer {
     max_in_flight: usize,
     max_request_bytes: usize,
     callers: Arc<CallerAuth>,
+    trust_all_traces: bool,
 }
 
 impl RpcLayer {
@@ -67,7 +69,15 @@ impl RpcLayer {
             max_in_flight,
             max_request_bytes,
             callers,
+            trust_all_traces: false,
         }
+    }
+
+    /// Continues the trace an incoming call names whoever the caller is, not only for
+    /// authenticated callers (see [`traces::rpc_started`]).
+    pub fn trust_all_traces(mut self, trust: bool) -> Self {
+        self.trust_all_traces = trust;
+        self
     }
 }
 
@@ -81,6 +91,7 @@ impl<S> Layer<S> for RpcLayer {
             max_in_flight: self.max_in_flight,
             max_request_bytes: self.max_request_bytes,
             callers: self.callers.clone(),
+            trust_all_traces: self.trust_all_traces,
         }
     }
 }
@@ -94,6 +105,7 @@ pub struct Rpc<S> {
     max_in_flight: usize,
     max_request_bytes: usize,
     callers: Arc<CallerAuth>,
+    trust_all_traces: bool,
 }
 
 impl<S> Service<Request<Body>> for Rpc<S>
@@ -140,8 +152,13 @@ where
             method = path,
             peer = tracing::field::Empty,
             caller = caller.as_ref().map_or(crate::auth::ANONYMOUS, |c| &*c.name),
-            request_id = request_id.to_str().unwrap_or_default()
+            request_id = request_id.to_str().unwrap_or_default(),
+            otel.name = tracing::field::Empty,
+            otel.kind = tracing::field::Empty,
+            otel.status_code = tracing::field::Empty,
         );
+        let trust = self.trust_all_traces;
+        traces::rpc_started(&span, req.headers(), path, caller.as_ref(), trust);
         // The peer's address is formatted only for a span that is recorded.
         if !span.is_disabled()
             && let Some(addr) = req
@@ -199,6 +216,7 @@ where
                     recode_request_errors(response.headers_mut(), max_request_bytes);
                     let code = response_code(response.headers());
                     rpc_metrics.record_method(method, &caller_label, code, latency);
+                    traces::rpc_finished(&tracing::Span::current(), code);
                     response
                         .headers_mut()
                         .insert(request_id::header_name(), request_id);

@@ -16,9 +16,11 @@ use futures_util::FutureExt;
 use std::panic::AssertUnwindSafe;
 use tokio::sync::oneshot;
 
+use tracing::Instrument;
+
 use crate::{
     Error,
-    db::{Access, Backend, Db, query::per_backend},
+    db::{Access, Backend, Db, query::per_backend, traces},
     domain::Usuario,
 };
 
@@ -103,6 +105,8 @@ struct State {
 struct Waiter {
     usuario: Usuario,
     reply: oneshot::Sender<Result<Option<i32>, Error>>,
+    /// The caller's span, which the batch's span links to (None without traces).
+    follows: Option<opentelemetry::trace::SpanContext>,
 }
 
 impl NivelBatcher {
@@ -129,6 +133,7 @@ impl NivelBatcher {
             state.pending.push(Waiter {
                 usuario: usuario.clone(),
                 reply,
+                follows: traces::follows(),
             });
             let lead = state.running < self.lanes;
             if lead {
@@ -263,9 +268,11 @@ async fn query(db: &Db, server: usize, batch: &[Waiter]) -> Result<HashMap<Strin
         "nivel_batch"
     };
     let named = db.named_statements();
+    let span = traces::batch_span(batch.len(), batch.iter().map(|w| w.follows.clone()));
     db.run_on(server, Access::Read, name, |conn| {
         Box::pin(async move { lookup(conn.postgres()?, batch, named).await })
     })
+    .instrument(span)
     .await
 }
 
@@ -335,7 +342,15 @@ mod tests {
     fn waiter(name: &str) -> (Waiter, oneshot::Receiver<Result<Option<i32>, Error>>) {
         let (reply, rx) = oneshot::channel();
         let usuario = Usuario::parse(name.into()).unwrap();
-        (Waiter { usuario, reply }, rx)
+        let follows = None;
+        (
+            Waiter {
+                usuario,
+                reply,
+                follows,
+            },
+            rx,
+        )
     }
 
     #[test]

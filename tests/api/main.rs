@@ -11,6 +11,7 @@ mod security;
 mod standin;
 mod startup;
 mod telegram;
+mod traces;
 
 use std::time::{Duration, Instant};
 

@@ -24,7 +24,9 @@ use tonic::{
     transport::{Channel, ClientTlsConfig, Endpoint, channel::Change},
 };
 use tonic_health::pb::{HealthCheckRequest, HealthCheckResponse, health_client::HealthClient};
+use tracing::Instrument;
 
+use crate::otel::{self, attempt_span};
 use crate::pb::{
     AdicionarUsuarioRequest, AdicionarUsuarioResponse, ObterNivelRequest, ObterNivelResponse,
     PoolStatusRequest, PoolStatusResponse, VerificarLoginRequest, VerificarLoginResponse,
@@ -206,23 +208,31 @@ impl BalancedClient {
         let bound = within.min(Duration::from_secs(1));
         self.ensure_instances(bound).await?;
         let Some(policy) = self.policy(method) else {
-            return call().await.map_err(transport_failure_is_unavailable);
+            let span = attempt_span(method, 1);
+            let attempt = span.in_scope(&mut call);
+            return attempt
+                .instrument(span)
+                .await
+                .map_err(transport_failure_is_unavailable);
         };
-        let mut first = true;
+        let mut attempts = 0;
         call_with_retries_while(
             policy,
             |wait| Instant::now() + wait < deadline,
             || {
-                let retry = !std::mem::take(&mut first);
-                let attempt = call();
+                attempts += 1;
+                // The request is built in the attempt's span, so that it carries its context.
+                let span = attempt_span(method, attempts);
+                let attempt = span.in_scope(&mut call);
                 async move {
-                    if retry {
+                    if attempts > 1 {
                         self.retries.fetch_add(1, Relaxed);
                         self.refresh_now(bound).await;
                         self.ensure_instances(bound).await?;
                     }
                     attempt.await.map_err(transport_failure_is_unavailable)
                 }
+                .instrument(span)
             },
         )
         .await
@@ -254,17 +264,20 @@ impl BalancedClient {
         let Some(policy) = self.policy(method) else {
             return call().await.map_err(transport_failure_is_unavailable);
         };
-        let mut first = true;
+        let mut attempts = 0;
         call_with_retries_while(
             policy,
             |_| true,
             || {
-                if !std::mem::take(&mut first) {
+                attempts += 1;
+                if attempts > 1 {
                     self.retries.fetch_add(1, Relaxed);
                     self.refresh.notify_one();
                 }
-                let attempt = call();
+                let span = attempt_span(method, attempts);
+                let attempt = span.in_scope(&mut call);
                 async move { attempt.await.map_err(transport_failure_is_unavailable) }
+                    .instrument(span)
             },
         )
         .await
@@ -296,7 +309,7 @@ impl BalancedClient {
         let client = ProdutoServiceClient::new(self.channel.clone());
         self.retrying((PRODUTO, "ObterNivel"), || {
             let (mut client, request) = (client.clone(), request.clone());
-            async move { client.obter_nivel(request).await }
+            async move { client.obter_nivel(otel::request(request)).await }
         })
         .await
     }
@@ -310,7 +323,7 @@ impl BalancedClient {
         let client = ProdutoServiceClient::new(self.channel.clone());
         self.retrying((PRODUTO, "VerificarLogin"), || {
             let (mut client, request) = (client.clone(), request.clone());
-            async move { client.verificar_login(request).await }
+            async move { client.verificar_login(otel::request(request)).await }
         })
         .await
     }
@@ -331,7 +344,11 @@ impl BalancedClient {
         let client = PoolServiceClient::new(self.channel.clone());
         self.retrying(("produto.v1.PoolService", "PoolStatus"), || {
             let mut client = client.clone();
-            async move { client.pool_status(PoolStatusRequest {}).await }
+            async move {
+                client
+                    .pool_status(otel::request(PoolStatusRequest {}))
+                    .await
+            }
         })
         .await
     }
@@ -344,7 +361,7 @@ impl BalancedClient {
             let request = HealthCheckRequest {
                 service: service.into(),
             };
-            async move { client.check(request).await }
+            async move { client.check(otel::request(request)).await }
         })
         .await
     }

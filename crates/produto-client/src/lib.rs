@@ -8,12 +8,14 @@
 //! | [`service_config`] | the clients' retry policy (`proto/produto/v1/service_config.json`) and the retry loop that applies it |
 //! | [`client`] | the balancing, retrying client (over [`pb`] and [`service_config`] only) |
 //! | [`telemetry`], [`signal`], [`cli`] | log setup, the shutdown signal and command-line parsing that names the environment variable of a bad value, shared by `produto-server` and `produto-bot` |
+//! | [`otel`] | traces: the OTLP exporter both binaries install from the `OTEL_*` variables, trace context in gRPC metadata |
 //! | `admin` (feature `admin`) | the admin HTTP ports' shared part: `/livez`, `/readyz`, the `/metrics` answer, serving until stopped |
 
 #[cfg(feature = "admin")]
 pub mod admin;
 pub mod cli;
 pub mod client;
+pub mod otel;
 pub mod service_config;
 pub mod signal;
 pub mod telemetry;

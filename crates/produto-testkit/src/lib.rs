@@ -10,6 +10,7 @@ pub mod app;
 pub mod cluster;
 pub mod database;
 pub mod http;
+pub mod otlp;
 pub mod pgbouncer;
 pub mod process;
 pub mod proxy;

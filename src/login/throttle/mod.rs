@@ -233,6 +233,7 @@ impl Throttle {
     /// attempts in flight waits for them (at most [`WAIT_MAX`]; UNAVAILABLE past it); one
     /// that finds it taken by failures is refused. Every path runs the same statements (two
     /// claims, and one resolution now or when finished), whatever the verdict.
+    #[tracing::instrument(level = "debug", name = "throttle claim", skip_all)]
     pub async fn begin(&self, usuario: &Usuario, caller: &Caller) -> Result<Claim, Error> {
         if self.policy.max_failures == 0 {
             return Ok(Claim::decided(Verdict::Unthrottled));

@@ -22,6 +22,23 @@ _ADMIN_TOKEN_KEY = "produto-admin-token"
 _SESSION_KEY = "produto-session"
 _END_USER_KEY = "produto-end-user"
 
+try:
+    # Optional: with OpenTelemetry installed in the caller, each call carries the caller's
+    # current trace context (W3C traceparent/tracestate, or whatever propagator the caller
+    # configured), so that produto's spans join the caller's trace.
+    from opentelemetry import propagate as _otel_propagate
+except ImportError:  # pragma: no cover - OpenTelemetry is not a dependency
+    _otel_propagate = None
+
+
+def _trace_context() -> List[Tuple[str, str]]:
+    """The current trace context as gRPC metadata; empty without OpenTelemetry."""
+    if _otel_propagate is None:
+        return []
+    carrier: dict = {}
+    _otel_propagate.inject(carrier)
+    return [(key.lower(), value) for key, value in carrier.items()]
+
 
 def service_config() -> str:
     """The retry policy (a gRPC service config, JSON) shipped with the package: a copy of
@@ -180,7 +197,7 @@ class Client:
     def _metadata(
         self, admin: bool, session: Optional[str] = None, end_user: Optional[str] = None
     ) -> List[Tuple[str, str]]:
-        metadata = []
+        metadata = _trace_context()
         if self.token:
             metadata.append(("authorization", f"Bearer {self.token}"))
         end_user = end_user or self.end_user

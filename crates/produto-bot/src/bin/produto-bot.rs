@@ -15,7 +15,14 @@ use tokio_util::sync::CancellationToken;
 async fn main() -> ExitCode {
     // A bad value names the environment variable it came from, when it did.
     let config: BotConfig = produto_client::cli::parse();
-    telemetry::init(config.log_format);
+    // Kept to the end: dropping it flushes the last spans.
+    let _traces = match telemetry::init(config.log_format, "produto-bot") {
+        Ok(traces) => traces,
+        Err(e) => {
+            eprintln!("produto-bot: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
     let stop = CancellationToken::new();
     tokio::spawn({
         let stop = stop.clone();

@@ -62,19 +62,25 @@ impl Bot {
 
     /// A call sent once, never retried (its first attempt may have taken effect), through
     /// the balancing channel, bounded by the per-call timeout.
-    pub(super) async fn once<T, Fut>(
+    pub(super) async fn once<M, T, Fut>(
         &self,
         method: &'static str,
-        call: impl FnOnce(ProdutoServiceClient<Channel>) -> Fut,
+        request: impl FnOnce() -> Request<M>,
+        call: impl FnOnce(ProdutoServiceClient<Channel>, Request<M>) -> Fut,
     ) -> Result<T, Status>
     where
         Fut: Future<Output = Result<Response<T>, Status>>,
     {
+        // The one attempt is a client span, and the request is built inside it, so that the
+        // service continues the trace from the attempt (as the balancing client's do).
+        let span = produto_client::otel::attempt_span(("produto.v1.ProdutoService", method), 1);
+        let request = span.in_scope(request);
         let sent = async {
             self.client.ensure_instances(self.timeout).await?;
-            within(self.timeout, call(self.produto.clone())).await
+            within(self.timeout, call(self.produto.clone(), request)).await
         };
-        self.call(method, sent).await
+        self.call(method, tracing::Instrument::instrument(sent, span))
+            .await
     }
 
     /// A request carrying the per-call deadline, the bot's caller token and, when known,
@@ -84,7 +90,7 @@ impl Bot {
         message: T,
         end_user: Option<&MetadataValue<Ascii>>,
     ) -> Request<T> {
-        let mut request = Request::new(message);
+        let mut request = produto_client::otel::request(message);
         request.set_timeout(self.timeout);
         if let Some(token) = &self.token {
             request

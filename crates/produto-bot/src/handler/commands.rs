@@ -39,16 +39,18 @@ impl Bot {
         usuario: String,
         senha: SecretString,
     ) -> (String, Outcome) {
-        let request = self.chat_request(
-            pb::AbrirSessaoRequest {
-                usuario: usuario.clone(),
-                // The request message is plain protobuf: the password leaves the wrapper here.
-                senha: senha.expose_secret().to_owned(),
-            },
-            caller,
-        );
+        let request = || {
+            self.chat_request(
+                pb::AbrirSessaoRequest {
+                    usuario: usuario.clone(),
+                    // The request message is plain protobuf: the password leaves the wrapper here.
+                    senha: senha.expose_secret().to_owned(),
+                },
+                caller,
+            )
+        };
         // Sent once: a retry would open a second session (the first one replaced).
-        let open = self.once("AbrirSessao", |mut client| async move {
+        let open = self.once("AbrirSessao", request, |mut client, request| async move {
             client.abrir_sessao(request).await
         });
         match open.await {
@@ -130,18 +132,22 @@ impl Bot {
         senha: SecretString,
         nivel: i32,
     ) -> (String, Outcome) {
-        let request = self.chat_request(
-            pb::AdicionarUsuarioRequest {
-                usuario: usuario.clone(),
-                senha: senha.expose_secret().to_owned(),
-                nivel,
-            },
-            caller,
-        );
+        let request = || {
+            self.chat_request(
+                pb::AdicionarUsuarioRequest {
+                    usuario: usuario.clone(),
+                    senha: senha.expose_secret().to_owned(),
+                    nivel,
+                },
+                caller,
+            )
+        };
         // Sent once, never retried: an attempt that timed out may have created the user.
-        let add = self.once("AdicionarUsuario", |mut client| async move {
-            client.adicionar_usuario(request).await
-        });
+        let add = self.once(
+            "AdicionarUsuario",
+            request,
+            |mut client, request| async move { client.adicionar_usuario(request).await },
+        );
         match add.await {
             Ok(r) => {
                 tracing::info!(%usuario, nivel, id = r.id, "user added");
@@ -163,16 +169,18 @@ impl Bot {
             Ok(session) => session,
             Err(refused) => return refused,
         };
-        let request = self.chat_request(
-            pb::AlterarSenhaRequest {
-                usuario: session.usuario.clone(),
-                senha_atual: atual.expose_secret().to_owned(),
-                senha_nova: nova.expose_secret().to_owned(),
-            },
-            caller,
-        );
+        let request = || {
+            self.chat_request(
+                pb::AlterarSenhaRequest {
+                    usuario: session.usuario.clone(),
+                    senha_atual: atual.expose_secret().to_owned(),
+                    senha_nova: nova.expose_secret().to_owned(),
+                },
+                caller,
+            )
+        };
         // Sent once: a change that went through would, retried, fail on the old password.
-        let change = self.once("AlterarSenha", |mut client| async move {
+        let change = self.once("AlterarSenha", request, |mut client, request| async move {
             client.alterar_senha(request).await
         });
         match change.await {
@@ -195,15 +203,17 @@ impl Bot {
         usuario: String,
         nova: SecretString,
     ) -> (String, Outcome) {
-        let request = self.chat_request(
-            pb::AlterarSenhaRequest {
-                usuario: usuario.clone(),
-                senha_atual: String::new(),
-                senha_nova: nova.expose_secret().to_owned(),
-            },
-            caller,
-        );
-        let set = self.once("AlterarSenha", |mut client| async move {
+        let request = || {
+            self.chat_request(
+                pb::AlterarSenhaRequest {
+                    usuario: usuario.clone(),
+                    senha_atual: String::new(),
+                    senha_nova: nova.expose_secret().to_owned(),
+                },
+                caller,
+            )
+        };
+        let set = self.once("AlterarSenha", request, |mut client, request| async move {
             client.alterar_senha(request).await
         });
         match set.await {

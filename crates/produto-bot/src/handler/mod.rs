@@ -151,7 +151,8 @@ impl Bot {
 
     /// Answers one chat message, saying what came of it. The one place commands are run;
     /// every transport comes here.
-    #[tracing::instrument(skip_all, fields(session = incoming.session.0, end_user = incoming.end_user))]
+    /// Each message is the root of its own trace (docs/tracing.md).
+    #[tracing::instrument(name = "chat message", parent = None, skip_all, fields(session = incoming.session.0, end_user = incoming.end_user))]
     pub async fn handle_incoming(&self, incoming: Incoming<'_>) -> Handled {
         let held_password = command::names_a_password_command(incoming.text);
         // On the heap: the commands' futures add up to tens of kilobytes (more in debug

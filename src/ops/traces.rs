@@ -1,0 +1,119 @@
+//! The RPC span in OpenTelemetry's terms (the semantic conventions for RPC): its name, kind,
+//! status and the trace it continues. Recorded only when [`otel::exporting`]: without traces
+//! it costs one lookup per call. The database's spans are `db/traces.rs`.
+
+use opentelemetry::trace::Status;
+use produto_client::otel;
+use tonic::{Code, codegen::http::HeaderMap};
+use tracing::Span;
+use tracing_opentelemetry::OpenTelemetrySpanExt;
+
+use crate::auth::{Caller, Via};
+
+/// Sets up the RPC span `span` (declared with empty `otel.name`, `otel.kind` and
+/// `otel.status_code` fields) for export: named `{rpc.method}` as the conventions say, a
+/// server span, continuing the caller's trace when the caller is authenticated (or
+/// `trust_all`), otherwise a new trace linked to the one the request names: an anonymous
+/// caller cannot graft its calls into our traces, nor make us sample them.
+pub fn rpc_started(
+    span: &Span,
+    headers: &HeaderMap,
+    path: &str,
+    caller: Option<&Caller>,
+    trust_all: bool,
+) {
+    if !otel::exporting(span) {
+        return;
+    }
+    use opentelemetry::trace::TraceContextExt;
+    let method = path.trim_start_matches('/');
+    span.record("otel.name", method);
+    span.record("otel.kind", "server");
+    let incoming = otel::extract(headers);
+    let remote = incoming.span().span_context().clone();
+    if remote.is_valid() {
+        if caller.is_some() || trust_all {
+            let _ = span.set_parent(incoming);
+        } else {
+            span.add_link(remote);
+        }
+    }
+    // The sampler decides now, so that an unsampled call builds no attributes and the
+    // spans under it are not built at all (see `db/traces.rs`).
+    if !span.context().span().span_context().is_sampled() {
+        return;
+    }
+    span.set_attribute("rpc.system.name", "grpc");
+    span.set_attribute("rpc.method", method.to_owned());
+    if let Some(caller) = caller {
+        span.set_attribute("produto.caller.name", caller.name.to_string());
+        let via = match caller.via {
+            Via::Token => "token",
+            Via::Certificate => "certificate",
+        };
+        span.set_attribute("produto.caller.via", via);
+    }
+}
+
+/// Records the call's gRPC code on its span: `rpc.response.status_code`, and an error status
+/// only for the codes the conventions count as the server's failures.
+pub fn rpc_finished(span: &Span, code: Code) {
+    if !otel::exporting(span) {
+        return;
+    }
+    let name = code_name(code);
+    span.set_attribute("rpc.response.status_code", name);
+    if matches!(
+        code,
+        Code::Unknown
+            | Code::DeadlineExceeded
+            | Code::Unimplemented
+            | Code::Internal
+            | Code::Unavailable
+            | Code::DataLoss
+    ) {
+        span.set_attribute("error.type", name);
+        span.set_status(Status::error(name));
+    }
+}
+
+/// gRPC's name for a code, as the conventions record it.
+fn code_name(code: Code) -> &'static str {
+    match code {
+        Code::Ok => "OK",
+        Code::Cancelled => "CANCELLED",
+        Code::Unknown => "UNKNOWN",
+        Code::InvalidArgument => "INVALID_ARGUMENT",
+        Code::DeadlineExceeded => "DEADLINE_EXCEEDED",
+        Code::NotFound => "NOT_FOUND",
+        Code::AlreadyExists => "ALREADY_EXISTS",
+        Code::PermissionDenied => "PERMISSION_DENIED",
+        Code::ResourceExhausted => "RESOURCE_EXHAUSTED",
+        Code::FailedPrecondition => "FAILED_PRECONDITION",
+        Code::Aborted => "ABORTED",
+        Code::OutOfRange => "OUT_OF_RANGE",
+        Code::Unimplemented => "UNIMPLEMENTED",
+        Code::Internal => "INTERNAL",
+        Code::Unavailable => "UNAVAILABLE",
+        Code::DataLoss => "DATA_LOSS",
+        Code::Unauthenticated => "UNAUTHENTICATED",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_code_has_its_grpc_name() {
+        for (n, name) in [
+            (0, "OK"),
+            (4, "DEADLINE_EXCEEDED"),
+            (5, "NOT_FOUND"),
+            (14, "UNAVAILABLE"),
+            (16, "UNAUTHENTICATED"),
+        ] {
+            assert_eq!(code_name(Code::from_i32(n)), name);
+        }
+    }
+}
