@@ -11,7 +11,6 @@ mod security;
 mod standin;
 mod startup;
 mod telegram;
-mod traces;
 
 use std::time::{Duration, Instant};
 

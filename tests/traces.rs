@@ -4,7 +4,9 @@
 //!
 //! Each test has its own tracer provider and subscriber, installed for its own thread (the
 //! tests run on a current-thread runtime, so the server and the bot they start run there too):
-//! tests running in parallel never share a provider, and no global one is set.
+//! tests running in parallel never share a provider, and no global one is set. A binary of
+//! their own: tracing caches each callsite's interest for the whole process, and a test
+//! running without a subscriber beside them could leave a span disabled for theirs.
 
 use std::{
     io::Write,
@@ -71,6 +73,8 @@ impl Traced {
             move || writer.clone(),
         );
         let guard = tracing::dispatcher::set_default(&dispatch);
+        // Callsites first seen before this subscriber existed are asked again.
+        tracing::callsite::rebuild_interest_cache();
         Traced {
             receiver,
             traces: Some(traces),
