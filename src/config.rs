@@ -14,7 +14,7 @@ use secrecy::SecretString;
 
 use crate::{
     auth::AuthFlags,
-    db::{DbFlags, DbSettings},
+    db::{DbFlags, DbSettings, default_duration},
     import::{Columns, ImportSettings, Source},
     login::throttle::{LoginThrottle, ThrottleFlags},
     password::{HashFlags, HashSettings, PasswordPolicy, PolicyFlags},
@@ -85,11 +85,6 @@ pub mod defaults {
     pub const MAX_CONCURRENT_CALLS: usize = 1024;
     pub const MAX_STREAMS_PER_CONNECTION: u32 = 256;
     pub const LOG_FORMAT: LogFormat = LogFormat::Text;
-}
-
-/// A default duration written as its flag takes it (`"5s"`).
-fn default_duration(text: &str) -> Duration {
-    humantime::parse_duration(text).expect("every default duration parses")
 }
 
 /// produto-server: user logins and access levels over gRPC.

@@ -41,7 +41,7 @@ pub use hosts::check_urls;
 pub use probe::ProbeConnection;
 pub use query::{Conn, Statement};
 pub use replicas::{Access, Backend, Role, Server, Servers};
-pub use settings::{DbFlags, DbSettings, is_postgres_url};
+pub use settings::{DbFlags, DbSettings, default_duration, is_postgres_url};
 pub use stats::{PoolSnapshot, PoolStats};
 
 use crate::Error;

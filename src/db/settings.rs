@@ -20,8 +20,9 @@ pub mod defaults {
     pub const REPLICA_MAX_LAG: &str = "1s";
 }
 
-/// A default duration as its flag writes it.
-fn duration(text: &str) -> Duration {
+/// A default duration as its flag writes it (every component's `defaults` are written as the
+/// flag takes them, e.g. `"5s"`): the one parser of them.
+pub fn default_duration(text: &str) -> Duration {
     humantime::parse_duration(text).expect("every default duration parses")
 }
 
@@ -265,17 +266,17 @@ impl DbSettings {
             url: url.into(),
             min_connections: defaults::MIN_CONNECTIONS,
             max_connections: defaults::MAX_CONNECTIONS,
-            acquire_timeout: duration(defaults::ACQUIRE_TIMEOUT),
-            query_timeout: duration(defaults::QUERY_TIMEOUT),
-            idle_timeout: duration(defaults::IDLE_TIMEOUT),
-            max_lifetime: duration(defaults::MAX_LIFETIME),
-            slow_query_threshold: duration(defaults::SLOW_QUERY_THRESHOLD),
+            acquire_timeout: default_duration(defaults::ACQUIRE_TIMEOUT),
+            query_timeout: default_duration(defaults::QUERY_TIMEOUT),
+            idle_timeout: default_duration(defaults::IDLE_TIMEOUT),
+            max_lifetime: default_duration(defaults::MAX_LIFETIME),
+            slow_query_threshold: default_duration(defaults::SLOW_QUERY_THRESHOLD),
             batch_nivel: defaults::BATCH_NIVEL,
             batch_nivel_lanes: defaults::BATCH_NIVEL_LANES,
             pgbouncer_transaction_pooling: defaults::PGBOUNCER_TRANSACTION_POOLING,
             replica_urls: Vec::new(),
             replica_failover: false,
-            replica_max_lag: duration(defaults::REPLICA_MAX_LAG),
+            replica_max_lag: default_duration(defaults::REPLICA_MAX_LAG),
             replica_min_connections: None,
             replica_max_connections: None,
         }

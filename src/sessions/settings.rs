@@ -3,6 +3,8 @@
 
 use std::time::Duration;
 
+use crate::db::default_duration;
+
 /// Each default, written once: the flags and [`SessionSettings::default`] both read them.
 pub mod defaults {
     pub const LIFETIME: &str = "12h";
@@ -11,11 +13,6 @@ pub mod defaults {
     pub const PURGE_INTERVAL: &str = "1m";
     pub const ADMIN_NIVEL: i32 = 2;
     pub const AUDIT_RETENTION: &str = "365d";
-}
-
-/// A default duration as its flag writes it.
-fn duration(text: &str) -> Duration {
-    humantime::parse_duration(text).expect("every default duration parses")
 }
 
 /// The flags of sessions and the audit trail.
@@ -103,12 +100,12 @@ pub struct SessionSettings {
 impl Default for SessionSettings {
     fn default() -> Self {
         SessionSettings {
-            lifetime: duration(defaults::LIFETIME),
-            idle_timeout: duration(defaults::IDLE_TIMEOUT),
+            lifetime: default_duration(defaults::LIFETIME),
+            idle_timeout: default_duration(defaults::IDLE_TIMEOUT),
             max_per_user: defaults::MAX_PER_USER,
-            purge_interval: duration(defaults::PURGE_INTERVAL),
+            purge_interval: default_duration(defaults::PURGE_INTERVAL),
             admin_nivel: defaults::ADMIN_NIVEL,
-            audit_retention: duration(defaults::AUDIT_RETENTION),
+            audit_retention: default_duration(defaults::AUDIT_RETENTION),
         }
     }
 }

@@ -86,7 +86,7 @@ impl Default for LoginThrottle {
         LoginThrottle {
             max_failures: defaults::MAX_FAILURES,
             max_failures_per_user: defaults::MAX_FAILURES_PER_USER,
-            window: humantime::parse_duration(defaults::WINDOW).expect("the default window parses"),
+            window: crate::db::default_duration(defaults::WINDOW),
             trust_end_user: defaults::TRUST_END_USER,
             authenticated: is_authenticated,
             tell_authenticated: defaults::TELL_AUTHENTICATED,
