@@ -18,6 +18,7 @@ use opentelemetry_proto::tonic::{
     common::v1::{AnyValue, KeyValue, any_value::Value},
     trace::v1::{Span, span::SpanKind},
 };
+use opentelemetry_sdk::trace::Sampler;
 use produto::pb::ObterNivelRequest;
 use produto_bot::{Bot, ChatId};
 use produto_client::{
@@ -62,8 +63,14 @@ struct Traced {
 
 impl Traced {
     async fn start() -> Traced {
+        Traced::sampling(Sampler::ParentBased(Box::new(Sampler::AlwaysOn))).await
+    }
+
+    /// [`Traced::start`] deciding with `sampler` at each trace's root.
+    async fn sampling(sampler: Sampler) -> Traced {
         let receiver = Receiver::start(true).await;
-        let traces = Arc::new(Traces::start(&receiver.endpoint(), "produto-test").unwrap());
+        let traces = Traces::with_sampler(&receiver.endpoint(), "produto-test", sampler);
+        let traces = Arc::new(traces.unwrap());
         let logs = Logs::default();
         let writer = logs.clone();
         let dispatch = telemetry::traced_dispatch(
@@ -191,6 +198,18 @@ fn every_value(spans: &[Span]) -> Vec<String> {
         .collect()
 }
 
+/// The bot, with its caller token, after chat 7 logged in as maria (her password,
+/// `senha-da-maria`, level 1).
+async fn logged_in_bot(server: &std::net::SocketAddr) -> Bot {
+    let mut config = produto_bot::BotConfig::for_server(format!("http://{server}"));
+    config.token = Some(produto_testkit::BOT_TOKEN.into());
+    config.timeout = Duration::from_secs(5);
+    let bot = Bot::build(&config).expect("build the bot");
+    let reply = bot.handle(ChatId(7), "/login maria senha-da-maria").await;
+    assert_eq!(reply, "Olá, maria! Você entrou com nível 1.");
+    bot
+}
+
 /// The RPC a chat's `/login` makes: the password checked and a session opened.
 const LOGIN_RPC: &str = "produto.v1.ProdutoService/AbrirSessao";
 const OBTER: &str = "produto.v1.ProdutoService/ObterNivel";
@@ -213,13 +232,7 @@ async fn one_chat_message_is_one_trace_from_the_bot_through_the_service_to_the_d
         .fetch_one(&mut conn)
         .await
         .unwrap();
-    let mut config = produto_bot::BotConfig::for_server(format!("http://{}", app.addr));
-    config.token = Some(produto_testkit::BOT_TOKEN.into());
-    config.timeout = Duration::from_secs(5);
-    let bot = Bot::build(&config).expect("build the bot");
-
-    let reply = bot.handle(ChatId(7), "/login maria senha-da-maria").await;
-    assert_eq!(reply, "Olá, maria! Você entrou com nível 1.");
+    logged_in_bot(&app.addr).await;
 
     let spans = traced
         .spans_until(|spans| {
@@ -595,4 +608,79 @@ async fn the_bot_binary_exports_its_trace_at_exit_and_the_server_continues_it() 
     for value in every_value(&spans) {
         assert!(!value.contains("senha-da-maria"), "a password in {value:?}");
     }
+}
+
+#[tokio::test]
+async fn an_unsampled_trace_exports_nothing_and_a_sampled_caller_is_still_followed() {
+    // Parent-based, no new trace sampled: what a 1 % ratio does to 99 calls in 100.
+    let never = Sampler::ParentBased(Box::new(Sampler::TraceIdRatioBased(0.0)));
+    let traced = Traced::sampling(never).await;
+    let database = TestDb::create(Backend::Postgres).await;
+    let dir = tempfile::tempdir().unwrap();
+    let tokens = dir.path().join("caller-tokens");
+    std::fs::write(
+        &tokens,
+        format!(
+            "billing {BILLING_TOKEN}\nbot {}\n",
+            produto_testkit::BOT_TOKEN
+        ),
+    )
+    .unwrap();
+    let mut config = test_config(&database.url);
+    config.caller_tokens_file = Some(tokens);
+    let app = spawn_with(config, database).await;
+    app.wait_for_readiness(ServingStatus::Serving).await;
+    app.add_user("maria", "senha-da-maria", 1).await.unwrap();
+
+    // Unsampled: a chat message (a login: the throttle, the hashing queue, statements), an
+    // anonymous caller's trace (only ever linked), calls with no trace at all.
+    let bot = logged_in_bot(&app.addr).await;
+    let reply = bot.handle(ChatId(7), "/nivel").await;
+    assert!(reply.contains('1'), "{reply}");
+    let mut client = app.produto.clone();
+    let (anonymous, _, _) = traceparent();
+    client
+        .obter_nivel(nivel_request(&anonymous, None))
+        .await
+        .unwrap();
+    for _ in 0..5 {
+        client
+            .obter_nivel(ObterNivelRequest {
+                usuario: "maria".into(),
+            })
+            .await
+            .unwrap();
+    }
+
+    // A trusted caller's sampled trace is continued whatever the ratio says of new ones.
+    let (header, trace_id, parent) = traceparent();
+    client
+        .obter_nivel(nivel_request(&header, Some(BILLING_TOKEN)))
+        .await
+        .unwrap();
+    let server = server_span(&traced, |s| hex(&s.trace_id) == trace_id).await;
+    assert_eq!(hex(&server.parent_span_id), parent);
+    let spans = traced
+        .spans_until(|spans| {
+            spans
+                .iter()
+                .any(|s| hex(&s.trace_id) == trace_id && attr(s, "db.system.name").is_some())
+        })
+        .await;
+    let strays: Vec<String> = spans
+        .iter()
+        .filter(|s| hex(&s.trace_id) != trace_id)
+        .map(|s| format!("{} in trace {}", s.name, hex(&s.trace_id)))
+        .collect();
+    assert!(strays.is_empty(), "spans of unsampled calls: {strays:?}");
+
+    // The unsampled calls' log lines are written, without trace ids.
+    let logs = traced.logs.text();
+    let lines: Vec<&str> = logs
+        .lines()
+        .filter(|l| l.contains("\"message\":\"rpc\""))
+        .collect();
+    assert!(lines.len() >= 9, "{logs}");
+    let with_ids = lines.iter().filter(|l| l.contains("\"trace_id\"")).count();
+    assert_eq!(with_ids, 1, "only the sampled call's line has ids:\n{logs}");
 }

@@ -147,12 +147,17 @@ pub fn follows() -> Option<SpanContext> {
 
 /// The span of one ObterNivel batch query: a child of the one call it serves, or, serving
 /// several, a root span linked to each of them (the OpenTelemetry way to show a batch).
+/// Exported when a call it serves is sampled.
 pub fn batch_span(size: usize, callers: impl Iterator<Item = Option<SpanContext>>) -> Span {
-    let span = tracing::debug_span!(parent: None, "nivel batch", otel.kind = "internal", produto.batch.size = size);
-    if span.is_disabled() {
+    let make = || tracing::debug_span!(parent: None, "nivel batch", otel.kind = "internal", produto.batch.size = size);
+    if !otel::exporting_now() {
+        return make();
+    }
+    let callers: Vec<SpanContext> = callers.flatten().filter(|c| c.is_sampled()).collect();
+    let span = otel::decided(!callers.is_empty(), make);
+    if callers.is_empty() || span.is_disabled() {
         return span;
     }
-    let callers: Vec<SpanContext> = callers.flatten().collect();
     if let [only] = callers.as_slice() {
         use opentelemetry::trace::TraceContextExt;
         let parent = opentelemetry::Context::new().with_remote_span_context(only.clone());

@@ -1,6 +1,6 @@
 //! The RPC span in OpenTelemetry's terms (the semantic conventions for RPC): its name, kind,
-//! status and the trace it continues. Recorded only when [`otel::exporting`]: without traces
-//! it costs one lookup per call. The database's spans are `db/traces.rs`.
+//! status, the trace it continues, and whether it is sampled. Without traces it costs one
+//! lookup per call; unsampled, a few more. The database's spans are `db/traces.rs`.
 
 use opentelemetry::trace::Status;
 use produto_client::otel;
@@ -10,38 +10,44 @@ use tracing_opentelemetry::OpenTelemetrySpanExt;
 
 use crate::auth::{Caller, Via};
 
-/// Sets up the RPC span `span` (declared with empty `otel.name`, `otel.kind` and
-/// `otel.status_code` fields) for export: named `{rpc.method}` as the conventions say, a
-/// server span, continuing the caller's trace when the caller is authenticated (or
-/// `trust_all`), otherwise a new trace linked to the one the request names: an anonymous
-/// caller cannot graft its calls into our traces, nor make us sample them.
-pub fn rpc_started(
-    span: &Span,
+/// The RPC span, made by `make` (declared with empty `otel.name`, `otel.kind` and
+/// `otel.status_code` fields), and whether it is exported. The sampler decides before the
+/// span is made, so that an unsampled call's span never reaches the OpenTelemetry layer.
+/// Exported, the span is named `{rpc.method}` as the conventions say, a server span,
+/// continuing the caller's trace when the caller is authenticated (or `trust_all`),
+/// otherwise a new trace linked to the one the request names: an anonymous caller cannot
+/// graft its calls into our traces, nor make us sample them.
+pub fn rpc_span(
     headers: &HeaderMap,
     path: &str,
     caller: Option<&Caller>,
     trust_all: bool,
-) {
-    if !otel::exporting(span) {
-        return;
+    make: impl FnOnce() -> Span,
+) -> (Span, bool) {
+    if !otel::exporting_now() {
+        return (make(), false);
     }
     use opentelemetry::trace::TraceContextExt;
     let method = path.trim_start_matches('/');
+    let incoming = headers
+        .contains_key("traceparent")
+        .then(|| otel::extract(headers))
+        .filter(|cx| cx.span().span_context().is_valid());
+    let trusted = caller.is_some() || trust_all;
+    let parent = incoming.as_ref().filter(|_| trusted);
+    let sampled = otel::sample(parent, method).unwrap_or(false);
+    let span = otel::decided(sampled, make);
+    if !sampled || span.is_disabled() {
+        return (span, false);
+    }
     span.record("otel.name", method);
     span.record("otel.kind", "server");
-    let incoming = otel::extract(headers);
-    let remote = incoming.span().span_context().clone();
-    if remote.is_valid() {
-        if caller.is_some() || trust_all {
+    if let Some(incoming) = incoming {
+        if trusted {
             let _ = span.set_parent(incoming);
         } else {
-            span.add_link(remote);
+            span.add_link(incoming.span().span_context().clone());
         }
-    }
-    // The sampler decides now, so that an unsampled call builds no attributes and the
-    // spans under it are not built at all (see `db/traces.rs`).
-    if !span.context().span().span_context().is_sampled() {
-        return;
     }
     span.set_attribute("rpc.system.name", "grpc");
     span.set_attribute("rpc.method", method.to_owned());
@@ -53,14 +59,12 @@ pub fn rpc_started(
         };
         span.set_attribute("produto.caller.via", via);
     }
+    (span, true)
 }
 
-/// Records the call's gRPC code on its span: `rpc.response.status_code`, and an error status
-/// only for the codes the conventions count as the server's failures.
+/// Records the call's gRPC code on its exported span: `rpc.response.status_code`, and an
+/// error status only for the codes the conventions count as the server's failures.
 pub fn rpc_finished(span: &Span, code: Code) {
-    if !otel::exporting(span) {
-        return;
-    }
     let name = code_name(code);
     span.set_attribute("rpc.response.status_code", name);
     if matches!(

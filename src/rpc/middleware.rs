@@ -147,18 +147,19 @@ where
         };
         let caller = identity.as_ref().ok().cloned().flatten();
         let caller_label = self.callers.label(caller.as_ref());
-        let span = tracing::info_span!(
-            "rpc",
-            method = path,
-            peer = tracing::field::Empty,
-            caller = caller.as_ref().map_or(crate::auth::ANONYMOUS, |c| &*c.name),
-            request_id = request_id.to_str().unwrap_or_default(),
-            otel.name = tracing::field::Empty,
-            otel.kind = tracing::field::Empty,
-            otel.status_code = tracing::field::Empty,
-        );
         let trust = self.trust_all_traces;
-        traces::rpc_started(&span, req.headers(), path, caller.as_ref(), trust);
+        let (span, traced) = traces::rpc_span(req.headers(), path, caller.as_ref(), trust, || {
+            tracing::info_span!(
+                "rpc",
+                method = path,
+                peer = tracing::field::Empty,
+                caller = caller.as_ref().map_or(crate::auth::ANONYMOUS, |c| &*c.name),
+                request_id = request_id.to_str().unwrap_or_default(),
+                otel.name = tracing::field::Empty,
+                otel.kind = tracing::field::Empty,
+                otel.status_code = tracing::field::Empty,
+            )
+        });
         // The peer's address is formatted only for a span that is recorded.
         if !span.is_disabled()
             && let Some(addr) = req
@@ -216,7 +217,9 @@ where
                     recode_request_errors(response.headers_mut(), max_request_bytes);
                     let code = response_code(response.headers());
                     rpc_metrics.record_method(method, &caller_label, code, latency);
-                    traces::rpc_finished(&tracing::Span::current(), code);
+                    if traced {
+                        traces::rpc_finished(&tracing::Span::current(), code);
+                    }
                     response
                         .headers_mut()
                         .insert(request_id::header_name(), request_id);

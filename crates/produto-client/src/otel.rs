@@ -2,16 +2,27 @@
 //! variables ask for it, the layer that turns `tracing` spans into OpenTelemetry spans, and
 //! W3C trace context (`traceparent`, `tracestate`) in gRPC metadata. Without an endpoint
 //! nothing here is installed, and the helpers below return at their first check.
+//!
+//! Sampling is decided where a trace starts, before its root span is made ([`sample`],
+//! [`decided`], [`root`]): a span the sampler refused, and everything under it, never reaches
+//! the OpenTelemetry layer, so an unsampled call costs what it costs with traces off (the
+//! layer builds every span it sees, and the SDK's own sampler only decides afterwards).
 
-use std::time::Duration;
+use std::{cell::Cell, time::Duration};
 
 use opentelemetry::{
     Context,
     propagation::{Extractor, Injector, TextMapPropagator},
-    trace::{SpanContext, TraceContextExt, TracerProvider as _},
+    trace::{SpanContext, SpanKind, TraceContextExt, TracerProvider as _},
 };
 use opentelemetry_otlp::{SpanExporter, WithExportConfig};
-use opentelemetry_sdk::{Resource, propagation::TraceContextPropagator, trace::SdkTracerProvider};
+use opentelemetry_sdk::{
+    Resource,
+    propagation::TraceContextPropagator,
+    trace::{
+        IdGenerator, RandomIdGenerator, Sampler, SamplingDecision, SdkTracerProvider, ShouldSample,
+    },
+};
 use tonic::{
     codegen::http::HeaderMap,
     metadata::{MetadataKey, MetadataMap, MetadataValue},
@@ -61,21 +72,78 @@ fn endpoint_from(lookup: impl Fn(&str) -> Option<String>) -> Result<Option<Strin
     }
 }
 
+/// The sampler `OTEL_TRACES_SAMPLER` and `OTEL_TRACES_SAMPLER_ARG` name (parent-based, always
+/// on, when unset). Fails on a sampler this build does not have (`jaeger_remote`, `xray`) or
+/// a ratio outside 0..=1, where the SDK would fall back to sampling everything without a word.
+pub fn sampler_from_env() -> Result<Sampler, String> {
+    sampler_from(|name| std::env::var(name).ok())
+}
+
+/// [`sampler_from_env`] over `lookup`.
+fn sampler_from(lookup: impl Fn(&str) -> Option<String>) -> Result<Sampler, String> {
+    let var = |name: &str| {
+        lookup(name)
+            .map(|v| v.trim().to_owned())
+            .filter(|v| !v.is_empty())
+    };
+    let ratio = || match var("OTEL_TRACES_SAMPLER_ARG") {
+        None => Ok(1.0),
+        Some(arg) => arg
+            .parse::<f64>()
+            .ok()
+            .filter(|r| (0.0..=1.0).contains(r))
+            .ok_or_else(|| {
+                format!(
+                    "OTEL_TRACES_SAMPLER_ARG={arg} is not a ratio: give a number from 0 to 1 \
+                     (0.01 samples one trace in a hundred)"
+                )
+            }),
+    };
+    let parent_based = |root: Sampler| Sampler::ParentBased(Box::new(root));
+    Ok(match var("OTEL_TRACES_SAMPLER").as_deref() {
+        None | Some("parentbased_always_on") => parent_based(Sampler::AlwaysOn),
+        Some("parentbased_always_off") => parent_based(Sampler::AlwaysOff),
+        Some("parentbased_traceidratio") => parent_based(Sampler::TraceIdRatioBased(ratio()?)),
+        Some("always_on") => Sampler::AlwaysOn,
+        Some("always_off") => Sampler::AlwaysOff,
+        Some("traceidratio") => Sampler::TraceIdRatioBased(ratio()?),
+        Some(other) => {
+            return Err(format!(
+                "OTEL_TRACES_SAMPLER={other} is not supported: use parentbased_always_on (the \
+                 default), parentbased_traceidratio, parentbased_always_off, always_on, \
+                 always_off or traceidratio"
+            ));
+        }
+    })
+}
+
 /// The tracer provider with its batch exporter; dropping it flushes what is queued (bounded
 /// by a few seconds) and stops the exporter.
 #[derive(Debug)]
 pub struct Traces {
     provider: SdkTracerProvider,
+    /// Decides at each trace's root (see the module docs); the SDK's own sampler is always
+    /// on, as everything it sees was sampled already.
+    sampler: Sampler,
 }
 
 impl Traces {
     /// Exports to the OTLP/gRPC collector at `endpoint` as `service` (unless
-    /// `OTEL_SERVICE_NAME` or `service.name` in `OTEL_RESOURCE_ATTRIBUTES` names it). The SDK
-    /// reads the rest of the standard variables itself: the resource attributes, the sampler
-    /// (`OTEL_TRACES_SAMPLER`, `_ARG`; parent-based, always on by default), the batch
-    /// processor's `OTEL_BSP_*`, the exporter's `OTEL_EXPORTER_OTLP_{HEADERS,TIMEOUT,COMPRESSION}`.
+    /// `OTEL_SERVICE_NAME` or `service.name` in `OTEL_RESOURCE_ATTRIBUTES` names it), sampling
+    /// as [`sampler_from_env`] says. The SDK reads the rest of the standard variables itself:
+    /// the resource attributes, the batch processor's `OTEL_BSP_*`, the exporter's
+    /// `OTEL_EXPORTER_OTLP_{HEADERS,TIMEOUT,COMPRESSION}`.
     /// Must run inside a Tokio runtime (the exporter's channel lives there).
     pub fn start(endpoint: &str, service: &'static str) -> Result<Traces, String> {
+        Traces::with_sampler(endpoint, service, sampler_from_env()?)
+    }
+
+    /// [`Traces::start`] with `sampler` instead of the one the environment names.
+    pub fn with_sampler(
+        endpoint: &str,
+        service: &'static str,
+        sampler: Sampler,
+    ) -> Result<Traces, String> {
         let exporter = SpanExporter::builder()
             .with_tonic()
             .with_endpoint(endpoint)
@@ -93,8 +161,9 @@ impl Traces {
         let provider = SdkTracerProvider::builder()
             .with_batch_exporter(exporter)
             .with_resource(resource.build())
+            .with_sampler(Sampler::AlwaysOn)
             .build();
-        Ok(Traces { provider })
+        Ok(Traces { provider, sampler })
     }
 
     /// The layer that exports produto's spans through this provider.
@@ -113,7 +182,10 @@ impl Traces {
             .with_threads(false)
             .with_location(false)
             .with_tracked_inactivity(false)
-            .with_filter(TracedCrates(crates))
+            .with_filter(TracedCrates {
+                crates,
+                sampler: self.sampler.clone(),
+            })
     }
 
     /// Sends what is queued now (blocks: from async code, call it on a blocking thread).
@@ -140,6 +212,40 @@ pub fn exporting(span: &tracing::Span) -> bool {
 /// Whether the current subscriber exports traces: [`exporting`] without a span at hand.
 pub fn exporting_now() -> bool {
     tracing::dispatcher::get_default(|dispatch| dispatch.downcast_ref::<TracedCrates>().is_some())
+}
+
+/// Whether a trace starting here would be sampled, continuing `parent` (a remote span
+/// context from a caller that is trusted) or a new trace: the exporting subscriber's sampler,
+/// asked before the root span is made. `None` when traces are not exported.
+pub fn sample(parent: Option<&Context>, name: &str) -> Option<bool> {
+    tracing::dispatcher::get_default(|dispatch| {
+        dispatch
+            .downcast_ref::<TracedCrates>()
+            .map(|filter| filter.sample(parent, name))
+    })
+}
+
+thread_local! {
+    /// The decision for the next span made on this thread, set by [`decided`].
+    static DECIDED: Cell<Option<bool>> = const { Cell::new(None) };
+}
+
+/// Makes a trace's root span with `make`, exported only if `sampled` (from [`sample`]). A span
+/// made otherwise is exported only inside an exported span: a span outside any trace (a
+/// background task's, or one under an unsampled call) is never a trace of its own.
+pub fn decided<T>(sampled: bool, make: impl FnOnce() -> T) -> T {
+    DECIDED.set(Some(sampled));
+    let made = make();
+    DECIDED.set(None);
+    made
+}
+
+/// A new trace's root span, made by `make` and exported if the sampler says so.
+pub fn root(name: &str, make: impl FnOnce() -> tracing::Span) -> tracing::Span {
+    match sample(None, name) {
+        Some(sampled) => decided(sampled, make),
+        None => make(),
+    }
 }
 
 /// Whether the current span belongs to a sampled trace that is exported: the spans that
@@ -204,28 +310,64 @@ pub fn span_context(span: &tracing::Span) -> Option<SpanContext> {
     context.is_valid().then_some(context)
 }
 
-/// The OpenTelemetry layer's filter, a type of its own so that [`exporting`] can find it in
-/// any subscriber (the layer itself is generic over the subscriber).
-struct TracedCrates(Targets);
+/// The OpenTelemetry layer's filter, a type of its own so that [`exporting`] and [`sample`]
+/// can find it in any subscriber (the layer itself is generic over the subscriber). It lets
+/// through produto's spans that a root decided to sample ([`decided`]) and what happens
+/// inside them, nothing else.
+struct TracedCrates {
+    crates: Targets,
+    sampler: Sampler,
+}
 
-impl<S> tracing_subscriber::layer::Filter<S> for TracedCrates {
+impl TracedCrates {
+    fn sample(&self, parent: Option<&Context>, name: &str) -> bool {
+        let remote = parent.map(|p| p.span().span_context().clone());
+        let trace_id = match remote {
+            Some(context) if context.is_valid() => context.trace_id(),
+            _ => RandomIdGenerator::default().new_trace_id(),
+        };
+        let result =
+            self.sampler
+                .should_sample(parent, trace_id, name, &SpanKind::Internal, &[], &[]);
+        result.decision == SamplingDecision::RecordAndSample
+    }
+}
+
+impl<S> tracing_subscriber::layer::Filter<S> for TracedCrates
+where
+    S: Subscriber + for<'a> LookupSpan<'a>,
+{
     fn enabled(
         &self,
         meta: &tracing::Metadata<'_>,
         cx: &tracing_subscriber::layer::Context<'_, S>,
     ) -> bool {
-        tracing_subscriber::layer::Filter::<S>::enabled(&self.0, meta, cx)
+        if !tracing_subscriber::layer::Filter::<S>::enabled(&self.crates, meta, cx) {
+            return false;
+        }
+        if meta.is_span()
+            && let Some(sampled) = DECIDED.take()
+        {
+            return sampled;
+        }
+        // Inside an exported span (the stack's innermost one this filter let through).
+        cx.lookup_current().is_some()
     }
 
     fn callsite_enabled(
         &self,
         meta: &'static tracing::Metadata<'static>,
     ) -> tracing::subscriber::Interest {
-        tracing_subscriber::layer::Filter::<S>::callsite_enabled(&self.0, meta)
+        // Asked for each span and event: whether it is exported depends on the trace it is in.
+        if tracing_subscriber::layer::Filter::<S>::callsite_enabled(&self.crates, meta).is_never() {
+            tracing::subscriber::Interest::never()
+        } else {
+            tracing::subscriber::Interest::sometimes()
+        }
     }
 
     fn max_level_hint(&self) -> Option<tracing::level_filters::LevelFilter> {
-        tracing_subscriber::layer::Filter::<S>::max_level_hint(&self.0)
+        tracing_subscriber::layer::Filter::<S>::max_level_hint(&self.crates)
     }
 }
 
@@ -273,6 +415,42 @@ mod tests {
         let on = ("OTEL_EXPORTER_OTLP_ENDPOINT", "http://collector:4317");
         assert_eq!(endpoint(&[on, ("OTEL_SDK_DISABLED", "true")]), Ok(None));
         assert_eq!(endpoint(&[on, ("OTEL_TRACES_EXPORTER", "none")]), Ok(None));
+    }
+
+    fn sampler(vars: &[(&str, &str)]) -> Result<String, String> {
+        sampler_from(|name| {
+            vars.iter()
+                .find(|(k, _)| *k == name)
+                .map(|(_, v)| (*v).to_owned())
+        })
+        .map(|s| format!("{s:?}"))
+    }
+
+    #[test]
+    fn the_sampler_is_the_one_the_standard_variables_name() {
+        let named = |name: &str, arg: &str| {
+            sampler(&[
+                ("OTEL_TRACES_SAMPLER", name),
+                ("OTEL_TRACES_SAMPLER_ARG", arg),
+            ])
+        };
+        assert_eq!(sampler(&[]).unwrap(), "ParentBased(AlwaysOn)");
+        assert_eq!(
+            named("parentbased_traceidratio", "0.01").unwrap(),
+            "ParentBased(TraceIdRatioBased(0.01))"
+        );
+        assert_eq!(named("traceidratio", "").unwrap(), "TraceIdRatioBased(1.0)");
+        assert_eq!(named("always_off", "").unwrap(), "AlwaysOff");
+        assert_eq!(
+            named("parentbased_always_off", "").unwrap(),
+            "ParentBased(AlwaysOff)"
+        );
+        for arg in ["1.5", "-0.1", "one"] {
+            let refused = named("parentbased_traceidratio", arg).unwrap_err();
+            assert!(refused.contains("OTEL_TRACES_SAMPLER_ARG"), "{refused}");
+        }
+        let refused = named("jaeger_remote", "").unwrap_err();
+        assert!(refused.contains("parentbased_traceidratio"), "{refused}");
     }
 
     #[test]

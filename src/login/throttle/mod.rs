@@ -167,10 +167,12 @@ impl Claim {
     }
 
     /// Resolves the attempt. The write runs in a task of its own, so that a caller that
-    /// goes away meanwhile cannot leave it half done.
+    /// goes away meanwhile cannot leave it half done; in the caller's span, as the caller
+    /// waits for it (its statement belongs to the call's trace).
     pub async fn finish(mut self, outcome: Outcome) {
         if let Some(held) = self.held.take() {
-            let _ = tokio::spawn(held.resolve(outcome)).await;
+            let resolve = tracing::Instrument::in_current_span(held.resolve(outcome));
+            let _ = tokio::spawn(resolve).await;
         }
     }
 }

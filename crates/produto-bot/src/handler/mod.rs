@@ -151,13 +151,21 @@ impl Bot {
 
     /// Answers one chat message, saying what came of it. The one place commands are run;
     /// every transport comes here.
-    /// Each message is the root of its own trace (docs/tracing.md).
-    #[tracing::instrument(name = "chat message", parent = None, skip_all, fields(session = incoming.session.0, end_user = incoming.end_user))]
+    /// Each message is the root of its own trace (docs/tracing.md), sampled or not there.
     pub async fn handle_incoming(&self, incoming: Incoming<'_>) -> Handled {
+        let span = produto_client::otel::root("chat message", || {
+            tracing::info_span!(
+                parent: None,
+                "chat message",
+                session = incoming.session.0,
+                end_user = incoming.end_user,
+            )
+        });
         let held_password = command::names_a_password_command(incoming.text);
         // On the heap: the commands' futures add up to tens of kilobytes (more in debug
         // builds), which every caller's future would otherwise carry inline per await.
-        let (command, reply, outcome) = Box::pin(self.run(incoming, held_password)).await;
+        let run = tracing::Instrument::instrument(self.run(incoming, held_password), span);
+        let (command, reply, outcome) = Box::pin(run).await;
         self.metrics.command(command.unwrap_or("none"), outcome);
         Handled {
             reply,
