@@ -68,17 +68,20 @@ impl Traced {
 
     /// [`Traced::start`] deciding with `sampler` at each trace's root.
     async fn sampling(sampler: Sampler) -> Traced {
+        Traced::with(sampler, LogFormat::Json).await
+    }
+
+    /// [`Traced::sampling`] with logs written as `format`.
+    async fn with(sampler: Sampler, format: LogFormat) -> Traced {
         let receiver = Receiver::start(true).await;
         let traces = Traces::with_sampler(&receiver.endpoint(), "produto-test", sampler);
         let traces = Arc::new(traces.unwrap());
         let logs = Logs::default();
         let writer = logs.clone();
-        let dispatch = telemetry::traced_dispatch(
-            LogFormat::Json,
-            &traces,
-            EnvFilter::new("info"),
-            move || writer.clone(),
-        );
+        let dispatch =
+            telemetry::traced_dispatch(format, &traces, EnvFilter::new("info"), move || {
+                writer.clone()
+            });
         let guard = tracing::dispatcher::set_default(&dispatch);
         // Callsites first seen before this subscriber existed are asked again.
         tracing::callsite::rebuild_interest_cache();
@@ -683,4 +686,30 @@ async fn an_unsampled_trace_exports_nothing_and_a_sampled_caller_is_still_follow
     assert!(lines.len() >= 9, "{logs}");
     let with_ids = lines.iter().filter(|l| l.contains("\"trace_id\"")).count();
     assert_eq!(with_ids, 1, "only the sampled call's line has ids:\n{logs}");
+}
+
+#[tokio::test]
+async fn a_text_log_line_carries_its_calls_trace_and_span_ids() {
+    let always = Sampler::ParentBased(Box::new(Sampler::AlwaysOn));
+    let traced = Traced::with(always, LogFormat::Text).await;
+    let app = spawn_app(Backend::Postgres).await;
+    app.add_user("maria", "senha-da-maria", 1).await.unwrap();
+    let mut client = app.produto.clone();
+    client
+        .obter_nivel(ObterNivelRequest {
+            usuario: "maria".into(),
+        })
+        .await
+        .unwrap();
+    let server = server_span(&traced, |_| true).await;
+    let (trace_id, span_id) = (hex(&server.trace_id), hex(&server.span_id));
+    let logs = traced.logs.text();
+    let line = logs
+        .lines()
+        .find(|l| l.contains("ObterNivel") && l.contains("latency_ms"))
+        .unwrap_or_else(|| panic!("no log line of the call:\n{logs}"));
+    assert!(
+        line.ends_with(&format!(" trace_id={trace_id} span_id={span_id}")),
+        "{line}"
+    );
 }
