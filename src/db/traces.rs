@@ -154,7 +154,7 @@ pub fn batch_span(size: usize, callers: impl Iterator<Item = Option<SpanContext>
         return make();
     }
     let callers: Vec<SpanContext> = callers.flatten().filter(|c| c.is_sampled()).collect();
-    let span = otel::decided(!callers.is_empty(), make);
+    let span = otel::decided(!callers.is_empty(), tracing::Level::DEBUG, make);
     if callers.is_empty() || span.is_disabled() {
         return span;
     }

@@ -24,19 +24,14 @@ pub fn rpc_span(
     trust_all: bool,
     make: impl FnOnce() -> Span,
 ) -> (Span, bool) {
-    if !otel::exporting_now() {
-        return (make(), false);
-    }
     use opentelemetry::trace::TraceContextExt;
     let method = path.trim_start_matches('/');
-    let incoming = headers
-        .contains_key("traceparent")
+    let incoming = (headers.contains_key("traceparent") && otel::exporting_now())
         .then(|| otel::extract(headers))
         .filter(|cx| cx.span().span_context().is_valid());
     let trusted = caller.is_some() || trust_all;
     let parent = incoming.as_ref().filter(|_| trusted);
-    let sampled = otel::sample(parent, method).unwrap_or(false);
-    let span = otel::decided(sampled, make);
+    let (span, sampled) = otel::root_continuing(parent, method, tracing::Level::INFO, make);
     if !sampled || span.is_disabled() {
         return (span, false);
     }

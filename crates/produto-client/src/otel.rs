@@ -27,7 +27,7 @@ use tonic::{
     codegen::http::HeaderMap,
     metadata::{MetadataKey, MetadataMap, MetadataValue},
 };
-use tracing::{Level, Subscriber};
+use tracing::{Level, Subscriber, level_filters::LevelFilter};
 use tracing_opentelemetry::OpenTelemetrySpanExt;
 use tracing_subscriber::{Layer, filter::Targets, registry::LookupSpan};
 
@@ -171,6 +171,15 @@ impl Traces {
     where
         S: Subscriber + for<'a> LookupSpan<'a> + Send + Sync,
     {
+        self.layer_beside_logs(LevelFilter::TRACE)
+    }
+
+    /// [`Traces::layer`] beside a log layer that writes nothing above `logs`: a root span
+    /// that is neither sampled nor logged is then not made at all (see [`decided`]).
+    pub fn layer_beside_logs<S>(&self, logs: LevelFilter) -> impl Layer<S> + Send + Sync + 'static
+    where
+        S: Subscriber + for<'a> LookupSpan<'a> + Send + Sync,
+    {
         let tracer = self.provider.tracer("produto");
         let crates = TRACED_CRATES
             .iter()
@@ -185,6 +194,7 @@ impl Traces {
             .with_filter(TracedCrates {
                 crates,
                 sampler: self.sampler.clone(),
+                logs,
             })
     }
 
@@ -228,23 +238,68 @@ pub fn sample(parent: Option<&Context>, name: &str) -> Option<bool> {
 thread_local! {
     /// The decision for the next span made on this thread, set by [`decided`].
     static DECIDED: Cell<Option<bool>> = const { Cell::new(None) };
+    /// How many exported spans this thread is inside now (entered, not yet exited): kept by
+    /// the layer's filter, so that asking "is this inside a sampled trace?" costs no lookup.
+    static EXPORTED_DEPTH: Cell<u32> = const { Cell::new(0) };
 }
 
-/// Makes a trace's root span with `make`, exported only if `sampled` (from [`sample`]). A span
-/// made otherwise is exported only inside an exported span: a span outside any trace (a
-/// background task's, or one under an unsampled call) is never a trace of its own.
-pub fn decided<T>(sampled: bool, make: impl FnOnce() -> T) -> T {
+/// Whether this thread is inside an exported (so sampled) span now.
+pub(crate) fn inside_exported_span() -> bool {
+    EXPORTED_DEPTH.get() > 0
+}
+
+/// Makes a trace's root span at `level` with `make`, exported only if `sampled` (from
+/// [`sample`]). A span made otherwise is exported only inside an exported span: a span
+/// outside any trace (a background task's, or one under an unsampled call) is never a trace
+/// of its own. A span neither exported nor logged is not made at all: the registry would
+/// keep it anyway (a span that every per-layer filter refuses is still registered, entered
+/// and closed), which is most of what an unsampled call would otherwise cost.
+pub fn decided(sampled: bool, level: Level, make: impl FnOnce() -> tracing::Span) -> tracing::Span {
+    if !sampled && !logged(level) {
+        return tracing::Span::none();
+    }
     DECIDED.set(Some(sampled));
     let made = make();
     DECIDED.set(None);
     made
 }
 
-/// A new trace's root span, made by `make` and exported if the sampler says so.
-pub fn root(name: &str, make: impl FnOnce() -> tracing::Span) -> tracing::Span {
-    match sample(None, name) {
-        Some(sampled) => decided(sampled, make),
-        None => make(),
+/// Whether the exporting subscriber's logs may want a span at `level` (true when unknown).
+fn logged(level: Level) -> bool {
+    tracing::dispatcher::get_default(|dispatch| {
+        dispatch
+            .downcast_ref::<TracedCrates>()
+            .is_none_or(|filter| level <= filter.logs)
+    })
+}
+
+/// A new trace's root span at `level`, made by `make` and exported if the sampler says so.
+pub fn root(name: &str, level: Level, make: impl FnOnce() -> tracing::Span) -> tracing::Span {
+    root_continuing(None, name, level, make).0
+}
+
+/// A trace's root span at `level`, continuing `parent` (see [`sample`]) or starting a new
+/// trace, made by `make`; and whether it is exported. Without traces, `make`'s span as it is.
+/// [`sample`] and [`decided`] in one look at the subscriber.
+pub fn root_continuing(
+    parent: Option<&Context>,
+    name: &str,
+    level: Level,
+    make: impl FnOnce() -> tracing::Span,
+) -> (tracing::Span, bool) {
+    let decision = tracing::dispatcher::get_default(|dispatch| {
+        let filter = dispatch.downcast_ref::<TracedCrates>()?;
+        Some((filter.sample(parent, name), level <= filter.logs))
+    });
+    match decision {
+        None => (make(), false),
+        Some((false, false)) => (tracing::Span::none(), false),
+        Some((sampled, _)) => {
+            DECIDED.set(Some(sampled));
+            let made = make();
+            DECIDED.set(None);
+            (made, sampled)
+        }
     }
 }
 
@@ -252,12 +307,7 @@ pub fn root(name: &str, make: impl FnOnce() -> tracing::Span) -> tracing::Span {
 /// only traces need (a statement's, the pool wait's) are not built otherwise, so that an
 /// unsampled call costs little more than with traces off.
 pub fn recording_now() -> bool {
-    exporting_now()
-        && tracing::Span::current()
-            .context()
-            .span()
-            .span_context()
-            .is_sampled()
+    inside_exported_span()
 }
 
 /// Writes the current span's trace context into outgoing gRPC metadata (nothing when no
@@ -317,6 +367,8 @@ pub fn span_context(span: &tracing::Span) -> Option<SpanContext> {
 struct TracedCrates {
     crates: Targets,
     sampler: Sampler,
+    /// The most verbose level the logs beside this layer write.
+    logs: LevelFilter,
 }
 
 impl TracedCrates {
@@ -350,8 +402,15 @@ where
         {
             return sampled;
         }
-        // Inside an exported span (the stack's innermost one this filter let through).
-        cx.lookup_current().is_some()
+        inside_exported_span()
+    }
+
+    fn on_enter(&self, _: &tracing::span::Id, _: tracing_subscriber::layer::Context<'_, S>) {
+        EXPORTED_DEPTH.set(EXPORTED_DEPTH.get() + 1);
+    }
+
+    fn on_exit(&self, _: &tracing::span::Id, _: tracing_subscriber::layer::Context<'_, S>) {
+        EXPORTED_DEPTH.set(EXPORTED_DEPTH.get().saturating_sub(1));
     }
 
     fn callsite_enabled(

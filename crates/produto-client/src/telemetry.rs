@@ -83,9 +83,11 @@ where
             ))
             .boxed(),
     };
+    let logged = Layer::<tracing_subscriber::Registry>::max_level_hint(&filter)
+        .unwrap_or(tracing::level_filters::LevelFilter::TRACE);
     let subscriber = tracing_subscriber::registry()
         .with(logs.with_filter(filter))
-        .with(traces.layer());
+        .with(traces.layer_beside_logs(logged));
     let dispatch = Dispatch::new(subscriber);
     let _ = this.set(dispatch.downgrade());
     dispatch
@@ -123,13 +125,18 @@ where
         mut writer: Writer<'_>,
         event: &Event<'_>,
     ) -> std::fmt::Result {
-        let ids = ctx.lookup_current().and_then(|span| {
-            let dispatch = self.dispatch.get()?.upgrade()?;
-            let cx = tracing_opentelemetry::get_otel_context(&span.id(), &dispatch)?;
-            let span = cx.span();
-            let ids = span.span_context();
-            ids.is_valid().then(|| (ids.trace_id(), ids.span_id()))
-        });
+        // Outside an exported span there are no ids to look up.
+        let exported = crate::otel::inside_exported_span();
+        let ids = exported
+            .then(|| ctx.lookup_current())
+            .flatten()
+            .and_then(|span| {
+                let dispatch = self.dispatch.get()?.upgrade()?;
+                let cx = tracing_opentelemetry::get_otel_context(&span.id(), &dispatch)?;
+                let span = cx.span();
+                let ids = span.span_context();
+                ids.is_valid().then(|| (ids.trace_id(), ids.span_id()))
+            });
         let Some((trace_id, span_id)) = ids else {
             return self.inner.format_event(ctx, writer, event);
         };

@@ -153,7 +153,7 @@ impl Bot {
     /// every transport comes here.
     /// Each message is the root of its own trace (docs/tracing.md), sampled or not there.
     pub async fn handle_incoming(&self, incoming: Incoming<'_>) -> Handled {
-        let span = produto_client::otel::root("chat message", || {
+        let span = produto_client::otel::root("chat message", tracing::Level::INFO, || {
             tracing::info_span!(
                 parent: None,
                 "chat message",
