@@ -48,9 +48,9 @@ struct Work {
 
 /// Runs one login and returns its answer and the work it did.
 async fn work_of(app: &TestApp, usuario: &str, senha: &str) -> ((bool, i32), Work) {
-    let before = (statements(app), app.db.snapshot());
+    let before = (statements(app), app.login_counters());
     let answer = app.login(usuario, senha).await.unwrap();
-    let after = (statements(app), app.db.snapshot());
+    let after = (statements(app), app.login_counters());
     let statements = after
         .0
         .iter()

@@ -2,7 +2,7 @@
 //! size limit), TLS from its files, and the one tonic server builder that produto-server and
 //! the bench's floors share.
 
-use std::{future::Future, time::Duration};
+use std::{future::Future, sync::Arc, time::Duration};
 
 use secrecy::ExposeSecret;
 use tokio::net::TcpListener;
@@ -18,7 +18,7 @@ use crate::{
     audit::Audit,
     auth::AdminToken,
     config::{Limits, Settings, TlsSettings},
-    login::Login,
+    login::{Login, LoginCounters},
     password::Hasher,
     pb::{pool_service_server::PoolServiceServer, produto_service_server::ProdutoServiceServer},
     rpc::middleware::RpcLayer,
@@ -39,6 +39,7 @@ pub(super) fn grpc_routes(
     config: &Settings,
     users: &Users,
     login: Login,
+    login_counters: Arc<LoginCounters>,
     hasher: Hasher,
     sessions: Sessions,
 ) -> Result<Routes, Error> {
@@ -64,7 +65,7 @@ pub(super) fn grpc_routes(
             ProdutoServiceServer::new(produto).max_decoding_message_size(MAX_REQUEST_BYTES),
         )
         .add_service(
-            PoolServiceServer::new(PoolSvc::new(users.db().clone()))
+            PoolServiceServer::new(PoolSvc::new(users.db().clone(), login_counters))
                 .max_decoding_message_size(MAX_REQUEST_BYTES),
         ))
 }

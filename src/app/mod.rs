@@ -28,7 +28,7 @@ use crate::{
     auth::CallerAuth,
     config::Settings,
     db::Db,
-    login::{Login, throttle::Throttle},
+    login::{Login, LoginCounters, throttle::Throttle},
     ops::{admin, metrics::Metrics},
     password::Hasher,
     ready::ReadyFlag,
@@ -56,6 +56,9 @@ pub struct Application {
     /// The admin HTTP port, when configured.
     admin: Option<(TcpListener, SocketAddr)>,
     db: Db,
+    /// The login feature's counters, shared by the login check, the throttle, PoolStatus
+    /// and `/metrics`.
+    login_counters: Arc<LoginCounters>,
     hasher: Hasher,
     tls: Option<ServerTlsConfig>,
     callers: Arc<CallerAuth>,
@@ -90,6 +93,7 @@ impl Application {
             local_addr,
             admin,
             db,
+            login_counters: Arc::default(),
             hasher,
             tls,
             callers: Arc::new(callers),
@@ -116,6 +120,11 @@ impl Application {
         &self.db
     }
 
+    /// The login feature's counters, for tests and tools that want to look at them.
+    pub fn login_counters(&self) -> &Arc<LoginCounters> {
+        &self.login_counters
+    }
+
     /// Serves until `shutdown` completes, then shuts down gracefully. Returns once the pool
     /// is closed, within `shutdown_delay` plus the drain timeout, the admin port's and the
     /// pool's close bounds.
@@ -128,6 +137,7 @@ impl Application {
             incoming,
             admin,
             db,
+            login_counters,
             hasher,
             tls,
             callers,
@@ -138,17 +148,27 @@ impl Application {
         let ready = ReadyFlag::default();
         let readiness = Readiness::new(reporter, ready.clone()).await;
         let users = Users::new(db.clone());
-        let metrics = Arc::new(Metrics::new(&db, ready.clone()).with_users(&users));
+        let metrics = Arc::new(
+            Metrics::new(&db, ready.clone())
+                .with_users(&users)
+                .with_login(&login_counters),
+        );
 
         // Everything that can fail comes before anything is spawned.
-        let throttle = Throttle::new(config.throttle, db.clone());
-        let login = Login::new(users.clone(), hasher.clone(), throttle.clone());
+        let throttle = Throttle::new(config.throttle, db.clone(), login_counters.clone());
+        let login = Login::new(
+            users.clone(),
+            hasher.clone(),
+            throttle.clone(),
+            login_counters.clone(),
+        );
         let sessions = Sessions::new(db.clone(), config.sessions);
         let routes = grpc_routes(
             health_server,
             &config,
             &users,
             login,
+            login_counters,
             hasher,
             sessions.clone(),
         )?;

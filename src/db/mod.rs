@@ -182,8 +182,8 @@ impl Db {
         }
     }
 
-    /// The figures of `DATABASE_URL`'s pool, which also hold the service-wide counters
-    /// (throttled logins).
+    /// The figures of `DATABASE_URL`'s pool, which also hold the instance's connection
+    /// budget (see [`budget`]).
     pub fn stats(&self) -> &PoolStats {
         &self.servers.get(0).stats
     }
@@ -266,15 +266,9 @@ impl Db {
         Ok(())
     }
 
-    /// Live figures of the primary's pool, from memory (the throttled-login count is the
-    /// service's, whichever server is the primary).
+    /// Live figures of the primary's pool, from memory.
     pub fn snapshot(&self) -> PoolSnapshot {
-        let mut snapshot = self.server_snapshot(self.servers.primary_index());
-        let service = self.stats();
-        snapshot.logins_throttled_total = service.logins_throttled.load(Relaxed);
-        snapshot.logins_counted_in_memory_total = service.logins_counted_in_memory.load(Relaxed);
-        snapshot.throttle_in_memory = service.throttle_in_memory.load(Relaxed);
-        snapshot
+        self.server_snapshot(self.servers.primary_index())
     }
 
     /// Live figures of server `index`'s pool, from memory.

@@ -17,12 +17,6 @@ pub struct PoolStats {
     pub(crate) healthy: AtomicBool,
     pub(crate) probe_latency_us: AtomicU64,
     pub(crate) probe_unix_ms: AtomicI64,
-    pub(crate) logins_throttled: AtomicU64,
-    pub(crate) password_verifications: AtomicU64,
-    /// Login attempts counted in memory because the throttling table could not be written.
-    pub(crate) logins_counted_in_memory: AtomicU64,
-    /// Whether the last login attempt was counted in memory.
-    pub(crate) throttle_in_memory: AtomicBool,
     /// When a connection was last found dead, in ms since `epoch` (0: never): connections
     /// idle since then are suspect and pinged before reuse.
     pub(crate) last_loss_ms: AtomicU64,
@@ -67,27 +61,6 @@ impl PoolStats {
         now.saturating_sub(idle_ms) <= last
     }
 
-    /// Counts a login refused by brute-force throttling.
-    pub fn record_login_throttled(&self) {
-        self.logins_throttled.fetch_add(1, Relaxed);
-    }
-
-    /// Counts a login attempt counted in memory (the throttling table unreachable).
-    pub fn record_login_counted_in_memory(&self) {
-        self.logins_counted_in_memory.fetch_add(1, Relaxed);
-    }
-
-    /// Says whether login attempts are being counted in memory.
-    pub fn set_throttle_in_memory(&self, in_memory: bool) {
-        self.throttle_in_memory.store(in_memory, Relaxed);
-    }
-
-    /// Counts a password checked against a user's stored hash (the dummy hash is not
-    /// counted): what brute-force throttling bounds.
-    pub fn record_password_verification(&self) {
-        self.password_verifications.fetch_add(1, Relaxed);
-    }
-
     pub(crate) fn record_wait(&self, ms: u64) {
         self.acquires.fetch_add(1, Relaxed);
         self.acquire_wait_ms_max.fetch_max(ms, Relaxed);
@@ -116,14 +89,6 @@ pub struct PoolSnapshot {
     pub last_probe_unix_ms: i64,
     /// "postgres" or "sqlite".
     pub backend: &'static str,
-    /// Logins refused by brute-force throttling since start.
-    pub logins_throttled_total: u64,
-    /// Passwords checked against a user's stored hash since start.
-    pub password_verifications_total: u64,
-    /// Login attempts counted in memory since start (the throttling table unreachable).
-    pub logins_counted_in_memory_total: u64,
-    /// Whether login attempts are counted in memory now.
-    pub throttle_in_memory: bool,
 }
 
 impl PoolStats {
@@ -152,10 +117,6 @@ impl PoolStats {
             last_probe_latency_us: self.probe_latency_us.load(Relaxed),
             last_probe_unix_ms: self.probe_unix_ms.load(Relaxed),
             backend,
-            logins_throttled_total: self.logins_throttled.load(Relaxed),
-            password_verifications_total: self.password_verifications.load(Relaxed),
-            logins_counted_in_memory_total: self.logins_counted_in_memory.load(Relaxed),
-            throttle_in_memory: self.throttle_in_memory.load(Relaxed),
         }
     }
 }

@@ -2,9 +2,12 @@
 //! claimed from the brute-force throttle ([`throttle`]) before the password is looked at,
 //! the password is verified against the stored hash (or a dummy one: an unknown user and a
 //! refused attempt cost what a wrong password costs), an outdated hash is replaced, and the
-//! outcome is recorded before the answer leaves.
+//! outcome is recorded before the answer leaves. Its counters are in `counters.rs`.
 
+mod counters;
 pub mod throttle;
+
+use std::sync::Arc;
 
 use crate::{
     Error,
@@ -14,6 +17,8 @@ use crate::{
 };
 use throttle::{ATTEMPT_MAX, Caller, Outcome, Throttle, Verdict};
 
+pub use counters::{LoginCounters, LoginSnapshot};
+
 /// A user whose password matched: what VerificarLogin and AlterarSenha go on with.
 #[derive(Debug, Clone, Copy)]
 pub struct LoggedIn {
@@ -21,20 +26,28 @@ pub struct LoggedIn {
     pub nivel: i32,
 }
 
-/// The login feature: the users' credentials, the hasher and the throttle.
+/// The login feature: the users' credentials, the hasher, the throttle and the counters it
+/// shares with the throttle.
 #[derive(Clone)]
 pub struct Login {
     users: Users,
     hasher: Hasher,
     throttle: Throttle,
+    counters: Arc<LoginCounters>,
 }
 
 impl Login {
-    pub fn new(users: Users, hasher: Hasher, throttle: Throttle) -> Self {
+    pub fn new(
+        users: Users,
+        hasher: Hasher,
+        throttle: Throttle,
+        counters: Arc<LoginCounters>,
+    ) -> Self {
         Login {
             users,
             hasher,
             throttle,
+            counters,
         }
     }
 
@@ -52,13 +65,12 @@ impl Login {
         usuario: &Usuario,
         senha: Senha,
     ) -> Result<Option<LoggedIn>, Error> {
-        let stats = self.users.db().stats();
         // The attempt counts from here, before the password is looked at (in memory while
         // the primary is down and replicas serve the credentials: see [`throttle`]).
         let claim = self.throttle.begin(usuario, caller).await?;
         let verdict = claim.verdict();
         if let Verdict::Refused { limit, retry_after } = verdict {
-            stats.record_login_throttled();
+            self.counters.record_throttled();
             tracing::warn!(
                 %usuario,
                 identity = %caller.identity,
@@ -86,7 +98,7 @@ impl Login {
                 _ => (None, 0, 0),
             };
             if stored.is_some() {
-                stats.record_password_verification();
+                self.counters.record_password_verification();
             }
             // A rehash replaces the row's hash only if it is still this one.
             let previous = stored.clone().unwrap_or_default();

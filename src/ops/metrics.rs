@@ -4,15 +4,18 @@
 //! The registry and what is in it. Counted where things happen: RPCs in the middleware
 //! ([`super::rpc_metrics`]), queries and acquire waits in [`crate::db::Db`]. Pool gauges and
 //! counters are read from [`crate::db::Db::snapshot`] at scrape time
-//! ([`super::pool_metrics`]) instead of being counted twice.
+//! ([`super::pool_metrics`]) instead of being counted twice; so are the features' own
+//! figures, added with [`Metrics::with_users`] and [`Metrics::with_login`].
 
-use std::fmt;
+use std::{fmt, sync::Arc};
 
 use prometheus_client::{encoding::text::encode, metrics::info::Info, registry::Registry};
 
 use crate::{
     db::Db,
+    login::LoginCounters,
     ops::{
+        login_metrics::LoginCollector,
         pool_metrics::{PoolCollector, ServersCollector},
         rpc_metrics::RpcMetrics,
         user_metrics::LegacyHashCollector,
@@ -57,6 +60,15 @@ impl Metrics {
             .register_collector(Box::new(LegacyHashCollector {
                 users: users.clone(),
             }));
+        self
+    }
+
+    /// Adds the login feature's figures (throttled logins, passwords verified, attempts
+    /// counted in memory).
+    pub fn with_login(mut self, counters: &Arc<LoginCounters>) -> Self {
+        self.registry.register_collector(Box::new(LoginCollector {
+            counters: counters.clone(),
+        }));
         self
     }
 

@@ -1,7 +1,6 @@
 //! The database's figures for `/metrics`, read at scrape time rather than counted twice:
 //! [`PoolCollector`] (the unlabelled `produto_db_pool_*` series of the primary, readiness,
-//! the throttle's and the logins' counts, the connection budget)
-//! and [`ServersCollector`] (one series per database server, labelled with its address
+//! the connection budget) and [`ServersCollector`] (one series per database server, labelled with its address
 //! (`pool`, without credentials) and its role now).
 
 use std::fmt;
@@ -141,7 +140,7 @@ pub struct PoolCollector {
 impl Collector for PoolCollector {
     fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), fmt::Error> {
         let s = self.db.snapshot();
-        let gauges: [(&str, &str, i64); 10] = [
+        let gauges: [(&str, &str, i64); 9] = [
             (
                 "produto_db_pool_connections_open",
                 "Connections the pool holds, idle or in use",
@@ -187,11 +186,6 @@ impl Collector for PoolCollector {
                 "1 while the server is ready (same source as gRPC health and /readyz)",
                 self.ready.get().into(),
             ),
-            (
-                "produto_login_throttle_in_memory",
-                "1 while login attempts are counted in this instance's memory (throttling table unreachable)",
-                s.throttle_in_memory.into(),
-            ),
         ];
         // The connection budget, once read at start (PostgreSQL only).
         let budget = self.db.budget().map(|(max, available, needed)| {
@@ -216,7 +210,7 @@ impl Collector for PoolCollector {
         for (name, help, value) in gauges.into_iter().chain(budget.into_iter().flatten()) {
             encode_one(&mut encoder, name, help, None, ConstGauge::new(value))?;
         }
-        let counters: [(&str, &str, u64); 8] = [
+        let counters: [(&str, &str, u64); 5] = [
             (
                 "produto_db_pool_acquires",
                 "Connection acquire attempts",
@@ -242,25 +236,8 @@ impl Collector for PoolCollector {
                 "Connections found broken or discarded mid-statement",
                 s.connections_lost_total,
             ),
-            (
-                "produto_logins_throttled",
-                "Logins refused unchecked by brute-force throttling",
-                s.logins_throttled_total,
-            ),
-            (
-                "produto_password_verifications",
-                "Passwords checked against a user's stored hash (the dummy hash not counted)",
-                s.password_verifications_total,
-            ),
-            (
-                "produto_login_attempts_in_memory",
-                "Login attempts counted in memory because the throttling table could not be written",
-                s.logins_counted_in_memory_total,
-            ),
         ];
-        for (name, help, value) in counters {
-            encode_one(&mut encoder, name, help, None, ConstCounter::new(value))?;
-        }
+        encode_counters(&mut encoder, &counters)?;
         let seconds = [
             (
                 "produto_db_probe_duration",
@@ -286,8 +263,19 @@ impl Collector for PoolCollector {
     }
 }
 
+/// Encodes counters read at scrape time, each `(name, help, value)`.
+pub(super) fn encode_counters(
+    encoder: &mut DescriptorEncoder,
+    counters: &[(&str, &str, u64)],
+) -> Result<(), fmt::Error> {
+    for &(name, help, value) in counters {
+        encode_one(encoder, name, help, None, ConstCounter::new(value))?;
+    }
+    Ok(())
+}
+
 /// Encodes one metric read at scrape time, its help text ending in a full stop.
-fn encode_one(
+pub(super) fn encode_one(
     encoder: &mut DescriptorEncoder,
     name: &str,
     help: &str,

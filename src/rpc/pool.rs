@@ -1,20 +1,24 @@
-//! `produto.v1.PoolService`: the pool's live figures, from memory.
+//! `produto.v1.PoolService`: the pool's live figures and the throttled logins, from memory.
+
+use std::sync::Arc;
 
 use tonic::{Request, Response, Status};
 
 use crate::{
     db::{Db, PoolSnapshot},
+    login::LoginCounters,
     pb::{self, pool_service_server::PoolService},
 };
 
 #[derive(Clone)]
 pub struct PoolSvc {
     db: Db,
+    logins: Arc<LoginCounters>,
 }
 
 impl PoolSvc {
-    pub fn new(db: Db) -> Self {
-        PoolSvc { db }
+    pub fn new(db: Db, logins: Arc<LoginCounters>) -> Self {
+        PoolSvc { db, logins }
     }
 }
 
@@ -25,6 +29,7 @@ impl PoolService for PoolSvc {
         _request: Request<pb::PoolStatusRequest>,
     ) -> Result<Response<pb::PoolStatusResponse>, Status> {
         let mut response: pb::PoolStatusResponse = self.db.snapshot().into();
+        response.logins_throttled_total = self.logins.snapshot().logins_throttled_total;
         response.pools = self
             .db
             .server_views()
@@ -72,7 +77,8 @@ impl From<PoolSnapshot> for pb::PoolStatusResponse {
             last_probe_latency_us: s.last_probe_latency_us,
             last_probe_unix_ms: s.last_probe_unix_ms,
             backend: s.backend.to_owned(),
-            logins_throttled_total: s.logins_throttled_total,
+            // The login feature's, set by the service.
+            logins_throttled_total: 0,
             pools: Vec::new(),
         }
     }

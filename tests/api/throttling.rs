@@ -22,7 +22,7 @@ use produto_testkit::{Backend, TestApp, TestDb, spawn_with, test_config};
 /// Passwords checked against a stored hash by these instances so far.
 fn verifications(apps: &[&TestApp]) -> u64 {
     apps.iter()
-        .map(|app| app.db.snapshot().password_verifications_total)
+        .map(|app| app.login_counters().password_verifications_total)
         .sum()
 }
 
@@ -193,7 +193,7 @@ async fn many_attackers_together_lock_the_username_until_the_window_passes(backe
             assert_eq!(login_as(&app, &who, "maria", "errada").await, (false, 0));
         }
     }
-    let before = app.db.snapshot().password_verifications_total;
+    let before = app.login_counters().password_verifications_total;
     // Now everyone is refused unchecked: a fresh attacker, and the victim too.
     assert_eq!(
         login_as(&app, "attacker:3", "maria", "senha-forte-1").await,
@@ -205,7 +205,7 @@ async fn many_attackers_together_lock_the_username_until_the_window_passes(backe
             (false, 0)
         );
     }
-    assert_eq!(app.db.snapshot().password_verifications_total, before);
+    assert_eq!(app.login_counters().password_verifications_total, before);
     assert_eq!(app.pool_status().await.logins_throttled_total, 4);
 
     // When the window has passed, the victim logs in: its refused attempts were not held
@@ -215,7 +215,10 @@ async fn many_attackers_together_lock_the_username_until_the_window_passes(backe
         login_as(&app, "telegram:1", "maria", "senha-forte-1").await,
         (true, 2)
     );
-    assert_eq!(app.db.snapshot().password_verifications_total, before + 1);
+    assert_eq!(
+        app.login_counters().password_verifications_total,
+        before + 1
+    );
 }
 
 /// Rows in the attempts table.
@@ -347,11 +350,11 @@ async fn concurrent_right_password_logins_of_one_user_from_one_address_all_succe
     let app = spawn_with(config, database).await;
     app.wait_for_readiness(ServingStatus::Serving).await;
     app.add_user("maria", "senha-forte-1", 2).await.unwrap();
-    let before = app.db.snapshot();
+    let before = app.login_counters();
     let valid = app
         .concurrent_logins("maria", "senha-forte-1", LOGINS)
         .await;
-    let after = app.db.snapshot();
+    let after = app.login_counters();
     assert_eq!(valid, LOGINS, "right passwords refused");
     assert_eq!(
         after.password_verifications_total - before.password_verifications_total,

@@ -4,6 +4,7 @@
 
 use std::{
     net::SocketAddr,
+    sync::Arc,
     time::{Duration, Instant},
 };
 
@@ -11,6 +12,7 @@ use std::{
 use produto::{
     Application, Error, Settings,
     db::Db,
+    login::{LoginCounters, LoginSnapshot},
     pb::{
         self, pool_service_client::PoolServiceClient, produto_service_client::ProdutoServiceClient,
     },
@@ -91,6 +93,7 @@ pub struct TestApp {
     pub health: HealthClient<Channel>,
     pub channel: Channel,
     pub db: Db,
+    login: Arc<LoginCounters>,
     pub database: TestDb,
     shutdown: Option<oneshot::Sender<()>>,
     server: Option<JoinHandle<Result<(), Error>>>,
@@ -126,6 +129,7 @@ pub async fn spawn_with(config: Settings, database: TestDb) -> TestApp {
     let addr = app.local_addr();
     let admin_addr = app.admin_addr();
     let db = app.db().clone();
+    let login = app.login_counters().clone();
     let (tx, rx) = oneshot::channel::<()>();
     let server = tokio::spawn(app.run_until_stopped(async {
         let _ = rx.await;
@@ -144,6 +148,7 @@ pub async fn spawn_with(config: Settings, database: TestDb) -> TestApp {
         health: HealthClient::new(channel.clone()),
         channel,
         db,
+        login,
         database,
         shutdown: Some(tx),
         server: Some(server),
@@ -237,6 +242,12 @@ impl TestApp {
             .await?
             .into_inner()
             .nivel)
+    }
+
+    /// The server's login counters now (throttled logins, passwords checked, attempts
+    /// counted in memory), read in process.
+    pub fn login_counters(&self) -> LoginSnapshot {
+        self.login.snapshot()
     }
 
     pub async fn pool_status(&self) -> pb::PoolStatusResponse {

@@ -37,6 +37,7 @@ use std::{
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio_util::sync::CancellationToken;
 
+use super::LoginCounters;
 use crate::{Error, db::Db, domain::Usuario};
 use local::{Entry, Key, Local, MEMORY_MAX_KEYS, idle};
 use policy::now_ms;
@@ -111,13 +112,15 @@ pub enum Outcome {
     NotChecked,
 }
 
-/// The throttle at work: the policy, the database, and this instance's own state (the
-/// queues of its attempts per key, and the counts kept while the database cannot be written).
+/// The throttle at work: the policy, the database, this instance's own state (the queues
+/// of its attempts per key, and the counts kept while the database cannot be written) and
+/// the login counters it bumps.
 #[derive(Clone)]
 pub struct Throttle {
     policy: LoginThrottle,
     db: Db,
     local: Arc<Local>,
+    counters: Arc<LoginCounters>,
 }
 
 /// What a claim found.
@@ -217,11 +220,12 @@ impl Held {
 }
 
 impl Throttle {
-    pub fn new(policy: LoginThrottle, db: Db) -> Self {
+    pub fn new(policy: LoginThrottle, db: Db, counters: Arc<LoginCounters>) -> Self {
         Throttle {
             policy,
             db,
             local: Arc::default(),
+            counters,
         }
     }
 
@@ -256,7 +260,7 @@ impl Throttle {
                 }
                 Err(e) if self.unreachable(&e) => {
                     if !self.local.in_memory.swap(true, Relaxed) {
-                        self.db.stats().set_throttle_in_memory(true);
+                        self.counters.set_in_memory(true);
                         tracing::warn!(
                             error = %e,
                             "throttling table unreachable: login attempts counted in memory on this instance"
@@ -270,7 +274,7 @@ impl Throttle {
             match found {
                 Found::Decided(verdict) => {
                     if counted == Counted::Memory {
-                        self.db.stats().record_login_counted_in_memory();
+                        self.counters.record_counted_in_memory();
                     }
                     return Ok(self.claim(usuario, &caller.identity, verdict, counted, permits));
                 }
@@ -317,7 +321,7 @@ impl Throttle {
     /// Counting moves (or stays) in the database: the gauge and the log say so.
     fn counting_in_database(&self) {
         if self.local.in_memory.swap(false, Relaxed) {
-            self.db.stats().set_throttle_in_memory(false);
+            self.counters.set_in_memory(false);
             tracing::info!(
                 "throttling table writable again: login attempts counted in the database"
             );
