@@ -9,11 +9,11 @@ use std::{
 
 use argon2::{Algorithm, Argon2, Params, PasswordHash, PasswordVerifier, Version};
 use produto::pb::{
-    AdicionarUsuarioRequest, ObterNivelRequest, VerificarLoginRequest,
-    produto_service_client::ProdutoServiceClient,
+    AbrirSessaoRequest, AdicionarUsuarioRequest, ObterNivelRequest, ObterSessaoRequest,
+    VerificarLoginRequest, produto_service_client::ProdutoServiceClient,
 };
 use sqlx::{Connection, PgConnection, PgPool};
-use tonic::{Request, transport::Channel};
+use tonic::{Request, metadata::MetadataMap, transport::Channel};
 
 use crate::{
     runner::{Call, XorShift, histogram},
@@ -63,16 +63,87 @@ fn sqlx_code(e: &sqlx::Error) -> String {
 
 /// Caller `i` of ObterNivel over gRPC, on connection `i % channels.len()`.
 pub fn grpc_nivel(channels: &[Channel], i: usize) -> Call {
-    let client = ProdutoServiceClient::new(channels[i % channels.len()].clone());
     let mut rng = XorShift::new(i as u64 + 1);
+    nivel_of(channels, i, move || user(&mut rng))
+}
+
+/// Caller `i` of ObterNivel, always of `usuario`.
+pub fn grpc_nivel_of(channels: &[Channel], i: usize, usuario: &str) -> Call {
+    let usuario = usuario.to_owned();
+    nivel_of(channels, i, move || usuario.clone())
+}
+
+/// Caller `i` of ObterNivel, each call of the user `pick` names.
+fn nivel_of(
+    channels: &[Channel],
+    i: usize,
+    mut pick: impl FnMut() -> String + Send + 'static,
+) -> Call {
+    let client = ProdutoServiceClient::new(channels[i % channels.len()].clone());
     Box::new(move || {
         let mut client = client.clone();
-        let usuario = user(&mut rng);
+        let usuario = pick();
         Box::pin(async move {
             match client.obter_nivel(ObterNivelRequest { usuario }).await {
                 Ok(_) => Ok(()),
                 Err(s) => Err(code(&s)),
             }
+        })
+    })
+}
+
+/// Caller `i` of ObterSessao, naming its session with `metadata` (a token, or a caller token
+/// and an end user).
+pub fn grpc_sessao(channels: &[Channel], i: usize, metadata: MetadataMap) -> Call {
+    let client = ProdutoServiceClient::new(channels[i % channels.len()].clone());
+    Box::new(move || {
+        let mut client = client.clone();
+        let mut request = Request::new(ObterSessaoRequest {});
+        *request.metadata_mut() = metadata.clone();
+        Box::pin(async move {
+            match client.obter_sessao(request).await {
+                Ok(_) => Ok(()),
+                Err(s) => Err(code(&s)),
+            }
+        })
+    })
+}
+
+/// AbrirSessao for `usuario` with the seeded password and `metadata`: the session's token.
+pub async fn abrir_sessao(
+    channel: &Channel,
+    usuario: String,
+    metadata: MetadataMap,
+) -> Result<String, String> {
+    let mut request = Request::new(AbrirSessaoRequest {
+        usuario,
+        senha: PASSWORD.into(),
+    });
+    *request.metadata_mut() = metadata;
+    match ProdutoServiceClient::new(channel.clone())
+        .abrir_sessao(request)
+        .await
+    {
+        Ok(r) if r.get_ref().valido => Ok(r.into_inner().token),
+        Ok(_) => Err("valido=false".into()),
+        Err(s) => Err(code(&s)),
+    }
+}
+
+/// Caller `i` of AbrirSessao, each login of the user `pick` names.
+pub fn grpc_abrir_sessao(
+    channels: &[Channel],
+    i: usize,
+    mut pick: impl FnMut() -> String + Send + 'static,
+) -> Call {
+    let channel = channels[i % channels.len()].clone();
+    Box::new(move || {
+        let channel = channel.clone();
+        let usuario = pick();
+        Box::pin(async move {
+            abrir_sessao(&channel, usuario, MetadataMap::new())
+                .await
+                .map(|_| ())
         })
     })
 }

@@ -502,8 +502,6 @@ pub async fn scale(
     notes: &mut Vec<(String, String)>,
     targets: &mut Vec<Target>,
 ) -> Result<(), String> {
-    let slice = window / rounds.max(1);
-    let warmup = (slice / 5).min(Duration::from_secs(1));
     let mut per_size: Vec<(u64, BTreeMap<&'static str, f64>)> = Vec::new();
     for &size in sizes {
         let took = grow(size).await?;
@@ -513,32 +511,10 @@ pub async fn scale(
                 format!("{:.1} s", took.as_secs_f64()),
             ));
         }
-        let mut merged: Vec<Option<Outcome>> = servers.iter().map(|_| None).collect();
-        for round in 0..rounds.max(1) {
-            let order: Vec<usize> = if round % 2 == 0 {
-                (0..servers.len()).collect()
-            } else {
-                (0..servers.len()).rev().collect()
-            };
-            for j in order {
-                let (server, channels) = servers[j];
-                let o = runner::run(
-                    vec![Group::new(callers, |i| calls::grpc_nivel(channels, i))],
-                    warmup,
-                    slice,
-                    Some(server.pid()),
-                )
-                .await
-                .remove(0);
-                match &mut merged[j] {
-                    Some(m) => m.merge(o),
-                    slot => *slot = Some(o),
-                }
-            }
-        }
+        let on: Vec<(u32, &[Channel])> = servers.iter().map(|&(s, ch)| (s.pid(), ch)).collect();
+        let merged = runner::abba_servers(&on, calls::grpc_nivel, callers, rounds, window).await;
         let mut cpu = BTreeMap::new();
         for ((server, _), o) in servers.iter().zip(merged) {
-            let o = o.expect("at least one round");
             let row = Row::from_outcome(format!("8 ObterNivel, {size} users"), server.label, &o);
             if let Some(c) = row.cpu_us_per_req {
                 cpu.insert(server.label, c);

@@ -14,6 +14,7 @@ mod peer;
 mod report;
 mod runner;
 mod server;
+mod sessions;
 mod timing;
 mod traces;
 
@@ -60,18 +61,25 @@ struct Args {
     #[arg(long, default_value_t = 4)]
     connections: usize,
 
-    /// Callers of VerificarLogin (scenarios 4 and 5) and of AdicionarUsuario (scenario 6).
+    /// Callers of VerificarLogin (scenarios 4, 5 and 10), of AdicionarUsuario (scenario 6) and
+    /// of AbrirSessao (scenario 11's storm).
     #[arg(long, default_value_t = 8)]
     login_callers: usize,
 
-    /// Callers of ObterNivel in the mixed scenario.
+    /// Callers of ObterNivel in the mixed scenario (5), and in scenarios 10 and 11 (ObterSessao
+    /// too).
     #[arg(long, default_value_t = 32)]
     mixed_callers: usize,
 
-    /// Scenarios to run (1-10); the servers start whatever is chosen. 8 runs only with more
+    /// Scenarios to run (1-11); the servers start whatever is chosen. 8 runs only with more
     /// than one `--users` size.
-    #[arg(long, value_delimiter = ',', default_value = "1,2,3,4,5,6,7,8,9,10")]
+    #[arg(long, value_delimiter = ',', default_value = "1,2,3,4,5,6,7,8,9,10,11")]
     scenarios: Vec<u8>,
+
+    /// How long scenario 11's storm of logins lasts (then up to 10 s more, until the purge
+    /// has emptied the sessions table).
+    #[arg(long, default_value = "20s", value_parser = humantime::parse_duration)]
+    storm: Duration,
 
     /// Logins of each kind (unknown user, wrong password) in scenario 9, the timing gap.
     #[arg(long, default_value_t = 200)]
@@ -545,6 +553,21 @@ async fn run(args: &Args, db: &BenchDb) -> Result<(), String> {
             window,
         };
         traces::run(plan, &mut rows, &mut targets, &mut notes).await?;
+    }
+
+    if wants(11) {
+        let plan = sessions::Plan {
+            server_bin: &args.server_bin,
+            database_url: &db.url,
+            connections: args.connections,
+            callers: args.mixed_callers,
+            login_callers: args.login_callers,
+            rounds: args.rounds,
+            window,
+            storm: args.storm,
+            batched: (&batched, &batched_ch),
+        };
+        sessions::run(plan, &mut rows, &mut targets, &mut notes).await?;
     }
 
     // Last: scenario 8 grows the table, which the others must not see.

@@ -11,6 +11,7 @@ use std::{
 };
 
 use hdrhistogram::Histogram;
+use tonic::transport::Channel;
 
 use crate::server::{cpu_ticks, rss_kib, ticks_to_us};
 
@@ -222,4 +223,64 @@ impl XorShift {
         self.0 ^= self.0 << 17;
         self.0 % n
     }
+}
+
+/// One run compared side by side: the pid of the server whose CPU is read, and its callers.
+pub type Side<'a> = (u32, &'a dyn Fn(usize) -> Call);
+
+/// Plays `sides` against each other: `window` of each cut into `rounds` slices played in ABBA
+/// order (A B C, C B A, ...), each after a warm-up of a fifth of a slice (at most 1 s), and
+/// merged, so that the load other processes put on the machine falls on each alike. One
+/// outcome per side, in order.
+pub async fn abba(
+    sides: &[Side<'_>],
+    callers: usize,
+    rounds: u32,
+    window: Duration,
+) -> Vec<Outcome> {
+    let rounds = rounds.max(1);
+    let slice = window / rounds;
+    let warmup = (slice / 5).min(Duration::from_secs(1));
+    let mut merged: Vec<Option<Outcome>> = sides.iter().map(|_| None).collect();
+    for round in 0..rounds {
+        let order: Vec<usize> = if round % 2 == 0 {
+            (0..sides.len()).collect()
+        } else {
+            (0..sides.len()).rev().collect()
+        };
+        for i in order {
+            let (pid, make) = sides[i];
+            let o = run(vec![Group::new(callers, make)], warmup, slice, Some(pid))
+                .await
+                .remove(0);
+            match &mut merged[i] {
+                Some(m) => m.merge(o),
+                slot => *slot = Some(o),
+            }
+        }
+    }
+    merged
+        .into_iter()
+        .map(|o| o.expect("at least one round"))
+        .collect()
+}
+
+/// [`abba`] of one call against several servers: `make(channels, i)` on each `(pid, channels)`.
+pub async fn abba_servers(
+    servers: &[(u32, &[Channel])],
+    make: fn(&[Channel], usize) -> Call,
+    callers: usize,
+    rounds: u32,
+    window: Duration,
+) -> Vec<Outcome> {
+    let makes: Vec<_> = servers
+        .iter()
+        .map(|&(_, channels)| move |i| make(channels, i))
+        .collect();
+    let sides: Vec<Side> = servers
+        .iter()
+        .zip(&makes)
+        .map(|(&(pid, _), make)| (pid, make as &dyn Fn(usize) -> Call))
+        .collect();
+    abba(&sides, callers, rounds, window).await
 }

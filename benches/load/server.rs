@@ -79,6 +79,17 @@ impl Server {
         database_url: &str,
         env: &[(&str, String)],
     ) -> Result<Self, String> {
+        Server::start_logging(bin, label, database_url, env, None).await
+    }
+
+    /// [`Server::start`], its log (stderr) written to `log` rather than the bench's stderr.
+    pub async fn start_logging(
+        bin: &str,
+        label: &'static str,
+        database_url: &str,
+        env: &[(&str, String)],
+        log: Option<std::fs::File>,
+    ) -> Result<Self, String> {
         let addr = free_port()?;
         // The admin port serves /metrics, read before and after the h2load rows to count
         // the gRPC codes h2load cannot see; nothing scrapes it while a row runs.
@@ -93,6 +104,9 @@ impl Server {
             .env("RUST_LOG", "warn");
         for (k, v) in env {
             command.env(k, v);
+        }
+        if let Some(log) = log {
+            command.stderr(log);
         }
         Server::spawn(command, label, addr, Some(admin_addr)).await
     }
@@ -283,20 +297,7 @@ pub async fn handled_by_code(
     admin: SocketAddr,
     method: &str,
 ) -> Result<std::collections::BTreeMap<String, u64>, String> {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let mut stream = tokio::net::TcpStream::connect(admin)
-        .await
-        .map_err(|e| format!("admin port: {e}"))?;
-    // HTTP/1.0: the body comes whole, not chunked, and the connection closes after it.
-    stream
-        .write_all(b"GET /metrics HTTP/1.0\r\nHost: bench\r\n\r\n")
-        .await
-        .map_err(|e| e.to_string())?;
-    let mut text = String::new();
-    stream
-        .read_to_string(&mut text)
-        .await
-        .map_err(|e| e.to_string())?;
+    let text = metrics(admin).await?;
     let method_label = format!("grpc_method=\"{method}\"");
     let mut by_code = std::collections::BTreeMap::new();
     for line in text.lines() {
@@ -315,6 +316,25 @@ pub async fn handled_by_code(
         }
     }
     Ok(by_code)
+}
+
+/// produto's `/metrics` text (with the HTTP head), from its admin port.
+pub async fn metrics(admin: SocketAddr) -> Result<String, String> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = tokio::net::TcpStream::connect(admin)
+        .await
+        .map_err(|e| format!("admin port: {e}"))?;
+    // HTTP/1.0: the body comes whole, not chunked, and the connection closes after it.
+    stream
+        .write_all(b"GET /metrics HTTP/1.0\r\nHost: bench\r\n\r\n")
+        .await
+        .map_err(|e| e.to_string())?;
+    let mut text = String::new();
+    stream
+        .read_to_string(&mut text)
+        .await
+        .map_err(|e| e.to_string())?;
+    Ok(text)
 }
 
 /// (VmRSS, VmHWM) of a process in KiB, from /proc/<pid>/status.

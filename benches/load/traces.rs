@@ -14,7 +14,7 @@ use produto_testkit::otlp::Receiver;
 use crate::{
     calls,
     report::{Row, Target},
-    runner::Outcome,
+    runner::{Call, abba_servers},
     server::Server,
 };
 
@@ -79,9 +79,7 @@ pub async fn run(
         servers.push((server, channels));
     }
 
-    let slice = plan.window / plan.rounds.max(1);
-    let warmup = (slice / 5).min(Duration::from_secs(1));
-    type Make = fn(&[Channel], usize) -> crate::runner::Call;
+    type Make = fn(&[Channel], usize) -> Call;
     let methods: [(&str, usize, Make); 2] = [
         (
             "10 ObterNivel traces",
@@ -95,26 +93,11 @@ pub async fn run(
         ),
     ];
     for (scenario, callers, make) in methods {
-        let mut merged: Vec<Option<Outcome>> = servers.iter().map(|_| None).collect();
-        for round in 0..plan.rounds.max(1) {
-            let order: Vec<usize> = if round % 2 == 0 {
-                (0..servers.len()).collect()
-            } else {
-                (0..servers.len()).rev().collect()
-            };
-            for i in order {
-                let (server, channels) = &servers[i];
-                let o = crate::one(callers, warmup, slice, Some(server.pid()), |c| {
-                    make(channels, c)
-                })
-                .await;
-                match &mut merged[i] {
-                    Some(m) => m.merge(o),
-                    None => merged[i] = Some(o),
-                }
-            }
-        }
-        let outcomes: Vec<Outcome> = merged.into_iter().map(Option::unwrap).collect();
+        let on: Vec<(u32, &[Channel])> = servers
+            .iter()
+            .map(|(server, channels)| (server.pid(), channels.as_slice()))
+            .collect();
+        let outcomes = abba_servers(&on, make, callers, plan.rounds, plan.window).await;
         let cpu = |label: &str| {
             variants
                 .iter()
