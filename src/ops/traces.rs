@@ -4,7 +4,10 @@
 
 use opentelemetry::trace::Status;
 use produto_client::otel;
-use tonic::{Code, codegen::http::HeaderMap};
+use tonic::{
+    Code,
+    codegen::http::{HeaderMap, HeaderName},
+};
 use tracing::Span;
 use tracing_opentelemetry::OpenTelemetrySpanExt;
 
@@ -26,7 +29,8 @@ pub fn rpc_span(
 ) -> (Span, bool) {
     use opentelemetry::trace::TraceContextExt;
     let method = path.trim_start_matches('/');
-    let incoming = (headers.contains_key("traceparent") && otel::exporting_now())
+    let traceparent = HeaderName::from_static("traceparent");
+    let incoming = (headers.contains_key(traceparent) && otel::exporting_now())
         .then(|| otel::extract(headers))
         .filter(|cx| cx.span().span_context().is_valid());
     let trusted = caller.is_some() || trust_all;

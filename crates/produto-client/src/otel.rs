@@ -394,7 +394,9 @@ where
         meta: &tracing::Metadata<'_>,
         cx: &tracing_subscriber::layer::Context<'_, S>,
     ) -> bool {
-        if !tracing_subscriber::layer::Filter::<S>::enabled(&self.crates, meta, cx) {
+        if (meta.is_event() && *meta.level() > Level::INFO)
+            || !tracing_subscriber::layer::Filter::<S>::enabled(&self.crates, meta, cx)
+        {
             return false;
         }
         if meta.is_span()
@@ -418,7 +420,13 @@ where
         meta: &'static tracing::Metadata<'static>,
     ) -> tracing::subscriber::Interest {
         // Asked for each span and event: whether it is exported depends on the trace it is in.
-        if tracing_subscriber::layer::Filter::<S>::callsite_enabled(&self.crates, meta).is_never() {
+        // DEBUG events are never span events, so that the hot path's debug lines cost
+        // nothing while logs are at INFO or above.
+        let debug_event = meta.is_event() && *meta.level() > Level::INFO;
+        if debug_event
+            || tracing_subscriber::layer::Filter::<S>::callsite_enabled(&self.crates, meta)
+                .is_never()
+        {
             tracing::subscriber::Interest::never()
         } else {
             tracing::subscriber::Interest::sometimes()
