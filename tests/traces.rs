@@ -309,6 +309,14 @@ async fn one_chat_message_is_one_trace_from_the_bot_through_the_service_to_the_d
         attr(lookup, "produto.db.server.role").as_deref(),
         Some("primary")
     );
+    // Every feature names its statements' shape: the session's, written by sessions/.
+    let open = trace
+        .iter()
+        .find(|s| attr(s, "produto.db.statement").as_deref() == Some("open_session"))
+        .expect("the session's statement span");
+    assert_eq!(open.name, "INSERT sessoes");
+    assert_eq!(attr(open, "db.collection.name").as_deref(), Some("sessoes"));
+
     // The throttle's claim and the pool wait are in the same tree.
     for name in ["throttle claim", "pool wait", "hashing queue"] {
         let span = trace

@@ -2,7 +2,7 @@
 
 use crate::{
     Error,
-    db::{Access, Db, query::per_backend},
+    db::{Access, Db, Query, query::per_backend},
     pb,
 };
 
@@ -39,7 +39,7 @@ pub(super) async fn insert(db: &Db, em_ms: i64, e: &Entry<'_>) -> Result<(), Err
         .await
         .map(|_| ())
     });
-    db.run(Access::Primary, "audit_insert", insert).await
+    db.run(Access::Primary, Query::insert("audit_insert", "auditoria"), insert).await
 }
 
 /// Which entries a page holds: before `before_id` (the previous page's last), of the target
@@ -89,7 +89,7 @@ pub(super) async fn page(
         .fetch_all(conn)
         .await
     });
-    let rows: Vec<EntryRow> = db.run(Access::Primary, "audit_page", select).await?;
+    let rows: Vec<EntryRow> = db.run(Access::Primary, Query::select("audit_page", "auditoria"), select).await?;
     Ok(rows
         .into_iter()
         .map(
@@ -124,5 +124,5 @@ pub(super) async fn purge(db: &Db, cutoff_ms: i64, limit: i64) -> Result<u64, Er
         .await
         .map(|r| r.rows_affected())
     });
-    db.run(Access::Primary, "audit_purge", purge).await
+    db.run(Access::Primary, Query::delete("audit_purge", "auditoria"), purge).await
 }

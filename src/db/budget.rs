@@ -7,7 +7,7 @@ use std::sync::atomic::Ordering::Relaxed;
 
 use sqlx::{Executor, Row};
 
-use super::{Access, Backend, Db};
+use super::{Access, Backend, Db, Query};
 use crate::Error;
 
 /// PostgreSQL's figures against this instance's need, read once at start.
@@ -54,7 +54,7 @@ impl Db {
             return Ok(None);
         };
         let (row, own) = self
-            .run(Access::Primary, "connection_budget", |conn| {
+            .run(Access::Primary, Query::select("connection_budget", "pg_stat_activity"), |conn| {
                 Box::pin(async move {
                     // Taken while this connection is out, so that it counts as ours.
                     let own = pool.size();

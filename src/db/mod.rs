@@ -39,7 +39,7 @@ use sqlx::migrate::Migrator;
 pub use diagnose::Diagnosis;
 pub use hosts::check_urls;
 pub use probe::ProbeConnection;
-pub use query::{Conn, Statement};
+pub use query::{Conn, Query, Statement};
 pub use replicas::{Access, Backend, Role, Server, Servers};
 pub use settings::{DbFlags, DbSettings, default_duration, is_postgres_url};
 pub use stats::{PoolSnapshot, PoolStats};

@@ -93,21 +93,53 @@ fn client_grace(query_timeout: Duration) -> Duration {
 /// connection, so an outage answers UNAVAILABLE fast instead of after the full timeout.
 const UNHEALTHY_ACQUIRE_TIMEOUT: Duration = Duration::from_millis(250);
 
+/// A statement's name and shape, written beside its SQL by the feature that owns it: the
+/// name labels its metrics and the slow-query log; the operation and the table name its
+/// trace span (`db.operation.name`, `db.collection.name`), never its SQL or parameters.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Query {
+    pub name: &'static str,
+    pub operation: &'static str,
+    pub collection: &'static str,
+}
+
+impl Query {
+    pub const fn select(name: &'static str, collection: &'static str) -> Query {
+        Query::new(name, "SELECT", collection)
+    }
+    pub const fn insert(name: &'static str, collection: &'static str) -> Query {
+        Query::new(name, "INSERT", collection)
+    }
+    pub const fn update(name: &'static str, collection: &'static str) -> Query {
+        Query::new(name, "UPDATE", collection)
+    }
+    pub const fn delete(name: &'static str, collection: &'static str) -> Query {
+        Query::new(name, "DELETE", collection)
+    }
+    const fn new(name: &'static str, operation: &'static str, collection: &'static str) -> Query {
+        Query {
+            name,
+            operation,
+            collection,
+        }
+    }
+}
+
 impl Db {
     /// Runs one statement on the server `access` routes to (see [`Db::run_on`]).
     pub async fn run<'a, T>(
         &self,
         access: Access,
-        name: &'static str,
+        query: Query,
         statement: impl Statement<'a, T>,
     ) -> Result<T, Error> {
         let server = self.servers().route(access);
-        self.run_on(server, access, name, statement).await
+        self.run_on(server, access, query, statement).await
     }
 
     /// Runs `statement` on a leased connection of server `server`, bounded by the query
-    /// timeout and timed under `name` (the `query` label of the latency histogram and the
-    /// slow-query log), with the outcome classified into [`Error`].
+    /// timeout and timed under `query.name` (the `query` label of the latency histogram and
+    /// the slow-query log), with the outcome classified into [`Error`].
     ///
     /// A read ([`Access::Read`]) is counted on its server and, being safe to repeat, retried
     /// once: on another connection of the same server when its connection turns out to be
@@ -121,9 +153,10 @@ impl Db {
         &self,
         mut server: usize,
         access: Access,
-        name: &'static str,
+        query: Query,
         mut statement: impl Statement<'a, T>,
     ) -> Result<T, Error> {
+        let name = query.name;
         let read = access == Access::Read;
         let mut attempt = 1;
         let mut followed = false;
@@ -132,7 +165,7 @@ impl Db {
                 self.servers().get(server).count_read();
             }
             let span = traces::statement_span(
-                name,
+                query,
                 traces::Target {
                     system: self.backend_name(),
                     address: &self.servers().get(server).address,

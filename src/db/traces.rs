@@ -3,30 +3,14 @@
 //! linked to the calls it serves. Built only inside a sampled trace (DEBUG besides), so that
 //! without traces, or in a trace not sampled, each is a span that does nothing.
 //! No parameter is ever an attribute (they may be passwords or hashes): a statement is
-//! named by its static name, and its summary comes from a table, not from the SQL.
+//! named by its static [`Query`], whose shape its feature wrote beside the SQL.
 
 use opentelemetry::trace::SpanContext;
+
+use super::Query;
 use produto_client::otel;
 use tracing::Span;
 use tracing_opentelemetry::OpenTelemetrySpanExt;
-
-/// What a statement does, by its static name (the `query` label of the metrics):
-/// `db.operation.name` and `db.collection.name`. A name missing here is exported with its
-/// own name as the summary.
-fn statement_shape(name: &str) -> Option<(&'static str, &'static str)> {
-    Some(match name {
-        "credentials" | "nivel" | "nivel_batch" | "usuario_exists" | "legacy_hash_counts"
-        | "list_users" => ("SELECT", "usuarios"),
-        "insert_user" | "insert_imported_user" => ("INSERT", "usuarios"),
-        "update_hash" | "set_password" | "set_nivel" => ("UPDATE", "usuarios"),
-        "remove_user" => ("DELETE", "usuarios"),
-        "claim_login_attempt" | "add_login_failures" => ("INSERT", "login_tentativas"),
-        "resolve_login_attempt" => ("UPDATE", "login_tentativas"),
-        "purge_login_attempts" => ("DELETE", "login_tentativas"),
-        "connection_budget" => ("SELECT", "pg_stat_activity"),
-        _ => return None,
-    })
-}
 
 /// Where a statement runs: the database system, the server's `host:port/database` and
 /// whether it is the primary or a replica.
@@ -38,8 +22,8 @@ pub struct Target<'a> {
     pub primary: bool,
 }
 
-/// The client span of one statement named `name` on `target` (DEBUG: built only for export).
-pub fn statement_span(name: &'static str, target: Target<'_>) -> Span {
+/// The client span of one statement, `query`, on `target` (DEBUG: built only for export).
+pub fn statement_span(query: Query, target: Target<'_>) -> Span {
     if !otel::recording_now() {
         return Span::none();
     }
@@ -57,7 +41,7 @@ pub fn statement_span(name: &'static str, target: Target<'_>) -> Span {
         error.type = tracing::field::Empty,
         server.address = tracing::field::Empty,
         server.port = tracing::field::Empty,
-        produto.db.statement = name,
+        produto.db.statement = query.name,
         produto.db.server.role = if target.primary { "primary" } else { "replica" },
     );
     if span.is_disabled() {
@@ -68,14 +52,9 @@ pub fn statement_span(name: &'static str, target: Target<'_>) -> Span {
         "db.system.name",
         if postgres { "postgresql" } else { "sqlite" },
     );
-    let summary = match statement_shape(name) {
-        Some((operation, collection)) => {
-            span.record("db.operation.name", operation);
-            span.record("db.collection.name", collection);
-            format!("{operation} {collection}")
-        }
-        None => name.to_owned(),
-    };
+    span.record("db.operation.name", query.operation);
+    span.record("db.collection.name", query.collection);
+    let summary = format!("{} {}", query.operation, query.collection);
     span.record("otel.name", summary.as_str());
     span.record("db.query.summary", summary.as_str());
     if postgres {

@@ -5,7 +5,7 @@
 
 use crate::{
     Error,
-    db::{Access, Db, query::per_backend},
+    db::{Access, Db, Query, query::per_backend},
 };
 
 /// A session as read, with its user's row as it is now.
@@ -132,7 +132,7 @@ pub async fn open(db: &Db, new: &NewSession<'_>) -> Result<i64, Error> {
         .await?;
         tx.commit().await.map(|()| id)
     });
-    db.run(Access::Primary, "open_session", open).await
+    db.run(Access::Primary, Query::insert("open_session", "sessoes"), open).await
 }
 
 /// The session `key` names, with its user's current name and level. On the primary: a
@@ -147,7 +147,7 @@ pub async fn find(db: &Db, key: &Key) -> Result<Option<Row>, Error> {
                     .fetch_optional(conn)
                     .await
             });
-            db.run(Access::Primary, "find_session", select).await?
+            db.run(Access::Primary, Query::select("find_session", "sessoes"), select).await?
         }
         Key::EndUser {
             chamador,
@@ -161,7 +161,7 @@ pub async fn find(db: &Db, key: &Key) -> Result<Option<Row>, Error> {
                     .fetch_optional(conn)
                     .await
             });
-            db.run(Access::Primary, "find_session_by_end_user", select)
+            db.run(Access::Primary, Query::select("find_session_by_end_user", "sessoes"), select)
                 .await?
         }
     };
@@ -179,7 +179,7 @@ pub async fn touch(db: &Db, id: i64, now_ms: i64) -> Result<(), Error> {
             .await
             .map(|_| ())
     });
-    db.run(Access::Primary, "touch_session", touch).await
+    db.run(Access::Primary, Query::update("touch_session", "sessoes"), touch).await
 }
 
 /// Ends session `id`; whether it was there.
@@ -192,7 +192,7 @@ pub async fn end(db: &Db, id: i64) -> Result<bool, Error> {
             .await
             .map(|r| r.rows_affected() > 0)
     });
-    db.run(Access::Primary, "end_session", end).await
+    db.run(Access::Primary, Query::delete("end_session", "sessoes"), end).await
 }
 
 /// Ends every session of user `usuario_id` but `keep`; how many ended.
@@ -206,7 +206,7 @@ pub async fn end_all(db: &Db, usuario_id: i64, keep: Option<i64>) -> Result<u64,
             .await
             .map(|r| r.rows_affected())
     });
-    db.run(Access::Primary, "end_sessions", end).await
+    db.run(Access::Primary, Query::delete("end_sessions", "sessoes"), end).await
 }
 
 /// The sessions of the user named `usuario` still open at `now_ms` (unused since
@@ -227,7 +227,7 @@ pub async fn list(
             .fetch_all(conn)
             .await
     });
-    let rows: Vec<RowTuple> = db.run(Access::Primary, "list_sessions", select).await?;
+    let rows: Vec<RowTuple> = db.run(Access::Primary, Query::select("list_sessions", "sessoes"), select).await?;
     Ok(rows.into_iter().map(row).collect())
 }
 
@@ -240,7 +240,7 @@ pub async fn user_id(db: &Db, usuario: &str) -> Result<Option<i64>, Error> {
             .fetch_optional(conn)
             .await
     });
-    db.run(Access::Primary, "session_user_id", select).await
+    db.run(Access::Primary, Query::select("session_user_id", "usuarios"), select).await
 }
 
 /// Deletes up to `limit` sessions expired at `now_ms` or unused since `idle_before_ms`;
@@ -263,7 +263,7 @@ pub async fn purge(
         .await
         .map(|r| r.rows_affected())
     });
-    db.run(Access::Primary, "purge_sessions", purge).await
+    db.run(Access::Primary, Query::delete("purge_sessions", "sessoes"), purge).await
 }
 
 /// How many sessions are stored (the bench's bound check and tests).
@@ -274,5 +274,5 @@ pub async fn count(db: &Db) -> Result<i64, Error> {
             .fetch_one(conn)
             .await
     });
-    db.run(Access::Primary, "count_sessions", count).await
+    db.run(Access::Primary, Query::select("count_sessions", "sessoes"), count).await
 }

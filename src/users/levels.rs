@@ -20,7 +20,7 @@ use tracing::Instrument;
 
 use crate::{
     Error,
-    db::{Access, Backend, Db, query::per_backend, traces},
+    db::{Access, Backend, Db, Query, query::per_backend, traces},
     domain::Usuario,
 };
 
@@ -73,7 +73,7 @@ impl Levels {
                 .fetch_optional(conn)
                 .await
         });
-        db.run_on(server, Access::Read, "nivel", select).await
+        db.run_on(server, Access::Read, Query::select("nivel", "usuarios"), select).await
     }
 }
 
@@ -262,14 +262,14 @@ async fn query(db: &Db, server: usize, batch: &[Waiter]) -> Result<HashMap<Strin
     if batch.iter().any(|w| w.usuario.as_str() == PANIC_FOR) {
         panic!("injected failure in a nivel batch");
     }
-    let name = if batch.len() == 1 {
-        "nivel"
+    let query = if batch.len() == 1 {
+        Query::select("nivel", "usuarios")
     } else {
-        "nivel_batch"
+        Query::select("nivel_batch", "usuarios")
     };
     let named = db.named_statements();
     let span = traces::batch_span(batch.len(), batch.iter().map(|w| w.follows.clone()));
-    db.run_on(server, Access::Read, name, |conn| {
+    db.run_on(server, Access::Read, query, |conn| {
         Box::pin(async move { lookup(conn.postgres()?, batch, named).await })
     })
     .instrument(span)

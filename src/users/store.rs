@@ -8,7 +8,7 @@ use super::{
 };
 use crate::{
     Error,
-    db::{Access, Backend, query::per_backend},
+    db::{Access, Backend, Query, query::per_backend},
     domain::{Nivel, UserPage, Usuario},
 };
 
@@ -57,7 +57,7 @@ impl Users {
                     .fetch_optional(conn)
                     .await
             });
-            self.db.run_on(server, Access::Read, "credentials", select)
+            self.db.run_on(server, Access::Read, Query::select("credentials", "usuarios"), select)
         };
         let row: Option<(i64, String, i32)> = match lookup(server).await {
             // The primary died since the last probe: a replica answers instead (a read on a
@@ -106,7 +106,7 @@ impl Users {
             .fetch_one(conn)
             .await
         });
-        match self.db.run(Access::Primary, "insert_user", insert).await {
+        match self.db.run(Access::Primary, Query::insert("insert_user", "usuarios"), insert).await {
             Err(Error::Database(sqlx::Error::Database(e))) if is_usuario_taken(&*e) => Err(
                 Error::AlreadyExists(format!("usuario '{usuario}' already exists")),
             ),
@@ -135,7 +135,7 @@ impl Users {
                 // The two backends' results differ in type; only the row count matters here.
                 .map(|r| r.rows_affected() > 0)
         });
-        let changed = self.db.run(Access::Primary, "update_hash", update).await?;
+        let changed = self.db.run(Access::Primary, Query::update("update_hash", "usuarios"), update).await?;
         if changed && let Some(format) = legacy_format_of(previous) {
             self.legacy.forget_one(format);
         }
@@ -163,7 +163,7 @@ impl Users {
             .await
         });
         self.db
-            .run(Access::Primary, "insert_imported_user", insert)
+            .run(Access::Primary, Query::insert("insert_imported_user", "usuarios"), insert)
             .await
     }
 
@@ -201,7 +201,7 @@ impl Users {
             })
         });
         self.db
-            .run(Access::Primary, "existing_usuarios", select)
+            .run(Access::Primary, Query::select("existing_usuarios", "usuarios"), select)
             .await
     }
 
@@ -262,7 +262,7 @@ impl Users {
             })
         });
         self.db
-            .run(Access::Primary, "insert_imported_users", insert)
+            .run(Access::Primary, Query::insert("insert_imported_users", "usuarios"), insert)
             .await
     }
 
@@ -278,7 +278,7 @@ impl Users {
         });
         let rows: Vec<(String, i64)> = self
             .db
-            .run(Access::Primary, "legacy_hash_counts", count)
+            .run(Access::Primary, Query::select("legacy_hash_counts", "usuarios"), count)
             .await?;
         self.legacy.set(&rows);
         Ok(())
@@ -328,7 +328,7 @@ impl Users {
             .await
             .map(|r| r.rows_affected() > 0)
         });
-        self.db.run(Access::Primary, "set_password", update).await
+        self.db.run(Access::Primary, Query::update("set_password", "usuarios"), update).await
     }
 
     /// Sets a user's level.
@@ -342,7 +342,7 @@ impl Users {
                 .await
                 .map(|r| r.rows_affected() > 0)
         });
-        self.db.run(Access::Primary, "set_nivel", update).await
+        self.db.run(Access::Primary, Query::update("set_nivel", "usuarios"), update).await
     }
 
     /// Removes a user and, in the same transaction, every login-attempt row of its name, so
@@ -366,7 +366,7 @@ impl Users {
                 .await?;
             tx.commit().await.map(|()| removed)
         });
-        self.db.run(Access::Primary, "remove_user", remove).await
+        self.db.run(Access::Primary, Query::delete("remove_user", "usuarios"), remove).await
     }
 
     /// Up to `limit` users of `page` (its prefix, after its last name), in code point order
@@ -388,7 +388,7 @@ impl Users {
                 .fetch_all(conn)
                 .await
         });
-        let rows: Vec<(i64, String, i32)> = self.db.run(Access::Read, "list_users", select).await?;
+        let rows: Vec<(i64, String, i32)> = self.db.run(Access::Read, Query::select("list_users", "usuarios"), select).await?;
         Ok(rows
             .into_iter()
             .map(|(id, usuario, nivel)| UserSummary { id, usuario, nivel })

@@ -7,7 +7,7 @@ use std::time::Duration;
 use super::policy::{LoginThrottle, now_ms};
 use crate::{
     Error,
-    db::{Access, Db, query::per_backend},
+    db::{Access, Db, Query, query::per_backend},
     domain::Usuario,
 };
 
@@ -76,7 +76,7 @@ pub async fn claim_login_attempt(
         .await
     });
     let (failed, in_flight, window_start_ms): (i32, i32, i64) = db
-        .run(Access::Primary, "claim_login_attempt", claim)
+        .run(Access::Primary, Query::insert("claim_login_attempt", "login_tentativas"), claim)
         .await?;
     Ok(AttemptCounts {
         failed: u32::try_from(failed).unwrap_or(0),
@@ -114,7 +114,7 @@ pub(super) async fn resolve_login_attempt(
         .await
         .map(|_| ())
     });
-    db.run(Access::Primary, "resolve_login_attempt", resolve)
+    db.run(Access::Primary, Query::update("resolve_login_attempt", "login_tentativas"), resolve)
         .await
 }
 
@@ -148,7 +148,7 @@ pub(super) async fn add_login_failures(
         .await
         .map(|_| ())
     });
-    db.run(Access::Primary, "add_login_failures", add).await
+    db.run(Access::Primary, Query::insert("add_login_failures", "login_tentativas"), add).await
 }
 
 /// Deletes up to `limit` rows whose window has passed and that have no attempt in
@@ -173,7 +173,7 @@ pub(super) async fn purge_login_attempts(
         .await
         .map(|r| r.rows_affected())
     });
-    db.run(Access::Primary, "purge_login_attempts", purge).await
+    db.run(Access::Primary, Query::delete("purge_login_attempts", "login_tentativas"), purge).await
 }
 
 /// One row of `login_tentativas` after a claim.
