@@ -6,6 +6,11 @@ use crate::{
     pb,
 };
 
+/// The statements of this file, by name and shape (`db::Query`).
+const AUDIT_INSERT: Query = Query::insert("audit_insert", "auditoria");
+const AUDIT_PAGE: Query = Query::select("audit_page", "auditoria");
+const AUDIT_PURGE: Query = Query::delete("audit_purge", "auditoria");
+
 /// One entry as recorded. Holds names, levels, counts and reasons only: never a secret.
 #[derive(Debug, Clone, Copy)]
 pub struct Entry<'a> {
@@ -39,7 +44,7 @@ pub(super) async fn insert(db: &Db, em_ms: i64, e: &Entry<'_>) -> Result<(), Err
         .await
         .map(|_| ())
     });
-    db.run(Access::Primary, Query::insert("audit_insert", "auditoria"), insert).await
+    db.run(Access::Primary, AUDIT_INSERT, insert).await
 }
 
 /// Which entries a page holds: before `before_id` (the previous page's last), of the target
@@ -89,7 +94,7 @@ pub(super) async fn page(
         .fetch_all(conn)
         .await
     });
-    let rows: Vec<EntryRow> = db.run(Access::Primary, Query::select("audit_page", "auditoria"), select).await?;
+    let rows: Vec<EntryRow> = db.run(Access::Primary, AUDIT_PAGE, select).await?;
     Ok(rows
         .into_iter()
         .map(
@@ -124,5 +129,5 @@ pub(super) async fn purge(db: &Db, cutoff_ms: i64, limit: i64) -> Result<u64, Er
         .await
         .map(|r| r.rows_affected())
     });
-    db.run(Access::Primary, Query::delete("audit_purge", "auditoria"), purge).await
+    db.run(Access::Primary, AUDIT_PURGE, purge).await
 }

@@ -10,6 +10,9 @@ use sqlx::{Executor, Row};
 use super::{Access, Backend, Db, Query};
 use crate::Error;
 
+/// The statements of this file, by name and shape (`db::Query`).
+const CONNECTION_BUDGET: Query = Query::select("connection_budget", "pg_stat_activity");
+
 /// PostgreSQL's figures against this instance's need, read once at start.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Budget {
@@ -54,7 +57,7 @@ impl Db {
             return Ok(None);
         };
         let (row, own) = self
-            .run(Access::Primary, Query::select("connection_budget", "pg_stat_activity"), |conn| {
+            .run(Access::Primary, CONNECTION_BUDGET, |conn| {
                 Box::pin(async move {
                     // Taken while this connection is out, so that it counts as ours.
                     let own = pool.size();

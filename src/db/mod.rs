@@ -18,6 +18,7 @@ mod connect;
 pub mod diagnose;
 mod hosts;
 pub mod metrics;
+mod named;
 mod probe;
 pub(crate) mod query;
 pub mod replicas;
@@ -38,8 +39,9 @@ use sqlx::migrate::Migrator;
 
 pub use diagnose::Diagnosis;
 pub use hosts::check_urls;
+pub use named::Query;
 pub use probe::ProbeConnection;
-pub use query::{Conn, Query, Statement};
+pub use query::{Conn, Statement};
 pub use replicas::{Access, Backend, Role, Server, Servers};
 pub use settings::{DbFlags, DbSettings, default_duration, is_postgres_url};
 pub use stats::{PoolSnapshot, PoolStats};

@@ -19,8 +19,8 @@ use sqlx::{
 
 use tracing::Instrument;
 
-use super::traces;
 use super::{Access, Backend, Db, PoolStats, replicas, stats::GaugeGuard};
+use super::{named::Query, traces};
 use crate::{Error, error::is_connection_error};
 
 /// A leased connection as a statement sees it: its backend's own type, so that each driver
@@ -92,38 +92,6 @@ fn client_grace(query_timeout: Duration) -> Duration {
 /// While the probe says the database is down, callers wait at most this long for a
 /// connection, so an outage answers UNAVAILABLE fast instead of after the full timeout.
 const UNHEALTHY_ACQUIRE_TIMEOUT: Duration = Duration::from_millis(250);
-
-/// A statement's name and shape, written beside its SQL by the feature that owns it: the
-/// name labels its metrics and the slow-query log; the operation and the table name its
-/// trace span (`db.operation.name`, `db.collection.name`), never its SQL or parameters.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Query {
-    pub name: &'static str,
-    pub operation: &'static str,
-    pub collection: &'static str,
-}
-
-impl Query {
-    pub const fn select(name: &'static str, collection: &'static str) -> Query {
-        Query::new(name, "SELECT", collection)
-    }
-    pub const fn insert(name: &'static str, collection: &'static str) -> Query {
-        Query::new(name, "INSERT", collection)
-    }
-    pub const fn update(name: &'static str, collection: &'static str) -> Query {
-        Query::new(name, "UPDATE", collection)
-    }
-    pub const fn delete(name: &'static str, collection: &'static str) -> Query {
-        Query::new(name, "DELETE", collection)
-    }
-    const fn new(name: &'static str, operation: &'static str, collection: &'static str) -> Query {
-        Query {
-            name,
-            operation,
-            collection,
-        }
-    }
-}
 
 impl Db {
     /// Runs one statement on the server `access` routes to (see [`Db::run_on`]).

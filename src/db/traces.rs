@@ -7,7 +7,7 @@
 
 use opentelemetry::trace::SpanContext;
 
-use super::Query;
+use super::named::Query;
 use produto_client::otel;
 use tracing::Span;
 use tracing_opentelemetry::OpenTelemetrySpanExt;

@@ -8,6 +8,18 @@ use crate::{
     db::{Access, Db, Query, query::per_backend},
 };
 
+/// The statements of this file, by name and shape (`db::Query`).
+const OPEN_SESSION: Query = Query::insert("open_session", "sessoes");
+const FIND_SESSION: Query = Query::select("find_session", "sessoes");
+const FIND_SESSION_BY_END_USER: Query = Query::select("find_session_by_end_user", "sessoes");
+const TOUCH_SESSION: Query = Query::update("touch_session", "sessoes");
+const END_SESSION: Query = Query::delete("end_session", "sessoes");
+const END_SESSIONS: Query = Query::delete("end_sessions", "sessoes");
+const LIST_SESSIONS: Query = Query::select("list_sessions", "sessoes");
+const SESSION_USER_ID: Query = Query::select("session_user_id", "usuarios");
+const PURGE_SESSIONS: Query = Query::delete("purge_sessions", "sessoes");
+const COUNT_SESSIONS: Query = Query::select("count_sessions", "sessoes");
+
 /// A session as read, with its user's row as it is now.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Row {
@@ -132,7 +144,7 @@ pub async fn open(db: &Db, new: &NewSession<'_>) -> Result<i64, Error> {
         .await?;
         tx.commit().await.map(|()| id)
     });
-    db.run(Access::Primary, Query::insert("open_session", "sessoes"), open).await
+    db.run(Access::Primary, OPEN_SESSION, open).await
 }
 
 /// The session `key` names, with its user's current name and level. On the primary: a
@@ -147,7 +159,7 @@ pub async fn find(db: &Db, key: &Key) -> Result<Option<Row>, Error> {
                     .fetch_optional(conn)
                     .await
             });
-            db.run(Access::Primary, Query::select("find_session", "sessoes"), select).await?
+            db.run(Access::Primary, FIND_SESSION, select).await?
         }
         Key::EndUser {
             chamador,
@@ -161,7 +173,7 @@ pub async fn find(db: &Db, key: &Key) -> Result<Option<Row>, Error> {
                     .fetch_optional(conn)
                     .await
             });
-            db.run(Access::Primary, Query::select("find_session_by_end_user", "sessoes"), select)
+            db.run(Access::Primary, FIND_SESSION_BY_END_USER, select)
                 .await?
         }
     };
@@ -179,7 +191,7 @@ pub async fn touch(db: &Db, id: i64, now_ms: i64) -> Result<(), Error> {
             .await
             .map(|_| ())
     });
-    db.run(Access::Primary, Query::update("touch_session", "sessoes"), touch).await
+    db.run(Access::Primary, TOUCH_SESSION, touch).await
 }
 
 /// Ends session `id`; whether it was there.
@@ -192,7 +204,7 @@ pub async fn end(db: &Db, id: i64) -> Result<bool, Error> {
             .await
             .map(|r| r.rows_affected() > 0)
     });
-    db.run(Access::Primary, Query::delete("end_session", "sessoes"), end).await
+    db.run(Access::Primary, END_SESSION, end).await
 }
 
 /// Ends every session of user `usuario_id` but `keep`; how many ended.
@@ -206,7 +218,7 @@ pub async fn end_all(db: &Db, usuario_id: i64, keep: Option<i64>) -> Result<u64,
             .await
             .map(|r| r.rows_affected())
     });
-    db.run(Access::Primary, Query::delete("end_sessions", "sessoes"), end).await
+    db.run(Access::Primary, END_SESSIONS, end).await
 }
 
 /// The sessions of the user named `usuario` still open at `now_ms` (unused since
@@ -227,7 +239,7 @@ pub async fn list(
             .fetch_all(conn)
             .await
     });
-    let rows: Vec<RowTuple> = db.run(Access::Primary, Query::select("list_sessions", "sessoes"), select).await?;
+    let rows: Vec<RowTuple> = db.run(Access::Primary, LIST_SESSIONS, select).await?;
     Ok(rows.into_iter().map(row).collect())
 }
 
@@ -240,7 +252,7 @@ pub async fn user_id(db: &Db, usuario: &str) -> Result<Option<i64>, Error> {
             .fetch_optional(conn)
             .await
     });
-    db.run(Access::Primary, Query::select("session_user_id", "usuarios"), select).await
+    db.run(Access::Primary, SESSION_USER_ID, select).await
 }
 
 /// Deletes up to `limit` sessions expired at `now_ms` or unused since `idle_before_ms`;
@@ -263,7 +275,7 @@ pub async fn purge(
         .await
         .map(|r| r.rows_affected())
     });
-    db.run(Access::Primary, Query::delete("purge_sessions", "sessoes"), purge).await
+    db.run(Access::Primary, PURGE_SESSIONS, purge).await
 }
 
 /// How many sessions are stored (the bench's bound check and tests).
@@ -274,5 +286,5 @@ pub async fn count(db: &Db) -> Result<i64, Error> {
             .fetch_one(conn)
             .await
     });
-    db.run(Access::Primary, Query::select("count_sessions", "sessoes"), count).await
+    db.run(Access::Primary, COUNT_SESSIONS, count).await
 }

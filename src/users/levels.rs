@@ -24,6 +24,10 @@ use crate::{
     domain::Usuario,
 };
 
+/// The statements of this file, by name and shape (`db::Query`).
+const NIVEL: Query = Query::select("nivel", "usuarios");
+const NIVEL_BATCH: Query = Query::select("nivel_batch", "usuarios");
+
 /// The one lookup of a user's level: a lone lookup, batched or not, runs this.
 const NIVEL_SQL: &str = "SELECT nivel FROM usuarios WHERE usuario = $1";
 
@@ -73,7 +77,7 @@ impl Levels {
                 .fetch_optional(conn)
                 .await
         });
-        db.run_on(server, Access::Read, Query::select("nivel", "usuarios"), select).await
+        db.run_on(server, Access::Read, NIVEL, select).await
     }
 }
 
@@ -262,11 +266,7 @@ async fn query(db: &Db, server: usize, batch: &[Waiter]) -> Result<HashMap<Strin
     if batch.iter().any(|w| w.usuario.as_str() == PANIC_FOR) {
         panic!("injected failure in a nivel batch");
     }
-    let query = if batch.len() == 1 {
-        Query::select("nivel", "usuarios")
-    } else {
-        Query::select("nivel_batch", "usuarios")
-    };
+    let query = if batch.len() == 1 { NIVEL } else { NIVEL_BATCH };
     let named = db.named_statements();
     let span = traces::batch_span(batch.len(), batch.iter().map(|w| w.follows.clone()));
     db.run_on(server, Access::Read, query, |conn| {

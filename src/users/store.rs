@@ -12,6 +12,19 @@ use crate::{
     domain::{Nivel, UserPage, Usuario},
 };
 
+/// The statements of this file, by name and shape (`db::Query`).
+const CREDENTIALS: Query = Query::select("credentials", "usuarios");
+const INSERT_USER: Query = Query::insert("insert_user", "usuarios");
+const UPDATE_HASH: Query = Query::update("update_hash", "usuarios");
+const INSERT_IMPORTED_USER: Query = Query::insert("insert_imported_user", "usuarios");
+const EXISTING_USUARIOS: Query = Query::select("existing_usuarios", "usuarios");
+const INSERT_IMPORTED_USERS: Query = Query::insert("insert_imported_users", "usuarios");
+const LEGACY_HASH_COUNTS: Query = Query::select("legacy_hash_counts", "usuarios");
+const SET_PASSWORD: Query = Query::update("set_password", "usuarios");
+const SET_NIVEL: Query = Query::update("set_nivel", "usuarios");
+const REMOVE_USER: Query = Query::delete("remove_user", "usuarios");
+const LIST_USERS: Query = Query::select("list_users", "usuarios");
+
 /// The unique key on `usuarios.usuario`, as migrations/postgres names it.
 const USUARIO_KEY: &str = "usuarios_usuario_key";
 
@@ -57,7 +70,7 @@ impl Users {
                     .fetch_optional(conn)
                     .await
             });
-            self.db.run_on(server, Access::Read, Query::select("credentials", "usuarios"), select)
+            self.db.run_on(server, Access::Read, CREDENTIALS, select)
         };
         let row: Option<(i64, String, i32)> = match lookup(server).await {
             // The primary died since the last probe: a replica answers instead (a read on a
@@ -106,7 +119,7 @@ impl Users {
             .fetch_one(conn)
             .await
         });
-        match self.db.run(Access::Primary, Query::insert("insert_user", "usuarios"), insert).await {
+        match self.db.run(Access::Primary, INSERT_USER, insert).await {
             Err(Error::Database(sqlx::Error::Database(e))) if is_usuario_taken(&*e) => Err(
                 Error::AlreadyExists(format!("usuario '{usuario}' already exists")),
             ),
@@ -135,7 +148,7 @@ impl Users {
                 // The two backends' results differ in type; only the row count matters here.
                 .map(|r| r.rows_affected() > 0)
         });
-        let changed = self.db.run(Access::Primary, Query::update("update_hash", "usuarios"), update).await?;
+        let changed = self.db.run(Access::Primary, UPDATE_HASH, update).await?;
         if changed && let Some(format) = legacy_format_of(previous) {
             self.legacy.forget_one(format);
         }
@@ -163,7 +176,7 @@ impl Users {
             .await
         });
         self.db
-            .run(Access::Primary, Query::insert("insert_imported_user", "usuarios"), insert)
+            .run(Access::Primary, INSERT_IMPORTED_USER, insert)
             .await
     }
 
@@ -201,7 +214,7 @@ impl Users {
             })
         });
         self.db
-            .run(Access::Primary, Query::select("existing_usuarios", "usuarios"), select)
+            .run(Access::Primary, EXISTING_USUARIOS, select)
             .await
     }
 
@@ -262,7 +275,7 @@ impl Users {
             })
         });
         self.db
-            .run(Access::Primary, Query::insert("insert_imported_users", "usuarios"), insert)
+            .run(Access::Primary, INSERT_IMPORTED_USERS, insert)
             .await
     }
 
@@ -278,7 +291,7 @@ impl Users {
         });
         let rows: Vec<(String, i64)> = self
             .db
-            .run(Access::Primary, Query::select("legacy_hash_counts", "usuarios"), count)
+            .run(Access::Primary, LEGACY_HASH_COUNTS, count)
             .await?;
         self.legacy.set(&rows);
         Ok(())
@@ -328,7 +341,7 @@ impl Users {
             .await
             .map(|r| r.rows_affected() > 0)
         });
-        self.db.run(Access::Primary, Query::update("set_password", "usuarios"), update).await
+        self.db.run(Access::Primary, SET_PASSWORD, update).await
     }
 
     /// Sets a user's level.
@@ -342,7 +355,7 @@ impl Users {
                 .await
                 .map(|r| r.rows_affected() > 0)
         });
-        self.db.run(Access::Primary, Query::update("set_nivel", "usuarios"), update).await
+        self.db.run(Access::Primary, SET_NIVEL, update).await
     }
 
     /// Removes a user and, in the same transaction, every login-attempt row of its name, so
@@ -366,7 +379,7 @@ impl Users {
                 .await?;
             tx.commit().await.map(|()| removed)
         });
-        self.db.run(Access::Primary, Query::delete("remove_user", "usuarios"), remove).await
+        self.db.run(Access::Primary, REMOVE_USER, remove).await
     }
 
     /// Up to `limit` users of `page` (its prefix, after its last name), in code point order
@@ -388,7 +401,7 @@ impl Users {
                 .fetch_all(conn)
                 .await
         });
-        let rows: Vec<(i64, String, i32)> = self.db.run(Access::Read, Query::select("list_users", "usuarios"), select).await?;
+        let rows: Vec<(i64, String, i32)> = self.db.run(Access::Read, LIST_USERS, select).await?;
         Ok(rows
             .into_iter()
             .map(|(id, usuario, nivel)| UserSummary { id, usuario, nivel })

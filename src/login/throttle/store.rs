@@ -11,6 +11,12 @@ use crate::{
     domain::Usuario,
 };
 
+/// The statements of this file, by name and shape (`db::Query`).
+const CLAIM_LOGIN_ATTEMPT: Query = Query::insert("claim_login_attempt", "login_tentativas");
+const RESOLVE_LOGIN_ATTEMPT: Query = Query::update("resolve_login_attempt", "login_tentativas");
+const ADD_LOGIN_FAILURES: Query = Query::insert("add_login_failures", "login_tentativas");
+const PURGE_LOGIN_ATTEMPTS: Query = Query::delete("purge_login_attempts", "login_tentativas");
+
 /// Rows deleted per purge statement, and statements per purge run: each statement is short,
 /// and one run removes up to 50 000 expired rows.
 const PURGE_BATCH: i64 = 1000;
@@ -75,9 +81,8 @@ pub async fn claim_login_attempt(
         .fetch_one(conn)
         .await
     });
-    let (failed, in_flight, window_start_ms): (i32, i32, i64) = db
-        .run(Access::Primary, Query::insert("claim_login_attempt", "login_tentativas"), claim)
-        .await?;
+    let (failed, in_flight, window_start_ms): (i32, i32, i64) =
+        db.run(Access::Primary, CLAIM_LOGIN_ATTEMPT, claim).await?;
     Ok(AttemptCounts {
         failed: u32::try_from(failed).unwrap_or(0),
         in_flight: u32::try_from(in_flight).unwrap_or(0),
@@ -114,7 +119,7 @@ pub(super) async fn resolve_login_attempt(
         .await
         .map(|_| ())
     });
-    db.run(Access::Primary, Query::update("resolve_login_attempt", "login_tentativas"), resolve)
+    db.run(Access::Primary, RESOLVE_LOGIN_ATTEMPT, resolve)
         .await
 }
 
@@ -148,7 +153,7 @@ pub(super) async fn add_login_failures(
         .await
         .map(|_| ())
     });
-    db.run(Access::Primary, Query::insert("add_login_failures", "login_tentativas"), add).await
+    db.run(Access::Primary, ADD_LOGIN_FAILURES, add).await
 }
 
 /// Deletes up to `limit` rows whose window has passed and that have no attempt in
@@ -173,7 +178,7 @@ pub(super) async fn purge_login_attempts(
         .await
         .map(|r| r.rows_affected())
     });
-    db.run(Access::Primary, Query::delete("purge_login_attempts", "login_tentativas"), purge).await
+    db.run(Access::Primary, PURGE_LOGIN_ATTEMPTS, purge).await
 }
 
 /// One row of `login_tentativas` after a claim.
