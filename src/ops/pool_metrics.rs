@@ -1,7 +1,7 @@
 //! The database's figures for `/metrics`, read at scrape time rather than counted twice:
 //! [`PoolCollector`] (the unlabelled `produto_db_pool_*` series of the primary, readiness,
-//! the connection budget) and [`ServersCollector`] (one series per database server, labelled with its address
-//! (`pool`, without credentials) and its role now).
+//! the connection budget) and [`ServersCollector`] (one series per database server, labelled
+//! with its address (`pool`, without credentials) and its role now).
 
 use std::fmt;
 

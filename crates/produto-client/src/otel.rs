@@ -3,8 +3,8 @@
 //! W3C trace context (`traceparent`, `tracestate`) in gRPC metadata. Without an endpoint
 //! nothing here is installed, and the helpers below return at their first check.
 //!
-//! Sampling is decided where a trace starts, before its root span is made ([`sample`],
-//! [`decided`], [`root`]): a span the sampler refused, and everything under it, never reaches
+//! Sampling is decided where a trace starts, before its root span is made ([`root`],
+//! [`root_continuing`], [`decided`]): a span the sampler refused, and everything under it, never reaches
 //! the OpenTelemetry layer, so an unsampled call costs what it costs with traces off (the
 //! layer builds every span it sees, and the SDK's own sampler only decides afterwards).
 
@@ -224,17 +224,6 @@ pub fn exporting_now() -> bool {
     tracing::dispatcher::get_default(|dispatch| dispatch.downcast_ref::<TracedCrates>().is_some())
 }
 
-/// Whether a trace starting here would be sampled, continuing `parent` (a remote span
-/// context from a caller that is trusted) or a new trace: the exporting subscriber's sampler,
-/// asked before the root span is made. `None` when traces are not exported.
-pub fn sample(parent: Option<&Context>, name: &str) -> Option<bool> {
-    tracing::dispatcher::get_default(|dispatch| {
-        dispatch
-            .downcast_ref::<TracedCrates>()
-            .map(|filter| filter.sample(parent, name))
-    })
-}
-
 thread_local! {
     /// The decision for the next span made on this thread, set by [`decided`].
     static DECIDED: Cell<Option<bool>> = const { Cell::new(None) };
@@ -248,8 +237,8 @@ pub(crate) fn inside_exported_span() -> bool {
     EXPORTED_DEPTH.get() > 0
 }
 
-/// Makes a trace's root span at `level` with `make`, exported only if `sampled` (from
-/// [`sample`]). A span made otherwise is exported only inside an exported span: a span
+/// Makes a trace's root span at `level` with `make`, exported only if `sampled` (decided
+/// by the caller, e.g. from the calls a batch serves). A span made otherwise is exported only inside an exported span: a span
 /// outside any trace (a background task's, or one under an unsampled call) is never a trace
 /// of its own. A span neither exported nor logged is not made at all: the registry would
 /// keep it anyway (a span that every per-layer filter refuses is still registered, entered
@@ -258,6 +247,11 @@ pub fn decided(sampled: bool, level: Level, make: impl FnOnce() -> tracing::Span
     if !sampled && !logged(level) {
         return tracing::Span::none();
     }
+    made_as(sampled, make)
+}
+
+/// `make`'s span, which the layer's filter exports if `sampled`.
+fn made_as(sampled: bool, make: impl FnOnce() -> tracing::Span) -> tracing::Span {
     DECIDED.set(Some(sampled));
     let made = make();
     DECIDED.set(None);
@@ -278,9 +272,10 @@ pub fn root(name: &str, level: Level, make: impl FnOnce() -> tracing::Span) -> t
     root_continuing(None, name, level, make).0
 }
 
-/// A trace's root span at `level`, continuing `parent` (see [`sample`]) or starting a new
-/// trace, made by `make`; and whether it is exported. Without traces, `make`'s span as it is.
-/// [`sample`] and [`decided`] in one look at the subscriber.
+/// A trace's root span at `level`, continuing `parent` (a remote span context from a caller
+/// that is trusted) or starting a new trace, made by `make`; and whether it is exported: the
+/// exporting subscriber's sampler asked before the span is made, then as [`decided`]. Without
+/// traces, `make`'s span as it is.
 pub fn root_continuing(
     parent: Option<&Context>,
     name: &str,
@@ -294,12 +289,7 @@ pub fn root_continuing(
     match decision {
         None => (make(), false),
         Some((false, false)) => (tracing::Span::none(), false),
-        Some((sampled, _)) => {
-            DECIDED.set(Some(sampled));
-            let made = make();
-            DECIDED.set(None);
-            (made, sampled)
-        }
+        Some((sampled, _)) => (made_as(sampled, make), sampled),
     }
 }
 
@@ -360,8 +350,8 @@ pub fn span_context(span: &tracing::Span) -> Option<SpanContext> {
     context.is_valid().then_some(context)
 }
 
-/// The OpenTelemetry layer's filter, a type of its own so that [`exporting`] and [`sample`]
-/// can find it in any subscriber (the layer itself is generic over the subscriber). It lets
+/// The OpenTelemetry layer's filter, a type of its own so that [`exporting`] and
+/// [`root_continuing`] can find it in any subscriber (the layer itself is generic over the subscriber). It lets
 /// through produto's spans that a root decided to sample ([`decided`]) and what happens
 /// inside them, nothing else.
 struct TracedCrates {
@@ -385,6 +375,12 @@ impl TracedCrates {
     }
 }
 
+/// DEBUG and TRACE events are never span events, so that the hot path's debug lines cost
+/// nothing while logs are at INFO or above.
+fn debug_event(meta: &tracing::Metadata<'_>) -> bool {
+    meta.is_event() && *meta.level() > Level::INFO
+}
+
 impl<S> tracing_subscriber::layer::Filter<S> for TracedCrates
 where
     S: Subscriber + for<'a> LookupSpan<'a>,
@@ -394,7 +390,7 @@ where
         meta: &tracing::Metadata<'_>,
         cx: &tracing_subscriber::layer::Context<'_, S>,
     ) -> bool {
-        if (meta.is_event() && *meta.level() > Level::INFO)
+        if debug_event(meta)
             || !tracing_subscriber::layer::Filter::<S>::enabled(&self.crates, meta, cx)
         {
             return false;
@@ -420,10 +416,7 @@ where
         meta: &'static tracing::Metadata<'static>,
     ) -> tracing::subscriber::Interest {
         // Asked for each span and event: whether it is exported depends on the trace it is in.
-        // DEBUG events are never span events, so that the hot path's debug lines cost
-        // nothing while logs are at INFO or above.
-        let debug_event = meta.is_event() && *meta.level() > Level::INFO;
-        if debug_event
+        if debug_event(meta)
             || tracing_subscriber::layer::Filter::<S>::callsite_enabled(&self.crates, meta)
                 .is_never()
         {
